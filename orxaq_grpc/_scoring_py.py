@@ -1,0 +1,204 @@
+"""Pure-Python twin of the compiled scoring kernel (`_scoring.pyx`).
+
+Both twins take the same arguments, apply the same filters in the same order and
+do the same floating-point operations in the same order, so their results agree
+to the last bit on IEEE doubles (the tests hold them to 1e-12). Keep them in step:
+a change to one is a change to both.
+
+Status codes are `orxaq_grpc.routing.types.Filter` values; 0 means eligible.
+"""
+
+from __future__ import annotations
+
+from math import log
+
+# Filter codes, mirrored as C constants in the compiled twin.
+ELIGIBLE = 0
+CONTEXT_WINDOW = 3
+OUTPUT_LIMIT = 4
+CAPABILITY = 5
+LANE_QUALITY_FLOOR = 6
+MIN_QUALITY = 7
+MAX_COST = 8
+MAX_LATENCY = 9
+
+KIND = "python"
+
+
+class CatalogKernel:
+    """The catalog as flat arrays, built once per config load.
+
+    Arrays are indexed by catalog position; the catalog is sorted by model id, so a
+    lower index is the final tie-break.
+    """
+
+    __slots__ = (
+        "size",
+        "input_price",
+        "output_price",
+        "speed",
+        "ttft",
+        "quality",
+        "quality_score",
+        "context_window",
+        "max_output",
+        "capabilities",
+    )
+
+    def __init__(
+        self,
+        input_price,
+        output_price,
+        speed,
+        ttft,
+        quality,
+        quality_score,
+        context_window,
+        max_output,
+        capabilities,
+    ) -> None:
+        size = len(input_price)
+        for array in (output_price, speed, ttft, quality, quality_score, context_window, max_output, capabilities):
+            if len(array) != size:
+                raise ValueError("catalog arrays differ in length")
+        self.size = size
+        self.input_price = input_price
+        self.output_price = output_price
+        self.speed = speed
+        self.ttft = ttft
+        self.quality = quality
+        self.quality_score = quality_score
+        self.context_window = context_window
+        self.max_output = max_output
+        self.capabilities = capabilities
+
+    def score(
+        self,
+        status,
+        bias,
+        cost,
+        latency,
+        cost_score,
+        speed_score,
+        penalty,
+        score,
+        order,
+        input_tokens: float,
+        output_tokens: float,
+        w_cost: float,
+        w_speed: float,
+        w_quality: float,
+        log_cost_lo: float,
+        log_cost_span: float,
+        floor_cost: float,
+        log_latency_lo: float,
+        log_latency_span: float,
+        ramp_start: float,
+        ramp_penalty: float,
+        required_capabilities: int,
+        lane_floor: float,
+        min_quality: float,
+        max_cost: float,
+        max_latency: float,
+    ) -> int:
+        """Filter and score every model; write the best `len(order)` eligible indices.
+
+        `status` comes in with the lane's static codes (allow-list, enabled) and goes
+        out with every filter's verdict. Returns the number of eligible models; the
+        first min(that, len(order)) entries of `order` are filled, best first.
+        """
+        n = self.size
+        k = len(order)
+        need = input_tokens + output_tokens
+        ramp_width = 1.0 - ramp_start
+        filled = 0
+        eligible = 0
+        input_price = self.input_price
+        output_price = self.output_price
+        speed = self.speed
+        ttft = self.ttft
+        quality = self.quality
+        quality_score = self.quality_score
+        context_window = self.context_window
+        max_output = self.max_output
+        capabilities = self.capabilities
+        for i in range(n):
+            if status[i] != ELIGIBLE:
+                continue
+            fill = need / context_window[i]
+            if fill > 1.0:
+                status[i] = CONTEXT_WINDOW
+                continue
+            if output_tokens > max_output[i]:
+                status[i] = OUTPUT_LIMIT
+                continue
+            if capabilities[i] & required_capabilities != required_capabilities:
+                status[i] = CAPABILITY
+                continue
+            q = quality[i]
+            if q < lane_floor:
+                status[i] = LANE_QUALITY_FLOOR
+                continue
+            if q < min_quality:
+                status[i] = MIN_QUALITY
+                continue
+            c = (input_tokens * input_price[i] + output_tokens * output_price[i]) / 1e6
+            t = ttft[i] + output_tokens / speed[i]
+            cost[i] = c
+            latency[i] = t
+            if c > max_cost:
+                status[i] = MAX_COST
+                continue
+            if t > max_latency:
+                status[i] = MAX_LATENCY
+                continue
+
+            if log_cost_span > 0.0:
+                cs = 1.0 - _clamp01((log(c if c > floor_cost else floor_cost) - log_cost_lo) / log_cost_span)
+            else:
+                cs = 1.0
+            if log_latency_span > 0.0:
+                ss = 1.0 - _clamp01((log(t) - log_latency_lo) / log_latency_span)
+            else:
+                ss = 1.0
+            p = 0.0
+            if fill > ramp_start and ramp_width > 0.0:
+                p = ramp_penalty * (fill - ramp_start) / ramp_width
+            cost_score[i] = cs
+            speed_score[i] = ss
+            penalty[i] = p
+            score[i] = w_cost * cs + w_speed * ss + w_quality * quality_score[i] + bias[i] - p
+            eligible += 1
+
+            # Keep `order` sorted best-first: insertion into the top k.
+            if filled < k:
+                pos = filled
+                filled += 1
+            elif _better(i, order[k - 1], score, quality, cost):
+                pos = k - 1
+            else:
+                continue
+            while pos > 0 and _better(i, order[pos - 1], score, quality, cost):
+                order[pos] = order[pos - 1]
+                pos -= 1
+            order[pos] = i
+        return eligible
+
+
+def _clamp01(x: float) -> float:
+    if x < 0.0:
+        return 0.0
+    if x > 1.0:
+        return 1.0
+    return x
+
+
+def _better(i: int, j: int, score, quality, cost) -> bool:
+    """Deterministic ranking: score, then quality, then lower cost, then lower index."""
+    if score[i] != score[j]:
+        return score[i] > score[j]
+    if quality[i] != quality[j]:
+        return quality[i] > quality[j]
+    if cost[i] != cost[j]:
+        return cost[i] < cost[j]
+    return i < j

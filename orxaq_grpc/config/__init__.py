@@ -1,0 +1,1 @@
+"""Configuration: the catalog, lanes and policy in `config/`."""

@@ -1,0 +1,404 @@
+"""Loads and validates `catalog.toml`, `lanes.toml` and `policy.toml`.
+
+Every problem is collected, not just the first, and each names its file, the
+dotted field and what is wrong, so `orxaq-grpc check-config` can list them all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orxaq_grpc.config.model import Config, LaneSpec, Limits, ModelSpec, Policy, Weights
+from orxaq_grpc.routing.types import Objective, Profile
+from orxaq_grpc.routing.validation import range_problem
+
+CATALOG_FILE = "catalog.toml"
+LANES_FILE = "lanes.toml"
+POLICY_FILE = "policy.toml"
+CONFIG_FILES = (CATALOG_FILE, LANES_FILE, POLICY_FILE)
+
+ORIGINS = ("hosted", "local")
+MAX_CAPABILITIES = 64  # capabilities are a 64-bit mask in the kernel
+_ID = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,127}$")
+_OBJECTIVES = {"cost_speed": Objective.COST_SPEED, "balanced": Objective.BALANCED, "quality": Objective.QUALITY}
+_PROFILES = {"fast": Profile.FAST, "strong": Profile.STRONG}
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    path: str
+    field: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.field}: {self.problem}" if self.field else f"{self.path}: {self.problem}"
+
+
+class ConfigError(Exception):
+    """A config directory that cannot be used; `problems` lists every reason."""
+
+    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class _Section:
+    """One TOML table being read; records problems instead of raising.
+
+    `done()` reports keys nobody asked for, so a misspelt field is an error rather
+    than a silently ignored setting.
+    """
+
+    def __init__(self, problems: list[ConfigProblem], path: str, prefix: str, data: Any) -> None:
+        self._problems = problems
+        self._path = path
+        self._prefix = prefix
+        self._seen: set[str] = set()
+        if isinstance(data, dict):
+            self._data = data
+        else:
+            self._data = {}
+            self.problem("", f"must be a table, not {type(data).__name__}")
+
+    def name(self, key: str) -> str:
+        return f"{self._prefix}.{key}" if self._prefix and key else (self._prefix or key)
+
+    def problem(self, key: str, text: str) -> None:
+        self._problems.append(ConfigProblem(self._path, self.name(key), text))
+
+    def has(self, key: str) -> bool:
+        return key in self._data
+
+    def keys(self) -> list[str]:
+        return list(self._data)
+
+    def _get(self, key: str, required: bool) -> Any:
+        self._seen.add(key)
+        if key not in self._data:
+            if required:
+                self.problem(key, "is required")
+            return None
+        return self._data[key]
+
+    def raw(self, key: str, required: bool = True) -> Any:
+        """The value as parsed, for shapes the typed readers do not cover."""
+        return self._get(key, required)
+
+    def nested(self, prefix: str, data: Any) -> _Section:
+        """A section for a value found inside this one, e.g. an array entry."""
+        return _Section(self._problems, self._path, self.name(prefix), data)
+
+    def section(self, key: str, required: bool = True) -> _Section:
+        value = self._get(key, required)
+        return _Section(self._problems, self._path, self.name(key), {} if value is None else value)
+
+    def string(self, key: str, default: str | None = None, choices: Iterable[str] | None = None) -> str:
+        value = self._get(key, default is None)
+        if value is None:
+            return default or ""
+        if not isinstance(value, str):
+            self.problem(key, f"must be a string, not {type(value).__name__}")
+            return default or ""
+        if choices is not None and value not in choices:
+            self.problem(key, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def identifier(self, key: str) -> str:
+        value = self.string(key)
+        if value and not _ID.match(value):
+            self.problem(key, f"{value!r} must be lower-case letters, digits and . _ : / - (at most 128)")
+        return value
+
+    def number(
+        self,
+        key: str,
+        default: float | None = None,
+        lo: float | None = None,
+        hi: float | None = None,
+        above: float | None = None,
+    ) -> float:
+        value = self._get(key, default is None)
+        if value is None:
+            return default if default is not None else 0.0
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.problem(key, f"must be a number, not {type(value).__name__}")
+            return default if default is not None else 0.0
+        value = float(value)
+        if problem := range_problem(value, lo=lo, hi=hi, above=above):
+            self.problem(key, problem)
+        return value
+
+    def integer(self, key: str, default: int | None = None, lo: int = 0, hi: int | None = None) -> int:
+        value = self._get(key, default is None)
+        if value is None:
+            return default or 0
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(key, f"must be a whole number, not {type(value).__name__}")
+            return default or 0
+        if value < lo:
+            self.problem(key, f"{value} is below the minimum {lo}")
+        elif hi is not None and value > hi:
+            self.problem(key, f"{value} is above the maximum {hi}")
+        return value
+
+    def boolean(self, key: str, default: bool | None = None) -> bool:
+        value = self._get(key, default is None)
+        if value is None:
+            return bool(default)
+        if not isinstance(value, bool):
+            self.problem(key, f"must be true or false, not {type(value).__name__}")
+            return bool(default)
+        return value
+
+    def date(self, key: str) -> dt.date:
+        value = self._get(key, True)
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        if value is not None:
+            self.problem(key, "must be a date such as 2026-11-01")
+        return dt.date.min
+
+    def strings(self, key: str, default: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        value = self._get(key, default is None)
+        if value is None:
+            return default or ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problem(key, "must be a list of strings")
+            return default or ()
+        if len(set(value)) != len(value):
+            self.problem(key, "has duplicate entries")
+        return tuple(value)
+
+    def done(self) -> None:
+        for key in self._data:
+            if key not in self._seen:
+                self.problem(key, "is not a known field")
+
+
+def load_config(directory: str | Path) -> Config:
+    """Reads and validates a config directory; raises ConfigError listing every problem."""
+    directory = Path(directory)
+    problems: list[ConfigProblem] = []
+    raw: dict[str, dict[str, Any]] = {}
+    digest = hashlib.sha256()
+    for name in CONFIG_FILES:
+        path = directory / name
+        try:
+            content = path.read_bytes()
+            raw[name] = tomllib.loads(content.decode("utf-8"))
+        except FileNotFoundError:
+            problems.append(ConfigProblem(str(path), "", "file not found"))
+            continue
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            problems.append(ConfigProblem(str(path), "", f"cannot be read: {exc}"))
+            continue
+        digest.update(name.encode() + b"\0" + content + b"\0")
+    if problems:
+        raise ConfigError(problems)
+
+    policy = _read_policy(_Section(problems, str(directory / POLICY_FILE), "", raw[POLICY_FILE]))
+    models = _read_catalog(_Section(problems, str(directory / CATALOG_FILE), "", raw[CATALOG_FILE]), policy)
+    lanes = _read_lanes(_Section(problems, str(directory / LANES_FILE), "", raw[LANES_FILE]), models)
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        directory=directory,
+        version=digest.hexdigest()[:16],
+        models=tuple(sorted(models.values(), key=lambda m: m.id)),
+        lanes=lanes,
+        policy=policy,
+    )
+
+
+def _read_weights(section: _Section, keys: Iterable[str]) -> dict[str, Weights]:
+    result = {}
+    for key in keys:
+        table = section.section(key)
+        result[key] = Weights(
+            cost=table.number("cost", lo=0.0),
+            speed=table.number("speed", lo=0.0),
+            quality=table.number("quality", lo=0.0),
+        )
+        if table.has("cost") and result[key].cost + result[key].speed + result[key].quality <= 0.0:
+            table.problem("", "needs at least one weight above 0")
+        table.done()
+    section.done()
+    return result
+
+
+def _read_policy(root: _Section) -> Policy:
+    routing = root.section("routing")
+    routing_enabled = routing.boolean("enabled")
+    max_alternatives = routing.integer("max_alternatives", lo=0, hi=32)
+    routing.done()
+
+    weights = _read_weights(root.section("weights"), _OBJECTIVES)
+    multipliers = _read_weights(root.section("profiles"), _PROFILES)
+
+    objective = root.section("objective")
+    cost_speed_kinds = objective.strings("cost_speed_kinds")
+    quality_kinds = objective.strings("quality_kinds")
+    for kind in set(cost_speed_kinds) & set(quality_kinds):
+        objective.problem("quality_kinds", f"{kind!r} is also in cost_speed_kinds")
+    cost_speed_keywords = objective.strings("cost_speed_keywords")
+    quality_keywords = objective.strings("quality_keywords")
+    for word in cost_speed_keywords + quality_keywords:
+        if not word.strip():
+            objective.problem("quality_keywords", "keywords must not be blank")
+    quality_difficulty = objective.number("quality_difficulty_at_least", lo=0, hi=100)
+    cost_speed_difficulty = objective.number("cost_speed_difficulty_at_most", lo=0, hi=100)
+    if cost_speed_difficulty >= quality_difficulty:
+        objective.problem("cost_speed_difficulty_at_most", "must be below quality_difficulty_at_least")
+    quality_tokens = objective.integer("quality_input_tokens_at_least", lo=1)
+    objective.done()
+
+    estimates = root.section("estimates")
+    chars_per_token = estimates.number("chars_per_token", above=0.0)
+    default_output_tokens = estimates.integer("default_output_tokens", lo=1)
+    default_ttft_s = estimates.number("default_ttft_s", lo=0.0)
+    price_floor = estimates.number("price_floor_usd_per_mtok", above=0.0)
+    estimates.done()
+
+    context = root.section("context")
+    ramp_start = context.number("ramp_start", lo=0.0, hi=1.0)
+    ramp_penalty = context.number("ramp_penalty", lo=0.0)
+    context.done()
+
+    limits_section = root.section("limits")
+    limits = Limits(
+        max_prompt_bytes=limits_section.integer("max_prompt_bytes", lo=1, hi=3 * 1024 * 1024),
+        max_title_chars=limits_section.integer("max_title_chars", lo=1),
+        max_text_field_chars=limits_section.integer("max_text_field_chars", lo=1),
+        max_labels=limits_section.integer("max_labels", lo=0),
+        max_tokens=limits_section.integer("max_tokens", lo=1),
+    )
+    limits_section.done()
+    root.done()
+
+    return Policy(
+        routing_enabled=routing_enabled,
+        max_alternatives=max_alternatives,
+        weights={_OBJECTIVES[k]: w for k, w in weights.items()},
+        profile_multipliers={_PROFILES[k]: w for k, w in multipliers.items()},
+        cost_speed_kinds=frozenset(k.lower() for k in cost_speed_kinds),
+        quality_kinds=frozenset(k.lower() for k in quality_kinds),
+        cost_speed_keywords=cost_speed_keywords,
+        quality_keywords=quality_keywords,
+        quality_difficulty_at_least=quality_difficulty,
+        cost_speed_difficulty_at_most=cost_speed_difficulty,
+        quality_input_tokens_at_least=quality_tokens,
+        chars_per_token=chars_per_token,
+        default_output_tokens=default_output_tokens,
+        default_ttft_s=default_ttft_s,
+        price_floor_usd_per_mtok=price_floor,
+        context_ramp_start=ramp_start,
+        context_ramp_penalty=ramp_penalty,
+        limits=limits,
+    )
+
+
+def _read_catalog(root: _Section, policy: Policy) -> dict[str, ModelSpec]:
+    models: dict[str, ModelSpec] = {}
+    entries = root.raw("models")
+    root.done()
+    if entries is None:
+        return models
+    if not isinstance(entries, list) or not entries:
+        root.problem("models", "must be a non-empty array of [[models]] tables")
+        return models
+    capabilities: set[str] = set()
+    for index, entry in enumerate(entries):
+        m = root.nested(f"models[{index}]", entry)
+        model_id = m.identifier("id")
+        if model_id in models:
+            m.problem("id", f"{model_id!r} appears twice in the catalog")
+        ttft = m.number("ttft_s", default=-1.0)
+        if m.has("ttft_s") and ttft < 0:
+            m.problem("ttft_s", "must be 0 or more")
+        spec = ModelSpec(
+            id=model_id,
+            provider=m.identifier("provider"),
+            origin=m.string("origin", choices=ORIGINS),
+            input_usd_per_mtok=m.number("input_usd_per_mtok", lo=0.0),
+            output_usd_per_mtok=m.number("output_usd_per_mtok", lo=0.0),
+            output_tokens_per_s=m.number("output_tokens_per_s", above=0.0),
+            ttft_s=ttft if ttft >= 0 else policy.default_ttft_s,
+            quality=m.number("quality", lo=0.0, hi=100.0),
+            context_window=m.integer("context_window", lo=1),
+            max_output_tokens=m.integer("max_output_tokens", lo=1),
+            capabilities=frozenset(m.strings("capabilities", default=())),
+            enabled=m.boolean("enabled", default=True),
+            price_source=m.string("price_source"),
+            price_date=m.date("price_date"),
+            speed_source=m.string("speed_source"),
+            speed_date=m.date("speed_date"),
+            quality_source=m.string("quality_source"),
+        )
+        if spec.max_output_tokens > spec.context_window:
+            m.problem("max_output_tokens", "is larger than context_window")
+        m.done()
+        capabilities |= spec.capabilities
+        models[model_id] = spec
+    if len(capabilities) > MAX_CAPABILITIES:
+        root.problem("models", f"{len(capabilities)} distinct capabilities; at most {MAX_CAPABILITIES}")
+    return models
+
+
+def _read_lanes(root: _Section, models: dict[str, ModelSpec]) -> dict[str, LaneSpec]:
+    lanes: dict[str, LaneSpec] = {}
+    table = root.section("lanes")
+    root.done()
+    if not table.keys():
+        table.problem("", "must define at least one lane")
+    for lane_id in table.keys():
+        s = table.section(lane_id)
+        if not _ID.match(lane_id):
+            s.problem("", "lane ids must be lower-case letters, digits and . _ : / -")
+        allowed = s.strings("allowed_models")
+        if not allowed:
+            s.problem("allowed_models", "must name at least one model")
+        for name in allowed:
+            if name not in models:
+                s.problem("allowed_models", f"{name!r} is not in the catalog")
+        fallback = s.string("static_fallback")
+        if fallback and fallback not in allowed:
+            s.problem("static_fallback", f"{fallback!r} is not in allowed_models")
+        elif fallback in models and not models[fallback].enabled:
+            s.problem("static_fallback", f"{fallback!r} is disabled in the catalog")
+        objective = s.string("default_objective", choices=_OBJECTIVES)
+        profile = s.string("default_profile", choices=_PROFILES)
+        model_bias = _read_bias(s.section("model_bias", required=False), allowed)
+        origin_bias = _read_bias(s.section("origin_bias", required=False), ORIGINS)
+        lanes[lane_id] = LaneSpec(
+            id=lane_id,
+            allowed_models=allowed,
+            static_fallback=fallback,
+            default_objective=_OBJECTIVES.get(objective, Objective.BALANCED),
+            default_profile=_PROFILES.get(profile, Profile.FAST),
+            quality_floor=s.number("quality_floor", default=0.0, lo=0.0, hi=100.0),
+            critical=s.boolean("critical", default=False),
+            enabled=s.boolean("enabled", default=True),
+            model_bias=model_bias,
+            origin_bias=origin_bias,
+            description=s.string("description", default=""),
+        )
+        s.done()
+    return lanes
+
+
+def _read_bias(section: _Section, known: Iterable[str]) -> dict[str, float]:
+    known = set(known)
+    bias = {}
+    for key in section.keys():
+        if key not in known:
+            section.problem(key, f"{key!r} is not one of {', '.join(sorted(known))}")
+        bias[key] = section.number(key, lo=-1.0, hi=1.0)
+    section.done()
+    return bias

@@ -1,0 +1,1 @@
+"""Routing core: plain Python over plain data; imports no grpc or protobuf."""

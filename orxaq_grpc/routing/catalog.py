@@ -1,0 +1,127 @@
+"""The catalog compiled for the kernel: flat arrays built once per config load.
+
+A Route then does only per-request work: copy its lane's status template, work
+out this request's reference ranges, and make one kernel call.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass
+
+from orxaq_grpc.config.model import Config, LaneSpec, ModelSpec, Weights
+from orxaq_grpc.routing.types import Filter
+from orxaq_grpc.scoring import CatalogKernel
+
+
+@dataclass(frozen=True, slots=True)
+class LaneArrays:
+    spec: LaneSpec
+    status_template: bytes  # per model: 0, or the static filter (not allowed, disabled)
+    bias: array  # per model, 'd'
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceRanges:
+    """Catalog-wide ranges for one request's token counts, on a log scale.
+
+    They depend on the whole catalog and the request, never on which candidates
+    survive the filters, so filtering one model cannot move another's sub-scores.
+    """
+
+    log_cost_lo: float
+    log_cost_span: float
+    floor_cost: float
+    log_latency_lo: float
+    log_latency_span: float
+
+
+class CompiledCatalog:
+    def __init__(self, config: Config) -> None:
+        models = config.models
+        policy = config.policy
+        self.models: tuple[ModelSpec, ...] = models
+        self.size = len(models)
+        self.index = {m.id: i for i, m in enumerate(models)}
+        self.capability_bits = {name: 1 << bit for bit, name in enumerate(config.capabilities)}
+        quality_lo = min(m.quality for m in models)
+        quality_span = max(m.quality for m in models) - quality_lo
+        # Quality is linear, cost and speed are logarithmic; all three use catalog-wide ranges.
+        self.quality_score = array(
+            "d", ((m.quality - quality_lo) / quality_span if quality_span > 0 else 1.0 for m in models)
+        )
+        self.kernel = CatalogKernel(
+            array("d", (m.input_usd_per_mtok for m in models)),
+            array("d", (m.output_usd_per_mtok for m in models)),
+            array("d", (m.output_tokens_per_s for m in models)),
+            array("d", (m.ttft_s for m in models)),
+            array("d", (m.quality for m in models)),
+            self.quality_score,
+            array("d", (float(m.context_window) for m in models)),
+            array("d", (float(m.max_output_tokens) for m in models)),
+            array("Q", (self.capability_mask(m.capabilities) for m in models)),
+        )
+        floor = policy.price_floor_usd_per_mtok
+        self._price_floor = floor
+        self._input_price_lo = max(floor, min(m.input_usd_per_mtok for m in models))
+        self._input_price_hi = max(floor, max(m.input_usd_per_mtok for m in models))
+        self._output_price_lo = max(floor, min(m.output_usd_per_mtok for m in models))
+        self._output_price_hi = max(floor, max(m.output_usd_per_mtok for m in models))
+        self._ttft_lo = min(m.ttft_s for m in models)
+        self._ttft_hi = max(m.ttft_s for m in models)
+        self._speed_lo = min(m.output_tokens_per_s for m in models)
+        self._speed_hi = max(m.output_tokens_per_s for m in models)
+
+        self.lanes = {lane.id: self._lane_arrays(lane) for lane in config.lanes.values()}
+        self.weights = {
+            (objective, profile): combine_weights(policy.weights[objective], policy.profile_multipliers[profile])
+            for objective in policy.weights
+            for profile in policy.profile_multipliers
+        }
+        self.zeros = array("d", bytes(8 * self.size))
+
+    def capability_mask(self, names) -> int:
+        mask = 0
+        for name in names:
+            mask |= self.capability_bits[name]
+        return mask
+
+    def reference(self, input_tokens: float, output_tokens: float) -> ReferenceRanges:
+        cost_lo = (input_tokens * self._input_price_lo + output_tokens * self._output_price_lo) / 1e6
+        cost_hi = (input_tokens * self._input_price_hi + output_tokens * self._output_price_hi) / 1e6
+        latency_lo = self._ttft_lo + output_tokens / self._speed_hi
+        latency_hi = self._ttft_hi + output_tokens / self._speed_lo
+        log_cost_lo = math.log(cost_lo)
+        log_latency_lo = math.log(latency_lo)
+        return ReferenceRanges(
+            log_cost_lo=log_cost_lo,
+            log_cost_span=math.log(cost_hi) - log_cost_lo,
+            floor_cost=(input_tokens + output_tokens) * self._price_floor / 1e6,
+            log_latency_lo=log_latency_lo,
+            log_latency_span=math.log(latency_hi) - log_latency_lo,
+        )
+
+    def _lane_arrays(self, lane: LaneSpec) -> LaneArrays:
+        allowed = set(lane.allowed_models)
+        status = bytearray(self.size)
+        bias = array("d", bytes(8 * self.size))
+        for i, model in enumerate(self.models):
+            if model.id not in allowed:
+                status[i] = Filter.NOT_ALLOWED
+            elif not model.enabled:
+                status[i] = Filter.DISABLED
+            bias[i] = lane.model_bias.get(model.id, 0.0) + lane.origin_bias.get(model.origin, 0.0)
+        return LaneArrays(spec=lane, status_template=bytes(status), bias=bias)
+
+
+def combine_weights(base: Weights, multipliers: Weights) -> Weights:
+    """Objective weights scaled by a profile and renormalised to sum 1."""
+    cost = base.cost * multipliers.cost
+    speed = base.speed * multipliers.speed
+    quality = base.quality * multipliers.quality
+    total = cost + speed + quality
+    if total <= 0.0:
+        return Weights(1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0)
+    return Weights(cost / total, speed / total, quality / total)
+

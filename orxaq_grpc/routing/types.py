@@ -1,0 +1,159 @@
+"""Plain data the routing core works on. No grpc, no protobuf.
+
+Enum values equal the numbers of the same-named enums in
+`protos/orxaq/routing/v1/routing.proto`, so the edge converts by value; a test
+holds the two in step.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Objective(enum.IntEnum):
+    UNSPECIFIED = 0
+    COST_SPEED = 1
+    BALANCED = 2
+    QUALITY = 3
+
+
+class ObjectiveRule(enum.IntEnum):
+    UNSPECIFIED = 0
+    EXPLICIT = 1
+    TASK_KIND = 2
+    KEYWORD = 3
+    DIFFICULTY = 4
+    SIZE = 5
+    LANE_DEFAULT = 6
+
+
+class Profile(enum.IntEnum):
+    UNSPECIFIED = 0
+    FAST = 1
+    STRONG = 2
+
+
+class Strategy(enum.IntEnum):
+    UNSPECIFIED = 0
+    SCORED = 1
+    REQUESTED = 2
+    STATIC_FALLBACK = 3
+
+
+class FallbackReason(enum.IntEnum):
+    NONE = 0
+    REQUESTED_MODEL_NOT_ALLOWED = 1
+    REQUESTED_MODEL_INELIGIBLE = 2
+    ROUTING_DISABLED = 10
+    LANE_DISABLED = 11
+    NO_ELIGIBLE_CANDIDATE = 12
+    ROUTER_ERROR = 13
+
+    @property
+    def disruptive(self) -> bool:
+        """Benign reasons are a lane's request overridden; the rest signal trouble."""
+        return self >= FallbackReason.ROUTING_DISABLED
+
+
+class Filter(enum.IntEnum):
+    """Why a candidate was not eligible; the kernel writes these codes."""
+
+    UNSPECIFIED = 0
+    NOT_ALLOWED = 1
+    DISABLED = 2
+    CONTEXT_WINDOW = 3
+    OUTPUT_LIMIT = 4
+    CAPABILITY = 5
+    LANE_QUALITY_FLOOR = 6
+    MIN_QUALITY = 7
+    MAX_COST = 8
+    MAX_LATENCY = 9
+
+
+def enum_name(member: enum.Enum) -> str:
+    """The lower-case name used in config files, logs and the CLI."""
+    return member.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: str = ""
+    kind: str = ""
+    title: str = ""
+    prompt: str = ""
+    labels: tuple[str, ...] = ()
+    input_tokens: int = 0  # 0: estimate
+    output_tokens: int = 0  # 0: estimate
+    difficulty: float | None = None
+    value_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Constraints:
+    max_cost_usd: float | None = None
+    min_quality: float | None = None
+    max_latency_s: float | None = None
+    required_capabilities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    lane: str
+    task: Task = field(default_factory=Task)
+    objective: Objective = Objective.UNSPECIFIED
+    profile: Profile = Profile.UNSPECIFIED
+    requested_model: str = ""
+    constraints: Constraints = field(default_factory=Constraints)
+    explain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateScore:
+    model: str
+    provider: str
+    score: float
+    cost_score: float
+    speed_score: float
+    quality_score: float
+    bias: float
+    context_penalty: float
+    estimated_cost_usd: float
+    estimated_latency_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class FilteredModel:
+    model: str
+    filter: Filter
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    decision_id: str
+    model: str
+    provider: str
+    lane: str
+    objective: Objective
+    objective_rule: ObjectiveRule
+    objective_detail: str
+    profile: Profile
+    strategy: Strategy
+    fallback_reason: FallbackReason
+    estimated_cost_usd: float
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+    estimated_latency_s: float
+    score: float
+    alternatives: tuple[str, ...]
+    config_version: str
+    input_tokens: int
+    output_tokens: int
+    tokens_estimated: bool
+    difficulty: float
+    difficulty_estimated: bool
+    eligible_count: int
+    rationale: str
+    candidates: tuple[CandidateScore, ...] = ()
+    filtered: tuple[FilteredModel, ...] = ()

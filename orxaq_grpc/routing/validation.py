@@ -1,0 +1,109 @@
+"""Request validation: every problem, each with the contract's dotted field path.
+
+The edge turns the violations into INVALID_ARGUMENT with google.rpc.BadRequest;
+the router only ever sees requests that passed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from orxaq_grpc.config.model import Config
+from orxaq_grpc.routing.types import RouteRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    field: str
+    description: str
+
+
+class RequestInvalid(Exception):
+    """Raised at the edge with every violation of one request."""
+
+    def __init__(self, violations: list[Violation]) -> None:
+        self.violations = violations
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+
+
+def validate_route_request(request: RouteRequest, config: Config) -> list[Violation]:
+    limits = config.policy.limits
+    out: list[Violation] = []
+
+    def text(field: str, value: str, limit: int) -> None:
+        if len(value) > limit:
+            out.append(Violation(field, f"is {len(value)} characters; at most {limit}"))
+
+    if not request.lane:
+        out.append(Violation("lane", "is required"))
+    elif len(request.lane) > limits.max_text_field_chars:
+        text("lane", request.lane, limits.max_text_field_chars)
+    elif request.lane not in config.lanes:
+        known = ", ".join(sorted(config.lanes))
+        out.append(Violation("lane", f"unknown lane {request.lane!r}; known lanes: {known}"))
+
+    task = request.task
+    text("task.id", task.id, limits.max_text_field_chars)
+    text("task.kind", task.kind, limits.max_text_field_chars)
+    text("task.title", task.title, limits.max_title_chars)
+    # UTF-8 takes at most 4 bytes a character: only encode when it could matter.
+    if len(task.prompt) * 4 > limits.max_prompt_bytes:
+        size = len(task.prompt.encode("utf-8", "surrogatepass"))
+        if size > limits.max_prompt_bytes:
+            out.append(Violation("task.prompt", f"is {size} bytes; at most {limits.max_prompt_bytes}"))
+    if len(task.labels) > limits.max_labels:
+        out.append(Violation("task.labels", f"has {len(task.labels)} labels; at most {limits.max_labels}"))
+    for i, label in enumerate(task.labels[: limits.max_labels]):
+        text(f"task.labels[{i}]", label, limits.max_text_field_chars)
+    for field, count in (("task.input_tokens", task.input_tokens), ("task.output_tokens", task.output_tokens)):
+        if count < 0:
+            out.append(Violation(field, f"must be 0 (estimate) or more, got {count}"))
+        elif count > limits.max_tokens:
+            out.append(Violation(field, f"is {count}; at most {limits.max_tokens}"))
+    _number(out, "task.difficulty", task.difficulty, lo=0.0, hi=100.0)
+    _number(out, "task.value_usd", task.value_usd, lo=0.0)
+
+    text("requested_model", request.requested_model, limits.max_text_field_chars)
+
+    constraints = request.constraints
+    _number(out, "constraints.max_cost_usd", constraints.max_cost_usd, above=0.0)
+    _number(out, "constraints.min_quality", constraints.min_quality, lo=0.0, hi=100.0)
+    _number(out, "constraints.max_latency_s", constraints.max_latency_s, above=0.0)
+    known = config.capabilities
+    for i, capability in enumerate(constraints.required_capabilities):
+        if capability not in known:
+            out.append(
+                Violation(
+                    f"constraints.required_capabilities[{i}]",
+                    f"unknown capability {capability[:64]!r}; known: {', '.join(known)}",
+                )
+            )
+    return out
+
+
+def _number(
+    out: list[Violation],
+    field: str,
+    value: float | None,
+    lo: float | None = None,
+    hi: float | None = None,
+    above: float | None = None,
+) -> None:
+    if value is not None and (problem := range_problem(value, lo=lo, hi=hi, above=above)):
+        out.append(Violation(field, problem))
+
+
+def range_problem(
+    value: float, lo: float | None = None, hi: float | None = None, above: float | None = None
+) -> str | None:
+    """What is wrong with a number that must be finite and within bounds, if anything."""
+    if not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    if lo is not None and value < lo:
+        return f"must be at least {lo:g}, got {value:g}"
+    if hi is not None and value > hi:
+        return f"must be at most {hi:g}, got {value:g}"
+    if above is not None and value <= above:
+        return f"must be greater than {above:g}, got {value:g}"
+    return None

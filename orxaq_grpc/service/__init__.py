@@ -1,0 +1,1 @@
+"""The gRPC edge: converts messages to core objects and back, wires the server."""
