@@ -1,0 +1,39 @@
+"""The router in service, swapped whole when the config is reloaded."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from orxaq_grpc.config.load import ConfigError, load_config
+from orxaq_grpc.routing.router import Router
+
+log = logging.getLogger(__name__)
+
+
+class LiveRouter:
+    """Holds the current Router. Readers take `current` once per request and use that
+    snapshot throughout, so a reload never mixes two configs in one decision."""
+
+    def __init__(self, router: Router) -> None:
+        self.current = router
+        self._reload_lock = threading.Lock()
+
+    @classmethod
+    def from_directory(cls, directory: str | Path) -> LiveRouter:
+        return cls(Router(load_config(directory)))
+
+    def reload(self) -> bool:
+        """Loads the config directory again; on any problem keeps the last good one."""
+        with self._reload_lock:
+            directory = self.current.config.directory
+            try:
+                router = Router(load_config(directory))
+            except ConfigError as exc:
+                log.error("config reload refused, keeping version %s:\n%s", self.current.config.version, exc)
+                return False
+            previous = self.current.config.version
+            self.current = router
+            log.info("config reloaded from %s: version %s -> %s", directory, previous, router.config.version)
+            return True

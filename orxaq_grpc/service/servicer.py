@@ -1,0 +1,61 @@
+"""The RoutingService RPCs: validate, convert, call the core, convert back.
+
+`RoutingHandlers` holds what each RPC does; `RoutingServicer` adapts it to the grpc
+server, mapping a rejected request to INVALID_ARGUMENT with its field violations.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+
+from orxaq.routing.v1 import routing_pb2 as pb
+from orxaq.routing.v1 import routing_pb2_grpc
+from orxaq_grpc import __version__
+from orxaq_grpc.routing.live import LiveRouter
+from orxaq_grpc.routing.validation import RequestInvalid, validate_route_request
+from orxaq_grpc.scoring import KIND as SCORING_KERNEL
+from orxaq_grpc.service.convert import decision_to_proto, health_to_proto, route_request_from_proto
+from orxaq_grpc.service.errors import invalid_argument
+from orxaq_grpc.service.runtime import protobuf_backend
+
+
+class RoutingHandlers:
+    """The RPCs as plain functions of a request message."""
+
+    def __init__(self, live: LiveRouter) -> None:
+        self._live = live
+        self._started = time.monotonic()
+
+    def route(self, message: pb.RouteRequest) -> pb.RouteDecision:
+        router = self._live.current
+        request, violations = route_request_from_proto(message)
+        violations += validate_route_request(request, router.config)
+        if violations:
+            raise RequestInvalid(violations)
+        return decision_to_proto(router.route(request))
+
+    def health(self, message: pb.HealthRequest) -> pb.HealthResponse:
+        return health_to_proto(
+            self._live.current.config,
+            uptime_s=time.monotonic() - self._started,
+            scoring_kernel=SCORING_KERNEL,
+            protobuf_backend=protobuf_backend(),
+            version=__version__,
+        )
+
+
+class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
+    def __init__(self, handlers: RoutingHandlers) -> None:
+        self._handlers = handlers
+
+    def Route(self, request: pb.RouteRequest, context: grpc.ServicerContext) -> pb.RouteDecision:
+        try:
+            return self._handlers.route(request)
+        except RequestInvalid as exc:
+            context.abort_with_status(invalid_argument("RouteRequest", exc.violations))
+            raise  # abort_with_status raises; this line is never reached
+
+    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:
+        return self._handlers.health(request)
