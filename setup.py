@@ -11,6 +11,7 @@ accident. `ORXAQ_NO_EXTENSIONS=1` at build time skips it on purpose.
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 from setuptools import Command, Extension, setup
 from setuptools.command.build_py import build_py
@@ -22,7 +23,7 @@ PROTO_ROOT = ROOT / "protos"
 
 class BuildProtos(Command):
     description = "generate Python modules and stubs from protos/"
-    user_options: list = []
+    user_options: ClassVar[list] = []
 
     def initialize_options(self) -> None:
         pass

@@ -33,16 +33,16 @@ class CatalogKernel:
     """
 
     __slots__ = (
-        "size",
+        "capabilities",
+        "context_window",
         "input_price",
+        "max_output",
         "output_price",
-        "speed",
-        "ttft",
         "quality",
         "quality_score",
-        "context_window",
-        "max_output",
-        "capabilities",
+        "size",
+        "speed",
+        "ttft",
     )
 
     def __init__(
@@ -58,7 +58,16 @@ class CatalogKernel:
         capabilities,
     ) -> None:
         size = len(input_price)
-        for array in (output_price, speed, ttft, quality, quality_score, context_window, max_output, capabilities):
+        for array in (
+            output_price,
+            speed,
+            ttft,
+            quality,
+            quality_score,
+            context_window,
+            max_output,
+            capabilities,
+        ):
             if len(array) != size:
                 raise ValueError("catalog arrays differ in length")
         self.size = size

@@ -27,7 +27,11 @@ CONFIG_FILES = (CATALOG_FILE, LANES_FILE, POLICY_FILE)
 ORIGINS = ("hosted", "local")
 MAX_CAPABILITIES = 64  # capabilities are a 64-bit mask in the kernel
 _ID = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,127}$")
-_OBJECTIVES = {"cost_speed": Objective.COST_SPEED, "balanced": Objective.BALANCED, "quality": Objective.QUALITY}
+_OBJECTIVES = {
+    "cost_speed": Objective.COST_SPEED,
+    "balanced": Objective.BALANCED,
+    "quality": Objective.QUALITY,
+}
 _PROFILES = {"fast": Profile.FAST, "strong": Profile.STRONG}
 
 
@@ -76,7 +80,7 @@ class _Section:
     def has(self, key: str) -> bool:
         return key in self._data
 
-    def keys(self) -> list[str]:
+    def fields(self) -> list[str]:
         return list(self._data)
 
     def _get(self, key: str, required: bool) -> Any:
@@ -355,9 +359,9 @@ def _read_lanes(root: _Section, models: dict[str, ModelSpec]) -> dict[str, LaneS
     lanes: dict[str, LaneSpec] = {}
     table = root.section("lanes")
     root.done()
-    if not table.keys():
+    if not table.fields():
         table.problem("", "must define at least one lane")
-    for lane_id in table.keys():
+    for lane_id in table.fields():
         s = table.section(lane_id)
         if not _ID.match(lane_id):
             s.problem("", "lane ids must be lower-case letters, digits and . _ : / -")
@@ -396,7 +400,7 @@ def _read_lanes(root: _Section, models: dict[str, ModelSpec]) -> dict[str, LaneS
 def _read_bias(section: _Section, known: Iterable[str]) -> dict[str, float]:
     known = set(known)
     bias = {}
-    for key in section.keys():
+    for key in section.fields():
         if key not in known:
             section.problem(key, f"{key!r} is not one of {', '.join(sorted(known))}")
         bias[key] = section.number(key, lo=-1.0, hi=1.0)

@@ -38,7 +38,9 @@ class ReferenceRanges:
 
 
 class CompiledCatalog:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, kernel: type = CatalogKernel) -> None:
+        """`kernel` is the compiled twin unless the dispatcher picked the pure one;
+        tests pass either explicitly."""
         models = config.models
         policy = config.policy
         self.models: tuple[ModelSpec, ...] = models
@@ -51,7 +53,7 @@ class CompiledCatalog:
         self.quality_score = array(
             "d", ((m.quality - quality_lo) / quality_span if quality_span > 0 else 1.0 for m in models)
         )
-        self.kernel = CatalogKernel(
+        self.kernel = kernel(
             array("d", (m.input_usd_per_mtok for m in models)),
             array("d", (m.output_usd_per_mtok for m in models)),
             array("d", (m.output_tokens_per_s for m in models)),
@@ -65,9 +67,9 @@ class CompiledCatalog:
         floor = policy.price_floor_usd_per_mtok
         self._price_floor = floor
         self._input_price_lo = max(floor, min(m.input_usd_per_mtok for m in models))
-        self._input_price_hi = max(floor, max(m.input_usd_per_mtok for m in models))
+        self._input_price_hi = max(floor, *(m.input_usd_per_mtok for m in models))
         self._output_price_lo = max(floor, min(m.output_usd_per_mtok for m in models))
-        self._output_price_hi = max(floor, max(m.output_usd_per_mtok for m in models))
+        self._output_price_hi = max(floor, *(m.output_usd_per_mtok for m in models))
         self._ttft_lo = min(m.ttft_s for m in models)
         self._ttft_hi = max(m.ttft_s for m in models)
         self._speed_lo = min(m.output_tokens_per_s for m in models)
@@ -75,7 +77,9 @@ class CompiledCatalog:
 
         self.lanes = {lane.id: self._lane_arrays(lane) for lane in config.lanes.values()}
         self.weights = {
-            (objective, profile): combine_weights(policy.weights[objective], policy.profile_multipliers[profile])
+            (objective, profile): combine_weights(
+                policy.weights[objective], policy.profile_multipliers[profile]
+            )
             for objective in policy.weights
             for profile in policy.profile_multipliers
         }
@@ -124,4 +128,3 @@ def combine_weights(base: Weights, multipliers: Weights) -> Weights:
     if total <= 0.0:
         return Weights(1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0)
     return Weights(cost / total, speed / total, quality / total)
-

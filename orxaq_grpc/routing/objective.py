@@ -133,7 +133,9 @@ class ObjectiveResolver:
                 ObjectiveRule.SIZE,
                 f"{estimate.input_tokens} input tokens >= {policy.quality_input_tokens_at_least}",
             )
-        return ResolvedObjective(lane.default_objective, ObjectiveRule.LANE_DEFAULT, f"lane {lane.id!r} default")
+        return ResolvedObjective(
+            lane.default_objective, ObjectiveRule.LANE_DEFAULT, f"lane {lane.id!r} default"
+        )
 
 
 def estimate_difficulty(input_tokens: int, quality_keywords: int, cost_speed_keywords: int) -> float:

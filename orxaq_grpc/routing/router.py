@@ -27,6 +27,7 @@ from orxaq_grpc.routing.types import (
     Strategy,
     enum_name,
 )
+from orxaq_grpc.scoring import CatalogKernel
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,14 @@ class _Scores:
 
 
 class Router:
-    def __init__(self, config: Config, new_id: Callable[[], str] = new_decision_id) -> None:
+    def __init__(
+        self,
+        config: Config,
+        new_id: Callable[[], str] = new_decision_id,
+        kernel: type = CatalogKernel,
+    ) -> None:
         self.config = config
-        self.catalog = CompiledCatalog(config)
+        self.catalog = CompiledCatalog(config, kernel)
         self.resolver = ObjectiveResolver(config.policy)
         self._new_id = new_id
 
@@ -272,7 +278,9 @@ class Router:
         if strategy == Strategy.STATIC_FALLBACK:
             head = f"Static fallback to {model.id} ({model.provider}): {enum_name(reason).replace('_', ' ')}"
             if scores is not None:
-                head += f", {len(self.catalog.models) - scores.eligible} of {self.catalog.size} models filtered"
+                head += (
+                    f", {len(self.catalog.models) - scores.eligible} of {self.catalog.size} models filtered"
+                )
             head += f"; {objective}, {profile}."
         else:
             index = self.catalog.index[model.id]
@@ -280,7 +288,8 @@ class Router:
             assert scores is not None
             how = "requested and eligible" if strategy == Strategy.REQUESTED else "best score"
             head = (
-                f"{model.id} ({model.provider}), {how} of {scores.eligible} eligible; {objective}, {profile}; "
+                f"{model.id} ({model.provider}), {how} of {scores.eligible} eligible; "
+                f"{objective}, {profile}; "
                 f"score {score:.3f} = cost {scores.cost_score[index]:.2f}x{weights.cost:.2f}"
                 f" + speed {scores.speed_score[index]:.2f}x{weights.speed:.2f}"
                 f" + quality {self.catalog.quality_score[index]:.2f}x{weights.quality:.2f}"

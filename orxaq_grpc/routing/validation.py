@@ -56,7 +56,10 @@ def validate_route_request(request: RouteRequest, config: Config) -> list[Violat
         out.append(Violation("task.labels", f"has {len(task.labels)} labels; at most {limits.max_labels}"))
     for i, label in enumerate(task.labels[: limits.max_labels]):
         text(f"task.labels[{i}]", label, limits.max_text_field_chars)
-    for field, count in (("task.input_tokens", task.input_tokens), ("task.output_tokens", task.output_tokens)):
+    for field, count in (
+        ("task.input_tokens", task.input_tokens),
+        ("task.output_tokens", task.output_tokens),
+    ):
         if count < 0:
             out.append(Violation(field, f"must be 0 (estimate) or more, got {count}"))
         elif count > limits.max_tokens:

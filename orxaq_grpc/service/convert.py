@@ -106,7 +106,9 @@ def decision_to_proto(d: Decision) -> pb.RouteDecision:
             )
             for c in d.candidates
         ],
-        filtered=[pb.FilteredModel(model=f.model, filter=f.filter.value, detail=f.detail) for f in d.filtered],
+        filtered=[
+            pb.FilteredModel(model=f.model, filter=f.filter.value, detail=f.detail) for f in d.filtered
+        ],
     )
 
 

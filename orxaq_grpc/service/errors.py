@@ -27,7 +27,9 @@ def invalid_argument(what: str, violations: list[Violation]) -> grpc.Status:
     if len(violations) > _MESSAGE_VIOLATIONS:
         summary += f"; and {len(violations) - _MESSAGE_VIOLATIONS} more"
     return rpc_status.to_status(
-        status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=f"invalid {what}: {summary}", details=[detail])
+        status_pb2.Status(
+            code=code_pb2.INVALID_ARGUMENT, message=f"invalid {what}: {summary}", details=[detail]
+        )
     )
 
 

@@ -72,6 +72,16 @@ def start_server(live: LiveRouter, address: str, workers: int) -> RunningServer:
 def serve(live: LiveRouter, address: str, workers: int, grace_s: float, drain_s: float) -> None:
     """Runs until SIGTERM or SIGINT; SIGHUP reloads the config (the last good one stays on error)."""
     check_protobuf_backend()
+    # Handlers go in before the port opens: a signal that arrives early still drains.
+    stopping = threading.Event()
+
+    def on_stop(signum: int, _frame: object) -> None:
+        log.info("%s received: draining", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, lambda _s, _f: threading.Thread(target=live.reload, daemon=True).start())
     running = start_server(live, address, workers)
     config = live.current.config
     host = address.rsplit(":", 1)[0]
@@ -90,15 +100,6 @@ def serve(live: LiveRouter, address: str, workers: int, grace_s: float, drain_s:
     if SCORING_KERNEL != "compiled":
         log.warning("the compiled scoring kernel is not in use; scoring runs on the pure-Python twin")
 
-    stopping = threading.Event()
-
-    def on_stop(signum: int, _frame: object) -> None:
-        log.info("%s received: draining", signal.Signals(signum).name)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, lambda _s, _f: threading.Thread(target=live.reload, daemon=True).start())
     stopping.wait()
     running.stop(grace_s, drain_s)
     log.info("stopped")

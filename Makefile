@@ -1,0 +1,39 @@
+# Everything runs from a project-local virtualenv that the first target needing it builds.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install serve test lint check-config bench clean
+
+# Reinstall when the build inputs change: the kernel and generated code come from them.
+$(INSTALLED): pyproject.toml setup.py _scoring.pyx $(shell find protos -name '*.proto')
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED)
+
+## Run the service on the shipped config (127.0.0.1:50051; Ctrl-C stops it).
+serve: $(INSTALLED)
+	$(BIN)/orxaq-grpc serve --config config
+
+## The test suite: both kernel twins, a real server on loopback, the CLI.
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+check-config: $(INSTALLED)
+	$(BIN)/orxaq-grpc check-config config
+
+## Figures, not pass/fail: kernel twins vs NumPy, then sync vs asyncio server.
+bench: $(INSTALLED)
+	$(BIN)/python benchmarks/kernel.py
+	$(BIN)/python benchmarks/server.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info orxaq _scoring.c _scoring.html orxaq_grpc/*.so
+	find . -name __pycache__ -prune -exec rm -rf {} +

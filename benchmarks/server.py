@@ -1,0 +1,381 @@
+"""Server CPU per call: the sync grpc server against grpc.aio, both running the real Route.
+
+Each server flavour runs in its own subprocess (this script with ``--serve``) on
+127.0.0.1: "sync" is the production server from `start_server`, "asyncio" is a
+`grpc.aio` server with the same services and options and a small async adapter over
+the same `RoutingHandlers`. This process is the client: it makes a fixed number of
+calls per cell with a few in flight and reads the server's CPU time (utime + stime
+from /proc/<pid>/stat) before and after each cell. The no-op baseline is the
+grpc.health.v1 Health/Check on the same server, so Route / Check is what the Route
+handler (decode, validate, score, encode) costs on top of a bare unary call. Design
+bar: Route within 1.3x the server CPU per call of the no-op.
+
+Cells are measured in interleaved rounds (every flavour and RPC once per round) and
+pooled, so drift on a busy machine lands on all of them alike.
+
+Run from the repository root (a full run takes about a minute on 2 cores):
+
+    .venv/bin/python benchmarks/server.py
+    .venv/bin/python benchmarks/server.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from orxaq.routing.v1 import routing_pb2, routing_pb2_grpc
+from orxaq_grpc.routing.live import LiveRouter
+from orxaq_grpc.routing.validation import RequestInvalid
+from orxaq_grpc.service.errors import invalid_argument
+from orxaq_grpc.service.runtime import check_protobuf_backend
+from orxaq_grpc.service.server import MAX_MESSAGE_BYTES, SERVICE_NAME, start_server
+from orxaq_grpc.service.servicer import RoutingHandlers
+
+FLAVOURS = ("sync", "asyncio")
+RPCS = ("Route", "Check")  # Check is grpc.health.v1 Health/Check, the no-op
+BAR = 1.3
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+# Mirrors start_server: the comparison must not hinge on different channel limits.
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+]
+CALL_TIMEOUT_S = 10.0
+STOP_GRACE_S = 1.0
+
+_PROMPT_PARAGRAPH = (
+    "The upload worker retries failed chunk uploads, but when the storage backend answers "
+    "503 the retry loop re-reads the chunk from the spool file after the cleanup job may "
+    "already have removed it, so the job fails with FileNotFoundError instead of retrying. "
+    "Keep the chunk bytes in memory for the duration of the retry loop, cap the backoff at "
+    "thirty seconds, add a unit test that simulates two 503 answers followed by a 200, and "
+    "make sure the existing progress callbacks still fire once per chunk. "
+)
+ROUTE_REQUEST = routing_pb2.RouteRequest(
+    lane="codex",
+    task=routing_pb2.Task(
+        id="bench-1",
+        title="Fix chunk retry after a 503 from the storage backend",
+        prompt=(_PROMPT_PARAGRAPH * 5)[:2048],
+    ),
+)
+CHECK_REQUEST = health_pb2.HealthCheckRequest(service="")
+
+
+# --- server side: one flavour per subprocess -------------------------------------
+
+
+class AsyncRoutingServicer:
+    """The grpc.aio twin of RoutingServicer: same handlers, run on the event loop."""
+
+    def __init__(self, handlers: RoutingHandlers) -> None:
+        self._handlers = handlers
+
+    async def Route(
+        self, request: routing_pb2.RouteRequest, context: grpc.aio.ServicerContext
+    ) -> routing_pb2.RouteDecision:
+        try:
+            return self._handlers.route(request)
+        except RequestInvalid as exc:
+            await context.abort_with_status(invalid_argument("RouteRequest", exc.violations))
+            raise  # abort_with_status raises; this line is never reached
+
+    async def Health(
+        self, request: routing_pb2.HealthRequest, context: grpc.aio.ServicerContext
+    ) -> routing_pb2.HealthResponse:
+        return self._handlers.health(request)
+
+
+def _stop_when_stdin_closes(stop: Callable[[], object]) -> None:
+    """The parent stops a server by closing its stdin, which also happens if the parent dies."""
+
+    def wait() -> None:
+        sys.stdin.read()
+        stop()
+
+    threading.Thread(target=wait, daemon=True).start()
+
+
+def _announce(port: int) -> None:
+    print(port, flush=True)
+
+
+def _serve_sync(port: int, workers: int) -> None:
+    running = start_server(LiveRouter.from_directory(CONFIG_DIR), f"127.0.0.1:{port}", workers)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C reaches the whole process group
+        signal.signal(sig, lambda _s, _f: stopping.set())
+    _stop_when_stdin_closes(stopping.set)
+    _announce(running.port)
+    stopping.wait()
+    running.stop(STOP_GRACE_S)
+
+
+async def _serve_asyncio(port: int) -> None:
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    handlers = RoutingHandlers(LiveRouter.from_directory(CONFIG_DIR))
+    routing_pb2_grpc.add_RoutingServiceServicer_to_server(AsyncRoutingServicer(handlers), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    _stop_when_stdin_closes(lambda: loop.call_soon_threadsafe(stopping.set))
+    _announce(bound)
+    await stopping.wait()
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(STOP_GRACE_S)
+
+
+# --- client side: this process ------------------------------------------------------
+
+
+@dataclass
+class Server:
+    flavour: str
+    pid: int
+    calls: dict[str, Callable[[], object]]  # RPC name -> one blocking call
+
+
+@dataclass(frozen=True)
+class Cell:
+    calls: int
+    wall_s: float
+    server_cpu_s: float
+    client_cpu_s: float
+
+    @property
+    def per_s(self) -> float:
+        return self.calls / self.wall_s
+
+    @property
+    def server_us(self) -> float:
+        return self.server_cpu_s / self.calls * 1e6
+
+    @property
+    def client_us(self) -> float:
+        return self.client_cpu_s / self.calls * 1e6
+
+
+def _pooled(cells: list[Cell]) -> Cell:
+    return Cell(
+        calls=sum(c.calls for c in cells),
+        wall_s=sum(c.wall_s for c in cells),
+        server_cpu_s=sum(c.server_cpu_s for c in cells),
+        client_cpu_s=sum(c.client_cpu_s for c in cells),
+    )
+
+
+@contextmanager
+def _server_process(flavour: str, workers: int) -> Iterator[tuple[int, int]]:
+    """Yields (pid, port) of a server subprocess; stops it on the way out, error or not."""
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve", flavour, "--port", "0", "--workers", str(workers)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {flavour} server exited with status {process.wait()} before listening")
+        yield process.pid, int(line)
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            process.wait(timeout=STOP_GRACE_S + 10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _process_cpu_s(pid: int) -> float:
+    """utime + stime of every thread of `pid`, from /proc/<pid>/stat (fields 14 and 15)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _drive(pool: ThreadPoolExecutor, call: Callable[[], object], calls: int, concurrency: int) -> None:
+    """Makes exactly `calls` calls, `concurrency` at a time; the first failure propagates."""
+
+    def worker(count: int) -> None:
+        for _ in range(count):
+            call()
+
+    shares = [calls // concurrency + (i < calls % concurrency) for i in range(concurrency)]
+    for future in [pool.submit(worker, share) for share in shares if share]:
+        future.result()
+
+
+def _measure(server: Server, rpc: str, pool: ThreadPoolExecutor, calls: int, concurrency: int) -> Cell:
+    server_before, client_before, start = _process_cpu_s(server.pid), time.process_time(), time.perf_counter()
+    _drive(pool, server.calls[rpc], calls, concurrency)
+    return Cell(
+        calls=calls,
+        wall_s=time.perf_counter() - start,
+        server_cpu_s=_process_cpu_s(server.pid) - server_before,
+        client_cpu_s=time.process_time() - client_before,
+    )
+
+
+def _connect(stack: ExitStack, flavour: str, pid: int, port: int) -> Server:
+    # Entered after the server process, so it closes first, cancelling any call in flight.
+    channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    grpc.channel_ready_future(channel).result(timeout=CALL_TIMEOUT_S)
+    route = routing_pb2_grpc.RoutingServiceStub(channel).Route
+    check = health_pb2_grpc.HealthStub(channel).Check
+    return Server(
+        flavour,
+        pid,
+        {
+            "Route": functools.partial(route, ROUTE_REQUEST, timeout=CALL_TIMEOUT_S),
+            "Check": functools.partial(check, CHECK_REQUEST, timeout=CALL_TIMEOUT_S),
+        },
+    )
+
+
+def _server_ratios(numerators: list[Cell], denominators: list[Cell]) -> list[float]:
+    """Server CPU per call of one cell over another, round by round (rounds are adjacent in time)."""
+    return [n.server_us / d.server_us for n, d in zip(numerators, denominators, strict=True)]
+
+
+def _report(rounds: dict[tuple[str, str], list[Cell]], args: argparse.Namespace) -> None:
+    cells = {key: _pooled(per_round) for key, per_round in rounds.items()}
+    count = len(rounds["sync", "Route"])
+    print(
+        f"\n{cells['sync', 'Route'].calls} calls a cell over {count} interleaved rounds, "
+        f"{args.concurrency} in flight, sync pool {args.workers} workers, {os.cpu_count()} CPUs, 127.0.0.1\n"
+    )
+    print(
+        f"{'flavour':8} {'RPC':6} {'calls/s':>8} {'server CPU µs/call':>19} {'per round':>13} "
+        f"{'client CPU µs/call':>19}"
+    )
+    for (flavour, rpc), cell in cells.items():
+        spread = [c.server_us for c in rounds[flavour, rpc]]
+        print(
+            f"{flavour:8} {rpc:6} {cell.per_s:8.0f} {cell.server_us:19.0f} "
+            f"{f'{min(spread):.0f}-{max(spread):.0f}':>13} {cell.client_us:19.0f}"
+        )
+
+    print(f"\nRoute / no-op (Health/Check) server CPU per call, bar {BAR}x:")
+    for flavour in FLAVOURS:
+        ratio = cells[flavour, "Route"].server_us / cells[flavour, "Check"].server_us
+        spread = _server_ratios(rounds[flavour, "Route"], rounds[flavour, "Check"])
+        print(
+            f"  {flavour:8} {ratio:.2f}x (rounds {min(spread):.2f}-{max(spread):.2f}x), "
+            f"{'within' if ratio <= BAR else 'over'} the bar"
+        )
+
+    sync, aio = cells["sync", "Route"], cells["asyncio", "Route"]
+    print(
+        f"\nRoute, asyncio vs sync: {aio.per_s / sync.per_s:.2f}x the calls/s, "
+        f"{aio.server_us / sync.server_us:.2f}x the server CPU per call"
+    )
+    # A winner must be cheaper in every one of at least 3 rounds, else the difference is noise.
+    aio_cheaper = sum(r < 1 for r in _server_ratios(rounds["asyncio", "Route"], rounds["sync", "Route"]))
+    winner, loser = ("asyncio", "sync") if aio.server_us < sync.server_us else ("sync", "asyncio")
+    cheaper_rounds = aio_cheaper if winner == "asyncio" else count - aio_cheaper
+    detail = (
+        f"{winner} takes {1 - cells[winner, 'Route'].server_us / cells[loser, 'Route'].server_us:.0%} less "
+        f"server CPU per Route call, {cells[winner, 'Route'].server_us:.0f} vs "
+        f"{cells[loser, 'Route'].server_us:.0f} µs, and is cheaper in {cheaper_rounds} of {count} rounds"
+    )
+    if count >= 3 and cheaper_rounds == count:
+        print(f"Recommendation: the {winner} server ({detail}).")
+    else:
+        print(f"Recommendation: keep the sync server production runs; no clear winner ({detail}).")
+
+
+def _benchmark(args: argparse.Namespace) -> None:
+    rounds = 3 if args.quick else args.rounds
+    calls = 1200 if args.quick else args.calls
+    warmup = 300 if args.quick else 1000
+    per_round = [calls // rounds + (i < calls % rounds) for i in range(rounds)]
+    with ExitStack() as stack:
+        # Both servers start before this process makes any channel, so no fork sees gRPC threads.
+        started = {
+            flavour: stack.enter_context(_server_process(flavour, args.workers)) for flavour in FLAVOURS
+        }
+        pool = stack.enter_context(ThreadPoolExecutor(args.concurrency, thread_name_prefix="client"))
+        servers = {flavour: _connect(stack, flavour, *started[flavour]) for flavour in FLAVOURS}
+        for server in servers.values():
+            decision = server.calls["Route"]()
+            assert isinstance(decision, routing_pb2.RouteDecision)
+            if not decision.model:
+                raise RuntimeError(f"the {server.flavour} server answered Route without a model")
+            print(
+                f"{server.flavour}: Route chose {decision.model} "
+                f"({routing_pb2.Strategy.Name(decision.strategy)}, {decision.eligible_count} eligible)"
+            )
+            # Fills the sync worker pool and the code paths of both RPCs before any cell counts.
+            for rpc in RPCS:
+                _drive(pool, server.calls[rpc], warmup, args.concurrency)
+
+        results: dict[tuple[str, str], list[Cell]] = {(f, rpc): [] for f in FLAVOURS for rpc in RPCS}
+        for i, count in enumerate(per_round):
+            # Every other round runs the cells backwards, so no cell always goes first.
+            for flavour, rpc in list(results)[:: -1 if i % 2 else 1]:
+                results[flavour, rpc].append(_measure(servers[flavour], rpc, pool, count, args.concurrency))
+    _report(results, args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=5000, help="calls per cell (default %(default)s)")
+    parser.add_argument("--concurrency", type=int, default=8, help="calls in flight (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=8, help="sync server pool size (default %(default)s)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds a cell is split over (default %(default)s)"
+    )
+    parser.add_argument("--quick", action="store_true", help="1200 calls a cell over 3 rounds: a smoke run")
+    parser.add_argument("--serve", choices=FLAVOURS, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.serve:
+        check_protobuf_backend()
+        if args.serve == "sync":
+            _serve_sync(args.port, args.workers)
+        else:
+            asyncio.run(_serve_asyncio(args.port))
+        return
+    if min(args.calls, args.concurrency, args.workers, args.rounds) < 1 or args.rounds > args.calls:
+        parser.error("--calls, --concurrency, --workers and --rounds must be positive, rounds <= calls")
+    try:
+        _benchmark(args)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

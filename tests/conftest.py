@@ -1,0 +1,108 @@
+"""Shared fixtures: the shipped config, both kernel twins, small hand-made catalogs."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from orxaq_grpc import _scoring, _scoring_py
+from orxaq_grpc.config.load import load_config
+from orxaq_grpc.config.model import Config, LaneSpec, ModelSpec
+from orxaq_grpc.routing.router import Router
+from orxaq_grpc.routing.types import Objective, Profile
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO / "config"
+
+KERNELS = {"compiled": _scoring.CatalogKernel, "python": _scoring_py.CatalogKernel}
+
+
+@pytest.fixture(scope="session")
+def shipped_config() -> Config:
+    return load_config(CONFIG_DIR)
+
+
+@pytest.fixture(params=sorted(KERNELS))
+def kernel(request: pytest.FixtureRequest) -> type:
+    """Every test that scores runs once on each twin."""
+    return KERNELS[request.param]
+
+
+@pytest.fixture
+def make_router(kernel: type) -> Callable[[Config], Router]:
+    counter = iter(range(1_000_000))
+    return lambda config: Router(config, new_id=lambda: f"d{next(counter)}", kernel=kernel)
+
+
+def model(model_id: str, **fields: object) -> ModelSpec:
+    """A catalog entry with plain defaults; tests override what they exercise."""
+    values: dict[str, object] = {
+        "id": model_id,
+        "provider": "acme",
+        "origin": "hosted",
+        "input_usd_per_mtok": 1.0,
+        "output_usd_per_mtok": 4.0,
+        "output_tokens_per_s": 100.0,
+        "ttft_s": 1.0,
+        "quality": 70.0,
+        "context_window": 200_000,
+        "max_output_tokens": 32_000,
+        "capabilities": frozenset({"tools"}),
+        "enabled": True,
+        "price_source": "test",
+        "price_date": dt.date(2026, 11, 1),
+        "speed_source": "test",
+        "speed_date": dt.date(2026, 11, 1),
+        "quality_source": "test",
+    }
+    values.update(fields)
+    return ModelSpec(**values)  # type: ignore[arg-type]
+
+
+def lane(lane_id: str, allowed: tuple[str, ...], **fields: object) -> LaneSpec:
+    values: dict[str, object] = {
+        "id": lane_id,
+        "allowed_models": allowed,
+        "static_fallback": allowed[0],
+        "default_objective": Objective.BALANCED,
+        "default_profile": Profile.FAST,
+        "quality_floor": 0.0,
+        "critical": False,
+        "enabled": True,
+        "model_bias": {},
+        "origin_bias": {},
+        "description": "",
+    }
+    values.update(fields)
+    return LaneSpec(**values)  # type: ignore[arg-type]
+
+
+def config_with(
+    base: Config,
+    models: list[ModelSpec],
+    lanes: list[LaneSpec] | None = None,
+    **policy: object,
+) -> Config:
+    """The shipped policy over a hand-made catalog (sorted by id, as the loader does)."""
+    lanes = lanes or [lane("test", tuple(m.id for m in models))]
+    return dataclasses.replace(
+        base,
+        models=tuple(sorted(models, key=lambda m: m.id)),
+        lanes={spec.id: spec for spec in lanes},
+        policy=dataclasses.replace(base.policy, **policy),
+        version="test",
+    )
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Iterator[Path]:
+    """A writable copy of the shipped config directory."""
+    target = tmp_path / "config"
+    target.mkdir()
+    for source in CONFIG_DIR.glob("*.toml"):
+        (target / source.name).write_bytes(source.read_bytes())
+    yield target

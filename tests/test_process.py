@@ -1,0 +1,214 @@
+"""`orxaq-grpc serve` as a real process: start-up, CLI calls, reload, graceful shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from orxaq.routing.v1 import routing_pb2 as pb
+from orxaq_grpc.client import RoutingClient
+
+T = TypeVar("T")
+
+CLI = [sys.executable, "-m", "orxaq_grpc.cli"]
+_SERVING = re.compile(r"serving \S+ on 127\.0\.0\.1:(\d+)")
+
+
+class ServerProcess:
+    """Starts `orxaq-grpc serve` on a free loopback port and reads the port from its log."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [*CLI, "serve", "--address", "127.0.0.1:0", *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.log: list[str] = []
+        self.port = 0
+
+    def wait_until_serving(self, timeout_s: float = 30.0) -> int:
+        assert self.process.stderr is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                break
+            self.log.append(line)
+            if match := _SERVING.search(line):
+                self.port = int(match.group(1))
+                return self.port
+        raise AssertionError("server did not start:\n" + "".join(self.log))
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def finish(self, timeout_s: float = 20.0) -> tuple[int, str]:
+        """Exit code and the rest of the log."""
+        _, rest = self.process.communicate(timeout=timeout_s)
+        return self.process.returncode, "".join(self.log) + rest
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+
+@pytest.fixture
+def serve(request: pytest.FixtureRequest) -> Iterator[type[ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    class Tracked(ServerProcess):
+        def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+            super().__init__(*args, env=env)
+            started.append(self)
+
+    yield Tracked
+    for process in started:
+        process.kill()
+
+
+def health_status(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+
+
+def test_cli_route_against_a_running_server(serve: type[ServerProcess]) -> None:
+    server = serve()
+    server.wait_until_serving()
+    common = ["route", "--address", server.address, "--lane", "codex"]
+    text = subprocess.run(
+        [*CLI, *common, "--title", "Fix a typo in the README", "--explain"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert re.search(r"^model\s+\S+ \((openai|local)\)$", text, re.MULTILINE)
+    assert re.search(r"^objective\s+cost_speed by keyword: keyword 'typo' in title$", text, re.MULTILINE)
+    assert "filtered" in text and "not_allowed" in text
+
+    as_json = json.loads(
+        subprocess.run(
+            [*CLI, *common, "--kind", "architecture", "--input-tokens", "20000", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert as_json["objective"] == "OBJECTIVE_QUALITY"
+    assert as_json["objective_rule"] == "OBJECTIVE_RULE_TASK_KIND"
+    assert as_json["input_tokens"] == "20000"
+    assert float(as_json["estimated_cost_usd"]) > 0
+
+    bad = subprocess.run(
+        [*CLI, "route", "--address", server.address, "--lane", "nope"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "lane: unknown lane 'nope'" in bad.stderr
+
+
+def test_sigterm_drains_then_stops(serve: type[ServerProcess]) -> None:
+    server = serve("--drain", "2", "--grace", "1")
+    server.wait_until_serving()
+    assert health_status(server.address) == health_pb2.HealthCheckResponse.SERVING
+    server.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 1.5
+    statuses = set()
+    while time.monotonic() < deadline:
+        statuses.add(health_status(server.address))
+        time.sleep(0.1)
+    assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses
+    code, log = server.finish()
+    assert code == 0
+    assert "SIGTERM received: draining" in log and "stopped" in log
+
+
+def test_sigint_stops_cleanly(serve: type[ServerProcess]) -> None:
+    server = serve()
+    server.wait_until_serving()
+    server.process.send_signal(signal.SIGINT)
+    code, log = server.finish()
+    assert code == 0, log
+    assert "Traceback" not in log
+
+
+def test_sighup_reloads_and_a_bad_config_keeps_the_last_good_one(
+    serve: type[ServerProcess], config_dir: Path
+) -> None:
+    server = serve("--config", str(config_dir))
+    server.wait_until_serving()
+    with RoutingClient(server.address) as client:
+        before = client.health().config_version
+
+        lanes = config_dir / "lanes.toml"
+        lanes.write_text(lanes.read_text().replace("quality_floor = 55", "quality_floor = 57", 1))
+        server.process.send_signal(signal.SIGHUP)
+        after = _wait_for(lambda: client.health().config_version, lambda v: v != before)
+
+        lanes.write_text(
+            lanes.read_text().replace('static_fallback = "gpt-6.1-sol"', 'static_fallback = "x"')
+        )
+        server.process.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert client.health().config_version == after
+        # The server still routes on the last good config.
+        assert client.route(pb.RouteRequest(lane="codex", task=pb.Task(title="x"))).config_version == after
+    server.process.send_signal(signal.SIGTERM)
+    code, log = server.finish()
+    assert code == 0
+    assert "config reloaded" in log
+    assert "config reload refused" in log and "lanes.codex.static_fallback" in log
+
+
+def _wait_for(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 10.0) -> T:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = read()
+        if done(value):
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not reached")
+
+
+def test_bad_config_is_refused_at_start(config_dir: Path) -> None:
+    (config_dir / "policy.toml").write_text("[routing]\nenabled = 3\n")
+    result = subprocess.run(
+        [*CLI, "serve", "--address", "127.0.0.1:0", "--config", str(config_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"{config_dir / 'policy.toml'}: routing.enabled: must be true or false, not int" in result.stderr
+
+
+def test_refuses_the_pure_python_protobuf_backend() -> None:
+    result = subprocess.run(
+        [*CLI, "serve", "--address", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"},
+    )
+    assert result.returncode == 1
+    assert "protobuf runs on its 'python' backend; orxaq-grpc needs 'upb'" in result.stderr

@@ -1,0 +1,342 @@
+"""Routing decisions, on both kernel twins (the `kernel` fixture)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import pytest
+
+from orxaq_grpc.config.model import Config
+from orxaq_grpc.routing.router import Router, expected_cost_usd, expected_latency_s
+from orxaq_grpc.routing.types import (
+    Constraints,
+    FallbackReason,
+    Filter,
+    Objective,
+    Profile,
+    RouteRequest,
+    Strategy,
+    Task,
+)
+from tests.conftest import config_with, lane, model
+
+MakeRouter = Callable[[Config], Router]
+
+
+def subscores(router: Router, request: RouteRequest) -> dict[str, tuple[float, float, float]]:
+    decision = router.route(dataclasses.replace(request, explain=True))
+    return {c.model: (c.cost_score, c.speed_score, c.quality_score) for c in decision.candidates}
+
+
+def test_shipped_config_routes_every_lane(shipped_config: Config, make_router: MakeRouter) -> None:
+    router = make_router(shipped_config)
+    for lane_id, spec in shipped_config.lanes.items():
+        decision = router.route(RouteRequest(lane=lane_id, task=Task(title="add a retry", prompt="x" * 5000)))
+        assert decision.strategy == Strategy.SCORED
+        assert decision.model in spec.allowed_models
+        assert decision.eligible_count >= 1
+        assert decision.config_version == shipped_config.version
+        assert decision.model not in decision.alternatives
+
+
+def test_expected_cost_and_latency_are_this_requests(shipped_config: Config, make_router: MakeRouter) -> None:
+    config = config_with(
+        shipped_config,
+        [model("m", input_usd_per_mtok=3.0, output_usd_per_mtok=15.0, output_tokens_per_s=50.0, ttft_s=2.0)],
+    )
+    decision = make_router(config).route(
+        RouteRequest(lane="test", task=Task(input_tokens=10_000, output_tokens=1_000))
+    )
+    assert decision.estimated_cost_usd == pytest.approx((10_000 * 3.0 + 1_000 * 15.0) / 1e6)
+    assert decision.estimated_latency_s == pytest.approx(2.0 + 1_000 / 50.0)
+    assert (decision.input_usd_per_mtok, decision.output_usd_per_mtok) == (3.0, 15.0)
+    assert not decision.tokens_estimated
+    assert "$0.0450" in decision.rationale and "22.0 s" in decision.rationale
+
+
+def test_removing_a_model_never_changes_another_models_subscores(
+    shipped_config: Config, make_router: MakeRouter
+) -> None:
+    # Reference ranges come from the whole catalog, never from the survivors: filtering
+    # out the cheapest, fastest and best models leaves the others' sub-scores alone.
+    router = make_router(shipped_config)
+    base = RouteRequest(lane="codex", task=Task(title="refactor", input_tokens=20_000, output_tokens=3_000))
+    everyone = subscores(router, base)
+    narrowed = subscores(router, dataclasses.replace(base, constraints=Constraints(min_quality=80.0)))
+    assert 0 < len(narrowed) < len(everyone)
+    for name, values in narrowed.items():
+        assert values == everyone[name]
+
+    # Taking a model off the lane's allow-list is the same: nothing else moves.
+    codex = shipped_config.lanes["codex"]
+    dropped = codex.allowed_models[1]
+    lanes = dict(shipped_config.lanes)
+    lanes["codex"] = dataclasses.replace(
+        codex, allowed_models=tuple(m for m in codex.allowed_models if m != dropped)
+    )
+    smaller = subscores(make_router(dataclasses.replace(shipped_config, lanes=lanes)), base)
+    assert dropped not in smaller
+    for name, values in smaller.items():
+        assert values == everyone[name]
+
+
+def test_same_request_same_decision_a_thousand_times(shipped_config: Config, make_router: MakeRouter) -> None:
+    router = make_router(shipped_config)
+    request = RouteRequest(lane="gemini", task=Task(title="port the parser", prompt="y" * 3000), explain=True)
+    first = dataclasses.replace(router.route(request), decision_id="")
+    for _ in range(1000):
+        assert dataclasses.replace(router.route(request), decision_id="") == first
+
+
+def test_ties_break_by_quality_then_cost_then_id(shipped_config: Config, make_router: MakeRouter) -> None:
+    # Equal everything: the lower id wins, whatever the catalog order.
+    same = [model(name) for name in ("m-c", "m-a", "m-b")]
+    decision = make_router(config_with(shipped_config, same)).route(
+        RouteRequest(lane="test", task=Task(input_tokens=1000, output_tokens=100))
+    )
+    assert (decision.model, decision.alternatives) == ("m-a", ("m-b", "m-c"))
+
+    # Quality and speed can offset each other exactly only in a contrived catalog, so
+    # check the ranking rule itself: with zero weight on quality, equal scores fall to
+    # quality, then to the cheaper model.
+    policy_weights = {
+        o: dataclasses.replace(w, quality=0.0) for o, w in shipped_config.policy.weights.items()
+    }
+    tied = [model("m-a", quality=60.0), model("m-b", quality=90.0), model("m-c", quality=90.0)]
+    config = config_with(shipped_config, tied, weights=policy_weights)
+    decision = make_router(config).route(
+        RouteRequest(lane="test", task=Task(input_tokens=1, output_tokens=1))
+    )
+    assert decision.model == "m-b"
+    assert decision.alternatives[:2] == ("m-c", "m-a")
+
+    # Speed alone decides the score here, so equal speed and quality fall to the cheaper model.
+    speed_only = {
+        o: dataclasses.replace(w, cost=0.0, quality=0.0) for o, w in shipped_config.policy.weights.items()
+    }
+    priced = [model("m-a", input_usd_per_mtok=9.0), model("m-b", input_usd_per_mtok=2.0)]
+    config = config_with(shipped_config, priced, weights=speed_only)
+    decision = make_router(config).route(
+        RouteRequest(lane="test", task=Task(input_tokens=1, output_tokens=1))
+    )
+    assert (decision.model, decision.alternatives) == ("m-b", ("m-a",))
+
+
+def test_context_window_excludes_and_the_last_ten_percent_ramps(
+    shipped_config: Config, make_router: MakeRouter
+) -> None:
+    config = config_with(
+        shipped_config,
+        [model("small", context_window=100_000), model("large", context_window=1_000_000)],
+    )
+    router = make_router(config)
+
+    def explain(input_tokens: int) -> dict:
+        decision = router.route(
+            RouteRequest(lane="test", task=Task(input_tokens=input_tokens, output_tokens=1000), explain=True)
+        )
+        return {
+            "penalty": {c.model: c.context_penalty for c in decision.candidates},
+            "filtered": {f.model: (f.filter, f.detail) for f in decision.filtered},
+            "model": decision.model,
+        }
+
+    assert explain(80_000)["penalty"]["small"] == 0.0  # 81% full
+    ramp = config.policy.context_ramp_penalty
+    assert explain(94_000)["penalty"]["small"] == pytest.approx(ramp * 0.5)  # 95% full: halfway up
+    assert explain(99_000)["penalty"]["small"] == pytest.approx(ramp)  # exactly full: the whole penalty
+    over = explain(99_001)
+    assert "small" not in over["penalty"]
+    assert over["filtered"]["small"] == (Filter.CONTEXT_WINDOW, "needs 100001 tokens, window 100000")
+    assert over["model"] == "large"
+
+
+def test_constraints_and_floors_filter_with_details(shipped_config: Config, make_router: MakeRouter) -> None:
+    models = [
+        model("cheap-weak", quality=50.0, input_usd_per_mtok=0.1, output_usd_per_mtok=0.1),
+        model("slow", quality=80.0, output_tokens_per_s=5.0),
+        model("pricey", quality=90.0, input_usd_per_mtok=50.0, output_usd_per_mtok=50.0),
+        model("blind", quality=85.0, capabilities=frozenset()),
+        model("tiny-out", quality=85.0, max_output_tokens=500),
+        model("good", quality=75.0),
+    ]
+    lanes = [lane("test", tuple(m.id for m in models), quality_floor=55.0)]
+    router = make_router(config_with(shipped_config, models, lanes))
+    decision = router.route(
+        RouteRequest(
+            lane="test",
+            task=Task(input_tokens=10_000, output_tokens=1000),
+            constraints=Constraints(
+                max_cost_usd=0.1, min_quality=70.0, max_latency_s=60.0, required_capabilities=("tools",)
+            ),
+            explain=True,
+        )
+    )
+    filtered = {f.model: f.filter for f in decision.filtered}
+    assert filtered == {
+        "cheap-weak": Filter.LANE_QUALITY_FLOOR,
+        "slow": Filter.MAX_LATENCY,
+        "pricey": Filter.MAX_COST,
+        "blind": Filter.CAPABILITY,
+        "tiny-out": Filter.OUTPUT_LIMIT,
+    }
+    assert decision.model == "good"
+    details = {f.model: f.detail for f in decision.filtered}
+    assert details["pricey"] == "expected $0.5500 over max $0.1000"
+    assert details["blind"] == "lacks tools"
+    assert details["slow"] == "expected 201.0 s over max 60.0 s"
+    decision = router.route(
+        RouteRequest(lane="test", task=Task(output_tokens=10), constraints=Constraints(min_quality=80.0))
+    )
+    assert decision.model in {"pricey", "blind", "tiny-out", "slow"}
+
+
+def test_profiles_shift_weight_between_cheap_and_strong(
+    shipped_config: Config, make_router: MakeRouter
+) -> None:
+    models = [
+        model(
+            "cheap", quality=60.0, input_usd_per_mtok=0.1, output_usd_per_mtok=0.4, output_tokens_per_s=200
+        ),
+        model(
+            "strong", quality=95.0, input_usd_per_mtok=5.0, output_usd_per_mtok=25.0, output_tokens_per_s=60
+        ),
+    ]
+    router = make_router(config_with(shipped_config, models))
+    task = Task(input_tokens=5000, output_tokens=1000)
+    fast = router.route(
+        RouteRequest(lane="test", task=task, objective=Objective.BALANCED, profile=Profile.FAST)
+    )
+    strong = router.route(
+        RouteRequest(lane="test", task=task, objective=Objective.QUALITY, profile=Profile.STRONG)
+    )
+    assert (fast.model, strong.model) == ("cheap", "strong")
+    assert fast.profile == Profile.FAST and strong.profile == Profile.STRONG
+
+
+def test_requested_model(shipped_config: Config, make_router: MakeRouter) -> None:
+    router = make_router(shipped_config)
+    task = Task(title="add logging", input_tokens=1000, output_tokens=500)
+    honoured = router.route(RouteRequest(lane="codex", task=task, requested_model="gpt-6-astra"))
+    assert (honoured.model, honoured.strategy) == ("gpt-6-astra", Strategy.REQUESTED)
+    assert honoured.fallback_reason == FallbackReason.NONE
+    assert "gpt-6-astra" not in honoured.alternatives
+
+    for name in ("claude-opus-5-5", "no-such-model"):
+        other = router.route(RouteRequest(lane="codex", task=task, requested_model=name))
+        assert other.strategy == Strategy.SCORED
+        assert other.fallback_reason == FallbackReason.REQUESTED_MODEL_NOT_ALLOWED
+        assert not other.fallback_reason.disruptive
+
+    too_small = router.route(
+        RouteRequest(
+            lane="codex",
+            task=task,
+            requested_model="qwen3-coder-30b-a3b-instruct",
+            constraints=Constraints(min_quality=70.0),
+        )
+    )
+    assert too_small.strategy == Strategy.SCORED
+    assert too_small.fallback_reason == FallbackReason.REQUESTED_MODEL_INELIGIBLE
+    assert too_small.model != "qwen3-coder-30b-a3b-instruct"
+
+
+def test_alternatives_are_ranked_and_end_with_the_static_pin(
+    shipped_config: Config, make_router: MakeRouter
+) -> None:
+    router = make_router(shipped_config)
+    decision = router.route(
+        RouteRequest(lane="codex", task=Task(kind="lint", input_tokens=500, output_tokens=200), explain=True)
+    )
+    ranked = [c.model for c in decision.candidates]
+    limit = shipped_config.policy.max_alternatives
+    pin = shipped_config.lanes["codex"].static_fallback
+    expected = ranked[1 : 1 + limit]
+    if pin not in expected and pin != decision.model:
+        expected.append(pin)
+    assert list(decision.alternatives) == expected
+    assert decision.model == ranked[0]
+
+
+# Every fallback reason in the closed set is reachable.
+
+
+def test_routing_disabled(shipped_config: Config, make_router: MakeRouter) -> None:
+    policy = dataclasses.replace(shipped_config.policy, routing_enabled=False)
+    router = make_router(dataclasses.replace(shipped_config, policy=policy))
+    decision = router.route(RouteRequest(lane="codex", task=Task(title="x")))
+    assert decision.strategy == Strategy.STATIC_FALLBACK
+    assert decision.fallback_reason == FallbackReason.ROUTING_DISABLED
+    assert decision.fallback_reason.disruptive
+    assert decision.model == shipped_config.lanes["codex"].static_fallback
+    assert decision.score == 0.0
+
+
+def test_lane_disabled_honours_an_allowed_requested_model(
+    shipped_config: Config, make_router: MakeRouter
+) -> None:
+    lanes = dict(shipped_config.lanes)
+    lanes["gemini"] = dataclasses.replace(lanes["gemini"], enabled=False)
+    router = make_router(dataclasses.replace(shipped_config, lanes=lanes))
+    pinned = router.route(RouteRequest(lane="gemini", task=Task(title="x")))
+    assert (pinned.model, pinned.fallback_reason) == ("gemini-3.8-flash", FallbackReason.LANE_DISABLED)
+    requested = router.route(
+        RouteRequest(lane="gemini", task=Task(title="x"), requested_model="gemini-4-argon")
+    )
+    assert requested.model == "gemini-4-argon"
+    assert requested.alternatives[0] == "gemini-3.8-flash"
+    # Static alternatives follow the lane's configured order and skip the chosen model.
+    assert (
+        list(requested.alternatives)
+        == [m for m in lanes["gemini"].allowed_models if m != "gemini-4-argon"][
+            : shipped_config.policy.max_alternatives
+        ]
+    )
+
+
+def test_no_eligible_candidate_explains_every_filter(shipped_config: Config, make_router: MakeRouter) -> None:
+    router = make_router(shipped_config)
+    decision = router.route(
+        RouteRequest(
+            lane="claude", task=Task(title="x"), constraints=Constraints(max_cost_usd=1e-9), explain=True
+        )
+    )
+    assert decision.strategy == Strategy.STATIC_FALLBACK
+    assert decision.fallback_reason == FallbackReason.NO_ELIGIBLE_CANDIDATE
+    assert decision.model == shipped_config.lanes["claude"].static_fallback
+    assert decision.eligible_count == 0
+    assert decision.candidates == ()
+    reasons = {f.model: f.filter for f in decision.filtered}
+    for name in shipped_config.lanes["claude"].allowed_models:
+        assert reasons[name] == Filter.MAX_COST
+    # The static decision still prices the pinned model for this request.
+    pinned = next(m for m in shipped_config.models if m.id == decision.model)
+    assert decision.estimated_cost_usd == pytest.approx(
+        expected_cost_usd(pinned, decision.input_tokens, decision.output_tokens)
+    )
+    assert decision.estimated_latency_s == pytest.approx(expected_latency_s(pinned, decision.output_tokens))
+
+
+def test_router_error_falls_back_deterministically(shipped_config: Config, kernel: type) -> None:
+    class BrokenKernel(kernel):  # type: ignore[misc, valid-type]
+        def score(self, *args: object) -> int:
+            raise MemoryError("simulated kernel failure")
+
+    router = Router(shipped_config, kernel=BrokenKernel)
+    decision = router.route(RouteRequest(lane="codex", task=Task(title="x"), requested_model="gpt-6-luna"))
+    assert decision.strategy == Strategy.STATIC_FALLBACK
+    assert decision.fallback_reason == FallbackReason.ROUTER_ERROR
+    assert decision.model == "gpt-6-luna"  # allowed and enabled: the chain's first step
+    assert math.isfinite(decision.estimated_cost_usd)
+
+
+def test_disabled_models_are_skipped_by_the_static_chain(
+    shipped_config: Config, make_router: MakeRouter
+) -> None:
+    policy = dataclasses.replace(shipped_config.policy, routing_enabled=False)
+    router = make_router(dataclasses.replace(shipped_config, policy=policy))
+    decision = router.route(RouteRequest(lane="codex", task=Task(), requested_model="gpt-5.3-codex"))
+    assert decision.model == shipped_config.lanes["codex"].static_fallback
+    assert "gpt-5.3-codex" not in decision.alternatives
