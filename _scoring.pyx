@@ -10,6 +10,7 @@ release, on with ORXAQ_CYTHON_DEBUG=1).
 from libc.math cimport log
 from libc.stdint cimport int64_t, uint64_t
 
+# orxaq_grpc.routing.types.Filter values; the twin-agreement tests catch drift.
 cdef enum:
     ELIGIBLE = 0
     CONTEXT_WINDOW = 3

@@ -10,10 +10,12 @@ grpc.health.v1 Health/Check on the same server, so Route / Check is what the Rou
 handler (decode, validate, score, encode) costs on top of a bare unary call. Design
 bar: Route within 1.3x the server CPU per call of the no-op.
 
-Cells are measured in interleaved rounds (every flavour and RPC once per round) and
-pooled, so drift on a busy machine lands on all of them alike.
+The calls of a cell are split over rounds, each on a fresh pair of server processes
+(every flavour and RPC once per round, in alternating order), and pooled. A server's
+CPU per call varies from one process to the next on this kind of machine, so the
+asyncio-vs-sync verdict comes from a sign test over the rounds, not from one pair.
 
-Run from the repository root (a full run takes about a minute on 2 cores):
+Run from the repository root (a full run takes about 30 seconds on 2 cores):
 
     .venv/bin/python benchmarks/server.py
     .venv/bin/python benchmarks/server.py --quick
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import math
 import os
 import signal
 import subprocess
@@ -51,6 +54,7 @@ from orxaq_grpc.service.servicer import RoutingHandlers
 FLAVOURS = ("sync", "asyncio")
 RPCS = ("Route", "Check")  # Check is grpc.health.v1 Health/Check, the no-op
 BAR = 1.3
+SIGNIFICANCE = 0.05  # one-sided sign test over the paired rounds
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 # Mirrors start_server: the comparison must not hinge on different channel limits.
 SERVER_OPTIONS = [
@@ -108,20 +112,23 @@ def _stop_when_stdin_closes(stop: Callable[[], object]) -> None:
     """The parent stops a server by closing its stdin, which also happens if the parent dies."""
 
     def wait() -> None:
-        sys.stdin.read()
+        # The raw fd, not sys.stdin: a thread blocked on a buffered stream's lock at exit is fatal.
+        while os.read(sys.stdin.fileno(), 65536):  # only EOF matters; anything written is dropped
+            pass
         stop()
 
     threading.Thread(target=wait, daemon=True).start()
 
 
 def _announce(port: int) -> None:
+    """The parent reads the bound port from the first line of stdout."""
     print(port, flush=True)
 
 
 def _serve_sync(port: int, workers: int) -> None:
     running = start_server(LiveRouter.from_directory(CONFIG_DIR), f"127.0.0.1:{port}", workers)
     stopping = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C reaches the whole process group
+    for sig in (signal.SIGTERM, signal.SIGINT):  # SIGINT: Ctrl-C when run by hand
         signal.signal(sig, lambda _s, _f: stopping.set())
     _stop_when_stdin_closes(stopping.set)
     _announce(running.port)
@@ -199,6 +206,9 @@ def _server_process(flavour: str, workers: int) -> Iterator[tuple[int, int]]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        # Out of the terminal's process group: Ctrl-C reaches only this process, which then
+        # stops the servers itself, instead of interrupting one mid-start-up.
+        process_group=0,
     )
     try:
         assert process.stdout is not None
@@ -263,7 +273,7 @@ def _connect(stack: ExitStack, flavour: str, pid: int, port: int) -> Server:
 
 
 def _server_ratios(numerators: list[Cell], denominators: list[Cell]) -> list[float]:
-    """Server CPU per call of one cell over another, round by round (rounds are adjacent in time)."""
+    """Server CPU per call of one cell over another, round by round."""
     return [n.server_us / d.server_us for n, d in zip(numerators, denominators, strict=True)]
 
 
@@ -271,7 +281,7 @@ def _report(rounds: dict[tuple[str, str], list[Cell]], args: argparse.Namespace)
     cells = {key: _pooled(per_round) for key, per_round in rounds.items()}
     count = len(rounds["sync", "Route"])
     print(
-        f"\n{cells['sync', 'Route'].calls} calls a cell over {count} interleaved rounds, "
+        f"\n{cells['sync', 'Route'].calls} calls a cell over {count} rounds of fresh servers, "
         f"{args.concurrency} in flight, sync pool {args.workers} workers, {os.cpu_count()} CPUs, 127.0.0.1\n"
     )
     print(
@@ -299,51 +309,72 @@ def _report(rounds: dict[tuple[str, str], list[Cell]], args: argparse.Namespace)
         f"\nRoute, asyncio vs sync: {aio.per_s / sync.per_s:.2f}x the calls/s, "
         f"{aio.server_us / sync.server_us:.2f}x the server CPU per call"
     )
-    # A winner must be cheaper in every one of at least 3 rounds, else the difference is noise.
-    aio_cheaper = sum(r < 1 for r in _server_ratios(rounds["asyncio", "Route"], rounds["sync", "Route"]))
+    # Each round is a fresh pair of processes measured side by side, so a sign test over the
+    # rounds tells a real difference from process-to-process and machine noise. Ties carry no sign.
+    ratios = _server_ratios(rounds["asyncio", "Route"], rounds["sync", "Route"])
     winner, loser = ("asyncio", "sync") if aio.server_us < sync.server_us else ("sync", "asyncio")
-    cheaper_rounds = aio_cheaper if winner == "asyncio" else count - aio_cheaper
+    cheaper_rounds = sum(r < 1 if winner == "asyncio" else r > 1 for r in ratios)
+    signed = sum(r != 1 for r in ratios)
+    p_value = sum(math.comb(signed, k) for k in range(cheaper_rounds, signed + 1)) / 2**signed
     detail = (
         f"{winner} takes {1 - cells[winner, 'Route'].server_us / cells[loser, 'Route'].server_us:.0%} less "
         f"server CPU per Route call, {cells[winner, 'Route'].server_us:.0f} vs "
-        f"{cells[loser, 'Route'].server_us:.0f} µs, and is cheaper in {cheaper_rounds} of {count} rounds"
+        f"{cells[loser, 'Route'].server_us:.0f} µs, cheaper in {cheaper_rounds} of {count} rounds "
+        f"({count - signed} tied), "
+        f"sign test p={p_value:.2g}"
     )
-    if count >= 3 and cheaper_rounds == count:
+    if p_value < SIGNIFICANCE:
         print(f"Recommendation: the {winner} server ({detail}).")
     else:
-        print(f"Recommendation: keep the sync server production runs; no clear winner ({detail}).")
+        print(f"Recommendation: keep the sync server production already runs; no clear winner ({detail}).")
 
 
-def _benchmark(args: argparse.Namespace) -> None:
-    rounds = 3 if args.quick else args.rounds
-    calls = 1200 if args.quick else args.calls
-    warmup = 300 if args.quick else 1000
-    per_round = [calls // rounds + (i < calls % rounds) for i in range(rounds)]
+def _checked_decision(server: Server) -> routing_pb2.RouteDecision:
+    decision = server.calls["Route"]()
+    assert isinstance(decision, routing_pb2.RouteDecision)
+    if not decision.model:
+        raise RuntimeError(f"the {server.flavour} server answered Route without a model")
+    return decision
+
+
+def _round(
+    index: int, pool: ThreadPoolExecutor, calls: int, warmup: int, args: argparse.Namespace
+) -> dict[tuple[str, str], Cell]:
+    """One round on a fresh pair of server processes: CPU per call varies more between
+    processes than within one, so only new processes make the rounds independent samples."""
     with ExitStack() as stack:
-        # Both servers start before this process makes any channel, so no fork sees gRPC threads.
         started = {
             flavour: stack.enter_context(_server_process(flavour, args.workers)) for flavour in FLAVOURS
         }
-        pool = stack.enter_context(ThreadPoolExecutor(args.concurrency, thread_name_prefix="client"))
         servers = {flavour: _connect(stack, flavour, *started[flavour]) for flavour in FLAVOURS}
         for server in servers.values():
-            decision = server.calls["Route"]()
-            assert isinstance(decision, routing_pb2.RouteDecision)
-            if not decision.model:
-                raise RuntimeError(f"the {server.flavour} server answered Route without a model")
-            print(
-                f"{server.flavour}: Route chose {decision.model} "
-                f"({routing_pb2.Strategy.Name(decision.strategy)}, {decision.eligible_count} eligible)"
-            )
+            decision = _checked_decision(server)
+            if index == 0:
+                print(
+                    f"{server.flavour}: Route chose {decision.model} "
+                    f"({routing_pb2.Strategy.Name(decision.strategy)}, {decision.eligible_count} eligible)"
+                )
             # Fills the sync worker pool and the code paths of both RPCs before any cell counts.
             for rpc in RPCS:
                 _drive(pool, server.calls[rpc], warmup, args.concurrency)
+        cells = [(flavour, rpc) for flavour in FLAVOURS for rpc in RPCS]
+        # Every other round runs the cells backwards, so no cell always goes first.
+        return {
+            (flavour, rpc): _measure(servers[flavour], rpc, pool, calls, args.concurrency)
+            for flavour, rpc in cells[:: -1 if index % 2 else 1]
+        }
 
-        results: dict[tuple[str, str], list[Cell]] = {(f, rpc): [] for f in FLAVOURS for rpc in RPCS}
-        for i, count in enumerate(per_round):
-            # Every other round runs the cells backwards, so no cell always goes first.
-            for flavour, rpc in list(results)[:: -1 if i % 2 else 1]:
-                results[flavour, rpc].append(_measure(servers[flavour], rpc, pool, count, args.concurrency))
+
+def _benchmark(args: argparse.Namespace) -> None:
+    rounds = 5 if args.quick else args.rounds
+    calls = 1200 if args.quick else args.calls
+    warmup = 200 if args.quick else 400
+    results: dict[tuple[str, str], list[Cell]] = {(f, rpc): [] for f in FLAVOURS for rpc in RPCS}
+    with ThreadPoolExecutor(args.concurrency, thread_name_prefix="client") as pool:
+        for index in range(rounds):
+            share = calls // rounds + (index < calls % rounds)
+            for key, cell in _round(index, pool, share, warmup, args).items():
+                results[key].append(cell)
     _report(results, args)
 
 
@@ -355,11 +386,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="calls in flight (default %(default)s)")
     parser.add_argument("--workers", type=int, default=8, help="sync server pool size (default %(default)s)")
     parser.add_argument(
-        "--rounds", type=int, default=5, help="interleaved rounds a cell is split over (default %(default)s)"
+        "--rounds",
+        type=int,
+        default=10,
+        help="rounds, each on fresh servers, a cell is split over (default %(default)s)",
     )
-    parser.add_argument("--quick", action="store_true", help="1200 calls a cell over 3 rounds: a smoke run")
-    parser.add_argument("--serve", choices=FLAVOURS, help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="1200 calls a cell over 5 rounds: a smoke run")
+    parser.add_argument(
+        "--serve", choices=FLAVOURS, help="only run this server flavour (the benchmark's own use)"
+    )
+    parser.add_argument("--port", type=int, default=0, help="port for --serve; 0 picks a free one")
     args = parser.parse_args()
 
     if args.serve:

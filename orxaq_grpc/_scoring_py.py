@@ -12,15 +12,18 @@ from __future__ import annotations
 
 from math import log
 
-# Filter codes, mirrored as C constants in the compiled twin.
-ELIGIBLE = 0
-CONTEXT_WINDOW = 3
-OUTPUT_LIMIT = 4
-CAPABILITY = 5
-LANE_QUALITY_FLOOR = 6
-MIN_QUALITY = 7
-MAX_COST = 8
-MAX_LATENCY = 9
+from orxaq_grpc.routing.types import Filter
+
+# Plain ints for the hot loop; the compiled twin mirrors them as C constants, and
+# the twin-agreement tests catch any drift between the two.
+ELIGIBLE = int(Filter.UNSPECIFIED)
+CONTEXT_WINDOW = int(Filter.CONTEXT_WINDOW)
+OUTPUT_LIMIT = int(Filter.OUTPUT_LIMIT)
+CAPABILITY = int(Filter.CAPABILITY)
+LANE_QUALITY_FLOOR = int(Filter.LANE_QUALITY_FLOOR)
+MIN_QUALITY = int(Filter.MIN_QUALITY)
+MAX_COST = int(Filter.MAX_COST)
+MAX_LATENCY = int(Filter.MAX_LATENCY)
 
 KIND = "python"
 
