@@ -9,7 +9,6 @@ request asks for it explicitly.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from orxaq_grpc.config.model import LaneSpec, Policy
@@ -35,16 +34,39 @@ class ResolvedObjective:
     detail: str
 
 
-def _whole_words(words: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One case-insensitive pattern matching any of `words` as whole words only.
+class WholeWords:
+    """Finds which of a list of words or phrases occur as whole words, case-insensitively.
 
-    Longest words first, so "race condition" wins over a shorter overlapping word;
-    the look-arounds make "format" not match inside "information".
+    `str.find` per keyword plus a boundary check is an order of magnitude cheaper than
+    one alternation regex scanned position by position, and Route runs it on every
+    prompt. "format" does not match inside "information": a neighbouring letter, digit
+    or underscore disqualifies a hit, as `\\b` would.
     """
-    if not words:
-        return None
-    alternatives = "|".join(re.escape(w.lower()) for w in sorted(words, key=len, reverse=True))
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+    def __init__(self, words: tuple[str, ...]) -> None:
+        self._words = tuple(dict.fromkeys(w.lower() for w in words))
+
+    def first_matches(self, text: str) -> list[tuple[int, str]]:
+        """(position, word) of each word's first whole-word hit in `text`."""
+        if not self._words or not text:
+            return []
+        text = text.lower()
+        hits = []
+        for word in self._words:
+            at = text.find(word)
+            while at != -1:
+                end = at + len(word)
+                if not (at > 0 and _is_word_char(text[at - 1])) and not (
+                    end < len(text) and _is_word_char(text[end])
+                ):
+                    hits.append((at, word))
+                    break
+                at = text.find(word, at + 1)
+        return hits
+
+
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 class ObjectiveResolver:
@@ -52,8 +74,8 @@ class ObjectiveResolver:
 
     def __init__(self, policy: Policy) -> None:
         self._policy = policy
-        self._quality = _whole_words(policy.quality_keywords)
-        self._cost_speed = _whole_words(policy.cost_speed_keywords)
+        self._quality = WholeWords(policy.quality_keywords)
+        self._cost_speed = WholeWords(policy.cost_speed_keywords)
 
     def estimate(self, task: Task) -> TaskEstimate:
         policy = self._policy
@@ -149,14 +171,15 @@ def estimate_difficulty(input_tokens: int, quality_keywords: int, cost_speed_key
     return min(100.0, max(0.0, guess))
 
 
-def _matches(pattern: re.Pattern[str] | None, task: Task) -> tuple[tuple[str, ...], str]:
-    """Distinct whole-word matches in title then prompt, and where the first was."""
-    if pattern is None:
-        return (), ""
+def _matches(words: WholeWords, task: Task) -> tuple[tuple[str, ...], str]:
+    """Distinct whole-word matches, title first then prompt, each in order of appearance;
+    and the field the first one was found in."""
     found: dict[str, None] = {}
     first_field = ""
     for name, text in (("title", task.title), ("prompt", task.prompt)):
-        for match in pattern.finditer(text):
-            found.setdefault(match.group(0).lower(), None)
-            first_field = first_field or name
+        hits = words.first_matches(text)
+        for _, word in sorted(hits):
+            found.setdefault(word, None)
+        if hits and not first_field:
+            first_field = name
     return tuple(found), first_field

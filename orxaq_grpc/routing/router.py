@@ -27,6 +27,7 @@ from orxaq_grpc.routing.types import (
     Strategy,
     enum_name,
 )
+from orxaq_grpc.routing.validation import Violation, validate_route_request
 from orxaq_grpc.scoring import CatalogKernel
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,11 @@ class Router:
         self.resolver = ObjectiveResolver(config.policy)
         self._new_id = new_id
 
+    def validate(self, request: RouteRequest) -> list[Violation]:
+        return validate_route_request(request, self.config, self.catalog.capability_bits)
+
     def route(self, request: RouteRequest) -> Decision:
-        """Decide for a request that passed `validate_route_request`."""
+        """Decide for a request that passed `validate`."""
         lane = self.catalog.lanes[request.lane]
         estimate = self.resolver.estimate(request.task)
         ctx = _Request(

@@ -7,6 +7,7 @@ the router only ever sees requests that passed.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from orxaq_grpc.config.model import Config
@@ -27,7 +28,10 @@ class RequestInvalid(Exception):
         super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
 
 
-def validate_route_request(request: RouteRequest, config: Config) -> list[Violation]:
+def validate_route_request(
+    request: RouteRequest, config: Config, capabilities: Collection[str]
+) -> list[Violation]:
+    """`capabilities` are those the catalog offers (the router keeps them as a set)."""
     limits = config.policy.limits
     out: list[Violation] = []
 
@@ -73,13 +77,12 @@ def validate_route_request(request: RouteRequest, config: Config) -> list[Violat
     _number(out, "constraints.max_cost_usd", constraints.max_cost_usd, above=0.0)
     _number(out, "constraints.min_quality", constraints.min_quality, lo=0.0, hi=100.0)
     _number(out, "constraints.max_latency_s", constraints.max_latency_s, above=0.0)
-    known = config.capabilities
     for i, capability in enumerate(constraints.required_capabilities):
-        if capability not in known:
+        if capability not in capabilities:
             out.append(
                 Violation(
                     f"constraints.required_capabilities[{i}]",
-                    f"unknown capability {capability[:64]!r}; known: {', '.join(known)}",
+                    f"unknown capability {capability[:64]!r}; known: {', '.join(sorted(capabilities))}",
                 )
             )
     return out

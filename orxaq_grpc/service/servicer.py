@@ -14,7 +14,7 @@ from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq.routing.v1 import routing_pb2_grpc
 from orxaq_grpc import __version__
 from orxaq_grpc.routing.live import LiveRouter
-from orxaq_grpc.routing.validation import RequestInvalid, validate_route_request
+from orxaq_grpc.routing.validation import RequestInvalid
 from orxaq_grpc.scoring import KIND as SCORING_KERNEL
 from orxaq_grpc.service.convert import decision_to_proto, health_to_proto, route_request_from_proto
 from orxaq_grpc.service.errors import invalid_argument
@@ -31,7 +31,7 @@ class RoutingHandlers:
     def route(self, message: pb.RouteRequest) -> pb.RouteDecision:
         router = self._live.current
         request, violations = route_request_from_proto(message)
-        violations += validate_route_request(request, router.config)
+        violations += router.validate(request)
         if violations:
             raise RequestInvalid(violations)
         return decision_to_proto(router.route(request))
