@@ -40,8 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        default=_env_int("ORXAQ_WORKERS", 8),
-        help="RPC worker threads (env ORXAQ_WORKERS; default %(default)s)",
+        default=_env_int("ORXAQ_WORKERS", 1),
+        help="server processes sharing the port, an event loop each (env ORXAQ_WORKERS; default %(default)s)",
     )
     serve.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown")
     serve.add_argument(
@@ -92,25 +92,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     from orxaq_grpc.config.load import ConfigError
-    from orxaq_grpc.routing.live import LiveRouter
-    from orxaq_grpc.service.server import serve
+    from orxaq_grpc.service.server import LOG_FORMAT, serve
+
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
 
     if args.workers < 1:
         print("orxaq-grpc: --workers must be at least 1", file=sys.stderr)
         return 2
     try:
-        live = LiveRouter.from_directory(args.config)
+        serve(args.config, args.address, args.workers, args.grace, args.drain)
     except ConfigError as exc:
         print(f"orxaq-grpc: config refused:\n{exc}", file=sys.stderr)
         return 2
-    try:
-        serve(live, args.address, args.workers, args.grace, args.drain)
     except (RuntimeError, OSError) as exc:
         print(f"orxaq-grpc: {exc}", file=sys.stderr)
         return 1

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from orxaq_grpc import _scoring, _scoring_py
 from orxaq_grpc.config.load import load_config
 from orxaq_grpc.config.model import Config, LaneSpec, ModelSpec
+from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import Router
 from orxaq_grpc.routing.types import Objective, Profile
+from orxaq_grpc.service.server import start_server
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "config"
 
@@ -106,3 +112,24 @@ def config_dir(tmp_path: Path) -> Iterator[Path]:
     for source in CONFIG_DIR.glob("*.toml"):
         (target / source.name).write_bytes(source.read_bytes())
     yield target
+
+
+class LoopbackServer:
+    """The production grpc.aio server on an event loop of its own thread, so tests
+    can call it with plain blocking clients."""
+
+    def __init__(self, live: LiveRouter) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="test-server", daemon=True)
+        self._thread.start()
+        self.running = self._call(start_server(live, "127.0.0.1:0"))
+        self.address = f"127.0.0.1:{self.running.port}"
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
+
+    def stop(self) -> None:
+        self._call(self.running.stop(grace_s=1.0))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()

@@ -141,6 +141,24 @@ def test_sigterm_drains_then_stops(serve: type[ServerProcess]) -> None:
     assert "SIGTERM received: draining" in log and "stopped" in log
 
 
+def test_workers_share_one_port_and_stop_together(serve: type[ServerProcess]) -> None:
+    server = serve("--workers", "2")
+    server.wait_until_serving()
+    pids = set()
+    for _ in range(50):  # the kernel spreads new connections over the workers
+        with RoutingClient(server.address) as client:
+            pids.add(client.health().pid)
+            assert client.route(pb.RouteRequest(lane="local", task=pb.Task(title="x"))).model
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2 and server.process.pid not in pids
+    server.process.send_signal(signal.SIGTERM)
+    code, log = server.finish()
+    assert code == 0, log
+    assert log.count("SIGTERM received: draining") == 2
+    assert log.count(f"RoutingService on 127.0.0.1:{server.port}") == 2
+
+
 def test_sigint_stops_cleanly(serve: type[ServerProcess]) -> None:
     server = serve()
     server.wait_until_serving()

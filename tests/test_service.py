@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 
 import grpc
@@ -17,26 +18,26 @@ from orxaq.routing.v1 import routing_pb2_grpc
 from orxaq_grpc.client import RouteRejected, RoutingClient
 from orxaq_grpc.routing import types
 from orxaq_grpc.routing.live import LiveRouter
-from orxaq_grpc.service.server import SERVICE_NAME, RunningServer, start_server
-from tests.conftest import CONFIG_DIR
+from orxaq_grpc.service.server import SERVICE_NAME
+from tests.conftest import CONFIG_DIR, LoopbackServer
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[RunningServer]:
-    running = start_server(LiveRouter.from_directory(CONFIG_DIR), "127.0.0.1:0", workers=4)
+def server() -> Iterator[LoopbackServer]:
+    running = LoopbackServer(LiveRouter.from_directory(CONFIG_DIR))
     yield running
-    running.stop(grace_s=1.0)
+    running.stop()
 
 
 @pytest.fixture(scope="module")
-def channel(server: RunningServer) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+def channel(server: LoopbackServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.address) as ch:
         yield ch
 
 
 @pytest.fixture(scope="module")
-def client(server: RunningServer) -> Iterator[RoutingClient]:
-    with RoutingClient(f"127.0.0.1:{server.port}", timeout_s=10) as c:
+def client(server: LoopbackServer) -> Iterator[RoutingClient]:
+    with RoutingClient(server.address, timeout_s=10) as c:
         yield c
 
 
@@ -72,6 +73,7 @@ def test_health_rpc(client: RoutingClient) -> None:
     assert health.scoring_kernel == "compiled"
     assert health.protobuf_backend == "upb"
     assert health.routing_enabled
+    assert health.pid == os.getpid()  # served from this test process
 
 
 def test_standard_health_check(channel: grpc.Channel) -> None:

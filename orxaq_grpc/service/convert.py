@@ -119,6 +119,7 @@ def health_to_proto(
     scoring_kernel: str,
     protobuf_backend: str,
     version: str,
+    pid: int,
 ) -> pb.HealthResponse:
     return pb.HealthResponse(
         config_version=config.version,
@@ -142,4 +143,5 @@ def health_to_proto(
         protobuf_backend=protobuf_backend,
         routing_enabled=config.policy.routing_enabled,
         version=version,
+        pid=pid,
     )

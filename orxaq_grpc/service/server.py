@@ -1,12 +1,22 @@
-"""Wires the gRPC server: RoutingService, grpc.health.v1, reflection, limits, signals."""
+"""Wires the grpc.aio server: RoutingService, grpc.health.v1, reflection, limits, signals.
+
+One process serves on one event loop. `--workers N` runs N such processes on the
+same port (SO_REUSEPORT), the way Python gRPC servers use more than one core; the
+parent only supervises them and forwards signals.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import multiprocessing
+import os
 import signal
-import threading
-from concurrent import futures
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,82 +34,141 @@ SERVICE_NAME = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_na
 # Prompts are capped well below this by policy (limits.max_prompt_bytes), so an
 # oversized prompt gets a field violation rather than a transport error.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def server_options(reuse_port: bool) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        # Off unless workers share the port on purpose: two servers must never share one by accident.
+        ("grpc.so_reuseport", int(reuse_port)),
+    ]
 
 
 @dataclass
 class RunningServer:
-    server: grpc.Server
-    health: health.HealthServicer
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
     port: int
 
-    def stop(self, grace_s: float, drain_s: float = 0.0) -> None:
+    async def stop(self, grace_s: float, drain_s: float = 0.0) -> None:
         """Reports NOT_SERVING, waits `drain_s` for balancers to notice, then lets
         in-flight calls finish for up to `grace_s`."""
-        self.health.enter_graceful_shutdown()
+        await self.health.enter_graceful_shutdown()
         if drain_s > 0:
-            threading.Event().wait(drain_s)
-        self.server.stop(grace_s).wait()
+            await asyncio.sleep(drain_s)
+        await self.server.stop(grace_s)
 
 
-def start_server(live: LiveRouter, address: str, workers: int) -> RunningServer:
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            # Two servers must never share a port silently.
-            ("grpc.so_reuseport", 0),
-        ],
-    )
+async def start_server(live: LiveRouter, address: str, reuse_port: bool = False) -> RunningServer:
+    server = grpc.aio.server(options=server_options(reuse_port))
     routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingServicer(RoutingHandlers(live)), server)
 
-    health_servicer = health.HealthServicer()
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
-        server,
-    )
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
-    server.start()
+    await server.start()
     return RunningServer(server=server, health=health_servicer, port=port)
 
 
-def serve(live: LiveRouter, address: str, workers: int, grace_s: float, drain_s: float) -> None:
-    """Runs until SIGTERM or SIGINT; SIGHUP reloads the config (the last good one stays on error)."""
-    check_protobuf_backend()
-    # Handlers go in before the port opens: a signal that arrives early still drains.
-    stopping = threading.Event()
+async def _run(live: LiveRouter, address: str, grace_s: float, drain_s: float, reuse_port: bool) -> None:
+    """Serves until SIGTERM or SIGINT; SIGHUP reloads the config (the last good one stays on error)."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
 
-    def on_stop(signum: int, _frame: object) -> None:
-        log.info("%s received: draining", signal.Signals(signum).name)
+    def on_stop(signum: signal.Signals) -> None:
+        log.info("%s received: draining", signum.name)
         stopping.set()
 
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, lambda _s, _f: threading.Thread(target=live.reload, daemon=True).start())
-    running = start_server(live, address, workers)
+    # Handlers go in before the port opens: a signal that arrives early still drains.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_stop, signum)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, live.reload))
+
+    running = await start_server(live, address, reuse_port)
     config = live.current.config
-    host = address.rsplit(":", 1)[0]
     log.info(
-        "serving %s on %s:%d (config %s version %s, %d models, %d lanes, %s kernel, %d workers)",
+        "serving %s on %s:%d (config %s version %s, %d models, %d lanes, %s kernel)",
         SERVICE_NAME,
-        host,
+        address.rsplit(":", 1)[0],
         running.port,
         config.directory,
         config.version,
         len(config.models),
         len(config.lanes),
         SCORING_KERNEL,
-        workers,
     )
     if SCORING_KERNEL != "compiled":
         log.warning("the compiled scoring kernel is not in use; scoring runs on the pure-Python twin")
-
-    stopping.wait()
-    running.stop(grace_s, drain_s)
+    await stopping.wait()
+    await running.stop(grace_s, drain_s)
     log.info("stopped")
+
+
+def serve(config_dir: Path, address: str, workers: int, grace_s: float, drain_s: float) -> None:
+    """Runs the service in this process, or supervises `workers` processes on one port."""
+    check_protobuf_backend()
+    live = LiveRouter.from_directory(config_dir)  # a bad config fails here, once, before any fork
+    if workers == 1:
+        asyncio.run(_run(live, address, grace_s, drain_s, reuse_port=False))
+        return
+    with _reserved_port(address) as shared:
+        # Spawned, not forked: gRPC's threads do not survive a fork.
+        context = multiprocessing.get_context("spawn")
+        children = [
+            context.Process(
+                target=_worker,
+                args=(config_dir, shared, grace_s, drain_s, logging.getLogger().level),
+                name=f"worker-{i}",
+            )
+            for i in range(workers)
+        ]
+        log.info("starting %d workers on %s", workers, shared)
+        _supervise(children)
+
+
+def _worker(config_dir: Path, address: str, grace_s: float, drain_s: float, log_level: int) -> None:
+    logging.basicConfig(level=log_level, format=LOG_FORMAT.replace("%(name)s", "%(processName)s %(name)s"))
+    asyncio.run(_run(LiveRouter.from_directory(config_dir), address, grace_s, drain_s, reuse_port=True))
+
+
+def _supervise(children: list[multiprocessing.Process]) -> None:
+    """Starts the workers, forwards SIGTERM, SIGINT and SIGHUP to them, and waits."""
+    forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signum)
+
+    for signum in forwarded:
+        signal.signal(signum, forward)
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    failed = [c.name for c in children if c.exitcode]
+    if failed:
+        raise RuntimeError(f"workers exited with errors: {', '.join(failed)}")
+
+
+@contextmanager
+def _reserved_port(address: str) -> Iterator[str]:
+    """Binds the address with SO_REUSEPORT so port 0 becomes one concrete port that every
+    worker can share, and holds it while they run."""
+    host, _, port = address.rpartition(":")
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host.strip("[]"), int(port)))
+        yield f"{host}:{sock.getsockname()[1]}"
+    finally:
+        sock.close()

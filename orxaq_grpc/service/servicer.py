@@ -1,11 +1,14 @@
 """The RoutingService RPCs: validate, convert, call the core, convert back.
 
-`RoutingHandlers` holds what each RPC does; `RoutingServicer` adapts it to the grpc
-server, mapping a rejected request to INVALID_ARGUMENT with its field violations.
+`RoutingHandlers` holds what each RPC does; `RoutingServicer` adapts it to the
+grpc.aio server, mapping a rejected request to INVALID_ARGUMENT with its field
+violations. Handlers are CPU-bound and short (about 100 µs), so they run on the
+event loop: no thread hop, which is what made asyncio the cheaper server here.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import grpc
@@ -43,6 +46,7 @@ class RoutingHandlers:
             scoring_kernel=SCORING_KERNEL,
             protobuf_backend=protobuf_backend(),
             version=__version__,
+            pid=os.getpid(),
         )
 
 
@@ -50,12 +54,12 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     def __init__(self, handlers: RoutingHandlers) -> None:
         self._handlers = handlers
 
-    def Route(self, request: pb.RouteRequest, context: grpc.ServicerContext) -> pb.RouteDecision:
+    async def Route(self, request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteDecision:
         try:
             return self._handlers.route(request)
         except RequestInvalid as exc:
-            context.abort_with_status(invalid_argument("RouteRequest", exc.violations))
+            await context.abort_with_status(invalid_argument("RouteRequest", exc.violations))
             raise  # abort_with_status raises; this line is never reached
 
-    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:
+    async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext) -> pb.HealthResponse:
         return self._handlers.health(request)
