@@ -1,12 +1,14 @@
 """Server CPU per call: the sync grpc server against grpc.aio, both running the real Route.
 
-Each server flavour runs in its own subprocess (this script with ``--serve``) on
-127.0.0.1: "sync" is the production server from `start_server`, "asyncio" is a
-`grpc.aio` server with the same services and options and a small async adapter over
-the same `RoutingHandlers`. This process is the client: it makes a fixed number of
-calls per cell with a few in flight and reads the server's CPU time (utime + stime
-from /proc/<pid>/stat) before and after each cell. The no-op baseline is the
-grpc.health.v1 Health/Check on the same server, so Route / Check is what the Route
+Production serves on grpc.aio; this benchmark is what justified that choice, and it
+re-checks it whenever the handlers or grpc change. Each server flavour runs in its own
+subprocess (this script with ``--serve``) on 127.0.0.1: "asyncio" is the production
+server itself, from `start_server`; "sync" is a `grpc.server` on a thread pool, built
+here only as the comparison baseline, with the same services, options (`server_options`)
+and `RoutingHandlers` behind a small sync adapter. This process is the client: it makes
+a fixed number of calls per cell with a few in flight and reads the server's CPU time
+(utime + stime from /proc/<pid>/stat) before and after each cell. The no-op baseline is
+the grpc.health.v1 Health/Check on the same server, so Route / Check is what the Route
 handler (decode, validate, score, encode) costs on top of a bare unary call. Design
 bar: Route within 1.3x the server CPU per call of the no-op.
 
@@ -15,7 +17,7 @@ The calls of a cell are split over rounds, each on a fresh pair of server proces
 CPU per call varies from one process to the next on this kind of machine, so the
 asyncio-vs-sync verdict comes from a sign test over the rounds, not from one pair.
 
-Run from the repository root (a full run takes about 30 seconds on 2 cores):
+Run from the repository root (a full run takes about a minute on 2 cores):
 
     .venv/bin/python benchmarks/server.py
     .venv/bin/python benchmarks/server.py --quick
@@ -48,7 +50,7 @@ from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.validation import RequestInvalid
 from orxaq_grpc.service.errors import invalid_argument
 from orxaq_grpc.service.runtime import check_protobuf_backend
-from orxaq_grpc.service.server import MAX_MESSAGE_BYTES, SERVICE_NAME, start_server
+from orxaq_grpc.service.server import SERVICE_NAME, server_options, start_server
 from orxaq_grpc.service.servicer import RoutingHandlers
 
 FLAVOURS = ("sync", "asyncio")
@@ -56,12 +58,6 @@ RPCS = ("Route", "Check")  # Check is grpc.health.v1 Health/Check, the no-op
 BAR = 1.3
 SIGNIFICANCE = 0.05  # one-sided sign test over the paired rounds
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
-# Mirrors start_server: the comparison must not hinge on different channel limits.
-SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.so_reuseport", 0),
-]
 CALL_TIMEOUT_S = 10.0
 STOP_GRACE_S = 1.0
 
@@ -87,25 +83,49 @@ CHECK_REQUEST = health_pb2.HealthCheckRequest(service="")
 # --- server side: one flavour per subprocess -------------------------------------
 
 
-class AsyncRoutingServicer:
-    """The grpc.aio twin of RoutingServicer: same handlers, run on the event loop."""
+# The sync flavour exists only as the comparison baseline for the production grpc.aio
+# server: the sync twin of RoutingServicer and of start_server, nothing in production uses it.
+
+
+class SyncRoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
+    """RoutingServicer on the sync server: same handlers, run on a pool thread."""
 
     def __init__(self, handlers: RoutingHandlers) -> None:
         self._handlers = handlers
 
-    async def Route(
-        self, request: routing_pb2.RouteRequest, context: grpc.aio.ServicerContext
+    def Route(
+        self, request: routing_pb2.RouteRequest, context: grpc.ServicerContext
     ) -> routing_pb2.RouteDecision:
         try:
             return self._handlers.route(request)
         except RequestInvalid as exc:
-            await context.abort_with_status(invalid_argument("RouteRequest", exc.violations))
+            context.abort_with_status(invalid_argument("RouteRequest", exc.violations))
             raise  # abort_with_status raises; this line is never reached
 
-    async def Health(
-        self, request: routing_pb2.HealthRequest, context: grpc.aio.ServicerContext
+    def Health(
+        self, request: routing_pb2.HealthRequest, context: grpc.ServicerContext
     ) -> routing_pb2.HealthResponse:
         return self._handlers.health(request)
+
+
+def _start_sync_server(
+    live: LiveRouter, address: str, workers: int
+) -> tuple[grpc.Server, health.HealthServicer, int]:
+    """start_server on grpc.server: same services, options and health states."""
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"), options=server_options(False)
+    )
+    routing_pb2_grpc.add_RoutingServiceServicer_to_server(SyncRoutingServicer(RoutingHandlers(live)), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    server.start()
+    return server, health_servicer, port
 
 
 def _stop_when_stdin_closes(stop: Callable[[], object]) -> None:
@@ -126,37 +146,30 @@ def _announce(port: int) -> None:
 
 
 def _serve_sync(port: int, workers: int) -> None:
-    running = start_server(LiveRouter.from_directory(CONFIG_DIR), f"127.0.0.1:{port}", workers)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # SIGINT: Ctrl-C when run by hand
         signal.signal(sig, lambda _s, _f: stopping.set())
+    server, health_servicer, bound = _start_sync_server(
+        LiveRouter.from_directory(CONFIG_DIR), f"127.0.0.1:{port}", workers
+    )
     _stop_when_stdin_closes(stopping.set)
-    _announce(running.port)
+    _announce(bound)
     stopping.wait()
-    running.stop(STOP_GRACE_S)
+    health_servicer.enter_graceful_shutdown()
+    server.stop(STOP_GRACE_S).wait()
 
 
 async def _serve_asyncio(port: int) -> None:
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    handlers = RoutingHandlers(LiveRouter.from_directory(CONFIG_DIR))
-    routing_pb2_grpc.add_RoutingServiceServicer_to_server(AsyncRoutingServicer(handlers), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-
+    """The production server, exactly as `start_server` builds it."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    running = await start_server(LiveRouter.from_directory(CONFIG_DIR), f"127.0.0.1:{port}")
     _stop_when_stdin_closes(lambda: loop.call_soon_threadsafe(stopping.set))
-    _announce(bound)
+    _announce(running.port)
     await stopping.wait()
-    await health_servicer.enter_graceful_shutdown()
-    await server.stop(STOP_GRACE_S)
+    await running.stop(STOP_GRACE_S)
 
 
 # --- client side: this process ------------------------------------------------------
@@ -326,7 +339,7 @@ def _report(rounds: dict[tuple[str, str], list[Cell]], args: argparse.Namespace)
     if p_value < SIGNIFICANCE:
         print(f"Recommendation: the {winner} server ({detail}).")
     else:
-        print(f"Recommendation: keep the sync server production already runs; no clear winner ({detail}).")
+        print(f"Recommendation: keep the asyncio server production already runs; no clear winner ({detail}).")
 
 
 def _checked_decision(server: Server) -> routing_pb2.RouteDecision:
@@ -382,7 +395,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--calls", type=int, default=5000, help="calls per cell (default %(default)s)")
+    parser.add_argument("--calls", type=int, default=20000, help="calls per cell (default %(default)s)")
     parser.add_argument("--concurrency", type=int, default=8, help="calls in flight (default %(default)s)")
     parser.add_argument("--workers", type=int, default=8, help="sync server pool size (default %(default)s)")
     parser.add_argument(
