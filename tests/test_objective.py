@@ -73,6 +73,11 @@ def test_given_difficulty_thresholds_are_inclusive(shipped_config: Config) -> No
     assert resolve(shipped_config, difficulty=easy + 0.01)[1] != ObjectiveRule.DIFFICULTY
 
 
+def test_a_short_task_is_not_called_easy_for_being_short(shipped_config: Config) -> None:
+    objective, rule, _ = resolve(shipped_config, title="Implement OAuth login")
+    assert (objective, rule) == (shipped_config.lanes["codex"].default_objective, ObjectiveRule.LANE_DEFAULT)
+
+
 def test_size_rule_then_lane_default(shipped_config: Config) -> None:
     threshold = shipped_config.policy.quality_input_tokens_at_least
     objective, rule, _ = resolve(shipped_config, difficulty=50, input_tokens=threshold)
@@ -102,11 +107,11 @@ def test_token_estimates_are_chars_over_four_and_the_policy_default(shipped_conf
 
 
 def test_difficulty_estimate_grows_with_size_and_risk_words(shipped_config: Config) -> None:
-    assert estimate_difficulty(0, 0, 0) == pytest.approx(20.0)
-    assert estimate_difficulty(900, 0, 0) == pytest.approx(35.0)
-    assert estimate_difficulty(9_900, 0, 0) == pytest.approx(50.0)
-    assert estimate_difficulty(900, 2, 0) == pytest.approx(55.0)
-    assert estimate_difficulty(0, 0, 6) == 0.0
+    assert estimate_difficulty(0, 0, 0) == pytest.approx(35.0)
+    assert estimate_difficulty(9_000, 0, 0) == pytest.approx(45.0)
+    assert estimate_difficulty(99_000, 0, 0) == pytest.approx(55.0)
+    assert estimate_difficulty(9_000, 2, 0) == pytest.approx(65.0)
+    assert estimate_difficulty(0, 0, 8) == 0.0
     assert estimate_difficulty(10**9, 9, 0) == 100.0
     resolver = ObjectiveResolver(shipped_config.policy)
     estimate = resolver.estimate(Task(title="security", difficulty=12.5))

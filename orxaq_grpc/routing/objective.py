@@ -161,12 +161,14 @@ class ObjectiveResolver:
 
 
 def estimate_difficulty(input_tokens: int, quality_keywords: int, cost_speed_keywords: int) -> float:
-    """A transparent 0-100 guess from size and risk words, for callers that give none.
+    """A transparent 0-100 guess for callers that give none.
 
-    20 for an empty task, about 35 at 1k tokens, 50 at 10k, 65 at 100k; each distinct
-    quality keyword adds 10 and each cost_speed keyword takes 5 away.
+    Size says little about difficulty, so the guess starts in the middle band (35 for an
+    empty task, 45 at 10k tokens, 55 at 100k) and only risk words move it far: each
+    distinct quality keyword adds 10, each cost_speed keyword takes 5 away. A short task
+    is therefore never called easy just for being short.
     """
-    guess = 20.0 + 15.0 * math.log10(1.0 + input_tokens / 100.0)
+    guess = 35.0 + 10.0 * math.log10(1.0 + input_tokens / 1000.0)
     guess += 10.0 * quality_keywords - 5.0 * cost_speed_keywords
     return min(100.0, max(0.0, guess))
 
