@@ -131,6 +131,8 @@ cdef class CatalogKernel:
         ):
             raise ValueError("buffers must have one entry per catalog model")
         cdef Py_ssize_t k = order.shape[0]
+        if k == 0:
+            raise ValueError("order must have room for at least one model")
         cdef Py_ssize_t i, pos
         cdef Py_ssize_t filled = 0
         cdef Py_ssize_t eligible = 0

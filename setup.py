@@ -3,7 +3,8 @@
 - `protos/**/*.proto` -> `orxaq/**/*_pb2.py`, `*_pb2.pyi`, `*_pb2_grpc.py` (the `orxaq.routing.v1`
   package, named like the proto package), made by grpcio-tools before the Python files are collected.
 - `_scoring.pyx` -> the extension `orxaq_grpc._scoring`, with release directives (bounds checks and
-  wraparound off); `ORXAQ_CYTHON_DEBUG=1` turns the checks back on.
+  wraparound off); `ORXAQ_CYTHON_DEBUG=1` turns the checks back on. No fused multiply-add
+  contraction, so the compiled kernel does the pure-Python twin's arithmetic exactly.
 
 The kernel is not optional: a build that cannot compile it fails, so nobody ships the slow twin by
 accident. `ORXAQ_NO_EXTENSIONS=1` at build time skips it on purpose.
@@ -77,7 +78,7 @@ def extensions() -> list:
 
     debug = bool(os.environ.get("ORXAQ_CYTHON_DEBUG"))
     return cythonize(
-        [Extension("orxaq_grpc._scoring", ["_scoring.pyx"], extra_compile_args=["-O3"])],
+        [Extension("orxaq_grpc._scoring", ["_scoring.pyx"], extra_compile_args=["-O3", "-ffp-contract=off"])],
         compiler_directives={
             "language_level": 3,
             "boundscheck": debug,

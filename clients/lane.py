@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from orxaq.routing.v1 import routing_pb2 as pb
-from orxaq_grpc.client import RouteRejected, RoutingClient
+from orxaq_grpc.client import CallFailed, RoutingClient
 
 R = TypeVar("R")
 
@@ -46,8 +46,8 @@ def run_task(
 ) -> TaskRun[R]:
     """Routes once, then tries the chosen model and its alternatives in order.
 
-    `max_attempts` caps the models tried (0: all of them). Providers of alternatives
-    are not in the decision; `call_model` gets "" for them and may look them up.
+    `max_attempts` caps the models tried (0: all of them). The decision names only the
+    chosen model's provider; `call_model` gets "" for the alternatives'.
     """
     decision = client.route(request)
     candidates = [(decision.model, decision.provider)] + [(m, "") for m in decision.alternatives]
@@ -69,7 +69,10 @@ def _command_runner(template: Sequence[str]) -> Callable[[str, str], int]:
     def call(model: str, provider: str) -> int:
         argv = [part.replace("{model}", model).replace("{provider}", provider) for part in template]
         print(f"lane: running {' '.join(argv)}", file=sys.stderr)
-        code = subprocess.run(argv, check=False).returncode
+        try:
+            code = subprocess.run(argv, check=False).returncode
+        except OSError as exc:  # the agent binary is missing or not executable
+            raise ModelCallFailed(str(exc)) from exc
         if code != 0:
             raise ModelCallFailed(f"exit status {code}")
         return code
@@ -92,12 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the agent command after --")
+    if args.max_attempts < 0:
+        parser.error("--max-attempts must be 0 (all) or more")
 
     request = pb.RouteRequest(lane=args.lane, task=pb.Task(id=args.task_id, kind=args.kind, title=args.title))
     with RoutingClient(args.address) as client:
         try:
             run = run_task(client, request, _command_runner(command), args.max_attempts)
-        except RouteRejected as exc:
+        except CallFailed as exc:
             print(f"lane: route refused: {exc}", file=sys.stderr)
             return 2
     for model, why in run.failures:

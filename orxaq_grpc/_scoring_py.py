@@ -1,11 +1,14 @@
 """Pure-Python twin of the compiled scoring kernel (`_scoring.pyx`).
 
 Both twins take the same arguments, apply the same filters in the same order and
-do the same floating-point operations in the same order, so their results agree
-to the last bit on IEEE doubles (the tests hold them to 1e-12). Keep them in step:
-a change to one is a change to both.
+do the same floating-point operations in the same order (the build turns off
+fused multiply-add contraction), so their results agree on IEEE doubles; the
+tests hold them to 1e-12. Keep them in step: a change to one is a change to both.
 
 Status codes are `orxaq_grpc.routing.types.Filter` values; 0 means eligible.
+Preconditions, which the config loader and the router guarantee: context windows,
+max outputs and speeds above 0, time to first token and output tokens such that
+every latency is above 0.
 """
 
 from __future__ import annotations
@@ -121,6 +124,11 @@ class CatalogKernel:
         """
         n = self.size
         k = len(order)
+        for buffer in (status, bias, cost, latency, cost_score, speed_score, penalty, score):
+            if len(buffer) != n:
+                raise ValueError("buffers must have one entry per catalog model")
+        if k == 0:
+            raise ValueError("order must have room for at least one model")
         need = input_tokens + output_tokens
         ramp_width = 1.0 - ramp_start
         filled = 0

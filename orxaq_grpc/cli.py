@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--input-tokens", type=int, default=0, help="0 estimates from the text")
     route.add_argument("--output-tokens", type=int, default=0, help="0 uses the policy default")
     route.add_argument("--difficulty", type=float, help="0-100; omitted estimates from the text")
-    route.add_argument("--value-usd", type=float, help="what a successful task is worth")
+    route.add_argument("--value-usd", type=float, help="what a successful task is worth (not yet used)")
     route.add_argument("--objective", choices=["cost_speed", "balanced", "quality"])
     route.add_argument("--profile", choices=["fast", "strong"])
     route.add_argument("--model", default="", help="requested model")
@@ -115,24 +115,32 @@ def _route(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
     from orxaq.routing.v1 import routing_pb2 as pb
-    from orxaq_grpc.client import RouteRejected, RoutingClient
+    from orxaq_grpc.client import CallFailed, RoutingClient
     from orxaq_grpc.render import decision_text
 
-    if args.prompt_file is None:
-        prompt = args.prompt
-    elif str(args.prompt_file) == "-":
-        prompt = sys.stdin.read()
-    else:
-        prompt = args.prompt_file.read_text(encoding="utf-8")
-    task = pb.Task(
-        id=args.task_id,
-        kind=args.kind,
-        title=args.title,
-        prompt=prompt,
-        labels=args.label,
-        input_tokens=args.input_tokens,
-        output_tokens=args.output_tokens,
-    )
+    try:
+        if args.prompt_file is None:
+            prompt = args.prompt
+        elif str(args.prompt_file) == "-":
+            prompt = sys.stdin.read()
+        else:
+            prompt = args.prompt_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"orxaq-grpc: cannot read the prompt: {exc}", file=sys.stderr)
+        return 2
+    try:
+        task = pb.Task(
+            id=args.task_id,
+            kind=args.kind,
+            title=args.title,
+            prompt=prompt,
+            labels=args.label,
+            input_tokens=args.input_tokens,
+            output_tokens=args.output_tokens,
+        )
+    except ValueError as exc:  # e.g. a token count past int64
+        print(f"orxaq-grpc: {exc}", file=sys.stderr)
+        return 2
     if args.difficulty is not None:
         task.difficulty = args.difficulty
     if args.value_usd is not None:
@@ -157,7 +165,7 @@ def _route(args: argparse.Namespace) -> int:
     with RoutingClient(args.address, timeout_s=args.timeout) as client:
         try:
             decision = client.route(request)
-        except RouteRejected as exc:
+        except CallFailed as exc:
             print(f"orxaq-grpc: {exc.code.name}: {exc.details}", file=sys.stderr)
             for field, problem in exc.violations:
                 print(f"  {field}: {problem}", file=sys.stderr)

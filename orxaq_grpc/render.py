@@ -6,7 +6,10 @@ from orxaq.routing.v1 import routing_pb2 as pb
 
 
 def _name(enum_type, value: int) -> str:
-    """OBJECTIVE_COST_SPEED -> cost_speed, using the proto enum's own prefix."""
+    """OBJECTIVE_COST_SPEED -> cost_speed, using the proto enum's own prefix; a value this
+    client does not know yet (a newer server) prints as its number."""
+    if value not in enum_type.values():
+        return str(value)
     full = enum_type.Name(value)
     prefix = enum_type.DESCRIPTOR.values[0].name.removesuffix("UNSPECIFIED").removesuffix("NONE")
     return full.removeprefix(prefix).lower()

@@ -100,9 +100,14 @@ def test_token_estimates_are_chars_over_four_and_the_policy_default(shipped_conf
     estimate = resolver.estimate(Task(title="abcd", prompt="x" * 397))
     assert estimate.input_tokens == 101  # ceil(401 / 4)
     assert estimate.output_tokens == shipped_config.policy.default_output_tokens
-    assert estimate.tokens_estimated
+    assert estimate.input_estimated and estimate.output_estimated
     given = resolver.estimate(Task(prompt="x" * 400, input_tokens=7, output_tokens=9))
-    assert (given.input_tokens, given.output_tokens, given.tokens_estimated) == (7, 9, False)
+    assert (given.input_tokens, given.output_tokens, given.input_estimated, given.output_estimated) == (
+        7,
+        9,
+        False,
+        False,
+    )
     assert resolver.estimate(Task()).input_tokens == 1
 
 

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq.routing.v1 import routing_pb2_grpc
-from orxaq_grpc.client import RouteRejected, RoutingClient
+from orxaq_grpc.client import CallFailed, RoutingClient
 from orxaq_grpc.routing import types
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.service.server import SERVICE_NAME
@@ -108,8 +108,8 @@ def test_reflection_lists_every_service_and_serves_route_without_protos(channel:
     assert method.output_type.fields_by_name["estimated_cost_usd"].number == 12
 
 
-def rejected(client: RoutingClient, request: pb.RouteRequest) -> RouteRejected:
-    with pytest.raises(RouteRejected) as caught:
+def rejected(client: RoutingClient, request: pb.RouteRequest) -> CallFailed:
+    with pytest.raises(CallFailed) as caught:
         client.route(request)
     return caught.value
 

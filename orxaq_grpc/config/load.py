@@ -26,6 +26,11 @@ CONFIG_FILES = (CATALOG_FILE, LANES_FILE, POLICY_FILE)
 
 ORIGINS = ("hosted", "local")
 MAX_CAPABILITIES = 64  # capabilities are a 64-bit mask in the kernel
+# Sanity bounds: far beyond any real model, near enough that scores stay finite.
+MAX_PRICE_USD_PER_MTOK = 10_000.0
+MIN_SPEED, MAX_SPEED = 0.1, 1_000_000.0  # output tokens per second
+MAX_TTFT_S = 3_600.0
+MAX_TOKENS = 1_000_000_000
 _ID = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,127}$")
 _OBJECTIVES = {
     "cost_speed": Objective.COST_SPEED,
@@ -245,17 +250,25 @@ def _read_policy(root: _Section) -> Policy:
 
     weights = _read_weights(root.section("weights"), _OBJECTIVES)
     multipliers = _read_weights(root.section("profiles"), _PROFILES)
+    for profile, m in multipliers.items():
+        for objective, w in weights.items():
+            if w.cost * m.cost + w.speed * m.speed + w.quality * m.quality <= 0.0:
+                root.problem(f"profiles.{profile}", f"leaves objective {objective} with no weight above 0")
 
     objective = root.section("objective")
     cost_speed_kinds = objective.strings("cost_speed_kinds")
     quality_kinds = objective.strings("quality_kinds")
-    for kind in set(cost_speed_kinds) & set(quality_kinds):
+    for kind in {k.lower() for k in cost_speed_kinds} & {k.lower() for k in quality_kinds}:
         objective.problem("quality_kinds", f"{kind!r} is also in cost_speed_kinds")
     cost_speed_keywords = objective.strings("cost_speed_keywords")
     quality_keywords = objective.strings("quality_keywords")
-    for word in cost_speed_keywords + quality_keywords:
-        if not word.strip():
-            objective.problem("quality_keywords", "keywords must not be blank")
+    keyword_lists = {"cost_speed_keywords": cost_speed_keywords, "quality_keywords": quality_keywords}
+    for field, words in keyword_lists.items():
+        if any(not word.strip() for word in words):
+            objective.problem(field, "keywords must not be blank")
+    for word in {w.lower() for w in cost_speed_keywords} & {w.lower() for w in quality_keywords}:
+        objective.problem("quality_keywords", f"{word!r} is also in cost_speed_keywords")
+    keyword_scan_chars = objective.integer("keyword_scan_chars", lo=0, hi=4 * 1024 * 1024)
     quality_difficulty = objective.number("quality_difficulty_at_least", lo=0, hi=100)
     cost_speed_difficulty = objective.number("cost_speed_difficulty_at_most", lo=0, hi=100)
     if cost_speed_difficulty >= quality_difficulty:
@@ -264,10 +277,10 @@ def _read_policy(root: _Section) -> Policy:
     objective.done()
 
     estimates = root.section("estimates")
-    chars_per_token = estimates.number("chars_per_token", above=0.0)
-    default_output_tokens = estimates.integer("default_output_tokens", lo=1)
-    default_ttft_s = estimates.number("default_ttft_s", lo=0.0)
-    price_floor = estimates.number("price_floor_usd_per_mtok", above=0.0)
+    chars_per_token = estimates.number("chars_per_token", lo=0.5, hi=100.0)
+    default_output_tokens = estimates.integer("default_output_tokens", lo=1, hi=MAX_TOKENS)
+    default_ttft_s = estimates.number("default_ttft_s", lo=0.0, hi=MAX_TTFT_S)
+    price_floor = estimates.number("price_floor_usd_per_mtok", above=0.0, hi=MAX_PRICE_USD_PER_MTOK)
     estimates.done()
 
     context = root.section("context")
@@ -281,7 +294,7 @@ def _read_policy(root: _Section) -> Policy:
         max_title_chars=limits_section.integer("max_title_chars", lo=1),
         max_text_field_chars=limits_section.integer("max_text_field_chars", lo=1),
         max_labels=limits_section.integer("max_labels", lo=0),
-        max_tokens=limits_section.integer("max_tokens", lo=1),
+        max_tokens=limits_section.integer("max_tokens", lo=1, hi=MAX_TOKENS),
     )
     limits_section.done()
     root.done()
@@ -298,6 +311,7 @@ def _read_policy(root: _Section) -> Policy:
         quality_difficulty_at_least=quality_difficulty,
         cost_speed_difficulty_at_most=cost_speed_difficulty,
         quality_input_tokens_at_least=quality_tokens,
+        keyword_scan_chars=keyword_scan_chars,
         chars_per_token=chars_per_token,
         default_output_tokens=default_output_tokens,
         default_ttft_s=default_ttft_s,
@@ -324,19 +338,19 @@ def _read_catalog(root: _Section, policy: Policy) -> dict[str, ModelSpec]:
         if model_id in models:
             m.problem("id", f"{model_id!r} appears twice in the catalog")
         ttft = m.number("ttft_s", default=-1.0)
-        if m.has("ttft_s") and ttft < 0:
-            m.problem("ttft_s", "must be 0 or more")
+        if m.has("ttft_s") and not 0 <= ttft <= MAX_TTFT_S:
+            m.problem("ttft_s", f"must be between 0 and {MAX_TTFT_S:g}")
         spec = ModelSpec(
             id=model_id,
             provider=m.identifier("provider"),
             origin=m.string("origin", choices=ORIGINS),
-            input_usd_per_mtok=m.number("input_usd_per_mtok", lo=0.0),
-            output_usd_per_mtok=m.number("output_usd_per_mtok", lo=0.0),
-            output_tokens_per_s=m.number("output_tokens_per_s", above=0.0),
+            input_usd_per_mtok=m.number("input_usd_per_mtok", lo=0.0, hi=MAX_PRICE_USD_PER_MTOK),
+            output_usd_per_mtok=m.number("output_usd_per_mtok", lo=0.0, hi=MAX_PRICE_USD_PER_MTOK),
+            output_tokens_per_s=m.number("output_tokens_per_s", lo=MIN_SPEED, hi=MAX_SPEED),
             ttft_s=ttft if ttft >= 0 else policy.default_ttft_s,
             quality=m.number("quality", lo=0.0, hi=100.0),
-            context_window=m.integer("context_window", lo=1),
-            max_output_tokens=m.integer("max_output_tokens", lo=1),
+            context_window=m.integer("context_window", lo=1, hi=MAX_TOKENS),
+            max_output_tokens=m.integer("max_output_tokens", lo=1, hi=MAX_TOKENS),
             capabilities=frozenset(m.strings("capabilities", default=())),
             enabled=m.boolean("enabled", default=True),
             price_source=m.string("price_source"),

@@ -76,6 +76,7 @@ class Policy:
     quality_difficulty_at_least: float
     cost_speed_difficulty_at_most: float
     quality_input_tokens_at_least: int
+    keyword_scan_chars: int  # keywords are looked for in the title and this much of the prompt
     chars_per_token: float
     default_output_tokens: int
     default_ttft_s: float

@@ -120,11 +120,10 @@ class CompiledCatalog:
 
 
 def combine_weights(base: Weights, multipliers: Weights) -> Weights:
-    """Objective weights scaled by a profile and renormalised to sum 1."""
+    """Objective weights scaled by a profile and renormalised to sum 1 (the loader
+    refuses a profile that would leave an objective with no weight)."""
     cost = base.cost * multipliers.cost
     speed = base.speed * multipliers.speed
     quality = base.quality * multipliers.quality
     total = cost + speed + quality
-    if total <= 0.0:
-        return Weights(1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0)
     return Weights(cost / total, speed / total, quality / total)

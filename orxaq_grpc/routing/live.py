@@ -33,6 +33,9 @@ class LiveRouter:
             except ConfigError as exc:
                 log.error("config reload refused, keeping version %s:\n%s", self.current.config.version, exc)
                 return False
+            except Exception:
+                log.exception("config reload failed, keeping version %s", self.current.config.version)
+                return False
             previous = self.current.config.version
             self.current = router
             log.info("config reloaded from %s: version %s -> %s", directory, previous, router.config.version)

@@ -19,7 +19,8 @@ from orxaq_grpc.routing.types import Objective, ObjectiveRule, RouteRequest, Tas
 class TaskEstimate:
     input_tokens: int
     output_tokens: int
-    tokens_estimated: bool
+    input_estimated: bool
+    output_estimated: bool
     difficulty: float
     difficulty_estimated: bool
     quality_keywords: tuple[str, ...]  # distinct whole-word matches, in order of appearance
@@ -47,10 +48,9 @@ class WholeWords:
         self._words = tuple(dict.fromkeys(w.lower() for w in words))
 
     def first_matches(self, text: str) -> list[tuple[int, str]]:
-        """(position, word) of each word's first whole-word hit in `text`."""
+        """(position, word) of each word's first whole-word hit in `text`, already lower-cased."""
         if not self._words or not text:
             return []
-        text = text.lower()
         hits = []
         for word in self._words:
             at = text.find(word)
@@ -79,15 +79,15 @@ class ObjectiveResolver:
 
     def estimate(self, task: Task) -> TaskEstimate:
         policy = self._policy
-        quality_hits, quality_field = _matches(self._quality, task)
-        cost_hits, cost_field = _matches(self._cost_speed, task)
+        fields = (("title", task.title.lower()), ("prompt", task.prompt[: policy.keyword_scan_chars].lower()))
+        quality_hits, quality_field = _matches(self._quality, fields)
+        cost_hits, cost_field = _matches(self._cost_speed, fields)
 
         input_tokens = task.input_tokens
         output_tokens = task.output_tokens
-        tokens_estimated = input_tokens == 0 or output_tokens == 0
         if input_tokens == 0:
             chars = len(task.title) + len(task.prompt)
-            input_tokens = max(1, math.ceil(chars / policy.chars_per_token))
+            input_tokens = min(policy.limits.max_tokens, max(1, math.ceil(chars / policy.chars_per_token)))
         if output_tokens == 0:
             output_tokens = policy.default_output_tokens
 
@@ -98,7 +98,8 @@ class ObjectiveResolver:
         return TaskEstimate(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            tokens_estimated=tokens_estimated,
+            input_estimated=task.input_tokens == 0,
+            output_estimated=task.output_tokens == 0,
             difficulty=difficulty,
             difficulty_estimated=task.difficulty is None,
             quality_keywords=quality_hits,
@@ -173,12 +174,12 @@ def estimate_difficulty(input_tokens: int, quality_keywords: int, cost_speed_key
     return min(100.0, max(0.0, guess))
 
 
-def _matches(words: WholeWords, task: Task) -> tuple[tuple[str, ...], str]:
-    """Distinct whole-word matches, title first then prompt, each in order of appearance;
-    and the field the first one was found in."""
+def _matches(words: WholeWords, fields: tuple[tuple[str, str], ...]) -> tuple[tuple[str, ...], str]:
+    """Distinct whole-word matches over (name, lower-cased text) fields, each field's in
+    order of appearance; and the name of the field the first one was found in."""
     found: dict[str, None] = {}
     first_field = ""
-    for name, text in (("title", task.title), ("prompt", task.prompt)):
+    for name, text in fields:
         hits = words.first_matches(text)
         for _, word in sorted(hits):
             found.setdefault(word, None)

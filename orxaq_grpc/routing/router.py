@@ -103,12 +103,15 @@ class Router:
         if not lane.spec.enabled:
             return self._static(ctx, FallbackReason.LANE_DISABLED)
         try:
-            scores = self._score(ctx)
+            return self._scored(ctx, self._score(ctx))
         except Exception:
-            # The lane still gets a deterministic answer; the error is logged once here.
-            log.exception("scoring failed for lane %s; answering with the static fallback", request.lane)
+            # The lane still gets a deterministic answer; the failure is logged here, once.
+            log.exception(
+                "routing failed for lane %s task %r; answering with the static fallback",
+                request.lane,
+                request.task.id,
+            )
             return self._static(ctx, FallbackReason.ROUTER_ERROR)
-        return self._scored(ctx, scores)
 
     def _score(self, ctx: _Request) -> _Scores:
         catalog = self.catalog
@@ -180,12 +183,16 @@ class Router:
             return self._static(ctx, FallbackReason.NO_ELIGIBLE_CANDIDATE, scores)
         if chosen < 0:
             chosen = scores.ranked[0]
+        if not math.isfinite(scores.score[chosen]):
+            raise ArithmeticError(f"score of {catalog.models[chosen].id} is {scores.score[chosen]}")
 
-        names = [catalog.models[i].id for i in scores.ranked if i != chosen]
-        alternatives = names[: self.config.policy.max_alternatives]
-        pin = ctx.lane.spec.static_fallback
-        if pin != catalog.models[chosen].id and pin not in alternatives:
-            alternatives.append(pin)  # the lane's safe last resort
+        limit = self.config.policy.max_alternatives
+        alternatives = [catalog.models[i].id for i in scores.ranked if i != chosen][:limit]
+        pin = catalog.index[ctx.lane.spec.static_fallback]
+        if limit > 0 and pin != chosen and scores.status[pin] == Filter.UNSPECIFIED:
+            name = catalog.models[pin].id
+            if name not in alternatives:
+                alternatives.append(name)  # the lane's safe last resort, when it can serve this request
         return self._decision(
             ctx,
             catalog.models[chosen],
@@ -256,7 +263,7 @@ class Router:
             config_version=self.config.version,
             input_tokens=estimate.input_tokens,
             output_tokens=estimate.output_tokens,
-            tokens_estimated=estimate.tokens_estimated,
+            tokens_estimated=estimate.input_estimated or estimate.output_estimated,
             difficulty=estimate.difficulty,
             difficulty_estimated=estimate.difficulty_estimated,
             eligible_count=scores.eligible if scores is not None else 0,
@@ -306,10 +313,11 @@ class Router:
             head += "."
             if reason != FallbackReason.NONE:
                 head += f" Requested {ctx.request.requested_model!r}: {enum_name(reason).replace('_', ' ')}."
-        tokens = "estimated" if estimate.tokens_estimated else "given"
+        given = {True: "estimated", False: "given"}
         return (
-            f"{head} Expected cost ${cost:.4f} for {estimate.input_tokens} input + "
-            f"{estimate.output_tokens} output tokens ({tokens}) at ${model.input_usd_per_mtok:g}/"
+            f"{head} Expected cost ${cost:.4f} for {estimate.input_tokens} input "
+            f"({given[estimate.input_estimated]}) + {estimate.output_tokens} output tokens "
+            f"({given[estimate.output_estimated]}) at ${model.input_usd_per_mtok:g}/"
             f"${model.output_usd_per_mtok:g} per 1M; expected latency {latency:.1f} s "
             f"(first token {model.ttft_s:g} s + {estimate.output_tokens} tokens at "
             f"{model.output_tokens_per_s:g} tok/s)."

@@ -77,7 +77,16 @@ def validate_route_request(
     _number(out, "constraints.max_cost_usd", constraints.max_cost_usd, above=0.0)
     _number(out, "constraints.min_quality", constraints.min_quality, lo=0.0, hi=100.0)
     _number(out, "constraints.max_latency_s", constraints.max_latency_s, above=0.0)
-    for i, capability in enumerate(constraints.required_capabilities):
+    required = constraints.required_capabilities
+    if len(required) > len(capabilities):
+        out.append(
+            Violation(
+                "constraints.required_capabilities",
+                f"has {len(required)} entries; the catalog offers {len(capabilities)} capabilities",
+            )
+        )
+        required = ()
+    for i, capability in enumerate(required):
         if capability not in capabilities:
             out.append(
                 Violation(

@@ -9,16 +9,18 @@ from grpc_status import rpc_status
 
 from orxaq_grpc.routing.validation import Violation
 
-# Keeps the plain-text message readable; the full list is always in the details.
+# Keeps the plain-text message readable; the details carry up to _DETAIL_VIOLATIONS,
+# which keeps the trailers well under gRPC's metadata limit however bad the request.
 _MESSAGE_VIOLATIONS = 5
+_DETAIL_VIOLATIONS = 50
 
 
 def invalid_argument(what: str, violations: list[Violation]) -> grpc.Status:
     """INVALID_ARGUMENT with a google.rpc.BadRequest naming every offending field."""
     bad_request = error_details_pb2.BadRequest(
         field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in violations
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description[:512])
+            for v in violations[:_DETAIL_VIOLATIONS]
         ]
     )
     detail = any_pb2.Any()
@@ -31,17 +33,3 @@ def invalid_argument(what: str, violations: list[Violation]) -> grpc.Status:
             code=code_pb2.INVALID_ARGUMENT, message=f"invalid {what}: {summary}", details=[detail]
         )
     )
-
-
-def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
-    """The (field, description) pairs of a failed call's BadRequest details, if any."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    if status is None:
-        return []
-    found = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-            found.extend((v.field, v.description) for v in bad_request.field_violations)
-    return found

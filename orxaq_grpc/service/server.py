@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
@@ -71,9 +72,7 @@ async def start_server(live: LiveRouter, address: str, reuse_port: bool = False)
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot listen on {address}")
+    port = server.add_insecure_port(address)  # raises RuntimeError when it cannot bind
     await server.start()
     return RunningServer(server=server, health=health_servicer, port=port)
 
@@ -115,7 +114,7 @@ async def _run(live: LiveRouter, address: str, grace_s: float, drain_s: float, r
 def serve(config_dir: Path, address: str, workers: int, grace_s: float, drain_s: float) -> None:
     """Runs the service in this process, or supervises `workers` processes on one port."""
     check_protobuf_backend()
-    live = LiveRouter.from_directory(config_dir)  # a bad config fails here, once, before any fork
+    live = LiveRouter.from_directory(config_dir)  # a bad config fails here, once, before any worker
     if workers == 1:
         asyncio.run(_run(live, address, grace_s, drain_s, reuse_port=False))
         return
@@ -134,41 +133,83 @@ def serve(config_dir: Path, address: str, workers: int, grace_s: float, drain_s:
         _supervise(children)
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_FORWARDED = (*_STOP_SIGNALS, signal.SIGHUP)
+
+
 def _worker(config_dir: Path, address: str, grace_s: float, drain_s: float, log_level: int) -> None:
+    # The supervisor blocks these while it starts workers, and the mask survives exec.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     logging.basicConfig(level=log_level, format=LOG_FORMAT.replace("%(name)s", "%(processName)s %(name)s"))
     asyncio.run(_run(LiveRouter.from_directory(config_dir), address, grace_s, drain_s, reuse_port=True))
 
 
-def _supervise(children: list[multiprocessing.Process]) -> None:
-    """Starts the workers, forwards SIGTERM, SIGINT and SIGHUP to them, and waits."""
-    forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+def _supervise(children: list[multiprocessing.process.BaseProcess]) -> None:
+    """Starts the workers and forwards SIGTERM, SIGINT and SIGHUP to them. When one exits
+    unasked, the others are stopped too and the parent fails, so whatever supervises the
+    service restarts it whole rather than leaving it at part capacity."""
+    stopping = False
 
     def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            if child.pid is not None and child.is_alive():
-                os.kill(child.pid, signum)
+        nonlocal stopping
+        stopping = stopping or signum in _STOP_SIGNALS
+        _signal_alive(children, signum)
 
-    for signum in forwarded:
+    for signum in _FORWARDED:
         signal.signal(signum, forward)
-    for child in children:
-        child.start()
-    for child in children:
-        child.join()
-    failed = [c.name for c in children if c.exitcode]
+    # A signal that arrives while workers start is held until all of them exist.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+    try:
+        for child in children:
+            child.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
+
+    running = {child.sentinel: child for child in children}
+    failed: list[str] = []
+    while running:
+        for sentinel in multiprocessing.connection.wait(list(running)):
+            child = running.pop(sentinel)  # type: ignore[call-overload]
+            child.join()
+            # A worker stopped by a forwarded signal before its handlers were in place
+            # still stopped cleanly.
+            clean = child.exitcode == 0 or (stopping and -(child.exitcode or 0) in _STOP_SIGNALS)
+            if clean:
+                continue
+            failed.append(f"{child.name} (exit {child.exitcode})")
+            if not stopping:
+                log.error("%s exited unasked with %s; stopping the other workers", child.name, child.exitcode)
+                stopping = True
+                _signal_alive(children, signal.SIGTERM)
     if failed:
-        raise RuntimeError(f"workers exited with errors: {', '.join(failed)}")
+        raise RuntimeError(f"workers failed: {', '.join(failed)}")
+
+
+def _signal_alive(children: list[multiprocessing.process.BaseProcess], signum: int) -> None:
+    for child in children:
+        if child.pid is not None and child.is_alive():
+            os.kill(child.pid, signum)
 
 
 @contextmanager
 def _reserved_port(address: str) -> Iterator[str]:
     """Binds the address with SO_REUSEPORT so port 0 becomes one concrete port that every
-    worker can share, and holds it while they run."""
+    worker can share, and holds it while they run. A fixed port is first bound without
+    SO_REUSEPORT, so a port another server holds is refused instead of silently shared."""
     host, _, port = address.rpartition(":")
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    bare_host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare_host else socket.AF_INET
+    if int(port) != 0:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT, not listeners
+            try:
+                probe.bind((bare_host, int(port)))
+            except OSError as exc:
+                raise OSError(f"cannot listen on {address}: {exc.strerror}") from None
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        sock.bind((host.strip("[]"), int(port)))
+        sock.bind((bare_host, int(port)))
         yield f"{host}:{sock.getsockname()[1]}"
     finally:
         sock.close()

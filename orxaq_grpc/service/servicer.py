@@ -8,6 +8,7 @@ event loop: no thread hop, which is what made asyncio the cheaper server here.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -22,6 +23,8 @@ from orxaq_grpc.scoring import KIND as SCORING_KERNEL
 from orxaq_grpc.service.convert import decision_to_proto, health_to_proto, route_request_from_proto
 from orxaq_grpc.service.errors import invalid_argument
 from orxaq_grpc.service.runtime import protobuf_backend
+
+log = logging.getLogger(__name__)
 
 
 class RoutingHandlers:
@@ -59,7 +62,11 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             return self._handlers.route(request)
         except RequestInvalid as exc:
             await context.abort_with_status(invalid_argument("RouteRequest", exc.violations))
-            raise  # abort_with_status raises; this line is never reached
+        except Exception:
+            # The router already falls back on its own failures; this is the edge failing.
+            log.exception("Route failed for lane %r task %r", request.lane, request.task.id)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+        raise AssertionError("unreachable: abort raises")
 
     async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext) -> pb.HealthResponse:
         return self._handlers.health(request)
