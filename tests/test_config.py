@@ -130,6 +130,42 @@ def test_version_is_a_content_hash(config_dir: Path, shipped_config: Config) -> 
             "policy.toml: objective.cost_speed_difficulty_at_most: must be below quality_difficulty_at_least",
         ),
         (
+            "catalog.toml",
+            "output_usd_per_mtok = 50.0",
+            "output_usd_per_mtok = 1e308",
+            "catalog.toml: models[0].output_usd_per_mtok: must be at most 10000, got 1e+308",
+        ),
+        (
+            "catalog.toml",
+            "output_tokens_per_s = 57.0",
+            "output_tokens_per_s = 1e-300",
+            "catalog.toml: models[0].output_tokens_per_s: must be at least 0.1, got 1e-300",
+        ),
+        (
+            "policy.toml",
+            "chars_per_token = 4.0",
+            "chars_per_token = 1e-300",
+            "policy.toml: estimates.chars_per_token: must be at least 0.5, got 1e-300",
+        ),
+        (
+            "policy.toml",
+            'cost_speed_keywords = ["typo",',
+            'cost_speed_keywords = ["Security", " ",',
+            "policy.toml: objective.cost_speed_keywords: keywords must not be blank",
+        ),
+        (
+            "policy.toml",
+            'cost_speed_keywords = ["typo",',
+            'cost_speed_keywords = ["Security",',
+            "policy.toml: objective.quality_keywords: 'security' is also in cost_speed_keywords",
+        ),
+        (
+            "policy.toml",
+            'cost_speed_kinds = ["test",',
+            'cost_speed_kinds = ["Design",',
+            "policy.toml: objective.quality_kinds: 'design' is also in cost_speed_kinds",
+        ),
+        (
             "policy.toml",
             "max_alternatives = 3",
             "max_alternatives = 2.5",
@@ -173,3 +209,21 @@ def test_check_config_command(config_dir: Path) -> None:
     bad = subprocess.run([*command, str(config_dir)], capture_output=True, text=True, check=False)
     assert bad.returncode == 1
     assert "lanes.claude.default_profile: 'turbo' is not one of fast, strong" in bad.stderr
+
+
+def test_a_profile_that_zeroes_an_objective_is_refused(config_dir: Path) -> None:
+    edit(
+        config_dir,
+        "policy.toml",
+        "quality = { cost = 0.10, speed = 0.20, quality = 0.70 }",
+        "quality = { cost = 0.0, speed = 0.0, quality = 1.0 }",
+    )
+    edit(
+        config_dir,
+        "policy.toml",
+        "fast = { cost = 1.10, speed = 1.20, quality = 0.75 }",
+        "fast = { cost = 1.10, speed = 1.20, quality = 0.0 }",
+    )
+    assert problems(config_dir) == [
+        f"{config_dir / 'policy.toml'}: profiles.fast: leaves objective quality with no weight above 0"
+    ]

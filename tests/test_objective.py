@@ -39,7 +39,7 @@ def test_task_kind(shipped_config: Config, kind: str, expected: Objective) -> No
 
 
 def test_keywords_match_whole_words_only(shipped_config: Config) -> None:
-    # "format" is a cost_speed keyword; "information" and "formatting-free" must not match it.
+    # "format" is a cost_speed keyword; "information" must not match it.
     objective, rule, _ = resolve(shipped_config, title="Collect information about the request flow")
     assert rule != ObjectiveRule.KEYWORD
     objective, rule, detail = resolve(shipped_config, title="Format the CHANGELOG")
@@ -127,3 +127,13 @@ def test_empty_keyword_lists_disable_the_keyword_rule(shipped_config: Config) ->
     policy = dataclasses.replace(shipped_config.policy, quality_keywords=(), cost_speed_keywords=())
     config = dataclasses.replace(shipped_config, policy=policy)
     assert resolve(config, title="security format")[1] != ObjectiveRule.KEYWORD
+
+
+def test_keywords_are_looked_for_in_the_first_keyword_scan_chars_of_the_prompt(
+    shipped_config: Config,
+) -> None:
+    cap = shipped_config.policy.keyword_scan_chars
+    inside = "x" * (cap - len(" security")) + " security"
+    beyond = "x" * cap + " security"
+    assert resolve(shipped_config, prompt=inside, difficulty=50)[1] == ObjectiveRule.KEYWORD
+    assert resolve(shipped_config, prompt=beyond, difficulty=50)[1] != ObjectiveRule.KEYWORD

@@ -40,18 +40,19 @@ class ServerProcess:
         self.log: list[str] = []
         self.port = 0
 
-    def wait_until_serving(self, timeout_s: float = 30.0) -> int:
+    def wait_for_log(self, pattern: str) -> re.Match[str]:
+        """Reads the log up to the first line matching `pattern` (the server logs as it goes;
+        the test's own timeout bounds the wait)."""
         assert self.process.stderr is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line:
-                break
+        while line := self.process.stderr.readline():
             self.log.append(line)
-            if match := _SERVING.search(line):
-                self.port = int(match.group(1))
-                return self.port
-        raise AssertionError("server did not start:\n" + "".join(self.log))
+            if match := re.search(pattern, line):
+                return match
+        raise AssertionError(f"log ended before {pattern!r}:\n" + "".join(self.log))
+
+    def wait_until_serving(self) -> int:
+        self.port = int(self.wait_for_log(_SERVING.pattern).group(1))
+        return self.port
 
     @property
     def address(self) -> str:
@@ -157,6 +158,45 @@ def test_workers_share_one_port_and_stop_together(serve: type[ServerProcess]) ->
     assert code == 0, log
     assert log.count("SIGTERM received: draining") == 2
     assert log.count(f"RoutingService on 127.0.0.1:{server.port}") == 2
+
+
+def test_workers_refuse_a_port_another_server_holds(serve: type[ServerProcess]) -> None:
+    first = serve()
+    first.wait_until_serving()
+    result = subprocess.run(
+        [*CLI, "serve", "--address", first.address, "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"cannot listen on {first.address}" in result.stderr
+
+
+def test_a_worker_that_dies_stops_the_service(serve: type[ServerProcess]) -> None:
+    server = serve("--workers", "2")
+    server.wait_until_serving()
+    server.wait_until_serving()  # both workers are up
+    with RoutingClient(server.address) as client:
+        victim = client.health().pid
+    os.kill(victim, signal.SIGKILL)
+    code, log = server.finish()
+    assert code == 1
+    assert "exited unasked with -9; stopping the other workers" in log
+    assert "workers failed: worker-" in log
+
+
+def test_cli_reports_local_errors_without_a_traceback(serve: type[ServerProcess], tmp_path: Path) -> None:
+    server = serve()
+    server.wait_until_serving()
+    common = [*CLI, "route", "--address", server.address, "--lane", "codex"]
+    missing = subprocess.run(
+        [*common, "--prompt-file", str(tmp_path / "nope.txt")], capture_output=True, text=True, check=False
+    )
+    assert missing.returncode == 2 and "cannot read the prompt" in missing.stderr
+    huge = subprocess.run([*common, "--input-tokens", "9" * 20], capture_output=True, text=True, check=False)
+    assert huge.returncode == 2 and "Traceback" not in huge.stderr
 
 
 def test_sigint_stops_cleanly(serve: type[ServerProcess]) -> None:

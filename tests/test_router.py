@@ -190,6 +190,8 @@ def test_constraints_and_floors_filter_with_details(shipped_config: Config, make
     decision = router.route(
         RouteRequest(lane="test", task=Task(output_tokens=10), constraints=Constraints(min_quality=80.0))
     )
+    # Only the four of quality 80 or more remain; the floors took the rest.
+    assert decision.eligible_count == 4
     assert decision.model in {"pricey", "blind", "tiny-out", "slow"}
 
 
@@ -340,3 +342,74 @@ def test_disabled_models_are_skipped_by_the_static_chain(
     decision = router.route(RouteRequest(lane="codex", task=Task(), requested_model="gpt-5.3-codex"))
     assert decision.model == shipped_config.lanes["codex"].static_fallback
     assert "gpt-5.3-codex" not in decision.alternatives
+
+
+def test_the_pin_is_an_alternative_only_when_it_can_serve_the_request(
+    shipped_config: Config, make_router: MakeRouter
+) -> None:
+    router = make_router(shipped_config)
+    local = shipped_config.lanes["local"]
+    vision = RouteRequest(
+        lane="local", task=Task(title="x"), constraints=Constraints(required_capabilities=("vision",))
+    )
+    decision = router.route(dataclasses.replace(vision, explain=True))
+    assert decision.model == "qwen3.6-27b"
+    filtered = {f.model: f.filter for f in decision.filtered}
+    assert filtered[local.static_fallback] == Filter.CAPABILITY
+    assert decision.alternatives == ()
+
+    none_wanted = dataclasses.replace(shipped_config.policy, max_alternatives=0)
+    router = make_router(dataclasses.replace(shipped_config, policy=none_wanted))
+    assert router.route(RouteRequest(lane="codex", task=Task(title="x"))).alternatives == ()
+
+
+def test_explain_never_changes_the_decision(shipped_config: Config, make_router: MakeRouter) -> None:
+    router = make_router(shipped_config)
+    requests = [
+        RouteRequest(lane=lane_id, task=Task(title=title, input_tokens=tokens), constraints=constraints)
+        for lane_id in shipped_config.lanes
+        for title in ("Fix a typo", "Review the authentication flow", "Port the scheduler")
+        for tokens in (0, 3_000, 150_000, 900_000)
+        for constraints in (Constraints(), Constraints(max_cost_usd=0.05), Constraints(min_quality=80.0))
+    ]
+    for request in requests:
+        plain = router.route(request)
+        explained = router.route(dataclasses.replace(request, explain=True))
+        assert dataclasses.replace(
+            explained, decision_id="", candidates=(), filtered=()
+        ) == dataclasses.replace(plain, decision_id="")
+
+
+def test_a_non_finite_score_is_a_router_error(shipped_config: Config, kernel: type) -> None:
+    class NaNKernel(kernel):  # type: ignore[misc, valid-type]
+        def score(self, status, bias, cost, latency, cost_score, speed_score, penalty, score, order, *rest):  # type: ignore[no-untyped-def]
+            eligible = super().score(
+                status, bias, cost, latency, cost_score, speed_score, penalty, score, order, *rest
+            )
+            score[order[0]] = math.nan
+            return eligible
+
+    decision = Router(shipped_config, kernel=NaNKernel).route(
+        RouteRequest(lane="codex", task=Task(title="x"))
+    )
+    assert decision.fallback_reason == FallbackReason.ROUTER_ERROR
+    assert decision.model == shipped_config.lanes["codex"].static_fallback
+
+
+def test_a_failure_after_scoring_is_a_router_error_too(
+    shipped_config: Config, make_router: MakeRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router = make_router(shipped_config)
+    original = Router._rationale
+
+    def failing_for_scored(self: Router, ctx, model, strategy, *rest):  # type: ignore[no-untyped-def]
+        if strategy != Strategy.STATIC_FALLBACK:
+            raise KeyError("simulated")
+        return original(self, ctx, model, strategy, *rest)
+
+    monkeypatch.setattr(Router, "_rationale", failing_for_scored)
+    decision = router.route(RouteRequest(lane="gemini", task=Task(title="x")))
+    assert (decision.strategy, decision.fallback_reason) == (
+        Strategy.STATIC_FALLBACK,
+        FallbackReason.ROUTER_ERROR,
+    )

@@ -14,7 +14,6 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from orxaq.routing.v1 import routing_pb2 as pb
-from orxaq.routing.v1 import routing_pb2_grpc
 from orxaq_grpc.client import CallFailed, RoutingClient
 from orxaq_grpc.routing import types
 from orxaq_grpc.routing.live import LiveRouter
@@ -216,8 +215,33 @@ def test_core_enums_match_the_contract() -> None:
         }, core.__name__
 
 
-def test_route_is_unary_and_deadline_bound(channel: grpc.Channel) -> None:
-    stub = routing_pb2_grpc.RoutingServiceStub(channel)
-    response, call = stub.Route.with_call(pb.RouteRequest(lane="gemini", task=task()), timeout=5)
-    assert call.code() == grpc.StatusCode.OK
-    assert response.model.startswith(("gemini-", "gpt-oss", "qwen"))
+def test_error_details_stay_bounded_however_bad_the_request(client: RoutingClient) -> None:
+    many = pb.Constraints(required_capabilities=[f"cap-{i}" for i in range(400)])
+    error = rejected(client, pb.RouteRequest(lane="codex", constraints=many))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in error.violations] == ["constraints.required_capabilities"]
+
+    labels = pb.Task(labels=["x" * 300] * 64)
+    error = rejected(client, pb.RouteRequest(lane="codex", task=labels, requested_model="m" * 300))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(error.violations) == 50  # capped; the message says how many more
+    assert "and 60 more" in error.details
+
+
+def test_an_edge_failure_is_internal_and_says_nothing_private(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = LiveRouter.from_directory(CONFIG_DIR)
+    monkeypatch.setattr(
+        "orxaq_grpc.service.servicer.decision_to_proto",
+        lambda d: (_ for _ in ()).throw(RuntimeError("secret")),
+    )
+    server = LoopbackServer(live)
+    try:
+        with RoutingClient(server.address) as c:
+            error = rejected(c, pb.RouteRequest(lane="codex", task=pb.Task(id="T-9")))
+    finally:
+        server.stop()
+    assert error.code == grpc.StatusCode.INTERNAL
+    assert "secret" not in error.details
+    assert "Route failed for lane 'codex' task 'T-9'" in caplog.text
