@@ -19,7 +19,7 @@ from orxaq_grpc.routing.types import Filter
 
 # Plain ints for the hot loop; the compiled twin mirrors them as C constants, and
 # the twin-agreement tests catch any drift between the two.
-ELIGIBLE = int(Filter.UNSPECIFIED)
+ELIGIBLE = int(Filter.ELIGIBLE)
 CONTEXT_WINDOW = int(Filter.CONTEXT_WINDOW)
 OUTPUT_LIMIT = int(Filter.OUTPUT_LIMIT)
 CAPABILITY = int(Filter.CAPABILITY)

@@ -175,7 +175,7 @@ class Router:
             index = catalog.index.get(requested)
             if index is None or ctx.lane.status_template[index] == Filter.NOT_ALLOWED:
                 reason = FallbackReason.REQUESTED_MODEL_NOT_ALLOWED
-            elif scores.status[index] != Filter.UNSPECIFIED:
+            elif scores.status[index] != Filter.ELIGIBLE:
                 reason = FallbackReason.REQUESTED_MODEL_INELIGIBLE
             else:
                 chosen, strategy = index, Strategy.REQUESTED
@@ -189,7 +189,7 @@ class Router:
         limit = self.config.policy.max_alternatives
         alternatives = [catalog.models[i].id for i in scores.ranked if i != chosen][:limit]
         pin = catalog.index[ctx.lane.spec.static_fallback]
-        if limit > 0 and pin != chosen and scores.status[pin] == Filter.UNSPECIFIED:
+        if limit > 0 and pin != chosen and scores.status[pin] == Filter.ELIGIBLE:
             name = catalog.models[pin].id
             if name not in alternatives:
                 alternatives.append(name)  # the lane's safe last resort, when it can serve this request
@@ -347,7 +347,7 @@ class Router:
         return tuple(
             FilteredModel(models[i].id, Filter(code), self._filter_detail(ctx, scores, i, Filter(code)))
             for i, code in enumerate(scores.status)
-            if code != Filter.UNSPECIFIED
+            if code != Filter.ELIGIBLE
         )
 
     def _filter_detail(self, ctx: _Request, scores: _Scores, index: int, code: Filter) -> str:

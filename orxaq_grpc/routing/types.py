@@ -60,6 +60,7 @@ class Filter(enum.IntEnum):
     """Why a candidate was not eligible; the kernel writes these codes."""
 
     UNSPECIFIED = 0
+    ELIGIBLE = 0  # alias: on a candidate, 0 means no filter removed it
     NOT_ALLOWED = 1
     DISABLED = 2
     CONTEXT_WINDOW = 3
