@@ -15,7 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orxaq_grpc.config.model import Config, LaneSpec, Limits, ModelSpec, Policy, Weights
+from orxaq_grpc.config.model import (
+    BreakerSettings,
+    BudgetSettings,
+    Config,
+    DetectionSettings,
+    LaneSpec,
+    Limits,
+    ModelSpec,
+    Policy,
+    Weights,
+)
 from orxaq_grpc.routing.types import Objective, Profile
 from orxaq_grpc.routing.validation import range_problem
 
@@ -25,6 +35,7 @@ POLICY_FILE = "policy.toml"
 CONFIG_FILES = (CATALOG_FILE, LANES_FILE, POLICY_FILE)
 
 ORIGINS = ("hosted", "local")
+ON_EXHAUSTED = ("static_fallback", "error")
 MAX_CAPABILITIES = 64  # capabilities are a 64-bit mask in the kernel
 # Sanity bounds: far beyond any real model, near enough that scores stay finite.
 MAX_PRICE_USD_PER_MTOK = 10_000.0
@@ -215,6 +226,7 @@ def load_config(directory: str | Path) -> Config:
     policy = _read_policy(_Section(problems, str(directory / POLICY_FILE), "", raw[POLICY_FILE]))
     models = _read_catalog(_Section(problems, str(directory / CATALOG_FILE), "", raw[CATALOG_FILE]), policy)
     lanes = _read_lanes(_Section(problems, str(directory / LANES_FILE), "", raw[LANES_FILE]), models)
+    _check_budget_names(policy, lanes, models, problems, str(directory / POLICY_FILE))
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -297,6 +309,40 @@ def _read_policy(root: _Section) -> Policy:
         max_tokens=limits_section.integer("max_tokens", lo=1, hi=MAX_TOKENS),
     )
     limits_section.done()
+
+    detection_section = root.section("detection")
+    detection = DetectionSettings(
+        window_s=detection_section.number("window_s", above=0.0, hi=7 * 86400.0),
+        degraded_router_error_rate=detection_section.number("degraded_router_error_rate", above=0.0, hi=1.0),
+        elevated_fallback_rate=detection_section.number("elevated_fallback_rate", above=0.0, hi=1.0),
+    )
+    detection_section.done()
+
+    breaker_section = root.section("breakers")
+    breakers = BreakerSettings(
+        consecutive_failures=breaker_section.integer("consecutive_failures", lo=1),
+        failure_rate=breaker_section.number("failure_rate", above=0.0, hi=1.0),
+        window_s=breaker_section.number("window_s", above=0.0, hi=86400.0),
+        min_reports=breaker_section.integer("min_reports", lo=1),
+        open_s=breaker_section.number("open_s", above=0.0, hi=86400.0),
+        half_open_probes=breaker_section.integer("half_open_probes", lo=1),
+    )
+    breaker_section.done()
+
+    budget_section = root.section("budgets")
+    budgets = BudgetSettings(
+        daily_usd=budget_section.number("daily_usd", lo=0.0),
+        lane_daily_usd=_read_amounts(budget_section.section("lanes", required=False)),
+        provider_daily_usd=_read_amounts(budget_section.section("providers", required=False)),
+        reservation_ttl_s=budget_section.number("reservation_ttl_s", above=0.0, hi=7 * 86400.0),
+        warn_at=budget_section.number("warn_at", above=0.0, hi=1.0),
+        on_exhausted=budget_section.string("on_exhausted", choices=ON_EXHAUSTED),
+    )
+    budget_section.done()
+
+    ledger = root.section("ledger")
+    retention_days = ledger.integer("retention_days", lo=1, hi=3650)
+    ledger.done()
     root.done()
 
     return Policy(
@@ -319,7 +365,33 @@ def _read_policy(root: _Section) -> Policy:
         context_ramp_start=ramp_start,
         context_ramp_penalty=ramp_penalty,
         limits=limits,
+        detection=detection,
+        breakers=breakers,
+        budgets=budgets,
+        ledger_retention_days=retention_days,
     )
+
+
+def _check_budget_names(
+    policy: Policy,
+    lanes: dict[str, LaneSpec],
+    models: dict[str, ModelSpec],
+    problems: list[ConfigProblem],
+    path: str,
+) -> None:
+    """Budgets name lanes and providers defined in the other files."""
+    providers = {m.provider for m in models.values()}
+    for lane in policy.budgets.lane_daily_usd:
+        if lane not in lanes:
+            problems.append(ConfigProblem(path, f"budgets.lanes.{lane}", "is not a lane in lanes.toml"))
+    for provider in policy.budgets.provider_daily_usd:
+        if provider not in providers:
+            problems.append(ConfigProblem(path, f"budgets.providers.{provider}", "no model has it"))
+
+
+def _read_amounts(section: _Section) -> dict[str, float]:
+    """A table of name = USD per day, e.g. a budget per lane."""
+    return {name: section.number(name, lo=0.0) for name in section.fields()}
 
 
 def _read_catalog(root: _Section, policy: Policy) -> dict[str, ModelSpec]:

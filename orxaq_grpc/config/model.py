@@ -64,6 +64,39 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class DetectionSettings:
+    """Lane, provider and overall states over a sliding window of decisions."""
+
+    window_s: float
+    degraded_router_error_rate: float  # at or above: degraded
+    elevated_fallback_rate: float  # disruptive fallbacks at or above: elevated_fallback
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """Per model and per provider, from reported availability failures."""
+
+    consecutive_failures: int  # this many in a row opens the circuit
+    failure_rate: float  # or this share of failures ...
+    window_s: float  # ... over this window ...
+    min_reports: int  # ... once at least this many reports are in it
+    open_s: float  # how long an open circuit stays open before a half-open probe
+    half_open_probes: int  # decisions let through while half-open, until a report decides
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    """Daily USD budgets (UTC day); 0 means no budget at that level."""
+
+    daily_usd: float
+    lane_daily_usd: dict[str, float]
+    provider_daily_usd: dict[str, float]
+    reservation_ttl_s: float  # a Route's reservation that no Report settles expires after this
+    warn_at: float  # share of a budget used at which Health warns
+    on_exhausted: str  # "static_fallback" | "error"
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     routing_enabled: bool
     max_alternatives: int
@@ -84,6 +117,10 @@ class Policy:
     context_ramp_start: float
     context_ramp_penalty: float
     limits: Limits
+    detection: DetectionSettings
+    breakers: BreakerSettings
+    budgets: BudgetSettings
+    ledger_retention_days: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,59 @@
+"""The ledger's two kinds of record: a routing decision and a lane's report of its outcome."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Outcome(enum.IntEnum):
+    """How a task's model call ended; values equal the proto's Outcome numbers."""
+
+    UNSPECIFIED = 0
+    SUCCESS = 1
+    RATE_LIMITED = 2
+    TIMEOUT = 3
+    SERVER_ERROR = 4
+    BAD_OUTPUT = 5
+
+    @property
+    def is_availability_failure(self) -> bool:
+        """Failures that say the model or provider cannot serve now: these trip breakers.
+        Bad output is a quality problem, counted in pass rates instead."""
+        return self in (Outcome.RATE_LIMITED, Outcome.TIMEOUT, Outcome.SERVER_ERROR)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    decision_id: str
+    at: float  # unix seconds, server clock
+    lane: str
+    provider: str
+    model: str
+    strategy: int  # routing.types.Strategy value
+    fallback_reason: int  # routing.types.FallbackReason value
+    disruptive: bool
+    router_error: bool
+    estimated_input_tokens: int
+    estimated_output_tokens: int
+    estimated_cost_usd: float
+    filtered: str = ""  # "model:filter,..." for the models a filter removed; empty unless explained
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRecord:
+    decision_id: str
+    at: float  # unix seconds, server clock
+    lane: str
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+    outcome: Outcome
+    retry_after_s: float  # rate limits only; 0 when not given
+    validation_passed: bool
+    first_time_pass: bool
+    cost_usd: float  # what the task cost: provider-reported when exact, else priced from the catalog
+    cost_exact: bool  # True when the provider told the cost
+    decision_known: bool  # False when this server has no record of the decision (restart, other replica)
