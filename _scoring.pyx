@@ -20,6 +20,8 @@ cdef enum:
     MIN_QUALITY = 7
     MAX_COST = 8
     MAX_LATENCY = 9
+    CIRCUIT_OPEN = 10
+    BUDGET = 11
 
 KIND = "compiled"
 
@@ -62,6 +64,8 @@ cdef class CatalogKernel:
     cdef const double[::1] context_window
     cdef const double[::1] max_output
     cdef const uint64_t[::1] capabilities
+    cdef const int64_t[::1] provider_slot
+    cdef readonly Py_ssize_t providers
 
     def __init__(
         self,
@@ -74,9 +78,13 @@ cdef class CatalogKernel:
         const double[::1] context_window,
         const double[::1] max_output,
         const uint64_t[::1] capabilities,
+        const int64_t[::1] provider_slot,
     ):
         cdef Py_ssize_t size = input_price.shape[0]
-        for array in (output_price, speed, ttft, quality, quality_score, context_window, max_output, capabilities):
+        for array in (
+            output_price, speed, ttft, quality, quality_score, context_window, max_output, capabilities,
+            provider_slot,
+        ):
             if len(array) != size:
                 raise ValueError("catalog arrays differ in length")
         self.size = size
@@ -89,10 +97,15 @@ cdef class CatalogKernel:
         self.context_window = context_window
         self.max_output = max_output
         self.capabilities = capabilities
+        self.provider_slot = provider_slot
+        self.providers = max(provider_slot) + 1 if size else 0
+        if size and min(provider_slot) < 0:
+            raise ValueError("provider slots must not be negative")
 
     def score(
         self,
         unsigned char[::1] status,
+        const unsigned char[::1] unhealthy,
         const double[::1] bias,
         double[::1] cost,
         double[::1] latency,
@@ -118,6 +131,8 @@ cdef class CatalogKernel:
         double min_quality,
         double max_cost,
         double max_latency,
+        const double[::1] provider_headroom,
+        double lane_headroom,
     ):
         """Filter and score every model; write the best `len(order)` eligible indices.
 
@@ -125,7 +140,7 @@ cdef class CatalogKernel:
         """
         cdef Py_ssize_t n = self.size
         if (
-            status.shape[0] != n or bias.shape[0] != n or cost.shape[0] != n
+            status.shape[0] != n or unhealthy.shape[0] != n or bias.shape[0] != n or cost.shape[0] != n
             or latency.shape[0] != n or cost_score.shape[0] != n
             or speed_score.shape[0] != n or penalty.shape[0] != n or score.shape[0] != n
         ):
@@ -133,6 +148,8 @@ cdef class CatalogKernel:
         cdef Py_ssize_t k = order.shape[0]
         if k == 0:
             raise ValueError("order must have room for at least one model")
+        if provider_headroom.shape[0] < self.providers:
+            raise ValueError("provider_headroom must have one entry per provider slot")
         cdef Py_ssize_t i, pos
         cdef Py_ssize_t filled = 0
         cdef Py_ssize_t eligible = 0
@@ -169,6 +186,12 @@ cdef class CatalogKernel:
                     continue
                 if t > max_latency:
                     status[i] = MAX_LATENCY
+                    continue
+                if unhealthy[i]:
+                    status[i] = CIRCUIT_OPEN
+                    continue
+                if c > lane_headroom or c > provider_headroom[self.provider_slot[i]]:
+                    status[i] = BUDGET
                     continue
 
                 if log_cost_span > 0.0:

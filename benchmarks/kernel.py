@@ -4,7 +4,8 @@ Measures the cost of one `CatalogKernel.score` call, the call `Router._score` ma
 Route, on synthetic catalogs of 1, 10, 100, 1,000 and 10,000 models (fixed seed; each catalog is
 the first n models of one 10,000-model draw). The timed request is a typical one: 12,000 input and
 2,000 output tokens, balanced weights, a 0.9/0.25 context ramp, no constraints, every model allowed
-and order length 5 (max_alternatives + 2), so every model is a scored candidate.
+and healthy, no budget (infinite lane and provider headroom) and order length 5 (max_alternatives
++ 2), so every model is a scored candidate.
 
 Before timing, the three implementations must agree at every size, on the timed request and on a
 constrained one that trips every filter: same status codes, same top-5 order, outputs within
@@ -46,6 +47,8 @@ WEIGHTS = (0.30, 0.30, 0.40)  # policy.toml balanced: cost, speed, quality
 RAMP_START, RAMP_PENALTY = 0.90, 0.25  # policy.toml [context]
 TOLERANCE = 1e-12  # what tests/test_kernel_twins.py holds the twins to
 BAR_SIZE, BAR_RATIO = 1_000, 30.0
+PROVIDERS = 5  # provider slots the synthetic models are spread over
+UNLIMITED = (math.inf,) * PROVIDERS  # no provider budget
 
 # One bit per capability name, as CompiledCatalog assigns them.
 TOOLS, VISION, JSON, REASONING = 1, 2, 4, 8
@@ -62,11 +65,15 @@ class Request:
     min_quality: float = 0.0
     max_cost: float = math.inf
     max_latency: float = math.inf
+    open_circuits: bool = False  # some models behind open circuits (Catalog.unhealthy)
+    provider_headroom: tuple[float, ...] = UNLIMITED  # one entry per provider slot
+    lane_headroom: float = math.inf
 
 
 TIMED = Request(12_000.0, 2_000.0)
 # Long enough to overflow small windows, ramp 128k ones and exceed 8k max outputs, with every
-# constraint set so that each filter code shows up in the check.
+# constraint and guard set so that each filter code shows up in the check: some models behind
+# open circuits, one provider nearly out of budget and a lane headroom below max_cost.
 CONSTRAINED = Request(
     120_000.0,
     9_000.0,
@@ -75,6 +82,9 @@ CONSTRAINED = Request(
     min_quality=60.0,
     max_cost=0.5,
     max_latency=120.0,
+    open_circuits=True,
+    provider_headroom=(0.05, *UNLIMITED[1:]),
+    lane_headroom=0.3,
 )
 
 
@@ -86,6 +96,8 @@ class Catalog:
     bias: array  # the lane's per-model bias
     open_lane: bytes  # status template: every model allowed and enabled
     restricted_lane: bytes  # status template with some models not allowed or disabled
+    healthy: bytes  # circuit mask: no model behind an open circuit
+    unhealthy: bytes  # circuit mask with some models behind open circuits
 
 
 def synthetic_columns(size: int) -> dict[str, np.ndarray]:
@@ -120,6 +132,9 @@ def synthetic_columns(size: int) -> dict[str, np.ndarray]:
         "restricted_lane": rng.choice(
             [Filter.UNSPECIFIED, Filter.NOT_ALLOWED, Filter.DISABLED], size, p=[0.85, 0.1, 0.05]
         ).astype(np.uint8),
+        # Drawn last, so the columns above are the same draws as before provider slots existed.
+        "provider_slot": rng.integers(0, PROVIDERS, size, dtype=np.int64),
+        "unhealthy": (rng.random(size) < 0.05).astype(np.uint8),
     }
 
 
@@ -146,10 +161,13 @@ def build_catalog(columns: dict[str, np.ndarray], n: int, ranges_over: int | Non
         columns=(
             *(array("d", c.tolist()) for c in doubles),
             array("Q", columns["capabilities"][:n].tolist()),
+            array("q", columns["provider_slot"][:n].tolist()),
         ),
         bias=array("d", columns["bias"][:n].tolist()),
         open_lane=bytes(n),
         restricted_lane=columns["restricted_lane"][:n].tobytes(),
+        healthy=bytes(n),
+        unhealthy=columns["unhealthy"][:n].tobytes(),
     )
 
 
@@ -196,11 +214,13 @@ class NumpyKernel:
             self.context_window,
             self.max_output,
             self.capabilities,
+            self.provider_slot,
         ) = (np.frombuffer(column, dtype=column.typecode) for column in columns)
 
     def score(
         self,
         status: bytearray,
+        unhealthy: np.ndarray,
         bias: np.ndarray,
         cost: np.ndarray,
         latency: np.ndarray,
@@ -226,6 +246,8 @@ class NumpyKernel:
         min_quality: float,
         max_cost: float,
         max_latency: float,
+        provider_headroom: np.ndarray,
+        lane_headroom: float,
     ) -> int:
         codes = np.frombuffer(status, dtype=np.uint8)  # writes go through to `status`
         quality = self.quality
@@ -242,6 +264,8 @@ class NumpyKernel:
                 quality < min_quality,
                 cost > max_cost,
                 latency > max_latency,
+                unhealthy != 0,
+                (cost > lane_headroom) | (cost > provider_headroom[self.provider_slot]),
             ],
             [
                 Filter.CONTEXT_WINDOW,
@@ -251,6 +275,8 @@ class NumpyKernel:
                 Filter.MIN_QUALITY,
                 Filter.MAX_COST,
                 Filter.MAX_LATENCY,
+                Filter.CIRCUIT_OPEN,
+                Filter.BUDGET,
             ],
             Filter.UNSPECIFIED,
         )
@@ -298,16 +324,24 @@ IMPLEMENTATIONS: dict[str, type[Kernel]] = {
     "numpy": NumpyKernel,
 }
 LABELS = {"compiled": "compiled (Cython)", "python": "pure Python", "numpy": "NumPy"}
+# Positions in the tuple `prepare` returns (`score`'s arguments after the status): the circuit
+# mask, the bias, the six outputs (cost, latency, sub-scores, penalty, score) and the order.
+OUTPUTS = slice(2, 8)
+ORDER = 8
 
 
 def prepare(kernel_class: type[Kernel], catalog: Catalog, request: Request) -> tuple[Kernel, tuple]:
     """A kernel and fresh buffers: everything `score` takes after the status."""
     n = catalog.size
+    unhealthy: bytes | np.ndarray = catalog.unhealthy if request.open_circuits else catalog.healthy
+    provider_headroom: Buffer = array("d", request.provider_headroom)
     buffers: list[Buffer] = [array("d", catalog.bias), *(array("d", bytes(8 * n)) for _ in range(6))]
     buffers.append(array("q", bytes(8 * min(n, ORDER_LENGTH))))
     if kernel_class is NumpyKernel:
         # Views share the arrays' memory, so results read back the same way for all three.
         buffers = [np.frombuffer(buffer, dtype=buffer.typecode) for buffer in buffers]
+        unhealthy = np.frombuffer(unhealthy, dtype=np.uint8)
+        provider_headroom = np.frombuffer(provider_headroom, dtype=provider_headroom.typecode)
     scalars = (
         request.input_tokens,
         request.output_tokens,
@@ -321,7 +355,8 @@ def prepare(kernel_class: type[Kernel], catalog: Catalog, request: Request) -> t
         request.max_cost,
         request.max_latency,
     )
-    return kernel_class(*catalog.columns), (*buffers, *scalars)
+    guards = (provider_headroom, request.lane_headroom)
+    return kernel_class(*catalog.columns), (unhealthy, *buffers, *scalars, *guards)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,13 +370,13 @@ class Result:
 def run_once(kernel: Kernel, rest: tuple, template: bytes) -> Result:
     status = bytearray(template)
     eligible = kernel.score(status, *rest)
-    order = rest[7]
+    order = rest[ORDER]
     good = [i for i, code in enumerate(status) if code == Filter.UNSPECIFIED]
     return Result(
         eligible=eligible,
         status=bytes(status),
         order=[int(i) for i in order[: min(eligible, len(order))]],
-        outputs=[[float(values[i]) for i in good] for values in rest[1:7]],
+        outputs=[[float(values[i]) for i in good] for values in rest[OUTPUTS]],
     )
 
 

@@ -27,6 +27,8 @@ LANE_QUALITY_FLOOR = int(Filter.LANE_QUALITY_FLOOR)
 MIN_QUALITY = int(Filter.MIN_QUALITY)
 MAX_COST = int(Filter.MAX_COST)
 MAX_LATENCY = int(Filter.MAX_LATENCY)
+CIRCUIT_OPEN = int(Filter.CIRCUIT_OPEN)
+BUDGET = int(Filter.BUDGET)
 
 KIND = "python"
 
@@ -44,6 +46,8 @@ class CatalogKernel:
         "input_price",
         "max_output",
         "output_price",
+        "provider_slot",
+        "providers",
         "quality",
         "quality_score",
         "size",
@@ -62,6 +66,7 @@ class CatalogKernel:
         context_window,
         max_output,
         capabilities,
+        provider_slot,
     ) -> None:
         size = len(input_price)
         for array in (
@@ -73,6 +78,7 @@ class CatalogKernel:
             context_window,
             max_output,
             capabilities,
+            provider_slot,
         ):
             if len(array) != size:
                 raise ValueError("catalog arrays differ in length")
@@ -86,10 +92,15 @@ class CatalogKernel:
         self.context_window = context_window
         self.max_output = max_output
         self.capabilities = capabilities
+        self.provider_slot = provider_slot  # index into a request's provider_headroom
+        self.providers = max(provider_slot) + 1 if size else 0
+        if size and min(provider_slot) < 0:
+            raise ValueError("provider slots must not be negative")
 
     def score(
         self,
         status,
+        unhealthy,
         bias,
         cost,
         latency,
@@ -115,20 +126,27 @@ class CatalogKernel:
         min_quality: float,
         max_cost: float,
         max_latency: float,
+        provider_headroom,
+        lane_headroom: float,
     ) -> int:
         """Filter and score every model; write the best `len(order)` eligible indices.
 
         `status` comes in with the lane's static codes (allow-list, enabled) and goes
-        out with every filter's verdict. Returns the number of eligible models; the
-        first min(that, len(order)) entries of `order` are filled, best first.
+        out with every filter's verdict. `unhealthy` marks models behind an open
+        circuit; a model's expected cost must fit both `lane_headroom` (what the
+        overall and lane budgets leave) and its provider's `provider_headroom`.
+        Returns the number of eligible models; the first min(that, len(order))
+        entries of `order` are filled, best first.
         """
         n = self.size
         k = len(order)
-        for buffer in (status, bias, cost, latency, cost_score, speed_score, penalty, score):
+        for buffer in (status, unhealthy, bias, cost, latency, cost_score, speed_score, penalty, score):
             if len(buffer) != n:
                 raise ValueError("buffers must have one entry per catalog model")
         if k == 0:
             raise ValueError("order must have room for at least one model")
+        if len(provider_headroom) < self.providers:
+            raise ValueError("provider_headroom must have one entry per provider slot")
         need = input_tokens + output_tokens
         ramp_width = 1.0 - ramp_start
         filled = 0
@@ -142,6 +160,7 @@ class CatalogKernel:
         context_window = self.context_window
         max_output = self.max_output
         capabilities = self.capabilities
+        provider_slot = self.provider_slot
         for i in range(n):
             if status[i] != ELIGIBLE:
                 continue
@@ -171,6 +190,12 @@ class CatalogKernel:
                 continue
             if t > max_latency:
                 status[i] = MAX_LATENCY
+                continue
+            if unhealthy[i]:
+                status[i] = CIRCUIT_OPEN
+                continue
+            if c > lane_headroom or c > provider_headroom[provider_slot[i]]:
+                status[i] = BUDGET
                 continue
 
             if log_cost_span > 0.0:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_CONFIG_DIR = "config"
+DEFAULT_DATA_DIR = "data"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -36,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path(os.environ.get("ORXAQ_CONFIG_DIR", DEFAULT_CONFIG_DIR)),
         help="config directory (env ORXAQ_CONFIG_DIR; default %(default)s)",
+    )
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("ORXAQ_DATA_DIR", DEFAULT_DATA_DIR)),
+        help="where the ledger lives, created on first start (env ORXAQ_DATA_DIR; default %(default)s)",
     )
     serve.add_argument(
         "--workers",
@@ -94,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from orxaq_grpc.config.load import ConfigError
     from orxaq_grpc.service.server import LOG_FORMAT, serve
+    from orxaq_grpc.store import StoreError
 
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
 
@@ -101,11 +109,11 @@ def _serve(args: argparse.Namespace) -> int:
         print("orxaq-grpc: --workers must be at least 1", file=sys.stderr)
         return 2
     try:
-        serve(args.config, args.address, args.workers, args.grace, args.drain)
+        serve(args.config, args.data_dir, args.address, args.workers, args.grace, args.drain)
     except ConfigError as exc:
         print(f"orxaq-grpc: config refused:\n{exc}", file=sys.stderr)
         return 2
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError, StoreError) as exc:
         print(f"orxaq-grpc: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -35,7 +35,10 @@ def scoring_case(draw: st.DrawFn) -> dict:
         "context_window": draw(st.lists(st.sampled_from([8e3, 32e3, 128e3, 1e6]), min_size=n, max_size=n)),
         "max_output": draw(st.lists(st.sampled_from([4e3, 32e3, 128e3]), min_size=n, max_size=n)),
         "capabilities": draw(st.lists(st.integers(0, 7), min_size=n, max_size=n)),
+        "provider_slot": draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)),
     }
+    unhealthy = bytes(draw(st.lists(st.sampled_from([0, 0, 0, 1]), min_size=n, max_size=n)))
+    provider_headroom = draw(st.lists(st.sampled_from([math.inf, 0.0, 0.2, 3.0]), min_size=3, max_size=3))
     status = bytes(draw(st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=n, max_size=n)))
     bias = draw(st.lists(st.sampled_from([0.0, 0.0, 0.02, -0.1]), min_size=n, max_size=n))
     input_tokens = float(draw(st.integers(1, 400_000)))
@@ -70,9 +73,19 @@ def scoring_case(draw: st.DrawFn) -> dict:
         draw(st.sampled_from([0.0, 65.0])),
         draw(st.sampled_from([math.inf, 0.5, 5.0])),
         draw(st.sampled_from([math.inf, 30.0, 300.0])),
+        array("d", provider_headroom),
+        draw(st.sampled_from([math.inf, 0.1, 2.0])),
     )
     k = draw(st.integers(1, n + 2))
-    return {"catalog": catalog, "status": status, "bias": bias, "params": params, "k": k, "n": n}
+    return {
+        "catalog": catalog,
+        "status": status,
+        "unhealthy": unhealthy,
+        "bias": bias,
+        "params": params,
+        "k": k,
+        "n": n,
+    }
 
 
 def run(kernel_class: type, case: dict) -> dict:
@@ -87,6 +100,7 @@ def run(kernel_class: type, case: dict) -> dict:
         array("d", c["context_window"]),
         array("d", c["max_output"]),
         array("Q", c["capabilities"]),
+        array("q", c["provider_slot"]),
     )
     n = case["n"]
     out = {name: array("d", bytes(8 * n)) for name in ("cost", "latency", "cs", "ss", "penalty", "score")}
@@ -94,6 +108,7 @@ def run(kernel_class: type, case: dict) -> dict:
     order = array("q", bytes(8 * case["k"]))
     eligible = kernel.score(
         status,
+        case["unhealthy"],
         array("d", case["bias"]),
         out["cost"],
         out["latency"],

@@ -17,8 +17,8 @@ REQUEST = pb.RouteRequest(lane="codex", task=pb.Task(title="Fix the flaky schedu
 
 
 @pytest.fixture(scope="module")
-def address() -> Iterator[str]:
-    server = LoopbackServer(LiveRouter.from_directory(CONFIG_DIR))
+def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = LoopbackServer(LiveRouter.from_directory(CONFIG_DIR), tmp_path_factory.mktemp("data"))
     yield server.address
     server.stop()
 

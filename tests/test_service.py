@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -22,8 +23,8 @@ from tests.conftest import CONFIG_DIR, LoopbackServer
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LoopbackServer]:
-    running = LoopbackServer(LiveRouter.from_directory(CONFIG_DIR))
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackServer]:
+    running = LoopbackServer(LiveRouter.from_directory(CONFIG_DIR), tmp_path_factory.mktemp("data"))
     yield running
     running.stop()
 
@@ -68,7 +69,8 @@ def test_health_rpc(client: RoutingClient) -> None:
     assert health.uptime_s >= 0
     assert health.catalog_models >= 12 and 0 < health.enabled_models <= health.catalog_models
     assert health.lane_count == len(health.lanes) >= 3
-    assert {lane.state for lane in health.lanes} == {"idle"}
+    assert {lane.state for lane in health.lanes} <= {"idle", "healthy", "elevated_fallback", "degraded"}
+    assert health.overall.scope == "overall" and health.overall.reason
     assert health.scoring_kernel == "compiled"
     assert health.protobuf_backend == "upb"
     assert health.routing_enabled
@@ -229,14 +231,14 @@ def test_error_details_stay_bounded_however_bad_the_request(client: RoutingClien
 
 
 def test_an_edge_failure_is_internal_and_says_nothing_private(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     live = LiveRouter.from_directory(CONFIG_DIR)
     monkeypatch.setattr(
         "orxaq_grpc.service.servicer.decision_to_proto",
         lambda d: (_ for _ in ()).throw(RuntimeError("secret")),
     )
-    server = LoopbackServer(live)
+    server = LoopbackServer(live, tmp_path)
     try:
         with RoutingClient(server.address) as c:
             error = rejected(c, pb.RouteRequest(lane="codex", task=pb.Task(id="T-9")))
@@ -244,4 +246,4 @@ def test_an_edge_failure_is_internal_and_says_nothing_private(
         server.stop()
     assert error.code == grpc.StatusCode.INTERNAL
     assert "secret" not in error.details
-    assert "Route failed for lane 'codex' task 'T-9'" in caplog.text
+    assert "Route failed (lane 'codex', 'T-9')" in caplog.text

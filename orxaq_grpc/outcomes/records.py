@@ -57,3 +57,21 @@ class ReportRecord:
     cost_usd: float  # what the task cost: provider-reported when exact, else priced from the catalog
     cost_exact: bool  # True when the provider told the cost
     decision_known: bool  # False when this server has no record of the decision (restart, other replica)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportInput:
+    """A lane's report as it arrives, before the service prices and stamps it."""
+
+    decision_id: str
+    lane: str
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+    outcome: Outcome
+    retry_after_s: float
+    validation_passed: bool
+    first_time_pass: bool
+    cost_usd: float | None  # the provider's figure, when it gave one

@@ -20,6 +20,7 @@ class LaneArrays:
     spec: LaneSpec
     status_template: bytes  # per model: 0, or the static filter (not allowed, disabled)
     bias: array  # per model, 'd'
+    allowed: tuple[int, ...]  # catalog indices of the lane's allowed models
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,11 @@ class CompiledCatalog:
         self.size = len(models)
         self.index = {m.id: i for i, m in enumerate(models)}
         self.capability_bits = {name: 1 << bit for bit, name in enumerate(config.capabilities)}
+        self.providers = tuple(sorted({m.provider for m in models}))
+        self.provider_slot = {name: slot for slot, name in enumerate(self.providers)}
+        self.provider_models = {
+            name: tuple(i for i, m in enumerate(models) if m.provider == name) for name in self.providers
+        }
         quality_lo = min(m.quality for m in models)
         quality_span = max(m.quality for m in models) - quality_lo
         # Quality is linear, cost and speed are logarithmic; all three use catalog-wide ranges.
@@ -63,6 +69,7 @@ class CompiledCatalog:
             array("d", (float(m.context_window) for m in models)),
             array("d", (float(m.max_output_tokens) for m in models)),
             array("Q", (self.capability_mask(m.capabilities) for m in models)),
+            array("q", (self.provider_slot[m.provider] for m in models)),
         )
         floor = policy.price_floor_usd_per_mtok
         self._price_floor = floor
@@ -84,6 +91,8 @@ class CompiledCatalog:
             for profile in policy.profile_multipliers
         }
         self.zeros = array("d", bytes(8 * self.size))
+        self.healthy = bytes(self.size)
+        self.unlimited = array("d", [math.inf] * len(self.providers))
 
     def capability_mask(self, names) -> int:
         mask = 0
@@ -116,7 +125,8 @@ class CompiledCatalog:
             elif not model.enabled:
                 status[i] = Filter.DISABLED
             bias[i] = lane.model_bias.get(model.id, 0.0) + lane.origin_bias.get(model.origin, 0.0)
-        return LaneArrays(spec=lane, status_template=bytes(status), bias=bias)
+        allowed_indices = tuple(i for i, m in enumerate(self.models) if m.id in allowed)
+        return LaneArrays(spec=lane, status_template=bytes(status), bias=bias, allowed=allowed_indices)
 
 
 def combine_weights(base: Weights, multipliers: Weights) -> Weights:

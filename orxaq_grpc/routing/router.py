@@ -12,6 +12,7 @@ import uuid
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from orxaq_grpc.config.model import Config, ModelSpec
 from orxaq_grpc.routing.catalog import CompiledCatalog, LaneArrays
@@ -37,6 +38,35 @@ def new_decision_id() -> str:
     return uuid.uuid4().hex
 
 
+class Guards(Protocol):
+    """Live state that constrains routing: circuit breakers and daily budgets."""
+
+    def blocked(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(models, providers) behind an open circuit right now."""
+        ...
+
+    def headroom(self, lane: str) -> tuple[float, dict[str, float]]:
+        """USD left for the lane (overall and lane budgets) and per budgeted provider."""
+        ...
+
+    def try_reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> bool: ...
+
+    def reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> None: ...
+
+
+class BudgetExhausted(Exception):
+    """No candidate fits the budgets left, and policy says to refuse rather than fall back."""
+
+    def __init__(self, lane: str, filtered: int) -> None:
+        self.lane = lane
+        super().__init__(f"no model's estimated cost fits the daily budgets left for lane {lane!r}")
+
+
+# A reservation that another thread won between the headroom check and try_reserve
+# makes Route decide again with the new headroom, at most this often.
+_RESERVE_ATTEMPTS = 3
+
+
 def expected_cost_usd(model: ModelSpec, input_tokens: int, output_tokens: int) -> float:
     """This request's expected cost; the kernel computes the same for every candidate."""
     return (input_tokens * model.input_usd_per_mtok + output_tokens * model.output_usd_per_mtok) / 1e6
@@ -55,6 +85,8 @@ class _Request:
     estimate: TaskEstimate
     objective: ResolvedObjective
     profile: Profile
+    decision_id: str
+    guards: Guards | None
 
 
 @dataclass(slots=True)
@@ -87,8 +119,10 @@ class Router:
     def validate(self, request: RouteRequest) -> list[Violation]:
         return validate_route_request(request, self.config, self.catalog.capability_bits)
 
-    def route(self, request: RouteRequest) -> Decision:
-        """Decide for a request that passed `validate`."""
+    def route(self, request: RouteRequest, guards: Guards | None = None) -> Decision:
+        """Decide for a request that passed `validate`. With `guards`, models behind an
+        open circuit are skipped, candidates must fit the budgets, and the decision's
+        estimated cost is reserved."""
         lane = self.catalog.lanes[request.lane]
         estimate = self.resolver.estimate(request.task)
         ctx = _Request(
@@ -97,19 +131,39 @@ class Router:
             estimate=estimate,
             objective=self.resolver.resolve(request, lane.spec, estimate),
             profile=request.profile or lane.spec.default_profile,
+            decision_id=self._new_id(),
+            guards=guards,
         )
+        decision = self._decide(ctx)
+        if guards is not None and decision.strategy == Strategy.STATIC_FALLBACK:
+            guards.reserve(
+                decision.decision_id, decision.lane, decision.provider, decision.estimated_cost_usd
+            )
+        return decision
+
+    def _decide(self, ctx: _Request) -> Decision:
         if not self.config.policy.routing_enabled:
             return self._static(ctx, FallbackReason.ROUTING_DISABLED)
-        if not lane.spec.enabled:
+        if not ctx.lane.spec.enabled:
             return self._static(ctx, FallbackReason.LANE_DISABLED)
         try:
-            return self._scored(ctx, self._score(ctx))
+            for _ in range(_RESERVE_ATTEMPTS):
+                decision = self._scored(ctx, self._score(ctx))
+                if ctx.guards is None or decision.strategy == Strategy.STATIC_FALLBACK:
+                    return decision
+                if ctx.guards.try_reserve(
+                    decision.decision_id, decision.lane, decision.provider, decision.estimated_cost_usd
+                ):
+                    return decision
+            return self._static(ctx, FallbackReason.BUDGET_EXHAUSTED)
+        except BudgetExhausted:
+            raise
         except Exception:
             # The lane still gets a deterministic answer; the failure is logged here, once.
             log.exception(
                 "routing failed for lane %s task %r; answering with the static fallback",
-                request.lane,
-                request.task.id,
+                ctx.request.lane,
+                ctx.request.task.id,
             )
             return self._static(ctx, FallbackReason.ROUTER_ERROR)
 
@@ -132,10 +186,12 @@ class Router:
             eligible=0,
         )
         order = array("q", bytes(8 * want))
+        unhealthy, provider_headroom, lane_headroom = self._guard_inputs(ctx)
         ref = catalog.reference(estimate.input_tokens, estimate.output_tokens)
         weights = catalog.weights[(ctx.objective.objective, ctx.profile)]
         scores.eligible = catalog.kernel.score(
             scores.status,
+            unhealthy,
             ctx.lane.bias,
             scores.cost,
             scores.latency,
@@ -161,9 +217,35 @@ class Router:
             0.0 if constraints.min_quality is None else constraints.min_quality,
             math.inf if constraints.max_cost_usd is None else constraints.max_cost_usd,
             math.inf if constraints.max_latency_s is None else constraints.max_latency_s,
+            provider_headroom,
+            lane_headroom,
         )
         scores.ranked = list(order[: min(scores.eligible, want)])
         return scores
+
+    def _guard_inputs(self, ctx: _Request) -> tuple[bytes | bytearray, array, float]:
+        """The kernel's view of the guards: models behind open circuits, budget headroom."""
+        catalog = self.catalog
+        if ctx.guards is None:
+            return catalog.healthy, catalog.unlimited, math.inf
+        models, providers = ctx.guards.blocked()
+        unhealthy: bytes | bytearray = catalog.healthy
+        if models or providers:
+            unhealthy = bytearray(catalog.size)
+            for name in models:
+                if (index := catalog.index.get(name)) is not None:
+                    unhealthy[index] = 1
+            for name in providers:
+                for index in catalog.provider_models.get(name, ()):
+                    unhealthy[index] = 1
+        lane_headroom, per_provider = ctx.guards.headroom(ctx.lane.spec.id)
+        provider_headroom = catalog.unlimited
+        if per_provider:
+            provider_headroom = array("d", catalog.unlimited)
+            for name, usd in per_provider.items():
+                if (slot := catalog.provider_slot.get(name)) is not None:
+                    provider_headroom[slot] = usd
+        return unhealthy, provider_headroom, lane_headroom
 
     def _scored(self, ctx: _Request, scores: _Scores) -> Decision:
         catalog = self.catalog
@@ -180,7 +262,7 @@ class Router:
             else:
                 chosen, strategy = index, Strategy.REQUESTED
         if scores.eligible == 0:
-            return self._static(ctx, FallbackReason.NO_ELIGIBLE_CANDIDATE, scores)
+            return self._static(ctx, self._nothing_left_reason(ctx, scores), scores)
         if chosen < 0:
             chosen = scores.ranked[0]
         if not math.isfinite(scores.score[chosen]):
@@ -205,15 +287,36 @@ class Router:
             scores=scores,
         )
 
+    def _nothing_left_reason(self, ctx: _Request, scores: _Scores) -> FallbackReason:
+        """Budget and circuit filters run last, so a model they removed passed all the
+        others: they are what left the lane with nothing."""
+        if Filter.BUDGET in scores.status:
+            if self.config.policy.budgets.on_exhausted == "error":
+                raise BudgetExhausted(ctx.lane.spec.id, scores.status.count(Filter.BUDGET))
+            return FallbackReason.BUDGET_EXHAUSTED
+        if Filter.CIRCUIT_OPEN in scores.status:
+            return FallbackReason.ALL_CANDIDATES_UNHEALTHY
+        return FallbackReason.NO_ELIGIBLE_CANDIDATE
+
     def _static(self, ctx: _Request, reason: FallbackReason, scores: _Scores | None = None) -> Decision:
-        """The deterministic chain: requested model if allowed and enabled, the lane's
-        static pin, then the lane's allowed models in their configured order."""
+        """The deterministic chain: requested model if allowed and healthy, the lane's
+        static pin, then the lane's allowed models in their configured order. Healthy is
+        enabled and not behind an open circuit; with none healthy, the pin stands."""
         spec = ctx.lane.spec
         catalog = self.catalog
         requested = ctx.request.requested_model
         chain = ([requested] if requested in spec.allowed_models else []) + [spec.static_fallback]
         chain += spec.allowed_models
-        usable = [name for name in dict.fromkeys(chain) if catalog.models[catalog.index[name]].enabled]
+        enabled = [name for name in dict.fromkeys(chain) if catalog.models[catalog.index[name]].enabled]
+        usable = enabled
+        if ctx.guards is not None:
+            models, providers = ctx.guards.blocked()
+            usable = [
+                n
+                for n in enabled
+                if n not in models and catalog.models[catalog.index[n]].provider not in providers
+            ]
+            usable = usable or [spec.static_fallback]
         model = catalog.models[catalog.index[usable[0]]]
         estimate = ctx.estimate
         return self._decision(
@@ -244,7 +347,7 @@ class Router:
         estimate = ctx.estimate
         explain = ctx.request.explain and scores is not None
         return Decision(
-            decision_id=self._new_id(),
+            decision_id=ctx.decision_id,
             model=model.id,
             provider=model.provider,
             lane=ctx.lane.spec.id,
@@ -270,6 +373,16 @@ class Router:
             rationale=self._rationale(ctx, model, strategy, reason, cost, latency, score, scores),
             candidates=self._candidates(ctx, scores) if explain else (),
             filtered=self._filtered(ctx, scores) if explain else (),
+            filter_summary=self._filter_summary(ctx, scores),
+        )
+
+    def _filter_summary(self, ctx: _Request, scores: _Scores | None) -> str:
+        if scores is None:
+            return ""
+        status = scores.status
+        models = self.catalog.models
+        return ",".join(
+            f"{models[i].id}:{enum_name(Filter(status[i]))}" for i in ctx.lane.allowed if status[i]
         )
 
     def _rationale(
@@ -375,4 +488,8 @@ class Router:
                 return f"expected ${scores.cost[index]:.4f} over max ${constraints.max_cost_usd:.4f}"
             case Filter.MAX_LATENCY:
                 return f"expected {scores.latency[index]:.1f} s over max {constraints.max_latency_s:.1f} s"
+            case Filter.CIRCUIT_OPEN:
+                return f"circuit open for {model.id} or provider {model.provider}"
+            case Filter.BUDGET:
+                return f"expected ${scores.cost[index]:.4f} over the daily budget left"
         return enum_name(code)

@@ -49,6 +49,8 @@ class FallbackReason(enum.IntEnum):
     LANE_DISABLED = 11
     NO_ELIGIBLE_CANDIDATE = 12
     ROUTER_ERROR = 13
+    ALL_CANDIDATES_UNHEALTHY = 14
+    BUDGET_EXHAUSTED = 15
 
     @property
     def disruptive(self) -> bool:
@@ -70,6 +72,8 @@ class Filter(enum.IntEnum):
     MIN_QUALITY = 7
     MAX_COST = 8
     MAX_LATENCY = 9
+    CIRCUIT_OPEN = 10
+    BUDGET = 11
 
 
 def enum_name(member: enum.Enum) -> str:
@@ -158,3 +162,4 @@ class Decision:
     rationale: str
     candidates: tuple[CandidateScore, ...] = ()
     filtered: tuple[FilteredModel, ...] = ()
+    filter_summary: str = ""  # "model:filter,..." over the lane's allowed models, for the decision log

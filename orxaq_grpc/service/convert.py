@@ -11,6 +11,10 @@ from typing import TypeVar
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.config.model import Config
+from orxaq_grpc.outcomes.detection import DetectionState
+from orxaq_grpc.outcomes.economics import Breakdown, Figures
+from orxaq_grpc.outcomes.records import Outcome, ReportInput, ReportRecord
+from orxaq_grpc.outcomes.tracker import EconomicsView, HealthView
 from orxaq_grpc.routing.types import (
     Constraints,
     Decision,
@@ -112,15 +116,108 @@ def decision_to_proto(d: Decision) -> pb.RouteDecision:
     )
 
 
+def report_input_from_proto(message: pb.ReportRequest) -> tuple[ReportInput, list[Violation]]:
+    violations: list[Violation] = []
+    report = ReportInput(
+        decision_id=message.decision_id,
+        lane=message.lane,
+        provider=message.provider,
+        model=message.model,
+        input_tokens=message.input_tokens,
+        output_tokens=message.output_tokens,
+        latency_s=message.latency_s,
+        outcome=_enum(Outcome, message.outcome, "outcome", violations),
+        retry_after_s=message.retry_after_s,
+        validation_passed=message.validation_passed,
+        first_time_pass=message.first_time_pass,
+        cost_usd=message.cost_usd if message.HasField("cost_usd") else None,
+    )
+    return report, violations
+
+
+def report_ack(record: ReportRecord, new: bool) -> pb.ReportAck:
+    return pb.ReportAck(
+        decision_id=record.decision_id,
+        duplicate=not new,
+        decision_known=record.decision_known,
+        cost_usd=record.cost_usd,
+        cost_exact=record.cost_exact,
+    )
+
+
+def figures_to_proto(f: Figures) -> pb.Figures:
+    c = f.counters
+    return pb.Figures(
+        decisions=c.decisions,
+        estimated_tokens=c.estimated_tokens,
+        estimated_cost_usd=c.estimated_cost_usd,
+        reports=c.reports,
+        reported_tokens=c.reported_tokens,
+        spend_usd=c.spend_usd,
+        exact_spend_usd=c.exact_spend_usd,
+        blended_usd_per_mtok=f.blended_usd_per_mtok,
+        estimated_usd_per_mtok=f.estimated_usd_per_mtok,
+        fallback_rate=f.fallback_rate,
+        disruptive_fallback_rate=f.disruptive_fallback_rate,
+        router_error_rate=f.router_error_rate,
+        error_rate=f.error_rate,
+        first_time_pass_rate=f.first_time_pass_rate,
+        acceptance_rate=f.acceptance_rate,
+        unknown_decision_reports=c.unknown_decisions,
+        exact_spend_share=f.exact_spend_share,
+    )
+
+
+def _named(figures: dict[str, Figures]) -> list[pb.NamedFigures]:
+    return [pb.NamedFigures(name=name, figures=figures_to_proto(f)) for name, f in figures.items()]
+
+
+def _window(name: str, b: Breakdown) -> pb.EconomicsWindow:
+    return pb.EconomicsWindow(
+        window=name,
+        since_unix=b.since,
+        overall=figures_to_proto(b.overall),
+        providers=_named(b.providers),
+        lanes=_named(b.lanes),
+        models=_named(b.models),
+    )
+
+
+def economics_to_proto(view: EconomicsView, config_version: str) -> pb.EconomicsResponse:
+    return pb.EconomicsResponse(
+        config_version=config_version,
+        at_unix=view.at,
+        windows=[_window(name, b) for name, b in view.windows],
+        hourly=[pb.HourFigures(hour_unix=start, figures=figures_to_proto(f)) for start, f in view.hourly],
+    )
+
+
+def _detection(d: DetectionState) -> pb.DetectionState:
+    return pb.DetectionState(
+        scope=d.scope,
+        name=d.name,
+        state=d.state,
+        reason=d.reason,
+        decisions=d.decisions,
+        router_error_rate=d.router_error_rate,
+        disruptive_fallback_rate=d.disruptive_fallback_rate,
+    )
+
+
 def health_to_proto(
     config: Config,
+    view: HealthView,
     *,
     uptime_s: float,
     scoring_kernel: str,
     protobuf_backend: str,
     version: str,
     pid: int,
+    data_dir: str,
+    monotonic_now: float,
 ) -> pb.HealthResponse:
+    """`monotonic_now` is the breakers' clock, for how long an open circuit has left."""
+    lane_states = {d.name: d.state for d in view.detection.lanes}
     return pb.HealthResponse(
         config_version=config.version,
         uptime_s=uptime_s,
@@ -130,7 +227,7 @@ def health_to_proto(
         lanes=[
             pb.LaneHealth(
                 lane=lane.id,
-                state="idle",  # no outcome telemetry exists yet to judge a lane by
+                state=lane_states.get(lane.id, "idle"),
                 allowed_models=len(lane.allowed_models),
                 static_fallback=lane.static_fallback,
                 default_objective=lane.default_objective.value,
@@ -144,4 +241,34 @@ def health_to_proto(
         routing_enabled=config.policy.routing_enabled,
         version=version,
         pid=pid,
+        overall=_detection(view.detection.overall),
+        providers=[_detection(d) for d in view.detection.providers],
+        breakers=[
+            pb.BreakerStatus(
+                scope=b.scope,
+                name=b.name,
+                state=b.state.value,
+                reason=b.reason,
+                reopens_in_s=max(0.0, b.reopens_at - monotonic_now) if b.reopens_at is not None else 0.0,
+                consecutive_failures=b.consecutive_failures,
+                window_reports=b.window_reports,
+                window_failures=b.window_failures,
+            )
+            for b in view.breakers
+        ],
+        budgets=[
+            pb.BudgetStatus(
+                scope=b.scope,
+                name=b.name,
+                limit_usd=b.limit_usd,
+                spent_usd=b.spent_usd,
+                reserved_usd=b.reserved_usd,
+                used_share=b.used_share,
+                warning=b.warning,
+                exhausted=b.exhausted,
+            )
+            for b in view.budgets
+        ],
+        budget_warning=any(b.warning for b in view.budgets),
+        data_dir=data_dir,
     )

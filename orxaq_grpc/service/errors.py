@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -32,4 +34,21 @@ def invalid_argument(what: str, violations: list[Violation]) -> grpc.Status:
         status_pb2.Status(
             code=code_pb2.INVALID_ARGUMENT, message=f"invalid {what}: {summary}", details=[detail]
         )
+    )
+
+
+def budget_exhausted(message: str) -> grpc.Status:
+    """RESOURCE_EXHAUSTED with the quota that ran out and when to retry: the next UTC day."""
+    now = time.time()
+    retry = duration_pb2.Duration(seconds=int(86_400 - now % 86_400) + 1)
+    quota = error_details_pb2.QuotaFailure(
+        violations=[error_details_pb2.QuotaFailure.Violation(subject="daily budget", description=message)]
+    )
+    details = []
+    for detail in (quota, error_details_pb2.RetryInfo(retry_delay=retry)):
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        details.append(packed)
+    return rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=details)
     )

@@ -24,10 +24,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from orxaq.routing.v1 import routing_pb2, routing_pb2_grpc
+from orxaq_grpc.config.model import Config
+from orxaq_grpc.outcomes.tracker import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.scoring import KIND as SCORING_KERNEL
 from orxaq_grpc.service.runtime import check_protobuf_backend
 from orxaq_grpc.service.servicer import RoutingHandlers, RoutingServicer
+from orxaq_grpc.store import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +65,12 @@ class RunningServer:
         await self.server.stop(grace_s)
 
 
-async def start_server(live: LiveRouter, address: str, reuse_port: bool = False) -> RunningServer:
+async def start_server(
+    live: LiveRouter, outcomes: Outcomes, address: str, data_dir: str = "", reuse_port: bool = False
+) -> RunningServer:
     server = grpc.aio.server(options=server_options(reuse_port))
-    routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingServicer(RoutingHandlers(live)), server)
+    handlers = RoutingHandlers(live, outcomes, data_dir)
+    routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingServicer(handlers), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -77,7 +83,18 @@ async def start_server(live: LiveRouter, address: str, reuse_port: bool = False)
     return RunningServer(server=server, health=health_servicer, port=port)
 
 
-async def _run(live: LiveRouter, address: str, grace_s: float, drain_s: float, reuse_port: bool) -> None:
+def open_outcomes(live: LiveRouter, data_dir: Path) -> Outcomes:
+    """The ledger under `data_dir` (created on first start) and economics rebuilt from it."""
+    store = SqliteStore(data_dir, live.current.config.policy.ledger_retention_days)
+    outcomes = Outcomes(live, store)
+    decisions, reports = outcomes.rebuild()
+    log.info("ledger %s: rebuilt from %d decisions and %d reports", store.path, decisions, reports)
+    return outcomes
+
+
+async def _run(
+    live: LiveRouter, data_dir: Path, address: str, grace_s: float, drain_s: float, reuse_port: bool
+) -> None:
     """Serves until SIGTERM or SIGINT; SIGHUP reloads the config (the last good one stays on error)."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -91,7 +108,23 @@ async def _run(live: LiveRouter, address: str, grace_s: float, drain_s: float, r
         loop.add_signal_handler(signum, on_stop, signum)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, live.reload))
 
-    running = await start_server(live, address, reuse_port)
+    outcomes = open_outcomes(live, data_dir)
+    try:
+        running = await start_server(live, outcomes, address, str(data_dir), reuse_port)
+        await _serve_until(stopping, running, live, address, grace_s, drain_s)
+    finally:
+        outcomes.store.close()  # everything acknowledged is already durable; this drains the decision log
+    log.info("stopped")
+
+
+async def _serve_until(
+    stopping: asyncio.Event,
+    running: RunningServer,
+    live: LiveRouter,
+    address: str,
+    grace_s: float,
+    drain_s: float,
+) -> None:
     config = live.current.config
     log.info(
         "serving %s on %s:%d (config %s version %s, %d models, %d lanes, %s kernel)",
@@ -108,23 +141,27 @@ async def _run(live: LiveRouter, address: str, grace_s: float, drain_s: float, r
         log.warning("the compiled scoring kernel is not in use; scoring runs on the pure-Python twin")
     await stopping.wait()
     await running.stop(grace_s, drain_s)
-    log.info("stopped")
 
 
-def serve(config_dir: Path, address: str, workers: int, grace_s: float, drain_s: float) -> None:
+def serve(
+    config_dir: Path, data_dir: Path, address: str, workers: int, grace_s: float, drain_s: float
+) -> None:
     """Runs the service in this process, or supervises `workers` processes on one port."""
     check_protobuf_backend()
     live = LiveRouter.from_directory(config_dir)  # a bad config fails here, once, before any worker
     if workers == 1:
-        asyncio.run(_run(live, address, grace_s, drain_s, reuse_port=False))
+        asyncio.run(_run(live, data_dir, address, grace_s, drain_s, reuse_port=False))
         return
+    if _has_budgets(live.current.config):
+        # Each worker keeps its own reservations: N of them could spend N budgets.
+        raise RuntimeError("budgets need a single worker: the workers share no budget state")
     with _reserved_port(address) as shared:
         # Spawned, not forked: gRPC's threads do not survive a fork.
         context = multiprocessing.get_context("spawn")
         children = [
             context.Process(
                 target=_worker,
-                args=(config_dir, shared, grace_s, drain_s, logging.getLogger().level),
+                args=(config_dir, data_dir, shared, grace_s, drain_s, logging.getLogger().level),
                 name=f"worker-{i}",
             )
             for i in range(workers)
@@ -137,11 +174,21 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _FORWARDED = (*_STOP_SIGNALS, signal.SIGHUP)
 
 
-def _worker(config_dir: Path, address: str, grace_s: float, drain_s: float, log_level: int) -> None:
+def _has_budgets(config: Config) -> bool:
+    budgets = config.policy.budgets
+    return bool(
+        budgets.daily_usd or any(budgets.lane_daily_usd.values()) or any(budgets.provider_daily_usd.values())
+    )
+
+
+def _worker(
+    config_dir: Path, data_dir: Path, address: str, grace_s: float, drain_s: float, log_level: int
+) -> None:
     # The supervisor blocks these while it starts workers, and the mask survives exec.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     logging.basicConfig(level=log_level, format=LOG_FORMAT.replace("%(name)s", "%(processName)s %(name)s"))
-    asyncio.run(_run(LiveRouter.from_directory(config_dir), address, grace_s, drain_s, reuse_port=True))
+    live = LiveRouter.from_directory(config_dir)
+    asyncio.run(_run(live, data_dir, address, grace_s, drain_s, reuse_port=True))
 
 
 def _supervise(children: list[multiprocessing.process.BaseProcess]) -> None:

@@ -8,20 +8,34 @@ event loop: no thread hop, which is what made asyncio the cheaper server here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import grpc
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq.routing.v1 import routing_pb2_grpc
 from orxaq_grpc import __version__
+from orxaq_grpc.outcomes.records import ReportRecord
+from orxaq_grpc.outcomes.tracker import HealthView, Outcomes
+from orxaq_grpc.outcomes.validation import validate_report
 from orxaq_grpc.routing.live import LiveRouter
-from orxaq_grpc.routing.validation import RequestInvalid
+from orxaq_grpc.routing.router import BudgetExhausted
+from orxaq_grpc.routing.validation import RequestInvalid, Violation, range_problem
 from orxaq_grpc.scoring import KIND as SCORING_KERNEL
-from orxaq_grpc.service.convert import decision_to_proto, health_to_proto, route_request_from_proto
-from orxaq_grpc.service.errors import invalid_argument
+from orxaq_grpc.service.convert import (
+    decision_to_proto,
+    economics_to_proto,
+    health_to_proto,
+    report_ack,
+    report_input_from_proto,
+    route_request_from_proto,
+)
+from orxaq_grpc.service.errors import budget_exhausted, invalid_argument
 from orxaq_grpc.service.runtime import protobuf_backend
 
 log = logging.getLogger(__name__)
@@ -30,8 +44,10 @@ log = logging.getLogger(__name__)
 class RoutingHandlers:
     """The RPCs as plain functions of a request message."""
 
-    def __init__(self, live: LiveRouter) -> None:
+    def __init__(self, live: LiveRouter, outcomes: Outcomes, data_dir: str) -> None:
         self._live = live
+        self.outcomes = outcomes
+        self._data_dir = data_dir
         self._started = time.monotonic()
 
     def route(self, message: pb.RouteRequest) -> pb.RouteDecision:
@@ -40,16 +56,34 @@ class RoutingHandlers:
         violations += router.validate(request)
         if violations:
             raise RequestInvalid(violations)
-        return decision_to_proto(router.route(request))
+        decision = router.route(request, guards=self.outcomes)
+        self.outcomes.record_decision(decision)
+        return decision_to_proto(decision)
 
-    def health(self, message: pb.HealthRequest) -> pb.HealthResponse:
+    def prepare_report(self, message: pb.ReportRequest) -> ReportRecord:
+        report, violations = report_input_from_proto(message)
+        violations += validate_report(report, self._live.current.config)
+        if violations:
+            raise RequestInvalid(violations)
+        return self.outcomes.prepare_report(report)
+
+    def economics(self, message: pb.EconomicsRequest) -> pb.EconomicsResponse:
+        return economics_to_proto(self.outcomes.economics(), self._live.current.config.version)
+
+    def health(self, message: pb.HealthRequest | None = None) -> pb.HealthResponse:
+        return self.health_of(self.outcomes.health())
+
+    def health_of(self, view: HealthView) -> pb.HealthResponse:
         return health_to_proto(
             self._live.current.config,
+            view,
             uptime_s=time.monotonic() - self._started,
             scoring_kernel=SCORING_KERNEL,
             protobuf_backend=protobuf_backend(),
             version=__version__,
             pid=os.getpid(),
+            data_dir=self._data_dir,
+            monotonic_now=time.monotonic(),
         )
 
 
@@ -58,15 +92,72 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         self._handlers = handlers
 
     async def Route(self, request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteDecision:
-        try:
+        async with _edge(context, "Route", request.lane, request.task.id):
             return self._handlers.route(request)
-        except RequestInvalid as exc:
-            await context.abort_with_status(invalid_argument("RouteRequest", exc.violations))
-        except Exception:
-            # The router already falls back on its own failures; this is the edge failing.
-            log.exception("Route failed for lane %r task %r", request.lane, request.task.id)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
-        raise AssertionError("unreachable: abort raises")
+        raise AssertionError("unreachable: _edge aborts")
+
+    async def Report(self, request: pb.ReportRequest, context: grpc.aio.ServicerContext) -> pb.ReportAck:
+        async with _edge(context, "Report", request.lane, request.decision_id):
+            record = self._handlers.prepare_report(request)
+            # Acknowledged only once durable; counted only when new (first report wins).
+            new = await asyncio.wrap_future(self._handlers.outcomes.write_report(record))
+            if new:
+                self._handlers.outcomes.apply_report(record)
+            return report_ack(record, new)
+        raise AssertionError("unreachable: _edge aborts")
+
+    async def Economics(
+        self, request: pb.EconomicsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EconomicsResponse:
+        async with _edge(context, "Economics", "", ""):
+            return self._handlers.economics(request)
+        raise AssertionError("unreachable: _edge aborts")
 
     async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext) -> pb.HealthResponse:
-        return self._handlers.health(request)
+        async with _edge(context, "Health", "", ""):
+            return self._handlers.health(request)
+        raise AssertionError("unreachable: _edge aborts")
+
+    async def WatchHealth(
+        self, request: pb.WatchHealthRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.HealthResponse]:
+        heartbeat_s = request.heartbeat_s or DEFAULT_HEARTBEAT_S
+        if problem := range_problem(heartbeat_s, lo=MIN_HEARTBEAT_S, hi=MAX_HEARTBEAT_S):
+            await context.abort_with_status(
+                invalid_argument("WatchHealthRequest", [Violation("heartbeat_s", problem)])
+            )
+        outcomes = self._handlers.outcomes
+        last_states: tuple | None = None
+        last_sent = 0.0
+        while True:
+            view = outcomes.health()
+            states = view.fingerprint()
+            now = time.monotonic()
+            trigger = "initial" if last_states is None else "change" if states != last_states else "heartbeat"
+            if trigger != "heartbeat" or now - last_sent >= heartbeat_s:
+                snapshot = self._handlers.health_of(view)
+                snapshot.trigger = trigger
+                yield snapshot
+                last_sent, last_states = now, states
+            await asyncio.sleep(min(WATCH_POLL_S, heartbeat_s))
+
+
+DEFAULT_HEARTBEAT_S = 10.0
+MIN_HEARTBEAT_S, MAX_HEARTBEAT_S = 0.1, 3600.0
+# How often a watcher looks for state changes: breaker and budget changes show within this.
+WATCH_POLL_S = 0.25
+
+
+@asynccontextmanager
+async def _edge(context: grpc.aio.ServicerContext, rpc: str, lane: str, key: str) -> AsyncIterator[None]:
+    """Maps what the core raises to statuses: violations to INVALID_ARGUMENT, an exhausted
+    budget (when policy says error) to RESOURCE_EXHAUSTED, anything else to INTERNAL."""
+    try:
+        yield
+    except RequestInvalid as exc:
+        await context.abort_with_status(invalid_argument(f"{rpc}Request", exc.violations))
+    except BudgetExhausted as exc:
+        await context.abort_with_status(budget_exhausted(str(exc)))
+    except Exception:
+        log.exception("%s failed (lane %r, %r)", rpc, lane, key)
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")

@@ -1,0 +1,287 @@
+"""Circuit breakers per model and per provider, fed by the lanes' outcome reports.
+
+A circuit opens on a run of availability failures, on a high failure share over a sliding window, or
+at once on a rate limit that says when to retry. After `open_s` it turns half-open and lets a few
+decisions through as probes; the first report then closes or re-opens it. Plain Python, thread-safe.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from orxaq_grpc.config.model import BreakerSettings
+from orxaq_grpc.outcomes.records import Outcome
+
+WINDOW_BUCKETS = 30  # the failure-rate window is kept as this many time buckets: memory stays flat
+
+
+class BreakerState(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerView:
+    """One breaker as Health shows it; times are on the breakers' clock (monotonic by default)."""
+
+    scope: str  # "model" | "provider"
+    name: str
+    state: BreakerState
+    reason: str  # the figure that opened it; empty when closed
+    opened_at: float | None
+    reopens_at: float | None  # when a half-open probe becomes allowed; None when closed
+    consecutive_failures: int
+    window_reports: int
+    window_failures: int
+
+
+class _Window:
+    """Reports and failures over the last window_s, in fixed time buckets (a ring, reused in place)."""
+
+    def __init__(self, window_s: float) -> None:
+        self._width = window_s / WINDOW_BUCKETS
+        self._ids = [-1] * WINDOW_BUCKETS  # which time bucket each slot holds
+        self._reports = [0] * WINDOW_BUCKETS
+        self._failures = [0] * WINDOW_BUCKETS
+
+    def add(self, now: float, failed: bool) -> None:
+        bucket = math.floor(now / self._width)
+        slot = bucket % WINDOW_BUCKETS
+        if self._ids[slot] != bucket:
+            self._ids[slot], self._reports[slot], self._failures[slot] = bucket, 0, 0
+        self._reports[slot] += 1
+        self._failures[slot] += failed
+
+    def counts(self, now: float) -> tuple[int, int]:
+        """(reports, failures) in the buckets still inside the window."""
+        oldest = math.floor(now / self._width) - WINDOW_BUCKETS + 1
+        reports = failures = 0
+        for bucket, in_bucket, failed in zip(self._ids, self._reports, self._failures, strict=True):
+            if bucket >= oldest:
+                reports += in_bucket
+                failures += failed
+        return reports, failures
+
+    def clear(self) -> None:
+        self._ids = [-1] * WINDOW_BUCKETS
+
+
+def _rate_limit_reason(retry_after_s: float) -> str:
+    return f"rate limited: retry after {retry_after_s:g} s" if retry_after_s > 0 else ""
+
+
+class _Circuit:
+    """One breaker. Not locked: Breakers holds its lock around every call."""
+
+    def __init__(self, scope: str, name: str, settings: BreakerSettings) -> None:
+        self.scope, self.name, self._settings = scope, name, settings
+        self.state = BreakerState.CLOSED
+        self.reason = ""
+        self.opened_at: float | None = None
+        # While open: when it turns half-open. While half-open with every probe in flight: when a
+        # lost probe may be replaced. Either way, the next time this circuit unblocks by itself.
+        self.reopens_at: float | None = None
+        self.probes_left = 0
+        self.consecutive_failures = 0
+        self.window = _Window(settings.window_s)
+
+    @property
+    def blocking(self) -> bool:
+        """Route must not choose it: open, or half-open with every probe taken."""
+        return self.state is BreakerState.OPEN or (
+            self.state is BreakerState.HALF_OPEN and self.probes_left == 0
+        )
+
+    def record(self, now: float, failed: bool, retry_after_s: float) -> bool:
+        """Counts one success or failure; True if the state changed."""
+        self.window.add(now, failed)
+        self.consecutive_failures = self.consecutive_failures + 1 if failed else 0
+        if self.state is BreakerState.HALF_OPEN:
+            return self._settle_probe(now, failed, retry_after_s)
+        if self.state is BreakerState.OPEN:
+            if retry_after_s > 0:
+                self._extend(now, retry_after_s)
+            return False
+        reason = self._trip_reason(now, failed, retry_after_s)
+        if reason:
+            self._open(now, reason, retry_after_s)
+        return bool(reason)
+
+    def _settle_probe(self, now: float, failed: bool, retry_after_s: float) -> bool:
+        """The first report while half-open decides: healed, or open again for a fresh open_s."""
+        if failed:
+            self._open(now, _rate_limit_reason(retry_after_s) or "half-open probe failed", retry_after_s)
+        else:
+            self._close()
+        return True
+
+    def _trip_reason(self, now: float, failed: bool, retry_after_s: float) -> str:
+        """Why a closed circuit must open after this report; empty if it stays closed."""
+        if not failed:
+            return ""
+        if retry_after_s > 0:
+            return _rate_limit_reason(retry_after_s)
+        if self.consecutive_failures >= self._settings.consecutive_failures:
+            return f"{self.consecutive_failures} consecutive failures"
+        reports, failures = self.window.counts(now)
+        share = failures / reports
+        if reports >= self._settings.min_reports and share >= self._settings.failure_rate:
+            return (
+                f"failure rate {share:.2f} >= {self._settings.failure_rate:.2f} "
+                f"over {self._settings.window_s:g} s ({reports} reports)"
+            )
+        return ""
+
+    def _open(self, now: float, reason: str, retry_after_s: float) -> None:
+        self.state, self.reason, self.opened_at = BreakerState.OPEN, reason, now
+        self.reopens_at = now + max(self._settings.open_s, retry_after_s)
+        self.probes_left = 0
+
+    def _extend(self, now: float, retry_after_s: float) -> None:
+        """A rate limit while open: stay open until its retry-after has passed."""
+        assert self.reopens_at is not None
+        if now + retry_after_s > self.reopens_at:
+            self.reopens_at = now + retry_after_s
+            self.reason = _rate_limit_reason(retry_after_s)
+
+    def _close(self) -> None:
+        """Healed: forget the failures that opened it, or the next one would trip it again."""
+        self.state, self.reason, self.opened_at, self.reopens_at = BreakerState.CLOSED, "", None, None
+        self.probes_left = self.consecutive_failures = 0
+        self.window.clear()
+
+    def tick(self, now: float) -> bool:
+        """Applies what time alone changes; True if the state changed."""
+        if not self.blocking or self.reopens_at is None or now < self.reopens_at:
+            return False
+        if self.state is BreakerState.OPEN:
+            self.state, self.probes_left = BreakerState.HALF_OPEN, self._settings.half_open_probes
+            return True
+        self.probes_left = 1  # every probe was lost (no report within open_s): allow another
+        return False
+
+    def take_probe(self, now: float) -> bool:
+        """Route chose it while half-open; True if that took the last probe (it now blocks)."""
+        if self.state is not BreakerState.HALF_OPEN or self.probes_left == 0:
+            return False
+        self.probes_left -= 1
+        if self.probes_left:
+            return False
+        self.reopens_at = now + self._settings.open_s
+        return True
+
+    def view(self, now: float) -> BreakerView:
+        reports, failures = self.window.counts(now)
+        return BreakerView(
+            scope=self.scope,
+            name=self.name,
+            state=self.state,
+            reason=self.reason,
+            opened_at=self.opened_at,
+            reopens_at=self.reopens_at,
+            consecutive_failures=self.consecutive_failures,
+            window_reports=reports,
+            window_failures=failures,
+        )
+
+
+class Breakers:
+    """Every model's and provider's breaker, behind one lock.
+
+    `blocked()` runs on every Route, so its answer is cached until a report or a routed probe changes
+    something, or the clock reaches the next time a circuit unblocks by itself.
+    """
+
+    def __init__(self, settings: BreakerSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._circuits: dict[tuple[str, str], _Circuit] = {}
+        self._tripped: set[_Circuit] = set()  # not closed: the only ones time or probes can change
+        self._blocked: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+        self._next_tick = math.inf
+        self._version = 0
+
+    def record(self, model: str, provider: str, outcome: Outcome, retry_after_s: float = 0.0) -> bool:
+        """Feeds one report to the model's and the provider's breaker; True if either changed state.
+
+        Bad output and unspecified outcomes say nothing about availability, so they neither fail
+        nor heal a circuit. A rate limit's retry-after opens only the model's circuit (providers limit
+        each model on its own); for the provider it is one more failure.
+        """
+        if outcome is not Outcome.SUCCESS and not outcome.is_availability_failure:
+            return False
+        failed = outcome.is_availability_failure
+        retry_after_s = retry_after_s if outcome is Outcome.RATE_LIMITED else 0.0
+        with self._lock:
+            now = self._advance()
+            pair = (self._circuit("model", model), self._circuit("provider", provider))
+            was_open = any(c in self._tripped for c in pair)
+            changed = pair[0].record(now, failed, retry_after_s)
+            changed |= pair[1].record(now, failed, 0.0)
+            self._version += changed
+            if changed or was_open:  # an open circuit's reopening time may have moved
+                self._tripped.update(c for c in pair if c.state is not BreakerState.CLOSED)
+                self._tripped.difference_update(c for c in pair if c.state is BreakerState.CLOSED)
+                self._refresh()
+            return changed
+
+    def blocked(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(models, providers) Route must not choose now: open, or half-open with no probe left."""
+        with self._lock:
+            self._advance()
+            return self._blocked
+
+    def note_routed(self, model: str, provider: str) -> None:
+        """Route chose this model: it takes a probe from its model's and provider's half-open circuits."""
+        with self._lock:
+            now = self._advance()
+            took_last = False
+            for key in (("model", model), ("provider", provider)):
+                circuit = self._circuits.get(key)
+                took_last |= circuit is not None and circuit.take_probe(now)
+            if took_last:
+                self._refresh()
+
+    def views(self) -> list[BreakerView]:
+        """Every breaker that has seen a report, by scope then name."""
+        with self._lock:
+            now = self._advance()
+            return [self._circuits[key].view(now) for key in sorted(self._circuits)]
+
+    @property
+    def version(self) -> int:
+        """Grows whenever a report or the passing of time changes some breaker's state."""
+        with self._lock:
+            self._advance()
+            return self._version
+
+    def _circuit(self, scope: str, name: str) -> _Circuit:
+        circuit = self._circuits.get((scope, name))
+        if circuit is None:
+            circuit = self._circuits[(scope, name)] = _Circuit(scope, name, self._settings)
+        return circuit
+
+    def _advance(self) -> float:
+        """Reads the clock and, once it reaches the next unblocking time, applies what time changed."""
+        now = self._clock()
+        if now >= self._next_tick:
+            changed = [circuit.tick(now) for circuit in self._tripped]  # a list: every one must tick
+            self._version += any(changed)
+            self._refresh()
+        return now
+
+    def _refresh(self) -> None:
+        """Recomputes the cached blocked sets and the next time one of them can change by itself."""
+        blocking = [c for c in self._tripped if c.blocking]
+        self._blocked = (
+            frozenset(c.name for c in blocking if c.scope == "model"),
+            frozenset(c.name for c in blocking if c.scope == "provider"),
+        )
+        self._next_tick = min((c.reopens_at for c in blocking if c.reopens_at is not None), default=math.inf)

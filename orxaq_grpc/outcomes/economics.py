@@ -1,0 +1,212 @@
+"""Live economics: additive counters in time buckets, never lists of records.
+
+Every decision and report lands in a per-minute bucket (kept a day: the last hour
+and the detection window read them) and a per-hour bucket (kept 31 days: today,
+7 d, 30 d and the hourly series read them), keyed by (lane, provider, model). The
+number of buckets is bounded by time and by the catalog, so memory stays flat
+however many reports arrive.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+
+from orxaq_grpc.outcomes.records import DecisionRecord, ReportRecord
+
+MINUTE = 60.0
+HOUR = 3600.0
+DAY = 86400.0
+MINUTES_KEPT = DAY
+HOURS_KEPT = 31 * DAY
+
+_MINUTE_WINDOWS_UP_TO = 2 * HOUR
+
+Key = tuple[str, str, str]  # (lane, provider, model)
+
+
+@dataclass(slots=True)
+class Counters:
+    """Sums over decisions and reports; every field adds."""
+
+    decisions: int = 0
+    fallbacks: int = 0
+    disruptive: int = 0
+    router_errors: int = 0
+    estimated_tokens: int = 0
+    estimated_cost_usd: float = 0.0
+    reports: int = 0
+    reported_tokens: int = 0
+    spend_usd: float = 0.0
+    exact_spend_usd: float = 0.0
+    failures: int = 0  # rate limits, timeouts, server errors
+    validation_passed: int = 0
+    first_time_passes: int = 0
+    unknown_decisions: int = 0
+
+    def add(self, other: Counters) -> None:
+        for name in _FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def add_decision(self, record: DecisionRecord) -> None:
+        self.decisions += 1
+        self.fallbacks += record.fallback_reason != 0
+        self.disruptive += record.disruptive
+        self.router_errors += record.router_error
+        self.estimated_tokens += record.estimated_input_tokens + record.estimated_output_tokens
+        self.estimated_cost_usd += record.estimated_cost_usd
+
+    def add_report(self, record: ReportRecord) -> None:
+        self.reports += 1
+        self.reported_tokens += record.input_tokens + record.output_tokens
+        self.spend_usd += record.cost_usd
+        self.exact_spend_usd += record.cost_usd if record.cost_exact else 0.0
+        self.failures += record.outcome.is_availability_failure
+        self.validation_passed += record.validation_passed
+        self.first_time_passes += record.first_time_pass
+        self.unknown_decisions += not record.decision_known
+
+
+_FIELDS = tuple(f.name for f in fields(Counters))
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """Counters with the rates and unit costs the dashboard shows."""
+
+    counters: Counters
+    blended_usd_per_mtok: float
+    estimated_usd_per_mtok: float
+    fallback_rate: float
+    disruptive_fallback_rate: float
+    router_error_rate: float
+    error_rate: float
+    first_time_pass_rate: float
+    acceptance_rate: float
+    exact_spend_share: float
+
+    @classmethod
+    def of(cls, c: Counters) -> Figures:
+        return cls(
+            counters=c,
+            blended_usd_per_mtok=_ratio(c.spend_usd * 1e6, c.reported_tokens),
+            estimated_usd_per_mtok=_ratio(c.estimated_cost_usd * 1e6, c.estimated_tokens),
+            fallback_rate=_ratio(c.fallbacks, c.decisions),
+            disruptive_fallback_rate=_ratio(c.disruptive, c.decisions),
+            router_error_rate=_ratio(c.router_errors, c.decisions),
+            error_rate=_ratio(c.failures, c.reports),
+            first_time_pass_rate=_ratio(c.first_time_passes, c.reports),
+            acceptance_rate=_ratio(c.validation_passed, c.reports),
+            exact_spend_share=_ratio(c.exact_spend_usd, c.spend_usd),
+        )
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    """One window's figures overall and per provider, lane and model."""
+
+    since: float
+    overall: Figures
+    providers: dict[str, Figures]
+    lanes: dict[str, Figures]
+    models: dict[str, Figures]
+
+
+@dataclass(slots=True)
+class _Buckets:
+    width: float
+    keep: float
+    data: dict[float, dict[Key, Counters]] = field(default_factory=dict)
+
+    def at(self, when: float, key: Key) -> Counters:
+        start = when - when % self.width
+        per_key = self.data.get(start)
+        if per_key is None:
+            per_key = self.data[start] = {}
+        counters = per_key.get(key)
+        if counters is None:
+            counters = per_key[key] = Counters()
+        return counters
+
+    def since(self, since: float) -> Iterable[tuple[float, dict[Key, Counters]]]:
+        return ((start, per_key) for start, per_key in self.data.items() if start + self.width > since)
+
+    def prune(self, now: float) -> None:
+        for start in [s for s in self.data if s + self.width <= now - self.keep]:
+            del self.data[start]
+
+
+class EconomicsBook:
+    """Thread-safe; written on every decision and durable report, read by Economics,
+    Health and the detection states."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._minutes = _Buckets(MINUTE, MINUTES_KEPT)
+        self._hours = _Buckets(HOUR, HOURS_KEPT)
+        self._pruned_at = 0.0
+
+    def add_decision(self, record: DecisionRecord) -> None:
+        key = (record.lane, record.provider, record.model)
+        with self._lock:
+            self._minutes.at(record.at, key).add_decision(record)
+            self._hours.at(record.at, key).add_decision(record)
+            self._prune()
+
+    def add_report(self, record: ReportRecord) -> None:
+        key = (record.lane, record.provider, record.model)
+        with self._lock:
+            self._minutes.at(record.at, key).add_report(record)
+            self._hours.at(record.at, key).add_report(record)
+            self._prune()
+
+    def _prune(self) -> None:
+        now = self._clock()
+        if now - self._pruned_at >= MINUTE:
+            self._pruned_at = now
+            self._minutes.prune(now)
+            self._hours.prune(now)
+
+    def breakdown(self, since: float) -> Breakdown:
+        """Figures for everything at or after `since`: minute buckets for short windows
+        (the last hour, detection), whole-hour buckets for the rest (today, 7 d, 30 d)."""
+        buckets = self._minutes if self._clock() - since <= _MINUTE_WINDOWS_UP_TO else self._hours
+        overall = Counters()
+        by: dict[str, dict[str, Counters]] = {"providers": {}, "lanes": {}, "models": {}}
+        with self._lock:
+            for _, per_key in buckets.since(since):
+                for (lane, provider, model), counters in per_key.items():
+                    overall.add(counters)
+                    for group, name in (("providers", provider), ("lanes", lane), ("models", model)):
+                        by[group].setdefault(name, Counters()).add(counters)
+        return Breakdown(
+            since=since,
+            overall=Figures.of(overall),
+            **{group: {n: Figures.of(c) for n, c in sorted(d.items())} for group, d in by.items()},
+        )
+
+    def hourly(self, hours: int) -> list[tuple[float, Figures]]:
+        """The last `hours` UTC hours, oldest first, empty hours included."""
+        now = self._clock()
+        current = now - now % HOUR
+        starts = [current - HOUR * i for i in range(hours - 1, -1, -1)]
+        totals = {start: Counters() for start in starts}
+        with self._lock:
+            for start, per_key in self._hours.since(starts[0]):
+                if start in totals:
+                    for counters in per_key.values():
+                        totals[start].add(counters)
+        return [(start, Figures.of(totals[start])) for start in starts]
+
+    def bucket_count(self) -> int:
+        """How many counter sets are held (what keeps memory flat)."""
+        with self._lock:
+            return sum(len(d) for d in self._minutes.data.values()) + sum(
+                len(d) for d in self._hours.data.values()
+            )

@@ -1,0 +1,195 @@
+"""What the service learns after routing, behind one object the edge calls.
+
+Decisions are logged and counted as they are made. A report is priced, written to
+the ledger, and applied to economics, budgets and breakers only once the ledger
+says it is durable and new, so a duplicate or a failed write changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from orxaq_grpc.config.model import Config
+from orxaq_grpc.outcomes.breakers import Breakers, BreakerView
+from orxaq_grpc.outcomes.budgets import Budgets, BudgetView
+from orxaq_grpc.outcomes.detection import Detection, detect
+from orxaq_grpc.outcomes.economics import DAY, HOUR, Breakdown, EconomicsBook, Figures
+from orxaq_grpc.outcomes.records import DecisionRecord, ReportInput, ReportRecord
+from orxaq_grpc.routing.live import LiveRouter
+from orxaq_grpc.routing.router import expected_cost_usd
+from orxaq_grpc.routing.types import Decision, FallbackReason
+from orxaq_grpc.store.base import Store
+
+log = logging.getLogger(__name__)
+
+# Decisions remembered in memory to tell known from unknown reports without a disk read;
+# older ones are looked up in the ledger. Bounded, so memory stays flat.
+RECENT_DECISIONS = 100_000
+REBUILD_DAYS = 31
+
+
+@dataclass(frozen=True, slots=True)
+class EconomicsView:
+    at: float
+    windows: tuple[tuple[str, Breakdown], ...]  # last_hour, today, 7d, 30d
+    hourly: tuple[tuple[float, Figures], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthView:
+    detection: Detection
+    breakers: tuple[BreakerView, ...]
+    budgets: tuple[BudgetView, ...]
+
+    def fingerprint(self) -> tuple:
+        """What a watcher compares: every state, not the figures that wobble under it."""
+        return (
+            self.detection.states(),
+            tuple((b.scope, b.name, b.state) for b in self.breakers),
+            tuple((b.scope, b.name, b.warning, b.exhausted) for b in self.budgets),
+        )
+
+
+class Outcomes:
+    """Implements the router's Guards (breakers and budgets) and owns the economics."""
+
+    def __init__(self, live: LiveRouter, store: Store, clock: Callable[[], float] = time.time) -> None:
+        """Breaker and budget settings are read once, here: changing them takes a restart.
+        Prices, lanes and detection thresholds follow config reloads."""
+        self._live = live
+        self.store = store
+        self._clock = clock
+        self.book = EconomicsBook(clock)
+        self.breakers = Breakers(self.config.policy.breakers)
+        self.budgets = Budgets(self.config.policy.budgets, clock)
+        self._recent: OrderedDict[str, None] = OrderedDict()
+
+    @property
+    def config(self) -> Config:
+        return self._live.current.config
+
+    # -- Guards, for Router.route ------------------------------------------------------
+
+    def blocked(self) -> tuple[frozenset[str], frozenset[str]]:
+        return self.breakers.blocked()
+
+    def headroom(self, lane: str) -> tuple[float, dict[str, float]]:
+        return self.budgets.headroom(lane)
+
+    def try_reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> bool:
+        return self.budgets.try_reserve(decision_id, lane, provider, usd)
+
+    def reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> None:
+        self.budgets.reserve(decision_id, lane, provider, usd)
+
+    # -- decisions and reports ---------------------------------------------------------
+
+    def record_decision(self, decision: Decision) -> None:
+        record = DecisionRecord(
+            decision_id=decision.decision_id,
+            at=self._clock(),
+            lane=decision.lane,
+            provider=decision.provider,
+            model=decision.model,
+            strategy=decision.strategy.value,
+            fallback_reason=decision.fallback_reason.value,
+            disruptive=decision.fallback_reason.disruptive,
+            router_error=decision.fallback_reason == FallbackReason.ROUTER_ERROR,
+            estimated_input_tokens=decision.input_tokens,
+            estimated_output_tokens=decision.output_tokens,
+            estimated_cost_usd=decision.estimated_cost_usd,
+            filtered=decision.filter_summary,
+        )
+        self.book.add_decision(record)
+        self.store.record_decision(record)
+        self.breakers.note_routed(decision.model, decision.provider)
+        self._recent[record.decision_id] = None
+        if len(self._recent) > RECENT_DECISIONS:
+            self._recent.popitem(last=False)
+
+    def prepare_report(self, report: ReportInput) -> ReportRecord:
+        """Stamps, prices and classifies a validated report; changes nothing yet."""
+        exact = report.cost_usd is not None
+        if report.cost_usd is not None:
+            cost = report.cost_usd
+        else:
+            catalog = self._live.current.catalog
+            model = catalog.models[catalog.index[report.model]]
+            cost = expected_cost_usd(model, report.input_tokens, report.output_tokens)
+        known = report.decision_id in self._recent or self.store.find_decision(report.decision_id) is not None
+        return ReportRecord(
+            decision_id=report.decision_id,
+            at=self._clock(),
+            lane=report.lane,
+            provider=report.provider,
+            model=report.model,
+            input_tokens=report.input_tokens,
+            output_tokens=report.output_tokens,
+            latency_s=report.latency_s,
+            outcome=report.outcome,
+            retry_after_s=report.retry_after_s,
+            validation_passed=report.validation_passed,
+            first_time_pass=report.first_time_pass,
+            cost_usd=cost,
+            cost_exact=exact,
+            decision_known=known,
+        )
+
+    def write_report(self, record: ReportRecord) -> Future[bool]:
+        """Resolves True once durable and new, False for a decision already reported."""
+        return self.store.record_report(record)
+
+    def apply_report(self, record: ReportRecord) -> None:
+        """Counts a durable, new report: economics, the budget settlement, the breakers."""
+        self.book.add_report(record)
+        self.budgets.settle(record.decision_id, record.lane, record.provider, record.cost_usd, at=record.at)
+        if self.breakers.record(record.model, record.provider, record.outcome, record.retry_after_s):
+            log.info("breakers changed after a %s report for %s", record.outcome.name.lower(), record.model)
+
+    def rebuild(self) -> tuple[int, int]:
+        """Replays the ledger's last 31 days into economics and today's spend into budgets.
+        Breakers start closed: a restart is a fresh look at providers."""
+        decisions = reports = 0
+        for record in self.store.replay(self._clock() - REBUILD_DAYS * DAY):
+            if isinstance(record, DecisionRecord):
+                self.book.add_decision(record)
+                decisions += 1
+            else:
+                self.book.add_report(record)
+                self.budgets.settle(
+                    record.decision_id, record.lane, record.provider, record.cost_usd, at=record.at
+                )
+                reports += 1
+        return decisions, reports
+
+    # -- views ---------------------------------------------------------------------
+
+    def health(self) -> HealthView:
+        policy = self.config.policy
+        window = self.book.breakdown(self._clock() - policy.detection.window_s)
+        providers = sorted({m.provider for m in self.config.models})
+        return HealthView(
+            detection=detect(window, policy.detection, self.config.lanes, providers),
+            breakers=tuple(self.breakers.views()),
+            budgets=tuple(self.budgets.views()),
+        )
+
+    def economics(self) -> EconomicsView:
+        now = self._clock()
+        today = now - now % DAY
+        windows = (
+            ("last_hour", now - HOUR),
+            ("today", today),
+            ("7d", now - 7 * DAY),
+            ("30d", now - 30 * DAY),
+        )
+        return EconomicsView(
+            at=now,
+            windows=tuple((name, self.book.breakdown(since)) for name, since in windows),
+            hourly=tuple(self.book.hourly(24)),
+        )

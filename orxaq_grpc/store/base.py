@@ -1,0 +1,48 @@
+"""What the service needs from a ledger store, whatever holds it (an embedded file, a shared server)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Protocol
+
+from orxaq_grpc.outcomes.records import DecisionRecord, ReportRecord
+
+
+class StoreError(Exception):
+    """The store refused: a ledger it cannot use, a failed commit, or a call after close()."""
+
+
+class Store(Protocol):
+    """The durable ledger of decisions and reports.
+
+    Writes are queued and committed in groups: a decision is fire-and-forget, a report is
+    acknowledged through its future once the commit that holds it is durable."""
+
+    def record_decision(self, record: DecisionRecord) -> None:
+        """Queues the decision for the next group commit; never waits for the disk."""
+        ...
+
+    def record_report(self, record: ReportRecord) -> Future[bool]:
+        """Queues the report. The future resolves after the commit that made it durable: True if
+        it is new, False if a report for the same decision_id was already stored (the first one
+        wins, the duplicate changes nothing). A failed commit sets StoreError on the future."""
+        ...
+
+    def find_decision(self, decision_id: str) -> DecisionRecord | None:
+        """The committed decision with this id, if any."""
+        ...
+
+    def replay(self, since: float) -> Iterator[DecisionRecord | ReportRecord]:
+        """Every committed record with `at >= since`, decisions and reports merged in `at` order,
+        for rebuilding in-memory aggregates on start."""
+        ...
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Returns once everything queued before the call is committed; raises TimeoutError after
+        `timeout_s`, and StoreError if the commit it waited for failed."""
+        ...
+
+    def close(self) -> None:
+        """Flushes and stops; later calls are no-ops, later writes raise StoreError."""
+        ...

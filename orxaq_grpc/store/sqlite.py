@@ -1,0 +1,393 @@
+"""The embedded ledger: one SQLite file in WAL mode, written by a single group-committing thread.
+
+Callers never touch the disk: records go on a queue, and the writer thread takes everything queued
+(up to `max_batch`) into one transaction with one commit, so under load one fsync covers many reports.
+A report's future resolves only after that commit. Readers use their own connections; WAL lets them
+read a consistent snapshot while the writer writes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import fields
+from itertools import chain
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+
+from orxaq_grpc.outcomes.records import DecisionRecord, Outcome, ReportRecord
+from orxaq_grpc.store.base import StoreError
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "ledger.sqlite3"
+BUSY_TIMEOUT_S = 5.0  # how long to wait for a lock another process (a second worker) holds
+PRUNE_INTERVAL_S = 3600.0
+PRUNE_CHUNK = 10_000  # rows per table per transaction, so pruning never holds up acknowledgements long
+_DAY_S = 86_400.0
+_TABLES = ("decisions", "reports")
+
+# Applied in order, all pending ones in one transaction that also sets `PRAGMA user_version`.
+# Never edit a shipped entry: append one. Column names equal the records' field names.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE decisions (
+            decision_id TEXT NOT NULL PRIMARY KEY,
+            at REAL NOT NULL,
+            lane TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            strategy INTEGER NOT NULL,
+            fallback_reason INTEGER NOT NULL,
+            disruptive INTEGER NOT NULL,
+            router_error INTEGER NOT NULL,
+            estimated_input_tokens INTEGER NOT NULL,
+            estimated_output_tokens INTEGER NOT NULL,
+            estimated_cost_usd REAL NOT NULL,
+            filtered TEXT NOT NULL
+        )""",
+        "CREATE INDEX decisions_at ON decisions (at)",
+        """CREATE TABLE reports (
+            decision_id TEXT NOT NULL PRIMARY KEY,
+            at REAL NOT NULL,
+            lane TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            latency_s REAL NOT NULL,
+            outcome INTEGER NOT NULL,
+            retry_after_s REAL NOT NULL,
+            validation_passed INTEGER NOT NULL,
+            first_time_pass INTEGER NOT NULL,
+            cost_usd REAL NOT NULL,
+            cost_exact INTEGER NOT NULL,
+            decision_known INTEGER NOT NULL
+        )""",
+        "CREATE INDEX reports_at ON reports (at)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_DECISION_COLUMNS = tuple(field.name for field in fields(DecisionRecord))
+_REPORT_COLUMNS = tuple(field.name for field in fields(ReportRecord))
+_decision_values = attrgetter(*_DECISION_COLUMNS)
+_report_values = attrgetter(*_REPORT_COLUMNS)
+
+
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    """OR IGNORE: a duplicate id changes nothing, and rowcount says whether the row is new."""
+    return f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def _select_sql(table: str, columns: tuple[str, ...], where: str) -> str:
+    return f"SELECT {', '.join(columns)} FROM {table} WHERE {where}"
+
+
+_INSERT_DECISION = _insert_sql("decisions", _DECISION_COLUMNS)
+_INSERT_REPORT = _insert_sql("reports", _REPORT_COLUMNS)
+_FIND_DECISION = _select_sql("decisions", _DECISION_COLUMNS, "decision_id = ?")
+_DECISIONS_SINCE = _select_sql("decisions", _DECISION_COLUMNS, "at >= ? ORDER BY at")
+_REPORTS_SINCE = _select_sql("reports", _REPORT_COLUMNS, "at >= ? ORDER BY at")
+
+
+def _decision_from_row(row: tuple[Any, ...]) -> DecisionRecord:
+    values = dict(zip(_DECISION_COLUMNS, row, strict=True))
+    values["disruptive"] = bool(values["disruptive"])
+    values["router_error"] = bool(values["router_error"])
+    return DecisionRecord(**values)
+
+
+def _report_from_row(row: tuple[Any, ...]) -> ReportRecord:
+    values = dict(zip(_REPORT_COLUMNS, row, strict=True))
+    values["outcome"] = Outcome(values["outcome"])
+    for name in ("validation_passed", "first_time_pass", "cost_exact", "decision_known"):
+        values[name] = bool(values[name])
+    return ReportRecord(**values)
+
+
+# A queued write and the future to resolve after its commit. A decision has no future; a flush
+# marker has no record. The stop sentinel is None.
+_Item = tuple[DecisionRecord | ReportRecord | None, Future[bool] | None]
+
+
+def _running_future() -> Future[bool]:
+    """A queued write cannot be withdrawn: marking the future running makes cancel() refuse."""
+    future: Future[bool] = Future()
+    future.set_running_or_notify_cancel()
+    return future
+
+
+class SqliteStore:
+    """The ledger in `directory/ledger.sqlite3`, kept for `retention_days`.
+
+    Future callbacks run on the writer thread and hold up the next commit: keep them short
+    (`asyncio.wrap_future` is). Call close() on shutdown; the writer is a daemon thread, so
+    anything still queued when the process exits without it is lost (none of it was acknowledged).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        retention_days: int,
+        *,
+        max_batch: int = 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days < 1:
+            raise ValueError(f"retention_days must be a whole number of days >= 1, not {retention_days!r}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, not {max_batch!r}")
+        self.path = _ledger_path(Path(directory))
+        self.commits = 0  # group commits so far: batching figures and tests
+        self._retention_s = retention_days * _DAY_S
+        self._max_batch = max_batch
+        self._clock = clock
+        self._next_prune = 0.0
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # orders enqueueing against close()
+        self._closed = False
+        self._stopped = _running_future()  # resolved when the writer has drained the queue and exited
+        self._db = _open_writer(self.path)
+        try:
+            self._prune_all()
+            self._reader = _connect(self.path, read_only=True)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"{self.path}: cannot open the ledger: {exc}") from exc
+        self._reader_lock = threading.Lock()
+        threading.Thread(target=self._run, name="ledger-writer", daemon=True).start()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- the Store protocol ---
+
+    def record_decision(self, record: DecisionRecord) -> None:
+        self._enqueue((record, None))
+
+    def record_report(self, record: ReportRecord) -> Future[bool]:
+        future = _running_future()
+        self._enqueue((record, future))
+        return future
+
+    def find_decision(self, decision_id: str) -> DecisionRecord | None:
+        with self._reader_lock:
+            self._check_open()
+            row = self._reader.execute(_FIND_DECISION, (decision_id,)).fetchone()
+        return None if row is None else _decision_from_row(row)
+
+    def replay(self, since: float) -> Iterator[DecisionRecord | ReportRecord]:
+        self._check_open()  # here, not at the first next()
+        return self._replay(since)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        marker = _running_future()
+        try:
+            self._enqueue((None, marker))
+        except StoreError:  # closed: the writer commits everything queued before it stops
+            marker = self._stopped
+        marker.result(timeout_s)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(None)
+        with self._reader_lock:  # first, so the writer's connection is the last and removes the WAL
+            self._reader.close()
+        self._stopped.result()
+
+    # --- callers' side ---
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"{self.path}: the ledger store is closed")
+
+    def _enqueue(self, item: _Item) -> None:
+        with self._lock:
+            self._check_open()
+            self._queue.put(item)
+
+    def _replay(self, since: float) -> Iterator[DecisionRecord | ReportRecord]:
+        """Both tables from one read transaction, so the merge sees a single snapshot. On equal
+        `at`, decisions come first (heapq.merge is stable)."""
+        db = _connect(self.path, read_only=True)
+        try:
+            db.execute("BEGIN")
+            decisions = map(_decision_from_row, db.execute(_DECISIONS_SINCE, (since,)))
+            reports = map(_report_from_row, db.execute(_REPORTS_SINCE, (since,)))
+            yield from heapq.merge(decisions, reports, key=attrgetter("at"))
+        finally:
+            db.close()
+
+    # --- the writer thread ---
+
+    def _run(self) -> None:
+        try:
+            stopping = False
+            while not stopping:
+                batch, stopping = self._take_batch()
+                if batch:
+                    self._prune_if_due()
+                    self._commit(batch)
+        finally:
+            self._db.close()
+            self._stopped.set_result(True)
+
+    def _take_batch(self) -> tuple[list[_Item], bool]:
+        """Waits for the first item, then takes whatever else is already queued; True once the
+        stop sentinel is reached (nothing is queued after it)."""
+        batch: list[_Item] = []
+        item = self._queue.get()
+        while item is not None:
+            batch.append(item)
+            if len(batch) >= self._max_batch:
+                return batch, False
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, False
+        return batch, True
+
+    def _commit(self, batch: list[_Item]) -> None:
+        """One transaction for the whole batch; futures resolve only after it committed."""
+        try:
+            with _transaction(self._db):
+                results = [self._insert(record) for record, _ in batch]
+        except Exception as exc:  # a disk error, or a value SQLite cannot hold: the batch fails whole
+            error = StoreError(f"{self.path}: commit of {len(batch)} queued writes failed: {exc}")
+            error.__cause__ = exc
+            log.error("%s", error)
+            for _, future in batch:
+                if future is not None:
+                    future.set_exception(error)
+            return
+        self.commits += 1
+        for (_, future), result in zip(batch, results, strict=True):
+            if future is not None:
+                future.set_result(result)
+
+    def _insert(self, record: DecisionRecord | ReportRecord | None) -> bool:
+        """True when the row is new (always, for a decision or a flush marker)."""
+        if isinstance(record, ReportRecord):
+            return self._db.execute(_INSERT_REPORT, _report_values(record)).rowcount == 1
+        if record is not None:
+            self._db.execute(_INSERT_DECISION, _decision_values(record))
+        return True
+
+    def _prune_all(self) -> None:
+        now = self._clock()
+        while not self._prune_chunk(now - self._retention_s):
+            pass
+        self._next_prune = now + PRUNE_INTERVAL_S
+
+    def _prune_if_due(self) -> None:
+        """About hourly, one chunk per batch until a chunk comes back short."""
+        now = self._clock()
+        if now < self._next_prune:
+            return
+        try:
+            finished = self._prune_chunk(now - self._retention_s)
+        except sqlite3.Error:
+            log.exception("%s: pruning failed; retrying in an hour", self.path)
+            finished = True
+        if finished:
+            self._next_prune = now + PRUNE_INTERVAL_S
+
+    def _prune_chunk(self, cutoff: float) -> bool:
+        """Deletes up to PRUNE_CHUNK rows older than `cutoff` from each table; True when none are left."""
+        with _transaction(self._db):
+            deleted = [
+                self._db.execute(
+                    f"DELETE FROM {table} WHERE rowid IN "
+                    f"(SELECT rowid FROM {table} WHERE at < ? ORDER BY at LIMIT ?)",
+                    (cutoff, PRUNE_CHUNK),
+                ).rowcount
+                for table in _TABLES
+            ]
+        if any(deleted):
+            log.info("%s: pruned %d decisions and %d reports past retention", self.path, *deleted)
+        return max(deleted) < PRUNE_CHUNK
+
+
+def _ledger_path(directory: Path) -> Path:
+    """Creates the data directory (and its parents) on first start."""
+    directory = directory.absolute()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"{directory}: cannot create the ledger directory: {exc}") from exc
+    return directory / FILE_NAME
+
+
+def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """Autocommit mode (transactions are explicit); shared across threads only under a lock or by
+    handing over (the writer's connection is opened here, then used by the writer thread alone)."""
+    target = f"{path.as_uri()}?mode=ro" if read_only else str(path)
+    return sqlite3.connect(
+        target, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False, uri=read_only
+    )
+
+
+def _open_writer(path: Path) -> sqlite3.Connection:
+    """Schema first (so a refused file is left untouched), then WAL and full sync: an acknowledged
+    report survives a crash and a power cut."""
+    try:
+        db = _connect(path)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open the ledger: {exc}") from exc
+    try:
+        _migrate(db, path)
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"{path}: the ledger needs WAL mode but got {mode!r} (a network filesystem?)")
+        db.execute("PRAGMA synchronous = FULL")
+    except sqlite3.Error as exc:
+        db.close()
+        raise StoreError(f"{path}: cannot open the ledger: {exc}") from exc
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    with _transaction(db):
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{path}: ledger schema version {version} is newer than this build knows "
+                f"({SCHEMA_VERSION}); run a newer orxaq-grpc or point it at another data directory"
+            )
+        for statement in chain.from_iterable(MIGRATIONS[version:]):
+            db.execute(statement)
+        if version < SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    if version < SCHEMA_VERSION:
+        log.info("%s: ledger schema migrated from version %d to %d", path, version, SCHEMA_VERSION)
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE takes the write lock up front (waiting out another process's, up to the busy
+    timeout); any failure, the COMMIT's included, rolls the whole transaction back."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

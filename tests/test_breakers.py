@@ -1,0 +1,298 @@
+"""Circuit breakers per model and provider, on a fake clock."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import sys
+import types
+
+import pytest
+
+from orxaq_grpc.config.model import BreakerSettings
+from orxaq_grpc.outcomes.breakers import Breakers, BreakerState
+from orxaq_grpc.outcomes.records import Outcome
+
+SETTINGS = BreakerSettings(
+    consecutive_failures=5,
+    failure_rate=0.5,
+    window_s=300.0,
+    min_reports=10,
+    open_s=30.0,
+    half_open_probes=1,
+)
+OK, FAIL = Outcome.SUCCESS, Outcome.SERVER_ERROR
+NONE: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make(clock: Clock, **overrides: float) -> Breakers:
+    return Breakers(dataclasses.replace(SETTINGS, **overrides), clock=clock)
+
+
+def feed(breakers: Breakers, outcomes: list[Outcome], model: str = "m1", provider: str = "p") -> None:
+    for outcome in outcomes:
+        breakers.record(model, provider, outcome)
+
+
+def model_blocked(breakers: Breakers, model: str = "m1") -> bool:
+    return model in breakers.blocked()[0]
+
+
+def open_model(breakers: Breakers) -> None:
+    """Opens m1's circuit only: m2's successes keep the provider's failure share low."""
+    for _ in range(SETTINGS.consecutive_failures):
+        breakers.record("m1", "p", FAIL)
+        feed(breakers, [OK, OK], model="m2")
+    assert breakers.blocked() == ({"m1"}, frozenset())
+
+
+def test_opens_after_n_consecutive_failures_not_before(clock: Clock) -> None:
+    breakers = make(clock)
+    feed(breakers, [FAIL] * 4)
+    assert breakers.blocked() == NONE
+    assert breakers.record("m1", "p", Outcome.TIMEOUT) is True
+    assert breakers.blocked() == ({"m1"}, {"p"})
+
+
+def test_failure_rate_opens_exactly_at_threshold(clock: Clock) -> None:
+    breakers = make(clock)
+    feed(breakers, [OK, FAIL] * 4 + [OK])  # 4 of 9
+    assert breakers.blocked() == NONE
+    feed(breakers, [FAIL])  # 5 of 10: 0.5 with min_reports 10
+    assert model_blocked(breakers)
+    assert breakers.views()[0].reason == "failure rate 0.50 >= 0.50 over 300 s (10 reports)"
+
+
+def test_failure_rate_needs_min_reports(clock: Clock) -> None:
+    breakers = make(clock)
+    feed(breakers, [FAIL, FAIL, OK] * 3)  # 6 of 9, but only 9 reports
+    assert breakers.blocked() == NONE
+
+
+def test_failure_rate_below_threshold_stays_closed(clock: Clock) -> None:
+    breakers = make(clock)
+    feed(breakers, [OK] + [OK, FAIL] * 5)  # 5 of 11
+    assert breakers.blocked() == NONE
+
+
+def test_success_resets_the_consecutive_count(clock: Clock) -> None:
+    breakers = make(clock, min_reports=100)
+    feed(breakers, [FAIL] * 4 + [OK] + [FAIL] * 4)
+    assert breakers.blocked() == NONE
+    assert breakers.views()[0].consecutive_failures == 4
+    feed(breakers, [FAIL])
+    assert model_blocked(breakers)
+
+
+def test_bad_output_and_unspecified_neither_fail_nor_heal(clock: Clock) -> None:
+    breakers = make(clock)
+    assert breakers.record("m1", "p", Outcome.BAD_OUTPUT) is False
+    assert breakers.views() == []  # ignored reports do not even create a breaker
+    feed(breakers, [FAIL] * 4 + [Outcome.BAD_OUTPUT, Outcome.UNSPECIFIED] * 3 + [FAIL])
+    assert model_blocked(breakers)
+    clock.now += SETTINGS.open_s
+    breakers.note_routed("m1", "p")
+    feed(breakers, [Outcome.BAD_OUTPUT])
+    assert breakers.views()[0].state is BreakerState.HALF_OPEN
+
+
+def test_retry_after_is_honoured_past_open_s(clock: Clock) -> None:
+    breakers = make(clock)
+    opened = clock.now
+    assert breakers.record("m1", "p", Outcome.RATE_LIMITED, retry_after_s=90.0) is True
+    assert breakers.blocked() == ({"m1"}, frozenset())  # the provider just counts a failure
+    view = breakers.views()[0]
+    assert (view.reason, view.reopens_at) == ("rate limited: retry after 90 s", opened + 90.0)
+    clock.now = opened + 89.9
+    assert model_blocked(breakers)
+    clock.now = opened + 90.0
+    assert breakers.blocked() == NONE
+    assert breakers.views()[0].state is BreakerState.HALF_OPEN
+
+
+def test_short_retry_after_still_waits_open_s(clock: Clock) -> None:
+    breakers = make(clock)
+    breakers.record("m1", "p", Outcome.RATE_LIMITED, retry_after_s=5.0)
+    clock.now += SETTINGS.open_s - 0.1
+    assert model_blocked(breakers)
+    clock.now += 0.1
+    assert not model_blocked(breakers)
+
+
+def test_rate_limit_while_open_extends_it(clock: Clock) -> None:
+    breakers = make(clock)
+    feed(breakers, [FAIL] * 5)
+    clock.now += 20.0
+    breakers.record("m1", "p", Outcome.RATE_LIMITED, retry_after_s=60.0)
+    clock.now += 59.9
+    assert model_blocked(breakers)
+    clock.now += 0.1
+    assert breakers.blocked() == NONE
+
+
+def test_rate_limited_without_retry_after_is_a_plain_failure(clock: Clock) -> None:
+    breakers = make(clock)
+    feed(breakers, [Outcome.RATE_LIMITED] * 4)
+    assert breakers.blocked() == NONE
+
+
+def test_half_open_lets_exactly_the_probes_through_then_closes_on_success(clock: Clock) -> None:
+    breakers = make(clock, half_open_probes=2)
+    open_model(breakers)
+    clock.now += SETTINGS.open_s
+    assert breakers.blocked() == NONE
+    breakers.note_routed("m1", "p")
+    assert breakers.blocked() == NONE
+    breakers.note_routed("m1", "p")
+    assert model_blocked(breakers)  # both probes in flight
+    assert breakers.record("m1", "p", OK) is True
+    assert breakers.blocked() == NONE
+    view = breakers.views()[0]
+    assert (view.state, view.reason, view.reopens_at, view.window_reports) == (
+        BreakerState.CLOSED,
+        "",
+        None,
+        0,
+    )
+
+
+def test_half_open_failure_reopens_for_a_fresh_open_s(clock: Clock) -> None:
+    breakers = make(clock)
+    open_model(breakers)
+    clock.now += SETTINGS.open_s + 7.0
+    breakers.note_routed("m1", "p")
+    assert breakers.record("m1", "p", Outcome.TIMEOUT) is True
+    view = breakers.views()[0]
+    assert (view.state, view.opened_at, view.reopens_at) == (
+        BreakerState.OPEN,
+        clock.now,
+        clock.now + SETTINGS.open_s,
+    )
+    assert view.reason == "half-open probe failed"
+    clock.now += SETTINGS.open_s - 0.1
+    assert model_blocked(breakers)
+
+
+def test_a_lost_probe_is_replaced_after_open_s(clock: Clock) -> None:
+    breakers = make(clock)
+    open_model(breakers)
+    clock.now += SETTINGS.open_s
+    breakers.note_routed("m1", "p")
+    clock.now += SETTINGS.open_s - 0.1
+    assert model_blocked(breakers)
+    clock.now += 0.1
+    assert not model_blocked(breakers)
+    breakers.note_routed("m1", "p")
+    assert model_blocked(breakers)
+
+
+def test_provider_breaker_blocks_the_provider_model_breaker_one_model(clock: Clock) -> None:
+    breakers = make(clock)
+    for model in ("a", "b", "c", "d", "e"):  # one failure each: only the provider sees a run
+        breakers.record(model, "p", FAIL)
+    assert breakers.blocked() == (frozenset(), {"p"})
+    open_model(make(clock))
+
+
+def test_note_routed_takes_the_providers_probe_too(clock: Clock) -> None:
+    breakers = make(clock)
+    for model in ("a", "b", "c", "d", "e"):
+        breakers.record(model, "p", FAIL)
+    clock.now += SETTINGS.open_s
+    assert breakers.blocked() == NONE
+    breakers.note_routed("z", "p")  # a model with no breaker of its own
+    assert breakers.blocked() == (frozenset(), {"p"})
+
+
+def test_views_sorted_with_reasons_and_version(clock: Clock) -> None:
+    breakers = make(clock)
+    assert breakers.version == 0
+    breakers.record("m2", "q", OK)
+    feed(breakers, [FAIL] * 5)
+    assert breakers.version == 1  # one report opened two breakers: one change of state
+    views = breakers.views()
+    assert [(v.scope, v.name) for v in views] == [
+        ("model", "m1"),
+        ("model", "m2"),
+        ("provider", "p"),
+        ("provider", "q"),
+    ]
+    m1 = views[0]
+    assert (m1.state, m1.reason, m1.opened_at, m1.reopens_at) == (
+        BreakerState.OPEN,
+        "5 consecutive failures",
+        clock.now,
+        clock.now + SETTINGS.open_s,
+    )
+    assert (m1.consecutive_failures, m1.window_reports, m1.window_failures) == (5, 5, 5)
+    assert views[1].state is BreakerState.CLOSED and views[1].opened_at is None
+    clock.now += SETTINGS.open_s
+    assert breakers.version == 2  # time alone turned them half-open
+    breakers.note_routed("m1", "p")
+    feed(breakers, [OK])
+    assert breakers.version == 3
+
+
+def test_blocked_is_cached_until_something_changes(clock: Clock) -> None:
+    breakers = make(clock)
+    feed(breakers, [FAIL] * 5)
+    first = breakers.blocked()
+    clock.now += 1.0
+    feed(breakers, [OK], model="m2", provider="q")
+    assert breakers.blocked() is first
+
+
+def test_window_buckets_age_out(clock: Clock) -> None:
+    breakers = make(clock, consecutive_failures=100, min_reports=5)
+    clock.now = 0.0
+    feed(breakers, [FAIL] * 4)
+    clock.now = 289.0  # buckets are 10 s wide: the first one is still in the window
+    assert breakers.views()[0].window_failures == 4
+    clock.now = 300.0
+    assert (breakers.views()[0].window_reports, breakers.views()[0].window_failures) == (0, 0)
+    feed(breakers, [FAIL])  # 1 of 1 in the window, under min_reports: the old ones no longer count
+    assert breakers.blocked() == NONE
+
+
+def deep_size(root: object) -> int:
+    """Bytes held by everything reachable from root, classes and functions aside."""
+    seen: set[int] = set()
+    stack, total = [root], 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (type, types.ModuleType, types.FunctionType)):
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        stack.extend(gc.get_referents(obj))
+    return total
+
+
+def test_memory_stays_flat_however_many_reports(clock: Clock) -> None:
+    breakers = make(clock, consecutive_failures=1_000_000, failure_rate=1.0)
+    clock.now = 1e6  # bucket numbers past the small ints CPython shares, so sizes compare like for like
+
+    def burst(count: int) -> None:
+        for i in range(count):
+            clock.now += 0.37
+            breakers.record(f"m{i % 3}", "p", FAIL if i % 4 == 0 else OK)
+
+    burst(1_000)  # every bucket of every breaker has been used once
+    size = deep_size(breakers)
+    burst(100_000)
+    assert deep_size(breakers) == size
+    provider = breakers.views()[-1]
+    assert 290 / 0.37 <= provider.window_reports <= 300 / 0.37 + 1  # 29 to 30 buckets of reports
