@@ -86,6 +86,25 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--capability", action="append", default=[], help="required capability; repeatable")
     route.add_argument("--explain", action="store_true", help="list every candidate and filtered model")
     route.add_argument("--json", action="store_true", help="print the decision as JSON")
+
+    economics = commands.add_parser(
+        "economics", help="spend, tokens, cost per 1M and rates from a running service"
+    )
+    economics.add_argument("--address", default=os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS))
+    economics.add_argument("--timeout", type=float, default=10.0)
+    economics.add_argument(
+        "--window", choices=["last_hour", "today", "7d", "30d"], default="today", help="default %(default)s"
+    )
+    economics.add_argument("--json", action="store_true", help="print the whole response as JSON")
+
+    health = commands.add_parser("health", help="detection states, breakers and budgets of a running service")
+    health.add_argument("--address", default=os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS))
+    health.add_argument("--timeout", type=float, default=10.0)
+    health.add_argument("--json", action="store_true")
+    health.add_argument(
+        "--watch", action="store_true", help="print a snapshot on every change (Ctrl-C stops)"
+    )
+    health.add_argument("--heartbeat", type=float, default=0.0, help="--watch: seconds between heartbeats")
     return parser
 
 
@@ -95,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "check-config":
         return _check_config(args.directory)
+    if args.command == "economics":
+        return _economics(args)
+    if args.command == "health":
+        return _health(args)
     return _route(args)
 
 
@@ -120,11 +143,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _route(args: argparse.Namespace) -> int:
-    from google.protobuf import json_format
-
     from orxaq.routing.v1 import routing_pb2 as pb
     from orxaq_grpc.client import CallFailed, RoutingClient
-    from orxaq_grpc.render import decision_text
+    from orxaq_grpc.render import decision_text, to_json
 
     try:
         if args.prompt_file is None:
@@ -178,10 +199,41 @@ def _route(args: argparse.Namespace) -> int:
             for field, problem in exc.violations:
                 print(f"  {field}: {problem}", file=sys.stderr)
             return 2 if exc.violations else 1
-    if args.json:
-        print(json_format.MessageToJson(decision, preserving_proto_field_name=True))
-    else:
-        print(decision_text(decision))
+    print(to_json(decision) if args.json else decision_text(decision))
+    return 0
+
+
+def _economics(args: argparse.Namespace) -> int:
+    from orxaq_grpc.client import CallFailed, RoutingClient
+    from orxaq_grpc.render import economics_text, to_json
+
+    with RoutingClient(args.address, timeout_s=args.timeout) as client:
+        try:
+            response = client.economics()
+        except CallFailed as exc:
+            print(f"orxaq-grpc: {exc}", file=sys.stderr)
+            return 1
+    print(to_json(response) if args.json else economics_text(response, args.window))
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    from orxaq_grpc.client import CallFailed, RoutingClient
+    from orxaq_grpc.render import health_text, to_json
+
+    show = to_json if args.json else health_text
+    with RoutingClient(args.address, timeout_s=args.timeout) as client:
+        try:
+            if not args.watch:
+                print(show(client.health()))
+                return 0
+            for snapshot in client.watch_health(args.heartbeat):
+                print(show(snapshot), flush=True)
+        except CallFailed as exc:
+            print(f"orxaq-grpc: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
     return 0
 
 

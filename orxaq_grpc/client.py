@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import TracebackType
+from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -30,14 +33,27 @@ class RoutingClient:
         self._timeout_s = timeout_s
 
     def route(self, request: pb.RouteRequest) -> pb.RouteDecision:
+        return self._unary(self._stub.Route, request)
+
+    def report(self, request: pb.ReportRequest) -> pb.ReportAck:
+        return self._unary(self._stub.Report, request)
+
+    def economics(self) -> pb.EconomicsResponse:
+        return self._unary(self._stub.Economics, pb.EconomicsRequest())
+
+    def health(self) -> pb.HealthResponse:
+        return self._unary(self._stub.Health, pb.HealthRequest())
+
+    def _unary(self, method: grpc.UnaryUnaryMultiCallable, request: Message) -> Any:
         try:
-            return self._stub.Route(request, timeout=self._timeout_s)
+            return method(request, timeout=self._timeout_s)
         except grpc.RpcError as error:
             raise CallFailed(error) from None
 
-    def health(self) -> pb.HealthResponse:
+    def watch_health(self, heartbeat_s: float = 0.0) -> Iterator[pb.HealthResponse]:
+        """Snapshots as the service sends them: now, on every change, and heartbeats; no deadline."""
         try:
-            return self._stub.Health(pb.HealthRequest(), timeout=self._timeout_s)
+            yield from self._stub.WatchHealth(pb.WatchHealthRequest(heartbeat_s=heartbeat_s))
         except grpc.RpcError as error:
             raise CallFailed(error) from None
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
 from orxaq.routing.v1 import routing_pb2 as pb
+
+
+def to_json(message: Message) -> str:
+    return json_format.MessageToJson(message, preserving_proto_field_name=True)
 
 
 def _name(enum_type, value: int) -> str:
@@ -87,3 +94,101 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     )
+
+
+def _money(usd: float) -> str:
+    return f"${usd:,.4f}" if usd < 100 else f"${usd:,.2f}"
+
+
+def _figures_row(name: str, f: pb.Figures) -> tuple[str, ...]:
+    return (
+        name,
+        f"{f.decisions}",
+        f"{f.estimated_tokens:,}",
+        f"{f.reports}",
+        f"{f.reported_tokens:,}",
+        _money(f.spend_usd),
+        f"{f.blended_usd_per_mtok:.3f}",
+        f"{f.fallback_rate:.1%}",
+        f"{f.router_error_rate:.1%}",
+        f"{f.error_rate:.1%}",
+        f"{f.first_time_pass_rate:.1%}",
+        f"{f.acceptance_rate:.1%}",
+    )
+
+
+_FIGURES_HEADER = (
+    "",
+    "decisions",
+    "est. tokens",
+    "reports",
+    "tokens",
+    "spend",
+    "$/1M",
+    "fallback",
+    "router err",
+    "errors",
+    "first-time",
+    "accepted",
+)
+
+
+def economics_text(response: pb.EconomicsResponse, window_name: str) -> str:
+    window = next(w for w in response.windows if w.window == window_name)
+    o = window.overall
+    lines = [
+        f"{window_name}: {o.decisions} decisions, {o.reports} reports; spend {_money(o.spend_usd)} "
+        f"({o.exact_spend_share:.0%} exact), blended {o.blended_usd_per_mtok:.3f} $/1M over "
+        f"{o.reported_tokens:,} reported tokens; estimated {o.estimated_tokens:,} tokens, "
+        f"{_money(o.estimated_cost_usd)}; {o.unknown_decision_reports} reports of unknown decisions",
+    ]
+    for title, groups in (("provider", window.providers), ("lane", window.lanes), ("model", window.models)):
+        if groups:
+            header = (title, *_FIGURES_HEADER[1:])
+            lines += ["", _table(header, [_figures_row(g.name, g.figures) for g in groups])]
+    busy = [h for h in response.hourly if h.figures.decisions or h.figures.reports]
+    if busy:
+        rows = [
+            (
+                f"{int(h.hour_unix % 86400 // 3600):02d}:00 UTC",
+                f"{h.figures.decisions}",
+                f"{h.figures.reports}",
+                _money(h.figures.spend_usd),
+                f"{h.figures.disruptive_fallback_rate:.1%}",
+            )
+            for h in busy
+        ]
+        lines += ["", _table(("hour", "decisions", "reports", "spend", "disruptive"), rows)]
+    return "\n".join(lines)
+
+
+def health_text(h: pb.HealthResponse) -> str:
+    lines = [
+        f"{h.overall.state.upper()}: {h.overall.reason}",
+        f"config {h.config_version}, up {h.uptime_s:.0f} s, {h.scoring_kernel} kernel, pid {h.pid}"
+        + (f", {h.trigger}" if h.trigger else ""),
+        "",
+        _table(("lane", "state"), [(lane.lane, lane.state) for lane in h.lanes]),
+        "",
+        _table(("provider", "state", "why"), [(p.name, p.state, p.reason) for p in h.providers]),
+    ]
+    tripped = [b for b in h.breakers if b.state != "closed"]
+    if tripped:
+        rows = [(b.scope, b.name, b.state, b.reason, f"{b.reopens_in_s:.0f} s") for b in tripped]
+        lines += ["", _table(("breaker", "name", "state", "why", "reopens in"), rows)]
+    if h.budgets:
+        rows = [
+            (
+                b.scope,
+                b.name or "-",
+                _money(b.limit_usd),
+                _money(b.spent_usd),
+                _money(b.reserved_usd),
+                f"{b.used_share:.0%}"
+                + (" WARNING" if b.warning else "")
+                + (" EXHAUSTED" if b.exhausted else ""),
+            )
+            for b in h.budgets
+        ]
+        lines += ["", _table(("budget", "name", "limit", "spent", "reserved", "used"), rows)]
+    return "\n".join(lines)

@@ -136,9 +136,10 @@ def report_input_from_proto(message: pb.ReportRequest) -> tuple[ReportInput, lis
 
 
 def report_ack(record: ReportRecord, new: bool) -> pb.ReportAck:
+    if not new:  # the first report stands; this one booked nothing
+        return pb.ReportAck(decision_id=record.decision_id, duplicate=True, decision_known=record.decision_known)
     return pb.ReportAck(
         decision_id=record.decision_id,
-        duplicate=not new,
         decision_known=record.decision_known,
         cost_usd=record.cost_usd,
         cost_exact=record.cost_exact,
