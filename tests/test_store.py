@@ -276,19 +276,39 @@ def test_the_writer_prunes_again_once_an_hour_has_passed(tmp_path: Path) -> None
         assert ids(store.replay(0.0)) == [("ReportRecord", "fresh")]
 
 
-def test_a_failed_commit_fails_its_futures_and_leaves_nothing_half_written(store: SqliteStore) -> None:
+def test_a_record_sqlite_refuses_fails_alone_and_is_never_called_a_duplicate(store: SqliteStore) -> None:
+    store.record_decision(decision("huge", estimated_input_tokens=2**64))  # logged, not stored
     futures = {
         "before": store.record_report(report("before")),
-        "poison": store.record_report(report("poison", input_tokens=2**64)),  # too big for SQLite
+        "huge": store.record_report(report("huge", input_tokens=2**64)),  # past SQLite's 64 bits
+        "nan": store.record_report(report("nan", latency_s=float("nan"))),  # SQLite stores NaN as NULL
         "after": store.record_report(report("after")),
     }
     wait(futures.values())
-    with pytest.raises(StoreError, match="commit of"):
-        futures["poison"].result()
-    stored = {record.decision_id for record in store.replay(0.0)}
-    for name, future in futures.items():
-        assert (future.exception() is None) == (name in stored)
-    assert store.record_report(report("later")).result() is True
+    for name in ("huge", "nan"):
+        with pytest.raises(StoreError, match=f"ReportRecord '{name}' refused"):
+            futures[name].result()
+    assert futures["before"].result() and futures["after"].result()
+    assert ids(store.replay(0.0)) == [("ReportRecord", "before"), ("ReportRecord", "after")]
+
+
+def test_a_failed_commit_fails_its_whole_batch_and_writes_none_of_it(store: SqliteStore) -> None:
+    # Another connection holds the write lock while the writes queue, and drops the reports table
+    # under the writer: every batch holding a report fails, and the decision queued between the
+    # two reports shares a batch with one of them.
+    saboteur = sqlite3.connect(store.path, isolation_level=None)
+    saboteur.execute("BEGIN IMMEDIATE")
+    first = store.record_report(report("r0"))
+    store.record_decision(decision("d1"))
+    second = store.record_report(report("r1"))
+    saboteur.execute("DROP TABLE reports")
+    saboteur.execute("COMMIT")
+    saboteur.close()
+
+    for future in (first, second):
+        with pytest.raises(StoreError, match=r"commit of \d+ queued writes failed: no such table: reports"):
+            future.result()
+    assert store.find_decision("d1") is None
 
 
 def test_close_flushes_is_idempotent_and_refuses_later_writes(tmp_path: Path) -> None:

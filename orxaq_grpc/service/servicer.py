@@ -52,18 +52,16 @@ class RoutingHandlers:
 
     def route(self, message: pb.RouteRequest) -> pb.RouteDecision:
         router = self._live.current
-        request, violations = route_request_from_proto(message)
-        violations += router.validate(request)
-        if violations:
+        request, wire = route_request_from_proto(message)
+        if violations := _merge(wire, router.validate(request)):
             raise RequestInvalid(violations)
         decision = router.route(request, guards=self.outcomes)
         self.outcomes.record_decision(decision)
         return decision_to_proto(decision)
 
     def prepare_report(self, message: pb.ReportRequest) -> ReportRecord:
-        report, violations = report_input_from_proto(message)
-        violations += validate_report(report, self._live.current.config)
-        if violations:
+        report, wire = report_input_from_proto(message)
+        if violations := _merge(wire, validate_report(report, self._live.current.config)):
             raise RequestInvalid(violations)
         return self.outcomes.prepare_report(report)
 
@@ -140,6 +138,13 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                 yield snapshot
                 last_sent, last_states = now, states
             await asyncio.sleep(min(WATCH_POLL_S, heartbeat_s))
+
+
+def _merge(wire: list[Violation], core: list[Violation]) -> list[Violation]:
+    """Wire problems (an enum number nobody knows) first; the core's view of the same
+    field, which saw it as unset, adds nothing."""
+    seen = {v.field for v in wire}
+    return wire + [v for v in core if v.field not in seen]
 
 
 DEFAULT_HEARTBEAT_S = 10.0

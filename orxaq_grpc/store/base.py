@@ -26,7 +26,8 @@ class Store(Protocol):
     def record_report(self, record: ReportRecord) -> Future[bool]:
         """Queues the report. The future resolves after the commit that made it durable: True if
         it is new, False if a report for the same decision_id was already stored (the first one
-        wins, the duplicate changes nothing). A failed commit sets StoreError on the future."""
+        wins, the duplicate changes nothing). A failed commit, or a record the backend cannot hold,
+        sets StoreError on the future instead."""
         ...
 
     def find_decision(self, decision_id: str) -> DecisionRecord | None:

@@ -84,8 +84,13 @@ _report_values = attrgetter(*_REPORT_COLUMNS)
 
 
 def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
-    """OR IGNORE: a duplicate id changes nothing, and rowcount says whether the row is new."""
-    return f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    """A duplicate id changes nothing and rowcount says whether the row is new. Not OR IGNORE: that
+    would also drop a row breaking NOT NULL (SQLite stores NaN as NULL) and call it a duplicate."""
+    placeholders = ", ".join("?" * len(columns))
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) "
+        "ON CONFLICT (decision_id) DO NOTHING"
+    )
 
 
 def _select_sql(table: str, columns: tuple[str, ...], where: str) -> str:
@@ -117,6 +122,10 @@ def _report_from_row(row: tuple[Any, ...]) -> ReportRecord:
 # A queued write and the future to resolve after its commit. A decision has no future; a flush
 # marker has no record. The stop sentinel is None.
 _Item = tuple[DecisionRecord | ReportRecord | None, Future[bool] | None]
+
+# What SQLite raises for one row it refuses (a constraint, a value it cannot bind) while leaving the
+# transaction open: that row fails alone, the rest of the batch commits.
+_ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError)
 
 
 def _running_future() -> Future[bool]:
@@ -266,7 +275,7 @@ class SqliteStore:
         try:
             with _transaction(self._db):
                 results = [self._insert(record) for record, _ in batch]
-        except Exception as exc:  # a disk error, or a value SQLite cannot hold: the batch fails whole
+        except Exception as exc:  # a disk or database error: the batch fails whole, nothing written
             error = StoreError(f"{self.path}: commit of {len(batch)} queued writes failed: {exc}")
             error.__cause__ = exc
             log.error("%s", error)
@@ -276,16 +285,29 @@ class SqliteStore:
             return
         self.commits += 1
         for (_, future), result in zip(batch, results, strict=True):
-            if future is not None:
+            if future is None:
+                continue
+            if isinstance(result, StoreError):
+                future.set_exception(result)
+            else:
                 future.set_result(result)
 
-    def _insert(self, record: DecisionRecord | ReportRecord | None) -> bool:
-        """True when the row is new (always, for a decision or a flush marker)."""
-        if isinstance(record, ReportRecord):
-            return self._db.execute(_INSERT_REPORT, _report_values(record)).rowcount == 1
-        if record is not None:
+    def _insert(self, record: DecisionRecord | ReportRecord | None) -> bool | StoreError:
+        """True when the row is new (always, for a decision or a flush marker); the error for a row
+        SQLite refused on its own."""
+        if record is None:  # a flush marker
+            return True
+        try:
+            if isinstance(record, ReportRecord):
+                return self._db.execute(_INSERT_REPORT, _report_values(record)).rowcount == 1
             self._db.execute(_INSERT_DECISION, _decision_values(record))
-        return True
+            return True
+        except _ROW_ERRORS as exc:
+            if not self._db.in_transaction:  # SQLite rolled the whole transaction back: fail the batch
+                raise
+            error = StoreError(f"{self.path}: {type(record).__name__} {record.decision_id!r} refused: {exc}")
+            log.error("%s", error)
+            return error
 
     def _prune_all(self) -> None:
         now = self._clock()

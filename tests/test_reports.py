@@ -1,0 +1,299 @@
+"""Report, Economics, Health and WatchHealth over a real server: the ledger, breakers, budgets."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from orxaq.routing.v1 import routing_pb2 as pb
+from orxaq_grpc.client import CallFailed, RoutingClient
+from orxaq_grpc.routing.live import LiveRouter
+from tests.conftest import LoopbackServer
+
+Served = Callable[..., RoutingClient]
+
+
+def edit(config_dir: Path, old: str, new: str) -> None:
+    path = config_dir / "policy.toml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.fixture
+def serve(config_dir: Path, tmp_path: Path) -> Iterator[Served]:
+    """Starts a server on the (editable) config copy; `serve(restart=True)` starts a new one on
+    the same data dir after stopping the last."""
+    servers: list[LoopbackServer] = []
+    clients: list[RoutingClient] = []
+
+    def start(restart: bool = False) -> RoutingClient:
+        if restart:
+            servers.pop().stop()
+        server = LoopbackServer(LiveRouter.from_directory(config_dir), tmp_path / "data")
+        servers.append(server)
+        clients.append(RoutingClient(server.address))
+        return clients[-1]
+
+    yield start
+    for client in clients:
+        client.close()
+    for server in servers:
+        server.stop()
+
+
+def route(client: RoutingClient, lane: str = "codex", **fields: object) -> pb.RouteDecision:
+    task = pb.Task(title="Port the scheduler", input_tokens=10_000, output_tokens=2_000)
+    return client.route(pb.RouteRequest(lane=lane, task=task, **fields))  # type: ignore[arg-type]
+
+
+def report_for(decision: pb.RouteDecision, **fields: object) -> pb.ReportRequest:
+    values: dict[str, object] = {
+        "decision_id": decision.decision_id,
+        "lane": decision.lane,
+        "provider": decision.provider,
+        "model": decision.model,
+        "input_tokens": 9_000,
+        "output_tokens": 1_500,
+        "latency_s": 12.5,
+        "outcome": pb.OUTCOME_SUCCESS,
+        "validation_passed": True,
+        "first_time_pass": True,
+    }
+    values.update(fields)
+    return pb.ReportRequest(**values)  # type: ignore[arg-type]
+
+
+def figures(client: RoutingClient) -> list[tuple]:
+    """Every window's figures, without the times that move between two calls."""
+    return [
+        (w.window, w.overall, list(w.providers), list(w.lanes), list(w.models))
+        for w in client.economics().windows
+    ]
+
+
+def today(client: RoutingClient) -> pb.EconomicsWindow:
+    return next(w for w in client.economics().windows if w.window == "today")
+
+
+def test_report_is_durable_idempotent_and_priced(serve: Served, tmp_path: Path) -> None:
+    client = serve()
+    decision = route(client)
+    ack = client.report(report_for(decision))
+    assert (ack.duplicate, ack.decision_known, ack.cost_exact) == (False, True, False)
+    priced = (9_000 * decision.input_usd_per_mtok + 1_500 * decision.output_usd_per_mtok) / 1e6
+    assert ack.cost_usd == pytest.approx(priced)
+    # Acknowledged means on disk, readable by another connection.
+    with sqlite3.connect(tmp_path / "data" / "ledger.sqlite3") as db:
+        assert db.execute(
+            "SELECT count(*) FROM reports WHERE decision_id = ?", (decision.decision_id,)
+        ).fetchone()
+        assert db.execute("SELECT count(*) FROM reports").fetchone()[0] == 1
+
+    again = client.report(report_for(decision, cost_usd=9.0, outcome=pb.OUTCOME_TIMEOUT))
+    assert again.duplicate and again.cost_usd == 0.0
+    overall = today(client).overall
+    assert (overall.decisions, overall.reports) == (1, 1)
+    assert overall.spend_usd == pytest.approx(priced)
+    assert overall.error_rate == 0.0  # the duplicate's timeout changed nothing
+
+
+def test_unknown_decisions_are_counted_and_flagged(serve: Served) -> None:
+    client = serve()
+    ack = client.report(
+        pb.ReportRequest(
+            decision_id="from-another-replica",
+            lane="gemini",
+            provider="google",
+            model="gemini-3.8-flash",
+            input_tokens=1_000,
+            output_tokens=1_000,
+            latency_s=3.0,
+            outcome=pb.OUTCOME_SUCCESS,
+            cost_usd=0.25,
+        )
+    )
+    assert (ack.decision_known, ack.cost_exact, ack.cost_usd) == (False, True, 0.25)
+    window = today(client)
+    assert window.overall.unknown_decision_reports == 1
+    assert window.overall.spend_usd == pytest.approx(0.25)
+    assert window.overall.exact_spend_share == pytest.approx(1.0)
+    assert [p.name for p in window.providers] == ["google"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"input_tokens": -1}, "input_tokens"),
+        ({"cost_usd": math.nan}, "cost_usd"),
+        ({"cost_usd": -0.5}, "cost_usd"),
+        ({"latency_s": math.inf}, "latency_s"),
+        ({"lane": "cobol"}, "lane"),
+        ({"decision_id": "x" * 300}, "decision_id"),
+        ({"decision_id": ""}, "decision_id"),
+        ({"model": "gpt-9"}, "model"),
+        ({"provider": "anthropic"}, "provider"),
+        ({"outcome": pb.OUTCOME_UNSPECIFIED}, "outcome"),
+        ({"outcome": 42}, "outcome"),
+        ({"retry_after_s": 30.0}, "retry_after_s"),
+    ],
+)
+def test_bad_reports_are_refused_and_change_nothing(serve: Served, change: dict, field: str) -> None:
+    client = serve()
+    decision = route(client)
+    before = figures(client)
+    with pytest.raises(CallFailed) as caught:
+        client.report(report_for(decision, **change))
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in caught.value.violations] == [field]
+    assert figures(client) == before
+    # The decision can still be reported properly: the refused one left no trace.
+    assert not client.report(report_for(decision)).duplicate
+
+
+def test_breakers_open_on_failures_and_route_avoids_the_model(serve: Served) -> None:
+    client = serve()
+    first = route(client, explain=True)
+    victim = first.model
+    for _ in range(5):  # consecutive_failures = 5 in the shipped policy
+        client.report(report_for(route(client, requested_model=victim), outcome=pb.OUTCOME_SERVER_ERROR))
+    health = client.health()
+    breakers = {(b.scope, b.name): b for b in health.breakers}
+    assert breakers[("model", victim)].state == "open"
+    assert breakers[("model", victim)].reason == "5 consecutive failures"
+    assert breakers[("model", victim)].reopens_in_s > 0
+
+    after = route(client, explain=True, requested_model=victim)
+    assert after.model != victim
+    assert after.fallback_reason == pb.FALLBACK_REASON_REQUESTED_MODEL_INELIGIBLE
+    assert {f.model: f.filter for f in after.filtered}[victim] == pb.FILTER_CIRCUIT_OPEN
+    assert victim not in after.alternatives
+
+
+def test_rate_limits_honour_retry_after(serve: Served) -> None:
+    client = serve()
+    decision = route(client)
+    client.report(report_for(decision, outcome=pb.OUTCOME_RATE_LIMITED, retry_after_s=600.0))
+    breaker = next(b for b in client.health().breakers if b.name == decision.model)
+    assert breaker.state == "open"
+    assert "retry after 600 s" in breaker.reason
+    assert breaker.reopens_in_s > 590
+    assert route(client).model != decision.model
+
+
+def test_all_candidates_unhealthy_falls_back_to_a_healthy_static_model(serve: Served) -> None:
+    client = serve()
+    for model in ("claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5", "claude-fable-5-1"):
+        decision = route(client, lane="claude", requested_model=model)
+        client.report(report_for(decision, model=model, outcome=pb.OUTCOME_RATE_LIMITED, retry_after_s=300.0))
+    decision = route(client, lane="claude")
+    assert decision.strategy == pb.STRATEGY_STATIC_FALLBACK
+    assert decision.fallback_reason == pb.FALLBACK_REASON_ALL_CANDIDATES_UNHEALTHY
+    assert decision.fallback_disruptive
+    assert decision.model == "claude-sonnet-5-5"  # none healthy: the pin stands
+
+
+def test_budgets_filter_expensive_models_then_run_out(serve: Served, config_dir: Path) -> None:
+    edit(config_dir, "daily_usd = 0", "daily_usd = 0.05")
+    client = serve()
+    decisions = [route(client, lane="claude", explain=True) for _ in range(12)]
+    reasons = [d.fallback_reason for d in decisions]
+    assert pb.FALLBACK_REASON_BUDGET_EXHAUSTED in reasons
+    scored = [d for d in decisions if d.strategy == pb.STRATEGY_SCORED]
+    assert sum(d.estimated_cost_usd for d in scored) <= 0.05 + 1e-9
+    budget_filtered = {f.model for d in decisions for f in d.filtered if f.filter == pb.FILTER_BUDGET}
+    assert budget_filtered  # expensive models went first
+    overall = next(b for b in client.health().budgets if b.scope == "overall")
+    assert overall.warning and overall.used_share >= 0.8
+    assert client.health().budget_warning
+
+
+def test_budget_exhausted_can_be_an_error_the_lane_acts_on(serve: Served, config_dir: Path) -> None:
+    edit(config_dir, "daily_usd = 0", "daily_usd = 0.0001")
+    edit(config_dir, 'on_exhausted = "static_fallback"', 'on_exhausted = "error"')
+    client = serve()
+    with pytest.raises(CallFailed) as caught:
+        for _ in range(3):
+            route(client, lane="claude")
+    assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_resource_exhausted_carries_quota_and_retry_details(serve: Served, config_dir: Path) -> None:
+    edit(config_dir, "daily_usd = 0", "daily_usd = 0.0001")
+    edit(config_dir, 'on_exhausted = "static_fallback"', 'on_exhausted = "error"')
+    client = serve()
+    stub = client._stub  # the raw call, to read the status details
+    task = pb.Task(title="x", input_tokens=10_000, output_tokens=2_000)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Route(pb.RouteRequest(lane="claude", task=task), timeout=5)
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    kinds = {d.type_url.rsplit("/", 1)[-1] for d in status.details}
+    assert kinds == {"google.rpc.QuotaFailure", "google.rpc.RetryInfo"}
+    retry = error_details_pb2.RetryInfo()
+    next(d for d in status.details if d.Is(retry.DESCRIPTOR)).Unpack(retry)
+    assert 0 < retry.retry_delay.seconds <= 86_401
+
+
+def test_lane_detection_goes_elevated_on_disruptive_fallbacks(serve: Served, config_dir: Path) -> None:
+    client = serve()
+    route(client, lane="claude")
+    lane = {lane.lane: lane.state for lane in client.health().lanes}
+    assert (lane["claude"], lane["local"]) == ("healthy", "idle")
+    nothing_fits = pb.Constraints(max_cost_usd=1e-9)  # no free model on the claude lane
+    for _ in range(3):
+        client.route(pb.RouteRequest(lane="claude", task=pb.Task(title="x"), constraints=nothing_fits))
+    health = client.health()
+    assert {lane.lane: lane.state for lane in health.lanes}["claude"] == "elevated_fallback"
+    anthropic = next(p for p in health.providers if p.name == "anthropic")
+    assert anthropic.state == "elevated_fallback"
+    assert anthropic.reason.startswith("disruptive fallback rate 0.750 >= 0.2 (3 of 4 decisions")
+    assert health.overall.state == "elevated_fallback"
+
+
+def test_watch_health_sends_initial_change_and_heartbeat(serve: Served) -> None:
+    client = serve()
+    stream = client.watch_health(heartbeat_s=0.2)
+    first = next(stream)
+    assert first.trigger == "initial"
+    assert next(stream).trigger == "heartbeat"
+    done = threading.Event()
+
+    def trip() -> None:
+        decision = route(client, lane="local")
+        client.report(report_for(decision, outcome=pb.OUTCOME_RATE_LIMITED, retry_after_s=60.0))
+        done.set()
+
+    threading.Thread(target=trip).start()
+    triggers = []
+    for snapshot in stream:
+        triggers.append(snapshot.trigger)
+        if snapshot.trigger == "change" and any(b.state == "open" for b in snapshot.breakers):
+            break
+        assert len(triggers) < 100
+    assert done.wait(5)
+    with pytest.raises(CallFailed) as caught:
+        next(client.watch_health(heartbeat_s=-1))
+    assert caught.value.violations == [("heartbeat_s", "must be at least 0.1, got -1")]
+
+
+def test_economics_are_rebuilt_from_the_ledger_after_a_restart(serve: Served) -> None:
+    client = serve()
+    for lane in ("codex", "gemini", "claude"):
+        decision = route(client, lane=lane)
+        client.report(report_for(decision, cost_usd=0.125))
+    before = today(client)
+    restarted = serve(restart=True)
+    after = today(restarted)
+    assert after.overall == before.overall
+    assert after.lanes == before.lanes
+    # A report for a decision made before the restart is known, and still counted once.
+    assert restarted.report(report_for(route(restarted))).decision_known
