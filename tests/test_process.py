@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orxaq.routing.v1 import routing_pb2 as pb
-from orxaq_grpc.client import RoutingClient
+from orxaq_grpc.client import CallFailed, RoutingClient
 
 T = TypeVar("T")
 
@@ -70,12 +71,13 @@ class ServerProcess:
 
 
 @pytest.fixture
-def serve(request: pytest.FixtureRequest) -> Iterator[type[ServerProcess]]:
+def serve(tmp_path: Path) -> Iterator[type[ServerProcess]]:
+    """Servers whose ledger lives under the test's tmp dir unless a test names one."""
     started: list[ServerProcess] = []
 
     class Tracked(ServerProcess):
         def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-            super().__init__(*args, env=env)
+            super().__init__(*args, env={"ORXAQ_DATA_DIR": str(tmp_path / "data"), **(env or {})})
             started.append(self)
 
     yield Tracked
@@ -270,3 +272,60 @@ def test_refuses_the_pure_python_protobuf_backend() -> None:
     )
     assert result.returncode == 1
     assert "protobuf runs on its 'python' backend; orxaq-grpc needs 'upb'" in result.stderr
+
+
+def test_sigkill_mid_report_load_loses_no_acknowledged_report(
+    serve: type[ServerProcess], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    server = serve("--data-dir", str(data))
+    server.wait_until_serving()
+    acknowledged: list[str] = []
+    failures: list[Exception] = []
+
+    def report_forever(worker: int) -> None:
+        with RoutingClient(server.address, timeout_s=5) as client:
+            for i in range(100_000):
+                request = _report(f"w{worker}-{i}")
+                try:
+                    client.report(request)
+                except CallFailed:
+                    return  # the server died under us
+                except Exception as exc:
+                    failures.append(exc)
+                    return
+                acknowledged.append(request.decision_id)
+
+    threads = [threading.Thread(target=report_forever, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    while len(acknowledged) < 300 and all(t.is_alive() for t in threads):
+        time.sleep(0.01)
+    server.process.kill()  # SIGKILL: no drain, no flush
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not failures
+    assert len(acknowledged) >= 300
+
+    restarted = serve("--data-dir", str(data))
+    restarted.wait_until_serving()
+    with RoutingClient(restarted.address) as client:
+        reported = next(w for w in client.economics().windows if w.window == "today").overall.reports
+        assert reported >= len(acknowledged)
+        # Every acknowledged report is in the ledger: sending it again is a duplicate.
+        for decision_id in acknowledged[:: max(1, len(acknowledged) // 200)]:
+            assert client.report(_report(decision_id)).duplicate, decision_id
+
+
+def _report(decision_id: str) -> pb.ReportRequest:
+    return pb.ReportRequest(
+        decision_id=decision_id,
+        lane="codex",
+        provider="openai",
+        model="gpt-6-luna",
+        input_tokens=1_000,
+        output_tokens=200,
+        latency_s=2.0,
+        outcome=pb.OUTCOME_SUCCESS,
+        validation_passed=True,
+    )

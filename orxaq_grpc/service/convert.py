@@ -137,7 +137,9 @@ def report_input_from_proto(message: pb.ReportRequest) -> tuple[ReportInput, lis
 
 def report_ack(record: ReportRecord, new: bool) -> pb.ReportAck:
     if not new:  # the first report stands; this one booked nothing
-        return pb.ReportAck(decision_id=record.decision_id, duplicate=True, decision_known=record.decision_known)
+        return pb.ReportAck(
+            decision_id=record.decision_id, duplicate=True, decision_known=record.decision_known
+        )
     return pb.ReportAck(
         decision_id=record.decision_id,
         decision_known=record.decision_known,
