@@ -29,10 +29,11 @@ lint: $(INSTALLED)
 check-config: $(INSTALLED)
 	$(BIN)/orxaq-grpc check-config config
 
-## Figures, not pass/fail: kernel twins vs NumPy, then sync vs asyncio server.
+## Figures, not pass/fail: kernel twins vs NumPy, sync vs asyncio server, Report vs Route.
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/kernel.py
 	$(BIN)/python benchmarks/server.py
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info orxaq _scoring.c _scoring.html orxaq_grpc/*.so
