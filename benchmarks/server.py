@@ -33,6 +33,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,11 +47,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from orxaq.routing.v1 import routing_pb2, routing_pb2_grpc
+from orxaq_grpc.outcomes.tracker import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.validation import RequestInvalid
 from orxaq_grpc.service.errors import invalid_argument
 from orxaq_grpc.service.runtime import check_protobuf_backend
-from orxaq_grpc.service.server import SERVICE_NAME, server_options, start_server
+from orxaq_grpc.service.server import SERVICE_NAME, open_outcomes, server_options, start_server
 from orxaq_grpc.service.servicer import RoutingHandlers
 
 FLAVOURS = ("sync", "asyncio")
@@ -109,13 +111,14 @@ class SyncRoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
 
 
 def _start_sync_server(
-    live: LiveRouter, address: str, workers: int
+    live: LiveRouter, outcomes: Outcomes, address: str, workers: int
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """start_server on grpc.server: same services, options and health states."""
     server = grpc.server(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"), options=server_options(False)
     )
-    routing_pb2_grpc.add_RoutingServiceServicer_to_server(SyncRoutingServicer(RoutingHandlers(live)), server)
+    handlers = RoutingHandlers(live, outcomes, str(outcomes.store.path.parent))
+    routing_pb2_grpc.add_RoutingServiceServicer_to_server(SyncRoutingServicer(handlers), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
@@ -149,14 +152,16 @@ def _serve_sync(port: int, workers: int) -> None:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # SIGINT: Ctrl-C when run by hand
         signal.signal(sig, lambda _s, _f: stopping.set())
-    server, health_servicer, bound = _start_sync_server(
-        LiveRouter.from_directory(CONFIG_DIR), f"127.0.0.1:{port}", workers
-    )
-    _stop_when_stdin_closes(stopping.set)
-    _announce(bound)
-    stopping.wait()
-    health_servicer.enter_graceful_shutdown()
-    server.stop(STOP_GRACE_S).wait()
+    live = LiveRouter.from_directory(CONFIG_DIR)
+    with tempfile.TemporaryDirectory(prefix="bench-ledger-") as data_dir:
+        outcomes = open_outcomes(live, Path(data_dir))
+        server, health_servicer, bound = _start_sync_server(live, outcomes, f"127.0.0.1:{port}", workers)
+        _stop_when_stdin_closes(stopping.set)
+        _announce(bound)
+        stopping.wait()
+        health_servicer.enter_graceful_shutdown()
+        server.stop(STOP_GRACE_S).wait()
+        outcomes.store.close()
 
 
 async def _serve_asyncio(port: int) -> None:
@@ -165,11 +170,15 @@ async def _serve_asyncio(port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    running = await start_server(LiveRouter.from_directory(CONFIG_DIR), f"127.0.0.1:{port}")
-    _stop_when_stdin_closes(lambda: loop.call_soon_threadsafe(stopping.set))
-    _announce(running.port)
-    await stopping.wait()
-    await running.stop(STOP_GRACE_S)
+    live = LiveRouter.from_directory(CONFIG_DIR)
+    with tempfile.TemporaryDirectory(prefix="bench-ledger-") as data_dir:
+        outcomes = open_outcomes(live, Path(data_dir))
+        running = await start_server(live, outcomes, f"127.0.0.1:{port}", data_dir)
+        _stop_when_stdin_closes(lambda: loop.call_soon_threadsafe(stopping.set))
+        _announce(running.port)
+        await stopping.wait()
+        await running.stop(STOP_GRACE_S)
+        outcomes.store.close()
 
 
 # --- client side: this process ------------------------------------------------------
