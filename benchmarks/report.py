@@ -64,6 +64,8 @@ from orxaq_grpc.service.server import open_outcomes
 from orxaq_grpc.service.servicer import RoutingHandlers
 from orxaq_grpc.store.sqlite import FILE_NAME
 
+from cells import Cell, pooled, process_cpu_s  # beside this script
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "config"
 RATIO_BAR = 0.7  # Report calls/s over Route calls/s, at least
@@ -138,35 +140,6 @@ def report_request(decision: Routed, index: int) -> pb.ReportRequest:
 # --- 1. gRPC: one server subprocess, this process the client ------------------------------
 
 
-@dataclass(frozen=True)
-class Cell:
-    calls: int
-    wall_s: float
-    server_cpu_s: float
-    client_cpu_s: float
-
-    @property
-    def per_s(self) -> float:
-        return self.calls / self.wall_s
-
-    @property
-    def server_us(self) -> float:
-        return self.server_cpu_s / self.calls * 1e6
-
-    @property
-    def client_us(self) -> float:
-        return self.client_cpu_s / self.calls * 1e6
-
-
-def pooled(cells: Sequence[Cell]) -> Cell:
-    return Cell(
-        calls=sum(c.calls for c in cells),
-        wall_s=sum(c.wall_s for c in cells),
-        server_cpu_s=sum(c.server_cpu_s for c in cells),
-        client_cpu_s=sum(c.client_cpu_s for c in cells),
-    )
-
-
 def watch_log(stream: IO[str], tail: deque[str], ports: queue.SimpleQueue[int | None]) -> None:
     """Drains the server's log (a full pipe would stall the server), keeps its tail for error
     messages and passes on the port of the "serving ... on 127.0.0.1:<port>" line; None at EOF."""
@@ -216,13 +189,6 @@ def server_process(data_dir: Path) -> Iterator[tuple[int, int]]:
             process.wait()
     if process.returncode != 0:
         raise RuntimeError(f"the server exited with status {process.returncode}:\n{''.join(tail)}")
-
-
-def process_cpu_s(pid: int) -> float:
-    """utime + stime of every thread of `pid` (the ledger writer's too), from /proc/<pid>/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def drive(method: grpc.UnaryUnaryMultiCallable, requests: Sequence[Any], in_flight: int) -> list[Any]:

@@ -55,6 +55,8 @@ from orxaq_grpc.service.runtime import check_protobuf_backend
 from orxaq_grpc.service.server import SERVICE_NAME, open_outcomes, server_options, start_server
 from orxaq_grpc.service.servicer import RoutingHandlers
 
+from cells import Cell, pooled, process_cpu_s  # beside this script
+
 FLAVOURS = ("sync", "asyncio")
 RPCS = ("Route", "Check")  # Check is grpc.health.v1 Health/Check, the no-op
 BAR = 1.3
@@ -191,35 +193,6 @@ class Server:
     calls: dict[str, Callable[[], object]]  # RPC name -> one blocking call
 
 
-@dataclass(frozen=True)
-class Cell:
-    calls: int
-    wall_s: float
-    server_cpu_s: float
-    client_cpu_s: float
-
-    @property
-    def per_s(self) -> float:
-        return self.calls / self.wall_s
-
-    @property
-    def server_us(self) -> float:
-        return self.server_cpu_s / self.calls * 1e6
-
-    @property
-    def client_us(self) -> float:
-        return self.client_cpu_s / self.calls * 1e6
-
-
-def _pooled(cells: list[Cell]) -> Cell:
-    return Cell(
-        calls=sum(c.calls for c in cells),
-        wall_s=sum(c.wall_s for c in cells),
-        server_cpu_s=sum(c.server_cpu_s for c in cells),
-        client_cpu_s=sum(c.client_cpu_s for c in cells),
-    )
-
-
 @contextmanager
 def _server_process(flavour: str, workers: int) -> Iterator[tuple[int, int]]:
     """Yields (pid, port) of a server subprocess; stops it on the way out, error or not."""
@@ -248,13 +221,6 @@ def _server_process(flavour: str, workers: int) -> Iterator[tuple[int, int]]:
             process.wait()
 
 
-def _process_cpu_s(pid: int) -> float:
-    """utime + stime of every thread of `pid`, from /proc/<pid>/stat (fields 14 and 15)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _drive(pool: ThreadPoolExecutor, call: Callable[[], object], calls: int, concurrency: int) -> None:
     """Makes exactly `calls` calls, `concurrency` at a time; the first failure propagates."""
 
@@ -268,12 +234,12 @@ def _drive(pool: ThreadPoolExecutor, call: Callable[[], object], calls: int, con
 
 
 def _measure(server: Server, rpc: str, pool: ThreadPoolExecutor, calls: int, concurrency: int) -> Cell:
-    server_before, client_before, start = _process_cpu_s(server.pid), time.process_time(), time.perf_counter()
+    server_before, client_before, start = process_cpu_s(server.pid), time.process_time(), time.perf_counter()
     _drive(pool, server.calls[rpc], calls, concurrency)
     return Cell(
         calls=calls,
         wall_s=time.perf_counter() - start,
-        server_cpu_s=_process_cpu_s(server.pid) - server_before,
+        server_cpu_s=process_cpu_s(server.pid) - server_before,
         client_cpu_s=time.process_time() - client_before,
     )
 
@@ -300,7 +266,7 @@ def _server_ratios(numerators: list[Cell], denominators: list[Cell]) -> list[flo
 
 
 def _report(rounds: dict[tuple[str, str], list[Cell]], args: argparse.Namespace) -> None:
-    cells = {key: _pooled(per_round) for key, per_round in rounds.items()}
+    cells = {key: pooled(per_round) for key, per_round in rounds.items()}
     count = len(rounds["sync", "Route"])
     print(
         f"\n{cells['sync', 'Route'].calls} calls a cell over {count} rounds of fresh servers, "

@@ -24,6 +24,17 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "config"
 
+
+class FakeClock:
+    """A clock tests move by hand: `clock.now += 60`."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 KERNELS = {"compiled": _scoring.CatalogKernel, "python": _scoring_py.CatalogKernel}
 
 

@@ -12,6 +12,7 @@ import pytest
 from orxaq_grpc.config.model import BreakerSettings
 from orxaq_grpc.outcomes.breakers import Breakers, BreakerState
 from orxaq_grpc.outcomes.records import Outcome
+from tests.conftest import FakeClock
 
 SETTINGS = BreakerSettings(
     consecutive_failures=5,
@@ -25,20 +26,12 @@ OK, FAIL = Outcome.SUCCESS, Outcome.SERVER_ERROR
 NONE: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
 
 
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(1000.0)
 
 
-def make(clock: Clock, **overrides: float) -> Breakers:
+def make(clock: FakeClock, **overrides: float) -> Breakers:
     return Breakers(dataclasses.replace(SETTINGS, **overrides), clock=clock)
 
 
@@ -59,7 +52,7 @@ def open_model(breakers: Breakers) -> None:
     assert breakers.blocked() == ({"m1"}, frozenset())
 
 
-def test_opens_after_n_consecutive_failures_not_before(clock: Clock) -> None:
+def test_opens_after_n_consecutive_failures_not_before(clock: FakeClock) -> None:
     breakers = make(clock)
     feed(breakers, [FAIL] * 4)
     assert breakers.blocked() == NONE
@@ -67,7 +60,7 @@ def test_opens_after_n_consecutive_failures_not_before(clock: Clock) -> None:
     assert breakers.blocked() == ({"m1"}, {"p"})
 
 
-def test_failure_rate_opens_exactly_at_threshold(clock: Clock) -> None:
+def test_failure_rate_opens_exactly_at_threshold(clock: FakeClock) -> None:
     breakers = make(clock)
     feed(breakers, [OK, FAIL] * 4 + [OK])  # 4 of 9
     assert breakers.blocked() == NONE
@@ -76,19 +69,19 @@ def test_failure_rate_opens_exactly_at_threshold(clock: Clock) -> None:
     assert breakers.views()[0].reason == "failure rate 0.50 >= 0.50 over 300 s (10 reports)"
 
 
-def test_failure_rate_needs_min_reports(clock: Clock) -> None:
+def test_failure_rate_needs_min_reports(clock: FakeClock) -> None:
     breakers = make(clock)
     feed(breakers, [FAIL, FAIL, OK] * 3)  # 6 of 9, but only 9 reports
     assert breakers.blocked() == NONE
 
 
-def test_failure_rate_below_threshold_stays_closed(clock: Clock) -> None:
+def test_failure_rate_below_threshold_stays_closed(clock: FakeClock) -> None:
     breakers = make(clock)
     feed(breakers, [OK] + [OK, FAIL] * 5)  # 5 of 11
     assert breakers.blocked() == NONE
 
 
-def test_success_resets_the_consecutive_count(clock: Clock) -> None:
+def test_success_resets_the_consecutive_count(clock: FakeClock) -> None:
     breakers = make(clock, min_reports=100)
     feed(breakers, [FAIL] * 4 + [OK] + [FAIL] * 4)
     assert breakers.blocked() == NONE
@@ -97,7 +90,7 @@ def test_success_resets_the_consecutive_count(clock: Clock) -> None:
     assert model_blocked(breakers)
 
 
-def test_bad_output_and_unspecified_neither_fail_nor_heal(clock: Clock) -> None:
+def test_bad_output_and_unspecified_neither_fail_nor_heal(clock: FakeClock) -> None:
     breakers = make(clock)
     assert breakers.record("m1", "p", Outcome.BAD_OUTPUT) is False
     assert breakers.views() == []  # ignored reports do not even create a breaker
@@ -109,7 +102,7 @@ def test_bad_output_and_unspecified_neither_fail_nor_heal(clock: Clock) -> None:
     assert breakers.views()[0].state is BreakerState.HALF_OPEN
 
 
-def test_retry_after_is_honoured_past_open_s(clock: Clock) -> None:
+def test_retry_after_is_honoured_past_open_s(clock: FakeClock) -> None:
     breakers = make(clock)
     opened = clock.now
     assert breakers.record("m1", "p", Outcome.RATE_LIMITED, retry_after_s=90.0) is True
@@ -123,7 +116,7 @@ def test_retry_after_is_honoured_past_open_s(clock: Clock) -> None:
     assert breakers.views()[0].state is BreakerState.HALF_OPEN
 
 
-def test_short_retry_after_still_waits_open_s(clock: Clock) -> None:
+def test_short_retry_after_still_waits_open_s(clock: FakeClock) -> None:
     breakers = make(clock)
     breakers.record("m1", "p", Outcome.RATE_LIMITED, retry_after_s=5.0)
     clock.now += SETTINGS.open_s - 0.1
@@ -132,7 +125,7 @@ def test_short_retry_after_still_waits_open_s(clock: Clock) -> None:
     assert not model_blocked(breakers)
 
 
-def test_rate_limit_while_open_extends_it(clock: Clock) -> None:
+def test_rate_limit_while_open_extends_it(clock: FakeClock) -> None:
     breakers = make(clock)
     feed(breakers, [FAIL] * 5)
     clock.now += 20.0
@@ -143,13 +136,13 @@ def test_rate_limit_while_open_extends_it(clock: Clock) -> None:
     assert breakers.blocked() == NONE
 
 
-def test_rate_limited_without_retry_after_is_a_plain_failure(clock: Clock) -> None:
+def test_rate_limited_without_retry_after_is_a_plain_failure(clock: FakeClock) -> None:
     breakers = make(clock)
     feed(breakers, [Outcome.RATE_LIMITED] * 4)
     assert breakers.blocked() == NONE
 
 
-def test_half_open_lets_exactly_the_probes_through_then_closes_on_success(clock: Clock) -> None:
+def test_half_open_lets_exactly_the_probes_through_then_closes_on_success(clock: FakeClock) -> None:
     breakers = make(clock, half_open_probes=2)
     open_model(breakers)
     clock.now += SETTINGS.open_s
@@ -169,7 +162,7 @@ def test_half_open_lets_exactly_the_probes_through_then_closes_on_success(clock:
     )
 
 
-def test_half_open_failure_reopens_for_a_fresh_open_s(clock: Clock) -> None:
+def test_half_open_failure_reopens_for_a_fresh_open_s(clock: FakeClock) -> None:
     breakers = make(clock)
     open_model(breakers)
     clock.now += SETTINGS.open_s + 7.0
@@ -186,7 +179,7 @@ def test_half_open_failure_reopens_for_a_fresh_open_s(clock: Clock) -> None:
     assert model_blocked(breakers)
 
 
-def test_a_lost_probe_is_replaced_after_open_s(clock: Clock) -> None:
+def test_a_lost_probe_is_replaced_after_open_s(clock: FakeClock) -> None:
     breakers = make(clock)
     open_model(breakers)
     clock.now += SETTINGS.open_s
@@ -199,7 +192,7 @@ def test_a_lost_probe_is_replaced_after_open_s(clock: Clock) -> None:
     assert model_blocked(breakers)
 
 
-def test_provider_breaker_blocks_the_provider_model_breaker_one_model(clock: Clock) -> None:
+def test_provider_breaker_blocks_the_provider_model_breaker_one_model(clock: FakeClock) -> None:
     breakers = make(clock)
     for model in ("a", "b", "c", "d", "e"):  # one failure each: only the provider sees a run
         breakers.record(model, "p", FAIL)
@@ -207,7 +200,7 @@ def test_provider_breaker_blocks_the_provider_model_breaker_one_model(clock: Clo
     open_model(make(clock))
 
 
-def test_note_routed_takes_the_providers_probe_too(clock: Clock) -> None:
+def test_note_routed_takes_the_providers_probe_too(clock: FakeClock) -> None:
     breakers = make(clock)
     for model in ("a", "b", "c", "d", "e"):
         breakers.record(model, "p", FAIL)
@@ -217,7 +210,7 @@ def test_note_routed_takes_the_providers_probe_too(clock: Clock) -> None:
     assert breakers.blocked() == (frozenset(), {"p"})
 
 
-def test_views_sorted_with_reasons_and_version(clock: Clock) -> None:
+def test_views_sorted_with_reasons_and_version(clock: FakeClock) -> None:
     breakers = make(clock)
     assert breakers.version == 0
     breakers.record("m2", "q", OK)
@@ -246,7 +239,7 @@ def test_views_sorted_with_reasons_and_version(clock: Clock) -> None:
     assert breakers.version == 3
 
 
-def test_blocked_is_cached_until_something_changes(clock: Clock) -> None:
+def test_blocked_is_cached_until_something_changes(clock: FakeClock) -> None:
     breakers = make(clock)
     feed(breakers, [FAIL] * 5)
     first = breakers.blocked()
@@ -255,7 +248,7 @@ def test_blocked_is_cached_until_something_changes(clock: Clock) -> None:
     assert breakers.blocked() is first
 
 
-def test_window_buckets_age_out(clock: Clock) -> None:
+def test_window_buckets_age_out(clock: FakeClock) -> None:
     breakers = make(clock, consecutive_failures=100, min_reports=5)
     clock.now = 0.0
     feed(breakers, [FAIL] * 4)
@@ -281,7 +274,7 @@ def deep_size(root: object) -> int:
     return total
 
 
-def test_memory_stays_flat_however_many_reports(clock: Clock) -> None:
+def test_memory_stays_flat_however_many_reports(clock: FakeClock) -> None:
     breakers = make(clock, consecutive_failures=1_000_000, failure_rate=1.0)
     clock.now = 1e6  # bucket numbers past the small ints CPython shares, so sizes compare like for like
 

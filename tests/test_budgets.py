@@ -14,6 +14,7 @@ import pytest
 
 from orxaq_grpc.config.model import BudgetSettings
 from orxaq_grpc.outcomes.budgets import Budgets, BudgetView
+from tests.conftest import FakeClock
 
 NOON = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC).timestamp()
 MIDNIGHT = dt.datetime(2026, 3, 11, tzinfo=dt.UTC).timestamp()
@@ -27,21 +28,13 @@ SETTINGS = BudgetSettings(
 )
 
 
-class Clock:
-    def __init__(self, now: float = NOON) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOON)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def budgets(clock: Clock) -> Budgets:
+def budgets(clock: FakeClock) -> Budgets:
     return Budgets(SETTINGS, clock=clock)
 
 
@@ -55,7 +48,7 @@ def test_headroom_is_the_min_of_overall_and_lane_with_providers_apart(budgets: B
     assert budgets.headroom("gemini") == (2.0, {"openai": 2.0})
 
 
-def test_unlimited_scopes(clock: Clock) -> None:
+def test_unlimited_scopes(clock: FakeClock) -> None:
     budgets = Budgets(
         dataclasses.replace(SETTINGS, daily_usd=0.0, lane_daily_usd={}, provider_daily_usd={}), clock
     )
@@ -96,7 +89,7 @@ def test_settle_for_an_unknown_decision_adds_spend(budgets: Budgets) -> None:
     assert budgets.headroom("codex") == (3.25, {"openai": 2.25})
 
 
-def test_reservations_expire_after_the_ttl(budgets: Budgets, clock: Clock) -> None:
+def test_reservations_expire_after_the_ttl(budgets: Budgets, clock: FakeClock) -> None:
     budgets.reserve("d1", "codex", "openai", 1.0)
     clock.now += 300.0
     budgets.reserve("d2", "codex", "openai", 1.0)
@@ -112,7 +105,7 @@ def test_reservations_expire_after_the_ttl(budgets: Budgets, clock: Clock) -> No
     assert budgets.headroom("codex") == (3.5, {"openai": 2.5})
 
 
-def test_utc_midnight_resets_spend_but_keeps_open_reservations(clock: Clock) -> None:
+def test_utc_midnight_resets_spend_but_keeps_open_reservations(clock: FakeClock) -> None:
     clock.now = MIDNIGHT - 60.0
     budgets = Budgets(SETTINGS, clock)
     budgets.settle("d1", "codex", "openai", 2.0)

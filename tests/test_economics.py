@@ -8,16 +8,9 @@ from orxaq_grpc.config.model import DetectionSettings
 from orxaq_grpc.outcomes.detection import classify
 from orxaq_grpc.outcomes.economics import DAY, HOUR, Counters, EconomicsBook, Figures
 from orxaq_grpc.outcomes.records import DecisionRecord, Outcome, ReportRecord
+from tests.conftest import FakeClock
 
 NOON = 1_763_726_400.0  # 2025-11-21 12:00:00 UTC
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def decision(
@@ -66,7 +59,7 @@ def report(
 
 
 def test_blended_cost_and_rates_match_hand_computed_figures() -> None:
-    clock = Clock(NOON)
+    clock = FakeClock(NOON)
     book = EconomicsBook(clock)
     book.add_decision(decision(NOON - 60))
     book.add_decision(decision(NOON - 50, fallback_reason=1))  # benign
@@ -102,7 +95,7 @@ def test_blended_cost_and_rates_match_hand_computed_figures() -> None:
 
 
 def test_breakdowns_per_provider_lane_and_model() -> None:
-    clock = Clock(NOON)
+    clock = FakeClock(NOON)
     book = EconomicsBook(clock)
     book.add_report(report(NOON - 5, lane="codex", provider="openai", model="m1", cost_usd=0.01))
     book.add_report(report(NOON - 5, lane="claude", provider="anthropic", model="m2", cost_usd=0.04))
@@ -117,7 +110,7 @@ def test_breakdowns_per_provider_lane_and_model() -> None:
 
 
 def test_windows_cut_at_the_hour_the_day_and_the_week() -> None:
-    clock = Clock(NOON)
+    clock = FakeClock(NOON)
     book = EconomicsBook(clock)
     for at, usd in (
         (NOON - 30 * 60, 1.0),
@@ -140,7 +133,7 @@ def test_windows_cut_at_the_hour_the_day_and_the_week() -> None:
 
 
 def test_hourly_series_has_every_hour_oldest_first() -> None:
-    clock = Clock(NOON + 600)
+    clock = FakeClock(NOON + 600)
     book = EconomicsBook(clock)
     book.add_report(report(NOON + 100, cost_usd=1.0))
     book.add_report(report(NOON - HOUR + 5, cost_usd=2.0))
@@ -153,7 +146,7 @@ def test_hourly_series_has_every_hour_oldest_first() -> None:
 
 
 def test_memory_is_bounded_by_time_and_catalog_not_by_reports() -> None:
-    clock = Clock(NOON)
+    clock = FakeClock(NOON)
     book = EconomicsBook(clock)
     for i in range(20_000):
         clock.now = NOON + i * 0.5  # ~2.8 hours of reports, two a second

@@ -16,18 +16,11 @@ import pytest
 from orxaq_grpc.outcomes.records import DecisionRecord, Outcome, ReportRecord
 from orxaq_grpc.store import SqliteStore, Store, StoreError
 from orxaq_grpc.store.sqlite import SCHEMA_VERSION
+from tests.conftest import FakeClock
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = 1_800_000_000.0
 DAY = 86_400.0
-
-
-class FakeClock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def decision(decision_id: str, at: float = NOW, **fields: object) -> DecisionRecord:
@@ -73,7 +66,7 @@ def report(decision_id: str, at: float = NOW, **fields: object) -> ReportRecord:
 
 
 def open_store(directory: Path, retention_days: int = 30, clock: FakeClock | None = None) -> SqliteStore:
-    return SqliteStore(directory, retention_days, clock=clock or FakeClock())
+    return SqliteStore(directory, retention_days, clock=clock or FakeClock(NOW))
 
 
 @pytest.fixture
@@ -268,7 +261,7 @@ def test_rows_past_retention_are_pruned_on_open(tmp_path: Path) -> None:
 
 
 def test_the_writer_prunes_again_once_an_hour_has_passed(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     with open_store(tmp_path, retention_days=30, clock=clock) as store:
         assert store.record_report(report("ageing", at=NOW - 29.9 * DAY)).result()
         clock.now += 0.5 * DAY  # "ageing" is now past retention, and the hour is up
