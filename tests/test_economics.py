@@ -176,3 +176,21 @@ def test_detection_thresholds_at_and_just_below_each_boundary() -> None:
     assert state_of(100, 5, 20) == "degraded"  # degraded wins
     reason = classify("lane", "codex", Figures.of(Counters(decisions=40, router_errors=2)), SETTINGS).reason
     assert reason == "router-error rate 0.050 >= 0.05 (2 of 40 decisions in 900 s)"
+
+
+def test_windows_start_on_a_bucket_boundary_and_say_so() -> None:
+    now = NOON + 30 * 60  # 12:30
+    book = EconomicsBook(FakeClock(now))
+    book.add_report(report(now - 7 * DAY - 29 * 60, cost_usd=1.0))  # 12:01, seven days ago
+    book.add_report(report(now - 7 * DAY - 31 * 60, cost_usd=2.0))  # 11:59, seven days ago
+    week = book.breakdown(now - 7 * DAY)
+    assert week.since == NOON - 7 * DAY  # the window covers the whole 12:00 hour, and says so
+    assert week.overall.counters.spend_usd == 1.0
+
+
+def test_replaying_an_old_ledger_builds_no_buckets_the_next_prune_would_drop() -> None:
+    book = EconomicsBook(FakeClock(NOON))
+    for minute in range(31 * 24 * 60):
+        book.add_decision(decision(NOON - minute * 60.0))
+    # A day of minutes and 31 days of hours, however old the replayed records were.
+    assert book.bucket_count() <= 24 * 60 + 31 * 24 + 2

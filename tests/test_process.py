@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -310,8 +311,10 @@ def test_sigkill_mid_report_load_loses_no_acknowledged_report(
     restarted = serve("--data-dir", str(data))
     restarted.wait_until_serving()
     with RoutingClient(restarted.address) as client:
-        reported = next(w for w in client.economics().windows if w.window == "today").overall.reports
-        assert reported >= len(acknowledged)
+        reported = next(w for w in client.economics().windows if w.window == "30d").overall.reports
+        with sqlite3.connect(data / "ledger.sqlite3") as ledger:
+            stored = ledger.execute("SELECT count(*) FROM reports").fetchone()[0]
+        assert reported == stored >= len(acknowledged)  # all kept, none counted twice
         # Every acknowledged report is in the ledger: sending it again is a duplicate.
         for decision_id in acknowledged[:: max(1, len(acknowledged) // 200)]:
             assert client.report(_report(decision_id)).duplicate, decision_id

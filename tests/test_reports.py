@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import grpc
@@ -15,6 +17,7 @@ from grpc_status import rpc_status
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.client import CallFailed, RoutingClient
+from orxaq_grpc.outcomes.tracker import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from tests.conftest import LoopbackServer
 
@@ -285,15 +288,91 @@ def test_watch_health_sends_initial_change_and_heartbeat(serve: Served) -> None:
     assert caught.value.violations == [("heartbeat_s", "must be at least 0.1, got -1")]
 
 
-def test_economics_are_rebuilt_from_the_ledger_after_a_restart(serve: Served) -> None:
+def test_economics_are_rebuilt_from_the_ledger_after_a_restart(serve: Served, config_dir: Path) -> None:
+    edit(config_dir, "daily_usd = 0", "daily_usd = 100")
     client = serve()
     for lane in ("codex", "gemini", "claude"):
         decision = route(client, lane=lane)
         client.report(report_for(decision, cost_usd=0.125))
+    pending = route(client, lane="claude")  # reported only after the restart
     before = today(client)
     restarted = serve(restart=True)
     after = today(restarted)
     assert after.overall == before.overall
     assert after.lanes == before.lanes
-    # A report for a decision made before the restart is known, and still counted once.
-    assert restarted.report(report_for(route(restarted))).decision_known
+    spent = next(b for b in restarted.health().budgets if b.scope == "overall").spent_usd
+    assert spent == pytest.approx(3 * 0.125)  # today's spend rebuilt once, not doubled
+    # A decision made before the restart is known from the ledger, and counted once.
+    ack = restarted.report(report_for(pending, cost_usd=0.5))
+    assert ack.decision_known and not ack.duplicate
+    assert today(restarted).overall.reports == 4
+
+
+def test_a_report_is_counted_even_when_its_call_gives_up_mid_commit(
+    config_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = LoopbackServer(LiveRouter.from_directory(config_dir), tmp_path / "data")
+    outcomes = server.outcomes
+    write = outcomes.write_report
+
+    def slow_write(record: object) -> Future[bool]:
+        late: Future[bool] = Future()
+        late.set_running_or_notify_cancel()
+        stored = write(record)  # type: ignore[arg-type]
+        threading.Timer(0.5, lambda: late.set_result(stored.result())).start()
+        return late
+
+    monkeypatch.setattr(outcomes, "write_report", slow_write)
+    try:
+        with RoutingClient(server.address, timeout_s=0.1) as hasty, RoutingClient(server.address) as patient:
+            decision = route(patient)
+            with pytest.raises(CallFailed) as caught:
+                hasty.report(report_for(decision))
+            assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+            deadline = time.monotonic() + 5
+            while today(patient).overall.reports == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert today(patient).overall.reports == 1
+            assert patient.report(report_for(decision)).duplicate
+    finally:
+        server.stop()
+
+
+def test_shutdown_ends_health_watchers_at_once(config_dir: Path, tmp_path: Path) -> None:
+    server = LoopbackServer(LiveRouter.from_directory(config_dir), tmp_path / "data")
+    with RoutingClient(server.address) as client:
+        stream = client.watch_health(heartbeat_s=3600)
+        assert next(stream).trigger == "initial"
+        started = time.monotonic()
+        server.stop()  # grace 1 s: a watcher left running would hold it all
+        assert time.monotonic() - started < 0.9
+        assert list(stream) == []
+
+
+def test_an_open_circuit_the_budget_could_pay_for_is_a_health_problem(
+    serve: Served, config_dir: Path
+) -> None:
+    edit(config_dir, "daily_usd = 0", "daily_usd = 0.01")  # only haiku fits on the claude lane
+    edit(config_dir, 'on_exhausted = "static_fallback"', 'on_exhausted = "error"')
+    client = serve()
+    haiku = route(client, lane="claude")
+    assert haiku.model == "claude-haiku-5-5"
+    client.report(report_for(haiku, outcome=pb.OUTCOME_RATE_LIMITED, retry_after_s=300.0, cost_usd=0.0))
+    decision = route(client, lane="claude")  # no RESOURCE_EXHAUSTED "until tomorrow"
+    assert decision.fallback_reason == pb.FALLBACK_REASON_ALL_CANDIDATES_UNHEALTHY
+
+
+def test_a_route_that_fails_after_reserving_releases_the_reservation(
+    serve: Served, config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit(config_dir, "daily_usd = 0", "daily_usd = 100")
+    client = serve()
+    route(client)
+    monkeypatch.setattr(
+        Outcomes, "record_decision", lambda self, decision: (_ for _ in ()).throw(OSError("disk"))
+    )
+    with pytest.raises(CallFailed) as caught:
+        route(client, lane="claude")
+    assert caught.value.code == grpc.StatusCode.INTERNAL
+    overall = next(b for b in client.health().budgets if b.scope == "overall")
+    assert overall.reserved_usd == pytest.approx(0.002)  # the first decision's, nothing from the failed one

@@ -37,7 +37,7 @@ class DecisionRecord:
     estimated_input_tokens: int
     estimated_output_tokens: int
     estimated_cost_usd: float
-    filtered: str = ""  # "model:filter,..." for the models a filter removed; empty unless explained
+    filtered: str = ""  # "model:filter,..." for the lane's models a filter removed
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,10 +105,17 @@ class Outcomes:
             estimated_cost_usd=decision.estimated_cost_usd,
             filtered=decision.filter_summary,
         )
+        self.store.record_decision(record)  # first: a closed store raises before anything is counted
         self.book.add_decision(record)
-        self.store.record_decision(record)
         self.breakers.note_routed(decision.model, decision.provider)
-        self._recent[record.decision_id] = None
+        self._remember(record.decision_id)
+
+    def abandon(self, decision: Decision) -> None:
+        """Releases the budget a decision reserved when it never reached the lane."""
+        self.budgets.settle(decision.decision_id, decision.lane, decision.provider, 0.0)
+
+    def _remember(self, decision_id: str) -> None:
+        self._recent[decision_id] = None
         if len(self._recent) > RECENT_DECISIONS:
             self._recent.popitem(last=False)
 
@@ -158,6 +165,7 @@ class Outcomes:
         for record in self.store.replay(self._clock() - REBUILD_DAYS * DAY):
             if isinstance(record, DecisionRecord):
                 self.book.add_decision(record)
+                self._remember(record.decision_id)  # the newest stay: reports for them need no disk read
                 decisions += 1
             else:
                 self.book.add_report(record)

@@ -57,7 +57,7 @@ class Guards(Protocol):
 class BudgetExhausted(Exception):
     """No candidate fits the budgets left, and policy says to refuse rather than fall back."""
 
-    def __init__(self, lane: str, filtered: int) -> None:
+    def __init__(self, lane: str) -> None:
         self.lane = lane
         super().__init__(f"no model's estimated cost fits the daily budgets left for lane {lane!r}")
 
@@ -102,6 +102,14 @@ class _Scores:
     score: array
     ranked: list[int]  # eligible indices, best first (all of them when explaining)
     eligible: int
+    lane_headroom: float = math.inf
+    provider_headroom: array | None = None
+
+    def fits_budget(self, index: int, slot: int) -> bool:
+        limit = self.lane_headroom
+        if self.provider_headroom is not None:
+            limit = min(limit, self.provider_headroom[slot])
+        return self.cost[index] <= limit
 
 
 class Router:
@@ -155,7 +163,7 @@ class Router:
                     decision.decision_id, decision.lane, decision.provider, decision.estimated_cost_usd
                 ):
                     return decision
-            return self._static(ctx, FallbackReason.BUDGET_EXHAUSTED)
+            return self._static(ctx, self._budget_exhausted(ctx))
         except BudgetExhausted:
             raise
         except Exception:
@@ -187,6 +195,7 @@ class Router:
         )
         order = array("q", bytes(8 * want))
         unhealthy, provider_headroom, lane_headroom = self._guard_inputs(ctx)
+        scores.lane_headroom, scores.provider_headroom = lane_headroom, provider_headroom
         ref = catalog.reference(estimate.input_tokens, estimate.output_tokens)
         weights = catalog.weights[(ctx.objective.objective, ctx.profile)]
         scores.eligible = catalog.kernel.score(
@@ -288,15 +297,23 @@ class Router:
         )
 
     def _nothing_left_reason(self, ctx: _Request, scores: _Scores) -> FallbackReason:
-        """Budget and circuit filters run last, so a model they removed passed all the
-        others: they are what left the lane with nothing."""
-        if Filter.BUDGET in scores.status:
-            if self.config.policy.budgets.on_exhausted == "error":
-                raise BudgetExhausted(ctx.lane.spec.id, scores.status.count(Filter.BUDGET))
-            return FallbackReason.BUDGET_EXHAUSTED
-        if Filter.CIRCUIT_OPEN in scores.status:
+        """Circuit and budget filters run last, so a model they removed passed all the
+        others: they are what left the lane with nothing. A model behind an open circuit
+        that the budget could pay for makes it a health problem (it passes), not a budget
+        one (it lasts until tomorrow)."""
+        if Filter.CIRCUIT_OPEN in scores.status and any(
+            code == Filter.CIRCUIT_OPEN and scores.fits_budget(i, self.catalog.provider_slot[model.provider])
+            for (i, code), model in zip(enumerate(scores.status), self.catalog.models, strict=True)
+        ):
             return FallbackReason.ALL_CANDIDATES_UNHEALTHY
+        if Filter.BUDGET in scores.status:
+            return self._budget_exhausted(ctx)
         return FallbackReason.NO_ELIGIBLE_CANDIDATE
+
+    def _budget_exhausted(self, ctx: _Request) -> FallbackReason:
+        if self.config.policy.budgets.on_exhausted == "error":
+            raise BudgetExhausted(ctx.lane.spec.id)
+        return FallbackReason.BUDGET_EXHAUSTED
 
     def _static(self, ctx: _Request, reason: FallbackReason, scores: _Scores | None = None) -> Decision:
         """The deterministic chain: requested model if allowed and healthy, the lane's

@@ -47,6 +47,9 @@ def server_options(reuse_port: bool) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         # Off unless workers share the port on purpose: two servers must never share one by accident.
         ("grpc.so_reuseport", int(reuse_port)),
+        # Pings find peers that vanished without a reset, so their WatchHealth streams end.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
     ]
 
 
@@ -54,6 +57,7 @@ def server_options(reuse_port: bool) -> list[tuple[str, int]]:
 class RunningServer:
     server: grpc.aio.Server
     health: health.aio.HealthServicer
+    handlers: RoutingHandlers
     port: int
 
     async def stop(self, grace_s: float, drain_s: float = 0.0) -> None:
@@ -62,6 +66,7 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         if drain_s > 0:
             await asyncio.sleep(drain_s)
+        self.handlers.stopping.set()  # watchers end now rather than at the end of the grace
         await self.server.stop(grace_s)
 
 
@@ -80,7 +85,7 @@ async def start_server(
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(address)  # raises RuntimeError when it cannot bind
     await server.start()
-    return RunningServer(server=server, health=health_servicer, port=port)
+    return RunningServer(server=server, health=health_servicer, handlers=handlers, port=port)
 
 
 def open_outcomes(live: LiveRouter, data_dir: Path) -> Outcomes:

@@ -9,10 +9,12 @@ event loop: no thread hop, which is what made asyncio the cheaper server here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 
 import grpc
@@ -37,6 +39,7 @@ from orxaq_grpc.service.convert import (
 )
 from orxaq_grpc.service.errors import budget_exhausted, invalid_argument
 from orxaq_grpc.service.runtime import protobuf_backend
+from orxaq_grpc.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ class RoutingHandlers:
         self.outcomes = outcomes
         self._data_dir = data_dir
         self._started = time.monotonic()
+        self.stopping = asyncio.Event()  # set on shutdown: ends WatchHealth streams at once
 
     def route(self, message: pb.RouteRequest) -> pb.RouteDecision:
         router = self._live.current
@@ -56,8 +60,12 @@ class RoutingHandlers:
         if violations := _merge(wire, router.validate(request)):
             raise RequestInvalid(violations)
         decision = router.route(request, guards=self.outcomes)
-        self.outcomes.record_decision(decision)
-        return decision_to_proto(decision)
+        try:
+            self.outcomes.record_decision(decision)
+            return decision_to_proto(decision)
+        except BaseException:
+            self.outcomes.abandon(decision)  # the lane never got it: free what Route reserved
+            raise
 
     def prepare_report(self, message: pb.ReportRequest) -> ReportRecord:
         report, wire = report_input_from_proto(message)
@@ -96,11 +104,15 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
 
     async def Report(self, request: pb.ReportRequest, context: grpc.aio.ServicerContext) -> pb.ReportAck:
         async with _edge(context, "Report", request.lane, request.decision_id):
+            outcomes = self._handlers.outcomes
             record = self._handlers.prepare_report(request)
-            # Acknowledged only once durable; counted only when new (first report wins).
-            new = await asyncio.wrap_future(self._handlers.outcomes.write_report(record))
-            if new:
-                self._handlers.outcomes.apply_report(record)
+            durable = outcomes.write_report(record)
+            # Counted once durable and new, whether or not this call is still there to hear it
+            # (a deadline or a disconnect mid-commit must not leave a stored report uncounted).
+            # Registered before the await below, so the count lands before the ack.
+            loop = asyncio.get_running_loop()
+            durable.add_done_callback(lambda done: _count_when_new(loop, outcomes, record, done))
+            new = await asyncio.shield(asyncio.wrap_future(durable))
             return report_ack(record, new)
         raise AssertionError("unreachable: _edge aborts")
 
@@ -108,7 +120,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         self, request: pb.EconomicsRequest, context: grpc.aio.ServicerContext
     ) -> pb.EconomicsResponse:
         async with _edge(context, "Economics", "", ""):
-            return self._handlers.economics(request)
+            # Summing 30 days of buckets takes a while: not on the loop that routes.
+            return await asyncio.to_thread(self._handlers.economics, request)
         raise AssertionError("unreachable: _edge aborts")
 
     async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext) -> pb.HealthResponse:
@@ -125,9 +138,10 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                 invalid_argument("WatchHealthRequest", [Violation("heartbeat_s", problem)])
             )
         outcomes = self._handlers.outcomes
+        stopping = self._handlers.stopping
         last_states: tuple | None = None
         last_sent = 0.0
-        while True:
+        while not stopping.is_set():
             view = outcomes.health()
             states = view.fingerprint()
             now = time.monotonic()
@@ -137,7 +151,19 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                 snapshot.trigger = trigger
                 yield snapshot
                 last_sent, last_states = now, states
-            await asyncio.sleep(min(WATCH_POLL_S, heartbeat_s))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), min(WATCH_POLL_S, heartbeat_s))
+
+
+def _count_when_new(
+    loop: asyncio.AbstractEventLoop, outcomes: Outcomes, record: ReportRecord, durable: Future[bool]
+) -> None:
+    """On the ledger's writer thread: hands a durable, new report to the loop to count."""
+    if durable.exception() is None and durable.result():
+        try:
+            loop.call_soon_threadsafe(outcomes.apply_report, record)
+        except RuntimeError:  # the loop is gone (shutdown): the next start counts it from the ledger
+            log.warning("report %r is durable; it will be counted at the next start", record.decision_id)
 
 
 def _merge(wire: list[Violation], core: list[Violation]) -> list[Violation]:
@@ -163,6 +189,10 @@ async def _edge(context: grpc.aio.ServicerContext, rpc: str, lane: str, key: str
         await context.abort_with_status(invalid_argument(f"{rpc}Request", exc.violations))
     except BudgetExhausted as exc:
         await context.abort_with_status(budget_exhausted(str(exc)))
+    except StoreError as exc:
+        # Nothing was written: retrying is safe once the ledger is back.
+        log.error("%s: the ledger refused (lane %r, %r): %s", rpc, lane, key, exc)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the ledger is unavailable; retry later")
     except Exception:
         log.exception("%s failed (lane %r, %r)", rpc, lane, key)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
