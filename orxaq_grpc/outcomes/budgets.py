@@ -88,9 +88,13 @@ class Budgets:
         self._providers = _scopes("provider", settings.provider_daily_usd)
         self._reservations: dict[str, _Reservation] = {}  # insertion order is (nearly) age order
         self._day = _day_of(clock())
+        # With no budget anywhere (the default) every call is a no-op: Route pays nothing for them.
+        self.any = self._overall is not None or bool(self._lanes) or bool(self._providers)
 
     def headroom(self, lane: str) -> tuple[float, dict[str, float]]:
         """What this lane may still spend: min(overall, lane) remaining, and each budgeted provider's."""
+        if not self.any:
+            return math.inf, {}
         with self._lock:
             self._sync(self._clock())
             left = min((s.remaining for s in self._lane_scopes(lane)), default=math.inf)
@@ -101,6 +105,8 @@ class Budgets:
 
         A decision id reserved again replaces its earlier reservation (if the new one fits).
         """
+        if not self.any:
+            return True
         with self._lock:
             now = self._clock()
             self._sync(now)
@@ -115,6 +121,8 @@ class Budgets:
 
     def reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> None:
         """Reserves usd even past a budget: a static fallback the lane may still run."""
+        if not self.any:
+            return
         with self._lock:
             now = self._clock()
             self._sync(now)
@@ -129,6 +137,8 @@ class Budgets:
         The cost counts against the UTC day of `at` (default now) and only today is kept, so a ledger
         replayed on start adds nothing from earlier days.
         """
+        if not self.any:
+            return
         with self._lock:
             now = self._clock()
             self._sync(now)

@@ -274,7 +274,7 @@ class SqliteStore:
         """One transaction for the whole batch; futures resolve only after it committed."""
         try:
             with _transaction(self._db):
-                results = [self._insert(record) for record, _ in batch]
+                results = self._insert_all(batch)
         except Exception as exc:  # a disk or database error: the batch fails whole, nothing written
             error = StoreError(f"{self.path}: commit of {len(batch)} queued writes failed: {exc}")
             error.__cause__ = exc
@@ -291,6 +291,32 @@ class SqliteStore:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    def _insert_all(self, batch: list[_Item]) -> list[bool | StoreError]:
+        """Runs of decisions go in with one executemany (the decision log is most of the rows);
+        reports one by one, because each needs its own new-or-duplicate answer."""
+        results: list[bool | StoreError] = []
+        run: list[DecisionRecord] = []
+        for record, _ in batch:
+            if isinstance(record, DecisionRecord):
+                run.append(record)
+                continue
+            results += self._insert_decisions(run)
+            run = []
+            results.append(self._insert(record))
+        results += self._insert_decisions(run)
+        return results
+
+    def _insert_decisions(self, run: list[DecisionRecord]) -> list[bool | StoreError]:
+        if not run:
+            return []
+        try:
+            self._db.executemany(_INSERT_DECISION, map(_decision_values, run))
+        except _ROW_ERRORS:
+            if not self._db.in_transaction:
+                raise
+            return [self._insert(record) for record in run]  # find the row SQLite refuses
+        return [True] * len(run)
 
     def _insert(self, record: DecisionRecord | ReportRecord | None) -> bool | StoreError:
         """True when the row is new (always, for a decision or a flush marker); the error for a row
