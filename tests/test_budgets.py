@@ -193,3 +193,17 @@ def test_threads_racing_for_a_tight_budget_never_overrun_it() -> None:
             assert 0.05 - 0.01 < final.spent_usd <= 0.05 + 1e-9  # used up, never past it
     finally:
         sys.setswitchinterval(switch_interval)
+
+
+def test_no_budget_anywhere_makes_every_call_a_no_op(clock: FakeClock) -> None:
+    unlimited = dataclasses.replace(
+        SETTINGS, daily_usd=0.0, lane_daily_usd={"codex": 0.0}, provider_daily_usd={}
+    )
+    budgets = Budgets(unlimited, clock=clock)
+    assert not budgets.any
+    assert budgets.headroom("codex") == (math.inf, {})
+    assert budgets.try_reserve("d1", "codex", "openai", 1e9)
+    budgets.reserve("d2", "codex", "openai", 1e9)
+    budgets.settle("d1", "codex", "openai", 5.0)
+    assert budgets.views() == []
+    assert Budgets(SETTINGS, clock=clock).any
