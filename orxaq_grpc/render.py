@@ -167,6 +167,12 @@ def health_text(h: pb.HealthResponse) -> str:
         f"{h.overall.state.upper()}: {h.overall.reason}",
         f"config {h.config_version}, up {h.uptime_s:.0f} s, {h.scoring_kernel} kernel, pid {h.pid}"
         + (f", {h.trigger}" if h.trigger else ""),
+        f"ledger {h.ledger.location}: {h.ledger.commits} commits, {h.ledger.queued} queued"
+        + (
+            f", {h.ledger.dropped_decisions} decision-log entries DROPPED"
+            if h.ledger.dropped_decisions
+            else ""
+        ),
         "",
         _table(("lane", "state"), [(lane.lane, lane.state) for lane in h.lanes]),
         "",

@@ -103,6 +103,8 @@ def test_report_is_durable_idempotent_and_priced(serve: Served, tmp_path: Path) 
 
     again = client.report(report_for(decision, cost_usd=9.0, outcome=pb.OUTCOME_TIMEOUT))
     assert again.duplicate and again.cost_usd == 0.0
+    ledger = client.health().ledger
+    assert ledger.location.endswith("ledger.sqlite3") and ledger.commits >= 1 and not ledger.dropped_decisions
     overall = today(client).overall
     assert (overall.decisions, overall.reports) == (1, 1)
     assert overall.spend_usd == pytest.approx(priced)

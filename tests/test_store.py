@@ -168,6 +168,26 @@ for window in itertools.count():
 """
 
 
+def test_a_ledger_far_behind_drops_decision_log_entries_and_counts_them(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path, retention_days=30, max_queued_decisions=3, clock=FakeClock(NOW)) as store:
+        blocker = sqlite3.connect(store.path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the disk "stalls"
+        for i in range(10):
+            store.record_decision(decision(f"d{i}"))
+        dropped = store.stats().dropped_decisions
+        # Three queued, perhaps one more the writer already took off the queue; the rest dropped.
+        assert 6 <= dropped <= 7
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        store.flush(timeout_s=30)
+        stats = store.stats()
+        assert (stats.queued, stats.dropped_decisions, stats.location) == (0, dropped, str(store.path))
+        assert sum(1 for _ in store.replay(0.0)) == 10 - dropped
+        store.record_decision(decision("after"))  # caught up: accepted again
+        store.flush(timeout_s=30)
+        assert store.find_decision("after") is not None
+
+
 def test_acknowledged_reports_survive_sigkill_mid_load(tmp_path: Path) -> None:
     data = tmp_path / "data"
     child = subprocess.Popen(

@@ -23,7 +23,7 @@ from orxaq_grpc.outcomes.records import DecisionRecord, ReportInput, ReportRecor
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import expected_cost_usd
 from orxaq_grpc.routing.types import Decision, FallbackReason
-from orxaq_grpc.store.base import Store
+from orxaq_grpc.store.base import Store, StoreStats
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class HealthView:
     detection: Detection
     breakers: tuple[BreakerView, ...]
     budgets: tuple[BudgetView, ...]
+    ledger: StoreStats
 
     def fingerprint(self) -> tuple:
         """What a watcher compares: every state, not the figures that wobble under it."""
@@ -185,6 +186,7 @@ class Outcomes:
             detection=detect(window, policy.detection, self.config.lanes, providers),
             breakers=tuple(self.breakers.views()),
             budgets=tuple(self.budgets.views()),
+            ledger=self.store.stats(),
         )
 
     def economics(self) -> EconomicsView:

@@ -273,5 +273,11 @@ def health_to_proto(
             for b in view.budgets
         ],
         budget_warning=any(b.warning for b in view.budgets),
+        ledger=pb.LedgerStatus(
+            location=view.ledger.location,
+            queued=view.ledger.queued,
+            commits=view.ledger.commits,
+            dropped_decisions=view.ledger.dropped_decisions,
+        ),
         data_dir=data_dir,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Protocol
 
 from orxaq_grpc.outcomes.records import DecisionRecord, ReportRecord
@@ -13,6 +14,16 @@ class StoreError(Exception):
     """The store refused: a ledger it cannot use, a failed commit, or a call after close()."""
 
 
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """What operators see of the ledger in Health."""
+
+    location: str
+    queued: int  # writes waiting for the next commit
+    commits: int
+    dropped_decisions: int  # decision-log entries dropped because the queue was full
+
+
 class Store(Protocol):
     """The durable ledger of decisions and reports.
 
@@ -20,8 +31,12 @@ class Store(Protocol):
     acknowledged through its future once the commit that holds it is durable."""
 
     def record_decision(self, record: DecisionRecord) -> None:
-        """Queues the decision for the next group commit; never waits for the disk."""
+        """Queues the decision for the next group commit; never waits for the disk. When the disk
+        falls so far behind that the queue is full, the entry is dropped and counted instead:
+        the decision log must not grow memory without bound, and Route must not wait for it."""
         ...
+
+    def stats(self) -> StoreStats: ...
 
     def record_report(self, record: ReportRecord) -> Future[bool]:
         """Queues the report. The future resolves after the commit that made it durable: True if

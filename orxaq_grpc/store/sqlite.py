@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from orxaq_grpc.outcomes.records import DecisionRecord, Outcome, ReportRecord
-from orxaq_grpc.store.base import StoreError
+from orxaq_grpc.store.base import StoreError, StoreStats
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,7 @@ class SqliteStore:
         retention_days: int,
         *,
         max_batch: int = 1024,
+        max_queued_decisions: int = 100_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days < 1:
@@ -157,6 +158,9 @@ class SqliteStore:
             raise ValueError(f"max_batch must be >= 1, not {max_batch!r}")
         self.path = _ledger_path(Path(directory))
         self.commits = 0  # group commits so far: batching figures and tests
+        self.dropped_decisions = 0
+        self._queued_decisions = 0  # enqueued, not yet committed: bounded by max_queued_decisions
+        self._max_queued_decisions = max_queued_decisions
         self._retention_s = retention_days * _DAY_S
         self._max_batch = max_batch
         self._clock = clock
@@ -184,7 +188,25 @@ class SqliteStore:
     # --- the Store protocol ---
 
     def record_decision(self, record: DecisionRecord) -> None:
+        if self._queued_decisions >= self._max_queued_decisions:
+            self.dropped_decisions += 1
+            if self.dropped_decisions == 1:
+                log.warning(
+                    "%s: the ledger is %d decisions behind; dropping decision-log entries",
+                    self.path,
+                    self._queued_decisions,
+                )
+            return
+        self._queued_decisions += 1  # approximate under races: a bound, not an account
         self._enqueue((record, None))
+
+    def stats(self) -> StoreStats:
+        return StoreStats(
+            location=str(self.path),
+            queued=self._queue.qsize(),
+            commits=self.commits,
+            dropped_decisions=self.dropped_decisions,
+        )
 
     def record_report(self, record: ReportRecord) -> Future[bool]:
         future = _running_future()
@@ -272,6 +294,7 @@ class SqliteStore:
 
     def _commit(self, batch: list[_Item]) -> None:
         """One transaction for the whole batch; futures resolve only after it committed."""
+        self._queued_decisions -= sum(1 for record, _ in batch if isinstance(record, DecisionRecord))
         try:
             with _transaction(self._db):
                 results = self._insert_all(batch)
