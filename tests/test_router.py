@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from orxaq_grpc.config.model import Config
-from orxaq_grpc.routing.router import Router, expected_cost_usd, expected_latency_s
+from orxaq_grpc.routing.router import BudgetExhausted, Router, expected_cost_usd, expected_latency_s
 from orxaq_grpc.routing.types import (
     Constraints,
     FallbackReason,
@@ -413,3 +413,53 @@ def test_a_failure_after_scoring_is_a_router_error_too(
         Strategy.STATIC_FALLBACK,
         FallbackReason.ROUTER_ERROR,
     )
+
+
+class FixedGuards:
+    """Guards with fixed answers: what the circuits block and what the budgets leave."""
+
+    def __init__(self, models: frozenset[str], lane_headroom: float) -> None:
+        self.models = models
+        self.lane_headroom = lane_headroom
+        self.reserved: list[str] = []
+
+    def blocked(self) -> tuple[frozenset[str], frozenset[str]]:
+        return self.models, frozenset()
+
+    def headroom(self, lane: str) -> tuple[float, dict[str, float]]:
+        return self.lane_headroom, {}
+
+    def try_reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> bool:
+        self.reserved.append(decision_id)
+        return usd <= self.lane_headroom
+
+    def reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> None:
+        self.reserved.append(decision_id)
+
+
+@pytest.mark.parametrize(
+    ("headroom", "reason"),
+    [
+        (math.inf, FallbackReason.ALL_CANDIDATES_UNHEALTHY),  # waiting out the circuits helps
+        (10.0, FallbackReason.ALL_CANDIDATES_UNHEALTHY),  # ... and the budget could pay
+        (0.0, FallbackReason.BUDGET_EXHAUSTED),  # healthy again, still nothing would fit
+    ],
+)
+def test_every_circuit_open_is_unhealthy_unless_the_budget_rules_them_out_anyway(
+    shipped_config: Config, make_router: MakeRouter, headroom: float, reason: FallbackReason
+) -> None:
+    claude = frozenset(shipped_config.lanes["claude"].allowed_models)
+    guards = FixedGuards(claude, headroom)
+    decision = make_router(shipped_config).route(
+        RouteRequest(lane="claude", task=Task(title="x")), guards=guards
+    )
+    assert (decision.strategy, decision.fallback_reason) == (Strategy.STATIC_FALLBACK, reason)
+    assert guards.reserved == [decision.decision_id]  # the static answer is reserved too
+
+    if reason == FallbackReason.BUDGET_EXHAUSTED:
+        refuse = dataclasses.replace(shipped_config.policy.budgets, on_exhausted="error")
+        config = dataclasses.replace(
+            shipped_config, policy=dataclasses.replace(shipped_config.policy, budgets=refuse)
+        )
+        with pytest.raises(BudgetExhausted):
+            make_router(config).route(RouteRequest(lane="claude", task=Task(title="x")), guards=guards)

@@ -312,7 +312,7 @@ def _read_policy(root: _Section) -> Policy:
 
     detection_section = root.section("detection")
     detection = DetectionSettings(
-        window_s=detection_section.number("window_s", lo=60.0, hi=86400.0),  # minute buckets, kept a day
+        window_s=detection_section.number("window_s", lo=60.0, hi=7200.0),  # minute buckets
         degraded_router_error_rate=detection_section.number("degraded_router_error_rate", above=0.0, hi=1.0),
         elevated_fallback_rate=detection_section.number("elevated_fallback_rate", above=0.0, hi=1.0),
     )

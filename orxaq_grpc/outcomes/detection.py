@@ -40,8 +40,11 @@ class Detection:
         return tuple((d.scope, d.name, d.state) for d in every)
 
 
-def classify(scope: str, name: str, figures: Figures | None, settings: DetectionSettings) -> DetectionState:
-    window = f"{settings.window_s:g} s"
+def classify(
+    scope: str, name: str, figures: Figures | None, settings: DetectionSettings, window_s: float | None = None
+) -> DetectionState:
+    """`window_s` is what the figures really cover (windows start on a minute boundary)."""
+    window = f"{window_s if window_s is not None else settings.window_s:.0f} s"
     if figures is None or figures.counters.decisions == 0:
         return DetectionState(scope, name, IDLE, f"no decisions in the last {window}", 0, 0.0, 0.0)
     decisions = figures.counters.decisions
@@ -69,11 +72,16 @@ def classify(scope: str, name: str, figures: Figures | None, settings: Detection
 
 
 def detect(
-    window: Breakdown, settings: DetectionSettings, lanes: Iterable[str], providers: Iterable[str]
+    window: Breakdown,
+    settings: DetectionSettings,
+    lanes: Iterable[str],
+    providers: Iterable[str],
+    now: float,
 ) -> Detection:
     """States for the overall service and every configured lane and provider."""
+    span = now - window.since
     return Detection(
-        overall=classify("overall", "overall", window.overall, settings),
-        lanes=tuple(classify("lane", n, window.lanes.get(n), settings) for n in lanes),
-        providers=tuple(classify("provider", n, window.providers.get(n), settings) for n in providers),
+        overall=classify("overall", "overall", window.overall, settings, span),
+        lanes=tuple(classify("lane", n, window.lanes.get(n), settings, span) for n in lanes),
+        providers=tuple(classify("provider", n, window.providers.get(n), settings, span) for n in providers),
     )

@@ -180,10 +180,11 @@ class Outcomes:
 
     def health(self) -> HealthView:
         policy = self.config.policy
-        window = self.book.breakdown(self._clock() - policy.detection.window_s)
+        now = self._clock()
+        window = self.book.breakdown(now - policy.detection.window_s)
         providers = sorted({m.provider for m in self.config.models})
         return HealthView(
-            detection=detect(window, policy.detection, self.config.lanes, providers),
+            detection=detect(window, policy.detection, self.config.lanes, providers, now),
             breakers=tuple(self.breakers.views()),
             budgets=tuple(self.budgets.views()),
             ledger=self.store.stats(),

@@ -105,6 +105,10 @@ class _Scores:
     lane_headroom: float = math.inf
     provider_headroom: array | None = None
 
+    @property
+    def budgeted(self) -> bool:
+        return self.lane_headroom != math.inf or self.provider_headroom is not None
+
     def fits_budget(self, index: int, slot: int) -> bool:
         limit = self.lane_headroom
         if self.provider_headroom is not None:
@@ -301,10 +305,15 @@ class Router:
         others: they are what left the lane with nothing. A model behind an open circuit
         that the budget could pay for makes it a health problem (it passes), not a budget
         one (it lasts until tomorrow)."""
-        if Filter.CIRCUIT_OPEN in scores.status and any(
-            code == Filter.CIRCUIT_OPEN and scores.fits_budget(i, self.catalog.provider_slot[model.provider])
-            for (i, code), model in zip(enumerate(scores.status), self.catalog.models, strict=True)
-        ):
+        if Filter.CIRCUIT_OPEN in scores.status:
+            slots = self.catalog.provider_slot
+            if any(
+                code == Filter.CIRCUIT_OPEN and scores.fits_budget(i, slots[model.provider])
+                for (i, code), model in zip(enumerate(scores.status), self.catalog.models, strict=True)
+            ):
+                return FallbackReason.ALL_CANDIDATES_UNHEALTHY
+            if scores.budgeted:
+                return self._budget_exhausted(ctx)  # healthy again, none would fit either
             return FallbackReason.ALL_CANDIDATES_UNHEALTHY
         if Filter.BUDGET in scores.status:
             return self._budget_exhausted(ctx)

@@ -159,7 +159,9 @@ class SqliteStore:
         self.path = _ledger_path(Path(directory))
         self.commits = 0  # group commits so far: batching figures and tests
         self.dropped_decisions = 0
-        self._queued_decisions = 0  # enqueued, not yet committed: bounded by max_queued_decisions
+        # Each counter has one writer thread, so neither update can lose the other's.
+        self._decisions_in = 0  # enqueued (callers' thread)
+        self._decisions_out = 0  # taken off the queue (writer thread)
         self._max_queued_decisions = max_queued_decisions
         self._retention_s = retention_days * _DAY_S
         self._max_batch = max_batch
@@ -188,16 +190,15 @@ class SqliteStore:
     # --- the Store protocol ---
 
     def record_decision(self, record: DecisionRecord) -> None:
-        if self._queued_decisions >= self._max_queued_decisions:
+        behind = self._decisions_in - self._decisions_out
+        if behind >= self._max_queued_decisions:
             self.dropped_decisions += 1
             if self.dropped_decisions == 1:
                 log.warning(
-                    "%s: the ledger is %d decisions behind; dropping decision-log entries",
-                    self.path,
-                    self._queued_decisions,
+                    "%s: the ledger is %d decisions behind; dropping decision-log entries", self.path, behind
                 )
             return
-        self._queued_decisions += 1  # approximate under races: a bound, not an account
+        self._decisions_in += 1
         self._enqueue((record, None))
 
     def stats(self) -> StoreStats:
@@ -294,7 +295,7 @@ class SqliteStore:
 
     def _commit(self, batch: list[_Item]) -> None:
         """One transaction for the whole batch; futures resolve only after it committed."""
-        self._queued_decisions -= sum(1 for record, _ in batch if isinstance(record, DecisionRecord))
+        self._decisions_out += sum(1 for record, _ in batch if isinstance(record, DecisionRecord))
         try:
             with _transaction(self._db):
                 results = self._insert_all(batch)
