@@ -229,6 +229,12 @@ def test_budget_exhausted_can_be_an_error_the_lane_acts_on(serve: Served, config
         for _ in range(3):
             route(client, lane="claude")
     assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # The refusal is a disruptive decision of the lane, with no model or provider to its name.
+    window = today(client)
+    assert window.overall.decisions >= 1 and window.overall.disruptive_fallback_rate > 0
+    assert [p.name for p in window.providers] in ([], ["anthropic"])
+    lanes = {lane.lane: lane.state for lane in client.health().lanes}
+    assert lanes["claude"] == "elevated_fallback"
 
 
 def test_resource_exhausted_carries_quota_and_retry_details(serve: Served, config_dir: Path) -> None:

@@ -208,7 +208,8 @@ class EconomicsBook:
             for (lane, provider, model), counters in per_key:
                 overall.add(counters)
                 for group, name in (("providers", provider), ("lanes", lane), ("models", model)):
-                    by[group].setdefault(name, Counters()).add(counters)
+                    if name:  # a refused Route has a lane but no provider or model
+                        by[group].setdefault(name, Counters()).add(counters)
         return Breakdown(
             since=since,
             overall=Figures.of(overall),

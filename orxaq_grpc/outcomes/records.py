@@ -30,7 +30,7 @@ class DecisionRecord:
     lane: str
     provider: str
     model: str
-    strategy: int  # routing.types.Strategy value
+    strategy: int  # routing.types.Strategy value; 0 with no model: refused (budget exhausted, policy "error")
     fallback_reason: int  # routing.types.FallbackReason value
     disruptive: bool
     router_error: bool

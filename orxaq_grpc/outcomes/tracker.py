@@ -21,8 +21,8 @@ from orxaq_grpc.outcomes.detection import Detection, detect
 from orxaq_grpc.outcomes.economics import DAY, HOUR, Breakdown, EconomicsBook, Figures
 from orxaq_grpc.outcomes.records import DecisionRecord, ReportInput, ReportRecord
 from orxaq_grpc.routing.live import LiveRouter
-from orxaq_grpc.routing.router import expected_cost_usd
-from orxaq_grpc.routing.types import Decision, FallbackReason
+from orxaq_grpc.routing.router import BudgetExhausted, expected_cost_usd
+from orxaq_grpc.routing.types import Decision, FallbackReason, Strategy
 from orxaq_grpc.store.base import Store, StoreStats
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,25 @@ class Outcomes:
         self.book.add_decision(record)
         self.breakers.note_routed(decision.model, decision.provider)
         self._remember(record.decision_id)
+
+    def record_refusal(self, refusal: BudgetExhausted) -> None:
+        """A Route refused for budget counts as a disruptive decision of its lane, with no model."""
+        record = DecisionRecord(
+            decision_id=refusal.decision_id,
+            at=self._clock(),
+            lane=refusal.lane,
+            provider="",
+            model="",
+            strategy=Strategy.UNSPECIFIED.value,  # refused: no model was chosen
+            fallback_reason=FallbackReason.BUDGET_EXHAUSTED.value,
+            disruptive=True,
+            router_error=False,
+            estimated_input_tokens=refusal.input_tokens,
+            estimated_output_tokens=refusal.output_tokens,
+            estimated_cost_usd=0.0,
+        )
+        self.store.record_decision(record)
+        self.book.add_decision(record)
 
     def abandon(self, decision: Decision) -> None:
         """Releases the budget a decision reserved when it never reached the lane."""

@@ -55,10 +55,14 @@ class Guards(Protocol):
 
 
 class BudgetExhausted(Exception):
-    """No candidate fits the budgets left, and policy says to refuse rather than fall back."""
+    """No candidate fits the budgets left, and policy says to refuse rather than fall back.
+    Carries what the decision log needs to count the refusal."""
 
-    def __init__(self, lane: str) -> None:
+    def __init__(self, lane: str, decision_id: str, input_tokens: int, output_tokens: int) -> None:
         self.lane = lane
+        self.decision_id = decision_id
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
         super().__init__(f"no model's estimated cost fits the daily budgets left for lane {lane!r}")
 
 
@@ -321,7 +325,10 @@ class Router:
 
     def _budget_exhausted(self, ctx: _Request) -> FallbackReason:
         if self.config.policy.budgets.on_exhausted == "error":
-            raise BudgetExhausted(ctx.lane.spec.id)
+            estimate = ctx.estimate
+            raise BudgetExhausted(
+                ctx.lane.spec.id, ctx.decision_id, estimate.input_tokens, estimate.output_tokens
+            )
         return FallbackReason.BUDGET_EXHAUSTED
 
     def _static(self, ctx: _Request, reason: FallbackReason, scores: _Scores | None = None) -> Decision:

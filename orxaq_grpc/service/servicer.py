@@ -59,7 +59,11 @@ class RoutingHandlers:
         request, wire = route_request_from_proto(message)
         if violations := _merge(wire, router.validate(request)):
             raise RequestInvalid(violations)
-        decision = router.route(request, guards=self.outcomes)
+        try:
+            decision = router.route(request, guards=self.outcomes)
+        except BudgetExhausted as refusal:
+            self.outcomes.record_refusal(refusal)  # a refused lane shows in economics and detection
+            raise
         try:
             self.outcomes.record_decision(decision)
             return decision_to_proto(decision)
