@@ -50,8 +50,12 @@ def test_keywords_match_whole_words_only(shipped_config: Config) -> None:
 
 
 def test_multi_word_keyword_and_prompt_location(shipped_config: Config) -> None:
-    objective, rule, detail = resolve(shipped_config, title="scheduler", prompt="there is a Race  condition?")
-    assert rule != ObjectiveRule.KEYWORD  # two spaces: not the phrase
+    objective, rule, detail = resolve(shipped_config, title="scheduler", prompt="a Race \n condition?")
+    assert (objective, rule) == (Objective.QUALITY, ObjectiveRule.KEYWORD)  # any white space between
+    objective, rule, detail = resolve(
+        shipped_config, title="scheduler", prompt="race-condition, races condition"
+    )
+    assert rule != ObjectiveRule.KEYWORD  # a hyphen is not white space; "races" is another word
     objective, rule, detail = resolve(shipped_config, title="scheduler", prompt="fix the race condition.")
     assert (objective, rule) == (Objective.QUALITY, ObjectiveRule.KEYWORD)
     assert detail == "keyword 'race condition' in prompt"

@@ -9,6 +9,7 @@ request asks for it explicitly.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from orxaq_grpc.config.model import LaneSpec, Policy
@@ -41,28 +42,46 @@ class WholeWords:
     `str.find` per keyword plus a boundary check is an order of magnitude cheaper than
     one alternation regex scanned position by position, and Route runs it on every
     prompt. "format" does not match inside "information": a neighbouring letter, digit
-    or underscore disqualifies a hit, as `\\b` would.
+    or underscore disqualifies a hit, as `\\b` would. A phrase ("race condition") matches
+    across any run of white space, line breaks included.
     """
 
     def __init__(self, words: tuple[str, ...]) -> None:
-        self._words = tuple(dict.fromkeys(w.lower() for w in words))
+        keywords = tuple(dict.fromkeys(" ".join(w.lower().split()) for w in words))
+        self._words = tuple(w for w in keywords if " " not in w)
+        # A regex only for phrases, starting with a literal so re can search for it quickly
+        # (a leading look-behind would make it try every position); boundaries are checked below.
+        self._phrases = tuple(
+            (phrase, re.compile(r"\s+".join(map(re.escape, phrase.split()))))
+            for phrase in keywords
+            if " " in phrase
+        )
 
     def first_matches(self, text: str) -> list[tuple[int, str]]:
         """(position, word) of each word's first whole-word hit in `text`, already lower-cased."""
-        if not self._words or not text:
+        if not text:
             return []
         hits = []
+        for phrase, pattern in self._phrases:
+            for match in pattern.finditer(text):
+                if _whole(text, match.start(), match.end()):
+                    hits.append((match.start(), phrase))
+                    break
         for word in self._words:
             at = text.find(word)
             while at != -1:
-                end = at + len(word)
-                if not (at > 0 and _is_word_char(text[at - 1])) and not (
-                    end < len(text) and _is_word_char(text[end])
-                ):
+                if _whole(text, at, at + len(word)):
                     hits.append((at, word))
                     break
                 at = text.find(word, at + 1)
         return hits
+
+
+def _whole(text: str, start: int, end: int) -> bool:
+    """No letter, digit or underscore right before `start` or at `end`."""
+    return not (start > 0 and _is_word_char(text[start - 1])) and not (
+        end < len(text) and _is_word_char(text[end])
+    )
 
 
 def _is_word_char(char: str) -> bool:
