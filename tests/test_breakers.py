@@ -97,8 +97,8 @@ def test_bad_output_and_unspecified_neither_fail_nor_heal(clock: FakeClock) -> N
     feed(breakers, [FAIL] * 4 + [Outcome.BAD_OUTPUT, Outcome.UNSPECIFIED] * 3 + [FAIL])
     assert model_blocked(breakers)
     clock.now += SETTINGS.open_s
-    breakers.note_routed("m1", "p")
-    feed(breakers, [Outcome.BAD_OUTPUT])
+    breakers.note_routed("m1", "p", "probe")
+    assert breakers.record("m1", "p", Outcome.BAD_OUTPUT, decision_id="probe") is False
     assert breakers.views()[0].state is BreakerState.HALF_OPEN
 
 
@@ -147,11 +147,11 @@ def test_half_open_lets_exactly_the_probes_through_then_closes_on_success(clock:
     open_model(breakers)
     clock.now += SETTINGS.open_s
     assert breakers.blocked() == NONE
-    breakers.note_routed("m1", "p")
+    breakers.note_routed("m1", "p", "probe-1")
     assert breakers.blocked() == NONE
-    breakers.note_routed("m1", "p")
+    breakers.note_routed("m1", "p", "probe-2")
     assert model_blocked(breakers)  # both probes in flight
-    assert breakers.record("m1", "p", OK) is True
+    assert breakers.record("m1", "p", OK, decision_id="probe-2") is True
     assert breakers.blocked() == NONE
     view = breakers.views()[0]
     assert (view.state, view.reason, view.reopens_at, view.window_reports) == (
@@ -166,8 +166,8 @@ def test_half_open_failure_reopens_for_a_fresh_open_s(clock: FakeClock) -> None:
     breakers = make(clock)
     open_model(breakers)
     clock.now += SETTINGS.open_s + 7.0
-    breakers.note_routed("m1", "p")
-    assert breakers.record("m1", "p", Outcome.TIMEOUT) is True
+    breakers.note_routed("m1", "p", "probe")
+    assert breakers.record("m1", "p", Outcome.TIMEOUT, decision_id="probe") is True
     view = breakers.views()[0]
     assert (view.state, view.opened_at, view.reopens_at) == (
         BreakerState.OPEN,
@@ -183,13 +183,117 @@ def test_a_lost_probe_is_replaced_after_open_s(clock: FakeClock) -> None:
     breakers = make(clock)
     open_model(breakers)
     clock.now += SETTINGS.open_s
-    breakers.note_routed("m1", "p")
+    breakers.note_routed("m1", "p", "lost")
     clock.now += SETTINGS.open_s - 0.1
     assert model_blocked(breakers)
     clock.now += 0.1
     assert not model_blocked(breakers)
-    breakers.note_routed("m1", "p")
+    breakers.note_routed("m1", "p", "replacement")
     assert model_blocked(breakers)
+
+
+def test_a_stale_success_while_half_open_does_not_close_it(clock: FakeClock) -> None:
+    """A task routed before the circuit opened reports late: it proves nothing about the model now."""
+    breakers = make(clock)
+    open_model(breakers)
+    clock.now += SETTINGS.open_s
+    assert breakers.record("m1", "p", OK, decision_id="stale-1") is False  # before any probe
+    assert breakers.record("m1", "p", OK) is False  # a report without a decision id
+    assert breakers.views()[0].state is BreakerState.HALF_OPEN
+    assert not model_blocked(breakers)  # the probe is still there to take
+    breakers.note_routed("m1", "p", "probe")
+    assert breakers.record("m1", "p", OK, decision_id="stale-2") is False  # while the probe is out
+    view = breakers.views()[0]
+    assert (view.state, view.consecutive_failures) == (BreakerState.HALF_OPEN, 0)  # counted all the same
+    assert model_blocked(breakers)
+
+
+def test_the_probes_success_closes_it(clock: FakeClock) -> None:
+    breakers = make(clock)
+    open_model(breakers)
+    clock.now += SETTINGS.open_s
+    breakers.note_routed("m1", "p", "probe")
+    breakers.record("m1", "p", OK, decision_id="stale")
+    assert breakers.record("m1", "p", OK, decision_id="probe") is True
+    assert breakers.blocked() == NONE
+    view = breakers.views()[0]
+    assert (view.state, view.reason, view.reopens_at) == (BreakerState.CLOSED, "", None)
+
+
+def test_a_stale_failure_while_half_open_is_counted_but_does_not_reopen(clock: FakeClock) -> None:
+    breakers = make(clock)
+    open_model(breakers)
+    clock.now += SETTINGS.open_s
+    breakers.note_routed("m1", "p", "probe")
+    assert breakers.record("m1", "p", Outcome.TIMEOUT, decision_id="stale") is False
+    view = breakers.views()[0]
+    assert (view.state, view.consecutive_failures) == (
+        BreakerState.HALF_OPEN,
+        SETTINGS.consecutive_failures + 1,
+    )
+    assert breakers.record("m1", "p", FAIL, decision_id="probe") is True  # the probe's failure re-opens
+    view = breakers.views()[0]
+    assert (view.state, view.reason, view.reopens_at) == (
+        BreakerState.OPEN,
+        "half-open probe failed",
+        clock.now + SETTINGS.open_s,
+    )
+
+
+def test_a_stale_rate_limit_while_half_open_delays_the_next_probe(clock: FakeClock) -> None:
+    breakers = make(clock)
+    open_model(breakers)
+    clock.now += SETTINGS.open_s
+    breakers.note_routed("m1", "p", "probe")
+    limited = clock.now
+    assert breakers.record("m1", "p", Outcome.RATE_LIMITED, 90.0, decision_id="stale") is False
+    view = breakers.views()[0]
+    assert (view.state, view.reason, view.reopens_at) == (
+        BreakerState.HALF_OPEN,
+        "rate limited: retry after 90 s",
+        limited + 90.0,
+    )
+    clock.now = limited + SETTINGS.open_s  # the lost-probe time alone is no longer enough
+    assert model_blocked(breakers)
+    clock.now = limited + 90.0
+    assert not model_blocked(breakers)
+    breakers.note_routed("m1", "p", "replacement")
+    assert breakers.views()[0].reopens_at == clock.now + SETTINGS.open_s
+
+
+def test_a_rate_limit_before_the_last_probe_is_kept_by_take_probe(clock: FakeClock) -> None:
+    breakers = make(clock)
+    open_model(breakers)
+    clock.now += SETTINGS.open_s
+    breakers.record("m1", "p", Outcome.RATE_LIMITED, 90.0, decision_id="stale")
+    breakers.note_routed("m1", "p", "probe")
+    assert breakers.views()[0].reopens_at == clock.now + 90.0
+
+
+def test_probe_ids_are_bounded_and_cleared(clock: FakeClock) -> None:
+    breakers = make(clock, half_open_probes=2)
+    open_model(breakers)
+    circuit = breakers._circuits[("model", "m1")]
+    clock.now += SETTINGS.open_s
+    breakers.note_routed("m1", "p", "d0")
+    breakers.note_routed("m1", "p", "d1")
+    breakers.note_routed("m1", "p", "not-a-probe")  # blocked: Route would not have chosen it
+    assert list(circuit.probes) == ["d0", "d1"]
+    for i in range(2, 50):  # every probe lost, again and again
+        clock.now += SETTINGS.open_s
+        breakers.note_routed("m1", "p", f"d{i}")
+        assert len(circuit.probes) == 2
+    assert list(circuit.probes) == ["d48", "d49"]
+    assert breakers.record("m1", "p", OK, decision_id="d0") is False  # long given up as lost
+    assert breakers.record("m1", "p", FAIL, decision_id="d48") is True  # re-opens ...
+    assert list(circuit.probes) == []  # ... and forgets its probes
+    assert breakers.record("m1", "p", OK, decision_id="d49") is False  # open: nothing decides
+    clock.now += SETTINGS.open_s
+    breakers.note_routed("m1", "p", "e0")
+    assert breakers.record("m1", "p", OK, decision_id="e0") is True  # closes ...
+    assert list(circuit.probes) == []  # ... and forgets its probes
+    breakers.note_routed("m1", "p", "closed")  # closed: no probe to take
+    assert list(circuit.probes) == []
 
 
 def test_provider_breaker_blocks_the_provider_model_breaker_one_model(clock: FakeClock) -> None:
@@ -206,8 +310,12 @@ def test_note_routed_takes_the_providers_probe_too(clock: FakeClock) -> None:
         breakers.record(model, "p", FAIL)
     clock.now += SETTINGS.open_s
     assert breakers.blocked() == NONE
-    breakers.note_routed("z", "p")  # a model with no breaker of its own
+    breakers.note_routed("z", "p", "probe")  # a model with no breaker of its own
     assert breakers.blocked() == (frozenset(), {"p"})
+    assert breakers.record("a", "p", OK, decision_id="routed-before") is False
+    assert breakers.blocked() == (frozenset(), {"p"})
+    assert breakers.record("z", "p", OK, decision_id="probe") is True
+    assert breakers.blocked() == NONE
 
 
 def test_views_sorted_with_reasons_and_version(clock: FakeClock) -> None:
@@ -234,8 +342,8 @@ def test_views_sorted_with_reasons_and_version(clock: FakeClock) -> None:
     assert views[1].state is BreakerState.CLOSED and views[1].opened_at is None
     clock.now += SETTINGS.open_s
     assert breakers.version == 2  # time alone turned them half-open
-    breakers.note_routed("m1", "p")
-    feed(breakers, [OK])
+    breakers.note_routed("m1", "p", "probe")
+    breakers.record("m1", "p", OK, decision_id="probe")
     assert breakers.version == 3
 
 

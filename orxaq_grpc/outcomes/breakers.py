@@ -2,7 +2,8 @@
 
 A circuit opens on a run of availability failures, on a high failure share over a sliding window, or
 at once on a rate limit that says when to retry. After `open_s` it turns half-open and lets a few
-decisions through as probes; the first report then closes or re-opens it. Plain Python, thread-safe.
+decisions through as probes; the first report of a probe then closes or re-opens it. Reports of tasks
+routed before (still in flight when it opened) are counted but decide nothing. Plain Python, thread-safe.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import enum
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -88,6 +90,9 @@ class _Circuit:
         # lost probe may be replaced. Either way, the next time this circuit unblocks by itself.
         self.reopens_at: float | None = None
         self.probes_left = 0
+        # The decisions routed as probes while half-open: only their reports decide it. Bounded: a
+        # lost probe's replacement pushes out the oldest id.
+        self.probes: deque[str] = deque(maxlen=settings.half_open_probes)
         self.consecutive_failures = 0
         self.window = _Window(settings.window_s)
 
@@ -98,13 +103,13 @@ class _Circuit:
             self.state is BreakerState.HALF_OPEN and self.probes_left == 0
         )
 
-    def record(self, now: float, failed: bool, retry_after_s: float) -> bool:
+    def record(self, now: float, failed: bool, retry_after_s: float, decision_id: str) -> bool:
         """Counts one success or failure; True if the state changed."""
         self.window.add(now, failed)
         self.consecutive_failures = self.consecutive_failures + 1 if failed else 0
-        if self.state is BreakerState.HALF_OPEN:
+        if self.state is BreakerState.HALF_OPEN and decision_id and decision_id in self.probes:
             return self._settle_probe(now, failed, retry_after_s)
-        if self.state is BreakerState.OPEN:
+        if self.state is not BreakerState.CLOSED:  # open, or half-open and not a probe's report
             if retry_after_s > 0:
                 self._extend(now, retry_after_s)
             return False
@@ -114,7 +119,7 @@ class _Circuit:
         return bool(reason)
 
     def _settle_probe(self, now: float, failed: bool, retry_after_s: float) -> bool:
-        """The first report while half-open decides: healed, or open again for a fresh open_s."""
+        """A probe's report decides: healed, or open again for a fresh open_s."""
         if failed:
             self._open(now, _rate_limit_reason(retry_after_s) or "half-open probe failed", retry_after_s)
         else:
@@ -142,9 +147,10 @@ class _Circuit:
         self.state, self.reason, self.opened_at = BreakerState.OPEN, reason, now
         self.reopens_at = now + max(self._settings.open_s, retry_after_s)
         self.probes_left = 0
+        self.probes.clear()
 
     def _extend(self, now: float, retry_after_s: float) -> None:
-        """A rate limit while open: stay open until its retry-after has passed."""
+        """A rate limit while open or half-open: no (new) probe until its retry-after has passed."""
         assert self.reopens_at is not None
         if now + retry_after_s > self.reopens_at:
             self.reopens_at = now + retry_after_s
@@ -154,6 +160,7 @@ class _Circuit:
         """Healed: forget the failures that opened it, or the next one would trip it again."""
         self.state, self.reason, self.opened_at, self.reopens_at = BreakerState.CLOSED, "", None, None
         self.probes_left = self.consecutive_failures = 0
+        self.probes.clear()
         self.window.clear()
 
     def tick(self, now: float) -> bool:
@@ -166,14 +173,18 @@ class _Circuit:
         self.probes_left = 1  # every probe was lost (no report within open_s): allow another
         return False
 
-    def take_probe(self, now: float) -> bool:
-        """Route chose it while half-open; True if that took the last probe (it now blocks)."""
+    def take_probe(self, now: float, decision_id: str) -> bool:
+        """Route chose it while half-open: decision_id is a probe. True if that took the last probe
+        (it now blocks until a probe's report, or until open_s without one)."""
         if self.state is not BreakerState.HALF_OPEN or self.probes_left == 0:
             return False
         self.probes_left -= 1
+        self.probes.append(decision_id)
         if self.probes_left:
             return False
-        self.reopens_at = now + self._settings.open_s
+        # max: a rate limit reported meanwhile may already have set a later time
+        assert self.reopens_at is not None
+        self.reopens_at = max(self.reopens_at, now + self._settings.open_s)
         return True
 
     def view(self, now: float) -> BreakerView:
@@ -208,12 +219,21 @@ class Breakers:
         self._next_tick = math.inf
         self._version = 0
 
-    def record(self, model: str, provider: str, outcome: Outcome, retry_after_s: float = 0.0) -> bool:
+    def record(
+        self,
+        model: str,
+        provider: str,
+        outcome: Outcome,
+        retry_after_s: float = 0.0,
+        decision_id: str = "",
+    ) -> bool:
         """Feeds one report to the model's and the provider's breaker; True if either changed state.
 
         Bad output and unspecified outcomes say nothing about availability, so they neither fail
         nor heal a circuit. A rate limit's retry-after opens only the model's circuit (providers limit
-        each model on its own); for the provider it is one more failure.
+        each model on its own); for the provider it is one more failure. A half-open circuit is decided
+        only by the report of one of its probes (`decision_id` as passed to `note_routed`); any other
+        report is counted but neither closes nor re-opens it (a retry-after may still delay the next probe).
         """
         if outcome is not Outcome.SUCCESS and not outcome.is_availability_failure:
             return False
@@ -223,8 +243,8 @@ class Breakers:
             now = self._advance()
             pair = (self._circuit("model", model), self._circuit("provider", provider))
             was_open = any(c in self._tripped for c in pair)
-            changed = pair[0].record(now, failed, retry_after_s)
-            changed |= pair[1].record(now, failed, 0.0)
+            changed = pair[0].record(now, failed, retry_after_s, decision_id)
+            changed |= pair[1].record(now, failed, 0.0, decision_id)
             self._version += changed
             if changed or was_open:  # an open circuit's reopening time may have moved
                 self._tripped.update(c for c in pair if c.state is not BreakerState.CLOSED)
@@ -238,14 +258,15 @@ class Breakers:
             self._advance()
             return self._blocked
 
-    def note_routed(self, model: str, provider: str) -> None:
-        """Route chose this model: it takes a probe from its model's and provider's half-open circuits."""
+    def note_routed(self, model: str, provider: str, decision_id: str) -> None:
+        """Route chose this model: the decision takes a probe from its model's and provider's half-open
+        circuits, and its report will decide them."""
         with self._lock:
             now = self._advance()
             took_last = False
             for key in (("model", model), ("provider", provider)):
                 circuit = self._circuits.get(key)
-                took_last |= circuit is not None and circuit.take_probe(now)
+                took_last |= circuit is not None and circuit.take_probe(now, decision_id)
             if took_last:
                 self._refresh()
 

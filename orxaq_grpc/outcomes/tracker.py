@@ -108,7 +108,7 @@ class Outcomes:
         )
         self.store.record_decision(record)  # first: a closed store raises before anything is counted
         self.book.add_decision(record)
-        self.breakers.note_routed(decision.model, decision.provider)
+        self.breakers.note_routed(decision.model, decision.provider, decision.decision_id)
         self._remember(record.decision_id)
 
     def record_refusal(self, refusal: BudgetExhausted) -> None:
@@ -175,7 +175,9 @@ class Outcomes:
         """Counts a durable, new report: economics, the budget settlement, the breakers."""
         self.book.add_report(record)
         self.budgets.settle(record.decision_id, record.lane, record.provider, record.cost_usd, at=record.at)
-        if self.breakers.record(record.model, record.provider, record.outcome, record.retry_after_s):
+        if self.breakers.record(
+            record.model, record.provider, record.outcome, record.retry_after_s, record.decision_id
+        ):
             log.info("breakers changed after a %s report for %s", record.outcome.name.lower(), record.model)
 
     def rebuild(self) -> tuple[int, int]:
