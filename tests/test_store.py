@@ -168,6 +168,18 @@ for window in itertools.count():
 """
 
 
+def test_decision_log_entries_linger_to_share_a_commit_but_reports_do_not_wait(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path, retention_days=30, decision_linger_s=30.0, clock=FakeClock(NOW)) as store:
+        for i in range(200):
+            store.record_decision(decision(f"d{i}"))
+        # Nobody waits for decisions: they are still gathering (30 s is far beyond this test).
+        assert store.commits == 0
+        # A report ends the lingering: it commits at once, with every decision queued before it.
+        assert store.record_report(report("r1")).result(timeout=10)
+        assert store.commits == 1
+        assert sum(1 for _ in store.replay(0.0)) == 201
+
+
 def test_a_ledger_far_behind_drops_decision_log_entries_and_counts_them(tmp_path: Path) -> None:
     with SqliteStore(tmp_path, retention_days=30, max_queued_decisions=3, clock=FakeClock(NOW)) as store:
         blocker = sqlite3.connect(store.path, isolation_level=None)

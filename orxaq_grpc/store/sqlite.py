@@ -150,6 +150,7 @@ class SqliteStore:
         *,
         max_batch: int = 1024,
         max_queued_decisions: int = 100_000,
+        decision_linger_s: float = 0.05,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days < 1:
@@ -163,6 +164,7 @@ class SqliteStore:
         self._decisions_in = 0  # enqueued (callers' thread)
         self._decisions_out = 0  # taken off the queue (writer thread)
         self._max_queued_decisions = max_queued_decisions
+        self._decision_linger_s = decision_linger_s
         self._retention_s = retention_days * _DAY_S
         self._max_batch = max_batch
         self._clock = clock
@@ -280,15 +282,27 @@ class SqliteStore:
 
     def _take_batch(self) -> tuple[list[_Item], bool]:
         """Waits for the first item, then takes whatever else is already queued; True once the
-        stop sentinel is reached (nothing is queued after it)."""
+        stop sentinel is reached (nothing is queued after it).
+
+        A batch of decision-log entries alone lingers up to `decision_linger_s` for more: nobody
+        waits for them, and one fsync for many beats one for each. Anything somebody waits for
+        (a report, a flush) ends the lingering at once."""
         batch: list[_Item] = []
         item = self._queue.get()
+        linger_until = time.monotonic() + self._decision_linger_s
+        waited_on = False
         while item is not None:
             batch.append(item)
+            waited_on = waited_on or item[1] is not None
             if len(batch) >= self._max_batch:
                 return batch, False
             try:
-                item = self._queue.get_nowait()
+                remaining = linger_until - time.monotonic()
+                item = (
+                    self._queue.get_nowait()
+                    if waited_on or remaining <= 0
+                    else self._queue.get(timeout=remaining)
+                )
             except queue.Empty:
                 return batch, False
         return batch, True
