@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.outcomes.breakers import Breakers, BreakerView
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # older ones are looked up in the ledger. Bounded, so memory stays flat.
 RECENT_DECISIONS = 100_000
 REBUILD_DAYS = 31
+# What a stored report keeps of the lane's report as it came; the service adds the rest.
+_CARRIED_REPORT_FIELDS = tuple(f.name for f in fields(ReportInput) if f.name != "cost_usd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,18 +152,8 @@ class Outcomes:
             cost = expected_cost_usd(model, report.input_tokens, report.output_tokens)
         known = report.decision_id in self._recent or self.store.find_decision(report.decision_id) is not None
         return ReportRecord(
-            decision_id=report.decision_id,
+            **{name: getattr(report, name) for name in _CARRIED_REPORT_FIELDS},
             at=self._clock(),
-            lane=report.lane,
-            provider=report.provider,
-            model=report.model,
-            input_tokens=report.input_tokens,
-            output_tokens=report.output_tokens,
-            latency_s=report.latency_s,
-            outcome=report.outcome,
-            retry_after_s=report.retry_after_s,
-            validation_passed=report.validation_passed,
-            first_time_pass=report.first_time_pass,
             cost_usd=cost,
             cost_exact=exact,
             decision_known=known,
