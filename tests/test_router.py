@@ -416,12 +416,27 @@ def test_a_failure_after_scoring_is_a_router_error_too(
 
 
 class FixedGuards:
-    """Guards with fixed answers: what the circuits block and what the budgets leave."""
+    """Guards with fixed answers: what the circuits block, what the budgets leave, stop-loss,
+    and each model's (passes, reports)."""
 
-    def __init__(self, models: frozenset[str], lane_headroom: float) -> None:
+    def __init__(
+        self,
+        models: frozenset[str] = frozenset(),
+        lane_headroom: float = math.inf,
+        stop_loss: bool = False,
+        rates: dict[str, tuple[int, int]] | None = None,
+    ) -> None:
         self.models = models
         self.lane_headroom = lane_headroom
+        self.stop_loss = stop_loss
+        self.rates = rates or {}
         self.reserved: list[str] = []
+
+    def stop_loss_active(self) -> bool:
+        return self.stop_loss
+
+    def pass_rates(self) -> dict[str, tuple[int, int]]:
+        return self.rates
 
     def blocked(self) -> tuple[frozenset[str], frozenset[str]]:
         return self.models, frozenset()

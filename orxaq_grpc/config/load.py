@@ -18,12 +18,16 @@ from typing import Any
 from orxaq_grpc.config.model import (
     BreakerSettings,
     BudgetSettings,
+    CapacityLimits,
     Config,
     DetectionSettings,
     LaneSpec,
     Limits,
     ModelSpec,
     Policy,
+    ScaleSettings,
+    StopLossSettings,
+    StrongOrWeakSettings,
     Weights,
 )
 from orxaq_grpc.routing.types import Objective, Profile
@@ -227,6 +231,7 @@ def load_config(directory: str | Path) -> Config:
     models = _read_catalog(_Section(problems, str(directory / CATALOG_FILE), "", raw[CATALOG_FILE]), policy)
     lanes = _read_lanes(_Section(problems, str(directory / LANES_FILE), "", raw[LANES_FILE]), models)
     _check_budget_names(policy, lanes, models, problems, str(directory / POLICY_FILE))
+    _check_scale_names(policy, lanes, problems, str(directory / POLICY_FILE))
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -340,6 +345,10 @@ def _read_policy(root: _Section) -> Policy:
     )
     budget_section.done()
 
+    scale = _read_scale(root.section("scale"), detection.window_s)
+    stop_loss = _read_stop_loss(root.section("stop_loss"))
+    strong_or_weak = _read_strong_or_weak(root.section("strong_or_weak"))
+
     ledger = root.section("ledger")
     retention_days = ledger.integer("retention_days", lo=1, hi=3650)
     ledger.done()
@@ -368,8 +377,100 @@ def _read_policy(root: _Section) -> Policy:
         detection=detection,
         breakers=breakers,
         budgets=budgets,
+        scale=scale,
+        stop_loss=stop_loss,
+        strong_or_weak=strong_or_weak,
         ledger_retention_days=retention_days,
     )
+
+
+MAX_AGENTS = 10_000
+
+
+def _read_limits(section: _Section, defaults: CapacityLimits | None) -> CapacityLimits:
+    """Capacity limits; with `defaults` (a lane's override) every field is optional."""
+
+    def count(key: str, lo: int) -> int:
+        default = None if defaults is None else getattr(defaults, key)
+        return section.integer(key, default=default, lo=lo, hi=MAX_AGENTS)
+
+    limits = CapacityLimits(
+        max_parallel_agents=count("max_parallel_agents", 1),
+        max_subagents_per_agent=count("max_subagents_per_agent", 0),
+        baseline_parallel_agents=count("baseline_parallel_agents", 1),
+        baseline_subagents_per_agent=count("baseline_subagents_per_agent", 0),
+    )
+    if limits.baseline_parallel_agents > limits.max_parallel_agents:
+        section.problem("baseline_parallel_agents", "is above max_parallel_agents")
+    if limits.baseline_subagents_per_agent > limits.max_subagents_per_agent:
+        section.problem("baseline_subagents_per_agent", "is above max_subagents_per_agent")
+    return limits
+
+
+def _read_scale(section: _Section, detection_window_s: float) -> ScaleSettings:
+    limits = _read_limits(section, None)
+    lanes_section = section.section("lanes", required=False)
+    lane_limits = {}
+    for lane in lanes_section.fields():
+        override = lanes_section.section(lane)
+        lane_limits[lane] = _read_limits(override, limits)
+        override.done()
+    lanes_section.done()
+    groups_section = section.section("groups", required=False)
+    groups = {}
+    for group in groups_section.fields():
+        members = groups_section.strings(group)
+        if not members:
+            groups_section.problem(group, "must name at least one lane")
+        groups[group] = members
+    groups_section.done()
+    settings = ScaleSettings(
+        discount_rate=section.number("discount_rate", above=-1.0, hi=10.0),
+        min_npv_threshold_usd=section.number("min_npv_threshold_usd", lo=0.0),
+        min_confidence=section.number("min_confidence", lo=0.0, hi=1.0),
+        max_horizon_days=section.number("max_horizon_days", above=0.0, hi=36_500.0),
+        limits=limits,
+        lane_limits=lane_limits,
+        groups=groups,
+        health_window_s=section.number("health_window_s", default=detection_window_s, lo=60.0, hi=7200.0),
+        min_reports=section.integer("min_reports", lo=1),
+        max_error_rate=section.number("max_error_rate", above=0.0, hi=1.0),
+        min_pass_rate=section.number("min_pass_rate", lo=0.0, hi=1.0),
+        recent_decisions=section.integer("recent_decisions", lo=1, hi=1000),
+    )
+    section.done()
+    return settings
+
+
+def _read_stop_loss(section: _Section) -> StopLossSettings:
+    settings = StopLossSettings(
+        enabled=section.boolean("enabled"),
+        check_interval_s=section.number("check_interval_s", lo=0.05, hi=3600.0),
+        spend_over_budget_share=section.number("spend_over_budget_share", above=0.0, hi=10.0),
+        recent_window_s=section.number("recent_window_s", lo=60.0, hi=7200.0),  # minute buckets
+        baseline_window_s=section.number("baseline_window_s", lo=3600.0, hi=30 * 86400.0),
+        min_reports=section.integer("min_reports", lo=1),
+        pass_rate_drop=section.number("pass_rate_drop", above=0.0, hi=1.0),
+        fallback_rate=section.number("fallback_rate", above=0.0, hi=1.0),
+        min_decisions=section.integer("min_decisions", lo=1),
+        cycle_time_increase=section.number("cycle_time_increase", above=0.0, hi=100.0),
+        hysteresis=section.number("hysteresis", lo=0.0, hi=0.9),
+        cool_off_s=section.number("cool_off_s", lo=0.0, hi=7 * 86400.0),
+    )
+    section.done()
+    return settings
+
+
+def _read_strong_or_weak(section: _Section) -> StrongOrWeakSettings:
+    settings = StrongOrWeakSettings(
+        threshold_usd=section.number("threshold_usd", lo=0.0),
+        uncertainty_ratio=section.number("uncertainty_ratio", lo=0.0, hi=1.0),
+        calibrated_uncertainty_ratio=section.number("calibrated_uncertainty_ratio", lo=0.0, hi=1.0),
+        calibration_min_reports=section.integer("calibration_min_reports", lo=1),
+        calibration_window_s=section.number("calibration_window_s", lo=3600.0, hi=30 * 86400.0),
+    )
+    section.done()
+    return settings
 
 
 def _check_budget_names(
@@ -387,6 +488,22 @@ def _check_budget_names(
     for provider in policy.budgets.provider_daily_usd:
         if provider not in providers:
             problems.append(ConfigProblem(path, f"budgets.providers.{provider}", "no model has it"))
+
+
+def _check_scale_names(
+    policy: Policy, lanes: dict[str, LaneSpec], problems: list[ConfigProblem], path: str
+) -> None:
+    """Scale overrides and groups name lanes from lanes.toml; a group is not also a lane's name."""
+    scale = policy.scale
+    for lane in scale.lane_limits:
+        if lane not in lanes:
+            problems.append(ConfigProblem(path, f"scale.lanes.{lane}", "is not a lane in lanes.toml"))
+    for group, members in scale.groups.items():
+        if group in lanes:
+            problems.append(ConfigProblem(path, f"scale.groups.{group}", "is also a lane's id"))
+        for lane in members:
+            if lane not in lanes:
+                problems.append(ConfigProblem(path, f"scale.groups.{group}", f"{lane!r} is not a lane"))
 
 
 def _read_amounts(section: _Section) -> dict[str, float]:

@@ -97,6 +97,82 @@ class BudgetSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CapacityLimits:
+    """How many agents a lane may run at once, and subagents per agent; baseline is where
+    stop-loss caps them."""
+
+    max_parallel_agents: int
+    max_subagents_per_agent: int
+    baseline_parallel_agents: int
+    baseline_subagents_per_agent: int
+
+    def strictest(self, other: CapacityLimits) -> CapacityLimits:
+        """A scaling group takes the smallest of each limit over its lanes."""
+        return CapacityLimits(
+            max_parallel_agents=min(self.max_parallel_agents, other.max_parallel_agents),
+            max_subagents_per_agent=min(self.max_subagents_per_agent, other.max_subagents_per_agent),
+            baseline_parallel_agents=min(self.baseline_parallel_agents, other.baseline_parallel_agents),
+            baseline_subagents_per_agent=min(
+                self.baseline_subagents_per_agent, other.baseline_subagents_per_agent
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleSettings:
+    """The NPV capacity gate (DESIGN 5)."""
+
+    discount_rate: float  # annual, when a request gives none
+    min_npv_threshold_usd: float  # scale up only at or above this (and above 0)
+    min_confidence: float  # the confidence form below this is "uncertain": no scale-up
+    max_horizon_days: float  # cash flows further out are refused
+    limits: CapacityLimits  # defaults for every lane
+    lane_limits: dict[str, CapacityLimits]  # per-lane overrides, complete
+    groups: dict[str, tuple[str, ...]]  # scaling groups: name -> lanes
+    health_window_s: float  # error and pass rates the gate reads
+    min_reports: int  # fewer reports in the window: rates are not judged
+    max_error_rate: float  # reports with availability failures at or above: unreliable
+    min_pass_rate: float  # validation pass rate below: quality not healthy
+    recent_decisions: int  # how many Scale decisions Health and Economics show
+
+    def limits_for(self, lanes: tuple[str, ...]) -> CapacityLimits:
+        limits = [self.lane_limits.get(lane, self.limits) for lane in lanes]
+        strictest = limits[0]
+        for other in limits[1:]:
+            strictest = strictest.strictest(other)
+        return strictest
+
+
+@dataclass(frozen=True, slots=True)
+class StopLossSettings:
+    """The four triggers of the plan's stop-loss, and how it ends."""
+
+    enabled: bool
+    check_interval_s: float  # how often the triggers are evaluated
+    spend_over_budget_share: float  # today's settled spend over daily budget x this; off without a budget
+    recent_window_s: float  # pass rate and cycle time now ...
+    baseline_window_s: float  # ... against the window just before it
+    min_reports: int  # in each window, before pass rate or cycle time is judged
+    pass_rate_drop: float  # recent pass rate below baseline minus this
+    fallback_rate: float  # disruptive fallback rate over the detection window at or above
+    min_decisions: int  # in the detection window, before the fallback rate is judged
+    cycle_time_increase: float  # mean cycle time up by this fraction with no matching value uplift
+    hysteresis: float  # share of each threshold's margin a figure must recover past to count as clear
+    cool_off_s: float  # every condition clear this long: stop-loss ends by itself
+
+
+@dataclass(frozen=True, slots=True)
+class StrongOrWeakSettings:
+    """Route's economic choice between the best quality and the best cheap candidate."""
+
+    threshold_usd: float  # the strong model wins when its net gain is at least this
+    uncertainty_ratio: float  # penalty share of the value gain with catalog-quality probabilities
+    calibrated_uncertainty_ratio: float  # ... with probabilities from reported acceptance
+    calibration_min_reports: int  # a model's acceptance replaces its catalog quality from this many reports
+    calibration_window_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     routing_enabled: bool
     max_alternatives: int
@@ -120,6 +196,9 @@ class Policy:
     detection: DetectionSettings
     breakers: BreakerSettings
     budgets: BudgetSettings
+    scale: ScaleSettings
+    stop_loss: StopLossSettings
+    strong_or_weak: StrongOrWeakSettings
     ledger_retention_days: int
 
 

@@ -9,6 +9,7 @@ however many reports arrive.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ class Counters:
     validation_passed: int = 0
     first_time_passes: int = 0
     unknown_decisions: int = 0
+    latency_s: float = 0.0  # summed over reports: the mean is the cycle time stop-loss watches
+    valued_decisions: int = 0  # decisions whose task carried value_usd
+    value_usd: float = 0.0
 
     def add(self, other: Counters) -> None:
         # Spelled out: Economics adds thousands of these per call, and a getattr loop is 3x slower.
@@ -61,6 +65,9 @@ class Counters:
         self.validation_passed += other.validation_passed
         self.first_time_passes += other.first_time_passes
         self.unknown_decisions += other.unknown_decisions
+        self.latency_s += other.latency_s
+        self.valued_decisions += other.valued_decisions
+        self.value_usd += other.value_usd
 
     def add_decision(self, record: DecisionRecord) -> None:
         self.decisions += 1
@@ -69,6 +76,9 @@ class Counters:
         self.router_errors += record.router_error
         self.estimated_tokens += record.estimated_input_tokens + record.estimated_output_tokens
         self.estimated_cost_usd += record.estimated_cost_usd
+        if record.value_usd is not None:
+            self.valued_decisions += 1
+            self.value_usd += record.value_usd
 
     def add_report(self, record: ReportRecord) -> None:
         self.reports += 1
@@ -79,6 +89,7 @@ class Counters:
         self.validation_passed += record.validation_passed
         self.first_time_passes += record.first_time_pass
         self.unknown_decisions += not record.decision_known
+        self.latency_s += record.latency_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +106,8 @@ class Figures:
     first_time_pass_rate: float
     acceptance_rate: float
     exact_spend_share: float
+    mean_cycle_time_s: float  # mean reported latency
+    value_per_task_usd: float  # mean value_usd over decisions that carried one
 
     @classmethod
     def of(cls, c: Counters) -> Figures:
@@ -109,6 +122,8 @@ class Figures:
             first_time_pass_rate=_ratio(c.first_time_passes, c.reports),
             acceptance_rate=_ratio(c.validation_passed, c.reports),
             exact_spend_share=_ratio(c.exact_spend_usd, c.spend_usd),
+            mean_cycle_time_s=_ratio(c.latency_s, c.reports),
+            value_per_task_usd=_ratio(c.value_usd, c.valued_decisions),
         )
 
 
@@ -152,10 +167,14 @@ class _Buckets:
         """Windows start on a bucket boundary, so a window says exactly what it covers."""
         return since - since % self.width
 
-    def snapshot(self, since: float) -> list[tuple[float, list[tuple[Key, Counters]]]]:
-        """The buckets from `since` (aligned) on, as lists copied under the lock so the sums run
+    def snapshot(
+        self, since: float, until: float = math.inf
+    ) -> list[tuple[float, list[tuple[Key, Counters]]]]:
+        """The buckets in [since, until) (aligned), as lists copied under the lock so the sums run
         without it (a counter updated meanwhile may be read mid-update: fine for a dashboard)."""
-        return [(start, list(per_key.items())) for start, per_key in self.data.items() if start >= since]
+        return [
+            (start, list(per_key.items())) for start, per_key in self.data.items() if since <= start < until
+        ]
 
     def prune(self, now: float) -> None:
         for start in [s for s in self.data if s + self.width <= now - self.keep]:
@@ -195,13 +214,16 @@ class EconomicsBook:
             self._minutes.prune(now)
             self._hours.prune(now)
 
-    def breakdown(self, since: float) -> Breakdown:
-        """Figures for everything at or after `since`: minute buckets for short windows
-        (the last hour, detection), whole-hour buckets for the rest (today, 7 d, 30 d)."""
+    def breakdown(self, since: float, until: float = math.inf) -> Breakdown:
+        """Figures for everything from `since` (to `until`, if given): minute buckets for short
+        windows (the last hour, detection), whole-hour buckets for the rest (today, 7 d, 30 d).
+        Both ends are aligned down to the buckets' boundary."""
         buckets = self._minutes if self._clock() - since <= _MINUTE_WINDOWS_UP_TO else self._hours
         since = buckets.align(since)
+        if until != math.inf:
+            until = buckets.align(until)
         with self._lock:  # only the copy is locked; Route and Report never wait for the sums
-            snapshot = buckets.snapshot(since)
+            snapshot = buckets.snapshot(since, until)
         overall = Counters()
         by: dict[str, dict[str, Counters]] = {"providers": {}, "lanes": {}, "models": {}}
         for _, per_key in snapshot:

@@ -38,6 +38,7 @@ class DecisionRecord:
     estimated_output_tokens: int
     estimated_cost_usd: float
     filtered: str = ""  # "model:filter,..." for the lane's models a filter removed
+    value_usd: float | None = None  # what the task said it is worth, when it did
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +76,14 @@ class ReportInput:
     validation_passed: bool
     first_time_pass: bool
     cost_usd: float | None  # the provider's figure, when it gave one
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One guardrail event in the decision log: a Scale decision or a stop-loss transition,
+    with everything it was decided on as JSON."""
+
+    at: float
+    kind: str  # "scale", "stop_loss"
+    subject: str  # the lane or group scaled; the stop-loss transition ("enter" or "exit")
+    payload: str  # JSON

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
 
@@ -23,6 +23,7 @@ from orxaq_grpc.outcomes.records import DecisionRecord, ReportInput, ReportRecor
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import BudgetExhausted, expected_cost_usd
 from orxaq_grpc.routing.types import Decision, FallbackReason, Strategy
+from orxaq_grpc.scale.guardrails import Guardrails, GuardrailView
 from orxaq_grpc.store.base import Store, StoreStats
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class EconomicsView:
     at: float
     windows: tuple[tuple[str, Breakdown], ...]  # last_hour, today, 7d, 30d
     hourly: tuple[tuple[float, Figures], ...]
+    guardrails: GuardrailView
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +50,12 @@ class HealthView:
     breakers: tuple[BreakerView, ...]
     budgets: tuple[BudgetView, ...]
     ledger: StoreStats
+    guardrails: GuardrailView
 
     def fingerprint(self) -> tuple:
         """What a watcher compares: every state, not the figures that wobble under it."""
         return (
+            self.guardrails.fingerprint(),
             self.detection.states(),
             tuple((b.scope, b.name, b.state) for b in self.breakers),
             tuple((b.scope, b.name, b.warning, b.exhausted) for b in self.budgets),
@@ -59,7 +63,8 @@ class HealthView:
 
 
 class Outcomes:
-    """Implements the router's Guards (breakers and budgets) and owns the economics."""
+    """Implements the router's Guards (breakers, budgets, stop-loss, calibration) and owns the
+    economics and the guardrails that read them."""
 
     def __init__(self, live: LiveRouter, store: Store, clock: Callable[[], float] = time.time) -> None:
         """Breaker and budget settings are read once, here: changing them takes a restart.
@@ -70,6 +75,7 @@ class Outcomes:
         self.book = EconomicsBook(clock)
         self.breakers = Breakers(self.config.policy.breakers)
         self.budgets = Budgets(self.config.policy.budgets, clock)
+        self.guardrails = Guardrails(lambda: self.config, self.book, self.budgets, store, clock)
         self._recent: OrderedDict[str, None] = OrderedDict()
 
     @property
@@ -90,6 +96,12 @@ class Outcomes:
     def reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> None:
         self.budgets.reserve(decision_id, lane, provider, usd)
 
+    def stop_loss_active(self) -> bool:
+        return self.guardrails.stop_loss.active
+
+    def pass_rates(self) -> Mapping[str, tuple[int, int]]:
+        return self.guardrails.pass_rates()
+
     # -- decisions and reports ---------------------------------------------------------
 
     def record_decision(self, decision: Decision) -> None:
@@ -107,6 +119,7 @@ class Outcomes:
             estimated_output_tokens=decision.output_tokens,
             estimated_cost_usd=decision.estimated_cost_usd,
             filtered=decision.filter_summary,
+            value_usd=decision.value_usd,
         )
         self.store.record_decision(record)  # first: a closed store raises before anything is counted
         self.book.add_decision(record)
@@ -173,7 +186,8 @@ class Outcomes:
             log.info("breakers changed after a %s report for %s", record.outcome.name.lower(), record.model)
 
     def rebuild(self) -> tuple[int, int]:
-        """Replays the ledger's last 31 days into economics and today's spend into budgets.
+        """Replays the ledger's last 31 days into economics and today's spend into budgets, restores
+        the stop-loss state from the journal, and evaluates the triggers on what was replayed.
         Breakers start closed: a restart is a fresh look at providers."""
         decisions = reports = 0
         for record in self.store.replay(self._clock() - REBUILD_DAYS * DAY):
@@ -187,6 +201,8 @@ class Outcomes:
                     record.decision_id, record.lane, record.provider, record.cost_usd, at=record.at
                 )
                 reports += 1
+        self.guardrails.restore()
+        self.guardrails.check()
         return decisions, reports
 
     # -- views ---------------------------------------------------------------------
@@ -201,6 +217,7 @@ class Outcomes:
             breakers=tuple(self.breakers.views()),
             budgets=tuple(self.budgets.views()),
             ledger=self.store.stats(),
+            guardrails=self.guardrails.view(),
         )
 
     def economics(self) -> EconomicsView:
@@ -216,4 +233,5 @@ class Outcomes:
             at=now,
             windows=tuple((name, self.book.breakdown(since)) for name, since in windows),
             hourly=tuple(self.book.hourly(24)),
+            guardrails=self.guardrails.view(),
         )

@@ -10,7 +10,7 @@ import logging
 import math
 import uuid
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +26,7 @@ from orxaq_grpc.routing.types import (
     Profile,
     RouteRequest,
     Strategy,
+    StrongOrWeak,
     enum_name,
 )
 from orxaq_grpc.routing.validation import Violation, validate_route_request
@@ -39,7 +40,16 @@ def new_decision_id() -> str:
 
 
 class Guards(Protocol):
-    """Live state that constrains routing: circuit breakers and daily budgets."""
+    """Live state that constrains routing: circuit breakers, daily budgets, stop-loss, and the
+    acceptance lanes report per model."""
+
+    def stop_loss_active(self) -> bool:
+        """True: every decision is the lane's static chain (reason stop_loss_static)."""
+        ...
+
+    def pass_rates(self) -> Mapping[str, tuple[int, int]]:
+        """Per model (validation passes, reports) over the calibration window."""
+        ...
 
     def blocked(self) -> tuple[frozenset[str], frozenset[str]]:
         """(models, providers) behind an open circuit right now."""
@@ -160,6 +170,8 @@ class Router:
     def _decide(self, ctx: _Request) -> Decision:
         if not self.config.policy.routing_enabled:
             return self._static(ctx, FallbackReason.ROUTING_DISABLED)
+        if ctx.guards is not None and ctx.guards.stop_loss_active():
+            return self._static(ctx, FallbackReason.STOP_LOSS_STATIC)
         if not ctx.lane.spec.enabled:
             return self._static(ctx, FallbackReason.LANE_DISABLED)
         try:
@@ -280,6 +292,13 @@ class Router:
                 chosen, strategy = index, Strategy.REQUESTED
         if scores.eligible == 0:
             return self._static(ctx, self._nothing_left_reason(ctx, scores), scores)
+        comparison = None
+        if chosen < 0 and ctx.request.task.value_usd is not None:
+            comparison = self._strong_or_weak(ctx, scores, ctx.request.task.value_usd)
+            chosen = catalog.index[
+                comparison.strong_model if comparison.chose_strong else comparison.weak_model
+            ]
+            strategy = Strategy.STRONG_OR_WEAK
         if chosen < 0:
             chosen = scores.ranked[0]
         if not math.isfinite(scores.score[chosen]):
@@ -302,6 +321,52 @@ class Router:
             score=scores.score[chosen],
             alternatives=alternatives,
             scores=scores,
+            comparison=comparison,
+        )
+
+    def _strong_or_weak(self, ctx: _Request, scores: _Scores, value_usd: float) -> StrongOrWeak:
+        """The best quality eligible model (strong) against the cheapest (weak). Success chances are
+        catalog quality / 100, or reported acceptance where a model has enough reports."""
+        settings = self.config.policy.strong_or_weak
+        models = self.catalog.models
+        cost = scores.cost
+        eligible = [i for i in ctx.lane.allowed if scores.status[i] == Filter.ELIGIBLE]
+        strong = min(eligible, key=lambda i: (-models[i].quality, cost[i], i))
+        weak = min(eligible, key=lambda i: (cost[i], -models[i].quality, i))
+        rates = ctx.guards.pass_rates() if ctx.guards is not None else {}
+
+        def chance(index: int) -> tuple[float, bool, int]:
+            passed, reports = rates.get(models[index].id, (0, 0))
+            if reports >= settings.calibration_min_reports:
+                return passed / reports, True, reports
+            return models[index].quality / 100.0, False, reports
+
+        p_strong, strong_calibrated, strong_reports = chance(strong)
+        p_weak, weak_calibrated, weak_reports = chance(weak)
+        gain = value_usd * (p_strong - p_weak)
+        ratio = (
+            settings.calibrated_uncertainty_ratio
+            if strong_calibrated and weak_calibrated
+            else settings.uncertainty_ratio
+        )
+        penalty = max(0.0, gain) * ratio
+        net = gain - (cost[strong] - cost[weak]) - penalty
+        return StrongOrWeak(
+            strong_model=models[strong].id,
+            weak_model=models[weak].id,
+            p_strong=p_strong,
+            p_weak=p_weak,
+            strong_calibrated=strong_calibrated,
+            weak_calibrated=weak_calibrated,
+            strong_reports=strong_reports,
+            weak_reports=weak_reports,
+            cost_strong_usd=cost[strong],
+            cost_weak_usd=cost[weak],
+            value_usd=value_usd,
+            uncertainty_penalty_usd=penalty,
+            net_gain_usd=net,
+            threshold_usd=settings.threshold_usd,
+            chose_strong=strong == weak or net >= settings.threshold_usd,
         )
 
     def _nothing_left_reason(self, ctx: _Request, scores: _Scores) -> FallbackReason:
@@ -376,6 +441,7 @@ class Router:
         score: float,
         alternatives: list[str],
         scores: _Scores | None,
+        comparison: StrongOrWeak | None = None,
     ) -> Decision:
         estimate = ctx.estimate
         explain = ctx.request.explain and scores is not None
@@ -403,10 +469,12 @@ class Router:
             difficulty=estimate.difficulty,
             difficulty_estimated=estimate.difficulty_estimated,
             eligible_count=scores.eligible if scores is not None else 0,
-            rationale=self._rationale(ctx, model, strategy, reason, cost, latency, score, scores),
+            rationale=self._rationale(ctx, model, strategy, reason, cost, latency, score, scores, comparison),
             candidates=self._candidates(ctx, scores) if explain else (),
             filtered=self._filtered(ctx, scores) if explain else (),
             filter_summary=self._filter_summary(ctx, scores),
+            value_usd=ctx.request.task.value_usd,
+            strong_or_weak=comparison,
         )
 
     def _filter_summary(self, ctx: _Request, scores: _Scores | None) -> str:
@@ -428,6 +496,7 @@ class Router:
         latency: float,
         score: float,
         scores: _Scores | None,
+        comparison: StrongOrWeak | None,
     ) -> str:
         estimate = ctx.estimate
         objective = f"objective {enum_name(ctx.objective.objective)} ({ctx.objective.detail})"
@@ -443,7 +512,10 @@ class Router:
             index = self.catalog.index[model.id]
             weights = self.catalog.weights[(ctx.objective.objective, ctx.profile)]
             assert scores is not None
-            how = "requested and eligible" if strategy == Strategy.REQUESTED else "best score"
+            how = {
+                Strategy.REQUESTED: "requested and eligible",
+                Strategy.STRONG_OR_WEAK: "strong-or-weak choice",
+            }.get(strategy, "best score")
             head = (
                 f"{model.id} ({model.provider}), {how} of {scores.eligible} eligible; "
                 f"{objective}, {profile}; "
@@ -459,6 +531,8 @@ class Router:
             head += "."
             if reason != FallbackReason.NONE:
                 head += f" Requested {ctx.request.requested_model!r}: {enum_name(reason).replace('_', ' ')}."
+            if comparison is not None:
+                head += " " + _comparison_text(comparison)
         given = {True: "estimated", False: "given"}
         return (
             f"{head} Expected cost ${cost:.4f} for {estimate.input_tokens} input "
@@ -526,3 +600,21 @@ class Router:
             case Filter.BUDGET:
                 return f"expected ${scores.cost[index]:.4f} over the daily budget left"
         return enum_name(code)
+
+
+def _comparison_text(c: StrongOrWeak) -> str:
+    def source(calibrated: bool, reports: int) -> str:
+        return f"acceptance over {reports} reports" if calibrated else "catalog quality"
+
+    if c.strong_model == c.weak_model:
+        both = "is both the strongest and the cheapest eligible"
+        return f"Task value ${c.value_usd:,.2f}: {c.strong_model} {both}."
+    verdict = "strong" if c.chose_strong else "weak"
+    relation = ">=" if c.chose_strong else "<"
+    return (
+        f"Task value ${c.value_usd:,.2f}: strong {c.strong_model} (p {c.p_strong:.3f}, "
+        f"{source(c.strong_calibrated, c.strong_reports)}) vs weak {c.weak_model} (p {c.p_weak:.3f}, "
+        f"{source(c.weak_calibrated, c.weak_reports)}): ${c.value_usd:,.2f} x {c.p_strong - c.p_weak:+.3f}"
+        f" - (${c.cost_strong_usd:.4f} - ${c.cost_weak_usd:.4f}) - penalty ${c.uncertainty_penalty_usd:.4f}"
+        f" = ${c.net_gain_usd:,.4f} {relation} threshold ${c.threshold_usd:,.2f}: {verdict}."
+    )

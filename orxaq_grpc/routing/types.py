@@ -39,6 +39,7 @@ class Strategy(enum.IntEnum):
     SCORED = 1
     REQUESTED = 2
     STATIC_FALLBACK = 3
+    STRONG_OR_WEAK = 4
 
 
 class FallbackReason(enum.IntEnum):
@@ -51,11 +52,14 @@ class FallbackReason(enum.IntEnum):
     ROUTER_ERROR = 13
     ALL_CANDIDATES_UNHEALTHY = 14
     BUDGET_EXHAUSTED = 15
+    STOP_LOSS_STATIC = 16
 
     @property
     def disruptive(self) -> bool:
-        """Benign reasons are a lane's request overridden; the rest signal trouble."""
-        return self >= FallbackReason.ROUTING_DISABLED
+        """Benign reasons are a lane's request overridden; the rest signal trouble. Stop-loss
+        static mode is a deliberate rollback, not trouble: counting it would keep the router
+        looking unstable, and so keep stop-loss on, by its own doing."""
+        return self >= FallbackReason.ROUTING_DISABLED and self != FallbackReason.STOP_LOSS_STATIC
 
 
 class Filter(enum.IntEnum):
@@ -135,6 +139,28 @@ class FilteredModel:
 
 
 @dataclass(frozen=True, slots=True)
+class StrongOrWeak:
+    """Route's economic comparison for a task with a value: the strong model wins only if
+    value x (p_strong - p_weak) - (cost_strong - cost_weak) - penalty >= threshold."""
+
+    strong_model: str
+    weak_model: str
+    p_strong: float  # chance the answer passes validation
+    p_weak: float
+    strong_calibrated: bool  # p from reported acceptance, not catalog quality
+    weak_calibrated: bool
+    strong_reports: int
+    weak_reports: int
+    cost_strong_usd: float
+    cost_weak_usd: float
+    value_usd: float
+    uncertainty_penalty_usd: float
+    net_gain_usd: float  # of the strong model over the weak one, after the penalty
+    threshold_usd: float
+    chose_strong: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     decision_id: str
     model: str
@@ -163,3 +189,5 @@ class Decision:
     candidates: tuple[CandidateScore, ...] = ()
     filtered: tuple[FilteredModel, ...] = ()
     filter_summary: str = ""  # "model:filter,..." over the lane's allowed models, for the decision log
+    value_usd: float | None = None  # the task's, as given
+    strong_or_weak: StrongOrWeak | None = None

@@ -6,6 +6,7 @@ value; a number the core does not know is a wire-level violation.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from typing import TypeVar
 
@@ -24,6 +25,20 @@ from orxaq_grpc.routing.types import (
     Task,
 )
 from orxaq_grpc.routing.validation import Violation
+from orxaq_grpc.scale.guardrails import GuardrailView
+from orxaq_grpc.scale.stoploss import Sample, StopLossEvent
+from orxaq_grpc.scale.types import (
+    CashFlow,
+    ConfidenceForm,
+    Daily,
+    Flows,
+    Once,
+    PenaltyUsd,
+    ScaleDecision,
+    ScaleRequest,
+    Schedule,
+    Uncertainty,
+)
 
 E = TypeVar("E", bound=enum.IntEnum)
 
@@ -113,6 +128,7 @@ def decision_to_proto(d: Decision) -> pb.RouteDecision:
         filtered=[
             pb.FilteredModel(model=f.model, filter=f.filter.value, detail=f.detail) for f in d.filtered
         ],
+        strong_or_weak=pb.StrongOrWeak(**dataclasses.asdict(d.strong_or_weak)) if d.strong_or_weak else None,
     )
 
 
@@ -192,6 +208,97 @@ def economics_to_proto(view: EconomicsView, config_version: str) -> pb.Economics
         at_unix=view.at,
         windows=[_window(name, b) for name, b in view.windows],
         hourly=[pb.HourFigures(hour_unix=start, figures=figures_to_proto(f)) for start, f in view.hourly],
+        guardrails=guardrails_to_proto(view.guardrails),
+    )
+
+
+def _flows(message: pb.Flows) -> Flows | None:
+    match message.WhichOneof("form"):
+        case "once":
+            return Once(usd=message.once.usd, day=message.once.day)
+        case "daily":
+            return Daily(usd_per_day=message.daily.usd_per_day, horizon_days=message.daily.horizon_days)
+        case "schedule":
+            return Schedule(tuple(CashFlow(day=f.day, usd=f.usd) for f in message.schedule.flows))
+    return None
+
+
+def _uncertainty(message: pb.Uncertainty) -> Uncertainty | None:
+    match message.WhichOneof("form"):
+        case "penalty_usd":
+            return PenaltyUsd(message.penalty_usd)
+        case "confidence":
+            c = message.confidence
+            return ConfidenceForm(uncertainty_ratio=c.uncertainty_ratio, confidence=c.confidence)
+    return None
+
+
+def scale_request_from_proto(message: pb.ScaleRequest) -> ScaleRequest:
+    return ScaleRequest(
+        lane=message.lane,
+        group=message.group,
+        current_parallel_agents=message.current_parallel_agents,
+        requested_parallel_agents=message.requested_parallel_agents,
+        current_subagents_per_agent=message.current_subagents_per_agent,
+        requested_subagents_per_agent=message.requested_subagents_per_agent,
+        value=_flows(message.value),
+        cost=_flows(message.cost),
+        uncertainty=_uncertainty(message.uncertainty),
+        discount_rate=message.discount_rate if message.HasField("discount_rate") else None,
+        request_id=message.request_id,
+    )
+
+
+def scale_decision_to_proto(d: ScaleDecision) -> pb.ScaleDecision:
+    fields = {f.name: getattr(d, f.name) for f in dataclasses.fields(d)}
+    fields.update(
+        at_unix=fields.pop("at"),
+        action=d.action.value,
+        blocking=[pb.ScaleBlockReason(block=b.block.value, detail=b.detail) for b in d.blocking],
+    )
+    return pb.ScaleDecision(**fields)
+
+
+def _baseline(sample: Sample | None) -> pb.BaselineFigures | None:
+    if sample is None:
+        return None
+    return pb.BaselineFigures(
+        since_unix=sample.since,
+        until_unix=sample.until,
+        reports=sample.reports,
+        pass_rate=sample.pass_rate,
+        cycle_time_s=sample.cycle_time_s,
+        valued_tasks=sample.valued_tasks,
+        value_per_task_usd=sample.value_per_task_usd,
+    )
+
+
+def _event(e: StopLossEvent) -> pb.StopLossEvent:
+    return pb.StopLossEvent(
+        at_unix=e.at,
+        kind=e.kind,
+        trigger=e.trigger,
+        detail=e.detail,
+        note=e.note,
+        acknowledged=e.acknowledged,
+    )
+
+
+def guardrails_to_proto(view: GuardrailView) -> pb.Guardrails:
+    s = view.stop_loss
+    return pb.Guardrails(
+        stop_loss_active=s.active,
+        since_unix=s.since,
+        trigger=s.trigger,
+        reason=s.reason,
+        clear_for_s=s.clear_for_s,
+        exits_by_itself=s.exits_in_s is not None,
+        exits_in_s=s.exits_in_s or 0.0,
+        triggers=[pb.StopLossTrigger(**dataclasses.asdict(r)) for r in s.readings],
+        baseline=_baseline(s.baseline),
+        acknowledged=s.acknowledged,
+        events=[_event(e) for e in view.events],
+        scale_decisions=[scale_decision_to_proto(d) for d in view.scale_decisions],
     )
 
 
@@ -280,4 +387,5 @@ def health_to_proto(
             dropped_decisions=view.ledger.dropped_decisions,
         ),
         data_dir=data_dir,
+        guardrails=guardrails_to_proto(view.guardrails),
     )

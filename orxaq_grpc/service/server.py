@@ -59,6 +59,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     handlers: RoutingHandlers
     port: int
+    guardrails: asyncio.Task[None]
 
     async def stop(self, grace_s: float, drain_s: float = 0.0) -> None:
         """Reports NOT_SERVING, waits `drain_s` for balancers to notice, then lets
@@ -67,6 +68,7 @@ class RunningServer:
         if drain_s > 0:
             await asyncio.sleep(drain_s)
         self.handlers.stopping.set()  # watchers end now rather than at the end of the grace
+        self.guardrails.cancel()
         await self.server.stop(grace_s)
 
 
@@ -85,7 +87,21 @@ async def start_server(
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(address)  # raises RuntimeError when it cannot bind
     await server.start()
-    return RunningServer(server=server, health=health_servicer, handlers=handlers, port=port)
+    ticker = asyncio.create_task(_check_guardrails(live, outcomes), name="guardrails")
+    return RunningServer(
+        server=server, health=health_servicer, handlers=handlers, port=port, guardrails=ticker
+    )
+
+
+async def _check_guardrails(live: LiveRouter, outcomes: Outcomes) -> None:
+    """Evaluates the stop-loss triggers (and refreshes calibration) every check_interval_s, off the
+    loop: the sums behind them take milliseconds. A failed round is logged and the next one runs."""
+    while True:
+        await asyncio.sleep(live.current.config.policy.stop_loss.check_interval_s)
+        try:
+            await asyncio.to_thread(outcomes.guardrails.check)
+        except Exception:
+            log.exception("evaluating the stop-loss triggers failed; trying again next round")
 
 
 def open_outcomes(live: LiveRouter, data_dir: Path) -> Outcomes:

@@ -28,14 +28,19 @@ from orxaq_grpc.outcomes.validation import validate_report
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import BudgetExhausted
 from orxaq_grpc.routing.validation import RequestInvalid, Violation, range_problem
+from orxaq_grpc.scale.types import ScaleDecision
+from orxaq_grpc.scale.validation import validate_scale_request
 from orxaq_grpc.scoring import KIND as SCORING_KERNEL
 from orxaq_grpc.service.convert import (
     decision_to_proto,
     economics_to_proto,
+    guardrails_to_proto,
     health_to_proto,
     report_ack,
     report_input_from_proto,
     route_request_from_proto,
+    scale_decision_to_proto,
+    scale_request_from_proto,
 )
 from orxaq_grpc.service.errors import budget_exhausted, invalid_argument
 from orxaq_grpc.service.runtime import protobuf_backend
@@ -76,6 +81,20 @@ class RoutingHandlers:
         if violations := _merge(wire, validate_report(report, self._live.current.config)):
             raise RequestInvalid(violations)
         return self.outcomes.prepare_report(report)
+
+    def scale(self, message: pb.ScaleRequest) -> tuple[ScaleDecision, Future[bool]]:
+        """Decides and queues the decision for the log; the caller answers once it is durable."""
+        request = scale_request_from_proto(message)
+        if violations := validate_scale_request(request, self._live.current.config):
+            raise RequestInvalid(violations)
+        return self.outcomes.guardrails.scale(request)
+
+    def set_stop_loss(self, message: pb.SetStopLossRequest) -> tuple[bool, Future[bool] | None]:
+        limit = self._live.current.config.policy.limits.max_title_chars
+        if len(message.note) > limit:
+            raise RequestInvalid([Violation("note", f"is {len(message.note)} characters; at most {limit}")])
+        event, written = self.outcomes.guardrails.set_stop_loss(message.active, message.note)
+        return event is not None, written
 
     def economics(self, message: pb.EconomicsRequest) -> pb.EconomicsResponse:
         return economics_to_proto(self.outcomes.economics(), self._live.current.config.version)
@@ -118,6 +137,25 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             durable.add_done_callback(lambda done: _count_when_new(loop, outcomes, record, done))
             new = await asyncio.shield(asyncio.wrap_future(durable))
             return report_ack(record, new)
+        raise AssertionError("unreachable: _edge aborts")
+
+    async def Scale(self, request: pb.ScaleRequest, context: grpc.aio.ServicerContext) -> pb.ScaleDecision:
+        async with _edge(context, "Scale", request.lane or request.group, request.request_id):
+            # It sums windows of economics: off the loop that routes.
+            decision, written = await asyncio.to_thread(self._handlers.scale, request)
+            await asyncio.shield(asyncio.wrap_future(written))
+            return scale_decision_to_proto(decision)
+        raise AssertionError("unreachable: _edge aborts")
+
+    async def SetStopLoss(
+        self, request: pb.SetStopLossRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetStopLossResponse:
+        async with _edge(context, "SetStopLoss", "", request.note[:64]):
+            changed, written = await asyncio.to_thread(self._handlers.set_stop_loss, request)
+            if written is not None:
+                await asyncio.shield(asyncio.wrap_future(written))
+            view = self._handlers.outcomes.guardrails.view()
+            return pb.SetStopLossResponse(changed=changed, guardrails=guardrails_to_proto(view))
         raise AssertionError("unreachable: _edge aborts")
 
     async def Economics(

@@ -7,7 +7,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
-from orxaq_grpc.outcomes.records import DecisionRecord, ReportRecord
+from orxaq_grpc.outcomes.records import DecisionRecord, JournalEntry, ReportRecord
 
 
 class StoreError(Exception):
@@ -43,6 +43,14 @@ class Store(Protocol):
         it is new, False if a report for the same decision_id was already stored (the first one
         wins, the duplicate changes nothing). A failed commit, or a record the backend cannot hold,
         sets StoreError on the future instead."""
+        ...
+
+    def record_journal(self, entry: JournalEntry) -> Future[bool]:
+        """Queues a guardrail event; the future resolves True once its commit is durable."""
+        ...
+
+    def journal(self, kind: str, limit: int) -> list[JournalEntry]:
+        """The last `limit` committed entries of one kind, newest first."""
         ...
 
     def find_decision(self, decision_id: str) -> DecisionRecord | None:

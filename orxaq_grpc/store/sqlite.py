@@ -23,7 +23,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from orxaq_grpc.outcomes.records import DecisionRecord, Outcome, ReportRecord
+from orxaq_grpc.outcomes.records import DecisionRecord, JournalEntry, Outcome, ReportRecord
 from orxaq_grpc.store.base import StoreError, StoreStats
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX reports_at ON reports (at)",
     ),
+    (
+        "ALTER TABLE decisions ADD COLUMN value_usd REAL",
+        """CREATE TABLE journal (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            payload TEXT NOT NULL
+        )""",
+        "CREATE INDEX journal_kind ON journal (kind, id)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -99,6 +110,16 @@ def _select_sql(table: str, columns: tuple[str, ...], where: str) -> str:
 
 _INSERT_DECISION = _insert_sql("decisions", _DECISION_COLUMNS)
 _INSERT_REPORT = _insert_sql("reports", _REPORT_COLUMNS)
+_JOURNAL_COLUMNS = tuple(field.name for field in fields(JournalEntry))
+_journal_values = attrgetter(*_JOURNAL_COLUMNS)
+_INSERT_JOURNAL = f"INSERT INTO journal ({', '.join(_JOURNAL_COLUMNS)}) VALUES ({', '.join('?' * 4)})"
+_JOURNAL_LATEST = f"SELECT {', '.join(_JOURNAL_COLUMNS)} FROM journal WHERE kind = ? ORDER BY id DESC LIMIT ?"
+# The journal is pruned like the rest, except the last stop-loss transition: the state it left
+# must survive however long it lasts.
+_PRUNE_JOURNAL = (
+    "DELETE FROM journal WHERE rowid IN (SELECT rowid FROM journal WHERE at < ? AND "
+    "id != (SELECT coalesce(max(id), -1) FROM journal WHERE kind = 'stop_loss') ORDER BY at LIMIT ?)"
+)
 _FIND_DECISION = _select_sql("decisions", _DECISION_COLUMNS, "decision_id = ?")
 _DECISIONS_SINCE = _select_sql("decisions", _DECISION_COLUMNS, "at >= ? ORDER BY at")
 _REPORTS_SINCE = _select_sql("reports", _REPORT_COLUMNS, "at >= ? ORDER BY at")
@@ -121,7 +142,8 @@ def _report_from_row(row: tuple[Any, ...]) -> ReportRecord:
 
 # A queued write and the future to resolve after its commit. A decision has no future; a flush
 # marker has no record. The stop sentinel is None.
-_Item = tuple[DecisionRecord | ReportRecord | None, Future[bool] | None]
+_Record = DecisionRecord | ReportRecord | JournalEntry
+_Item = tuple[_Record | None, Future[bool] | None]
 
 # What SQLite raises for one row it refuses (a constraint, a value it cannot bind) while leaving the
 # transaction open: that row fails alone, the rest of the batch commits.
@@ -215,6 +237,17 @@ class SqliteStore:
         future = _running_future()
         self._enqueue((record, future))
         return future
+
+    def record_journal(self, entry: JournalEntry) -> Future[bool]:
+        future = _running_future()
+        self._enqueue((entry, future))
+        return future
+
+    def journal(self, kind: str, limit: int) -> list[JournalEntry]:
+        with self._reader_lock:
+            self._check_open()
+            rows = self._reader.execute(_JOURNAL_LATEST, (kind, limit)).fetchall()
+        return [JournalEntry(*row) for row in rows]
 
     def find_decision(self, decision_id: str) -> DecisionRecord | None:
         with self._reader_lock:
@@ -356,20 +389,24 @@ class SqliteStore:
             return [self._insert(record) for record in run]  # find the row SQLite refuses
         return [True] * len(run)
 
-    def _insert(self, record: DecisionRecord | ReportRecord | None) -> bool | StoreError:
-        """True when the row is new (always, for a decision or a flush marker); the error for a row
-        SQLite refused on its own."""
+    def _insert(self, record: _Record | None) -> bool | StoreError:
+        """True when the row is new (always, for a decision, a journal entry or a flush marker); the
+        error for a row SQLite refused on its own."""
         if record is None:  # a flush marker
             return True
         try:
             if isinstance(record, ReportRecord):
                 return self._db.execute(_INSERT_REPORT, _report_values(record)).rowcount == 1
+            if isinstance(record, JournalEntry):
+                self._db.execute(_INSERT_JOURNAL, _journal_values(record))
+                return True
             self._db.execute(_INSERT_DECISION, _decision_values(record))
             return True
         except _ROW_ERRORS as exc:
             if not self._db.in_transaction:  # SQLite rolled the whole transaction back: fail the batch
                 raise
-            error = StoreError(f"{self.path}: {type(record).__name__} {record.decision_id!r} refused: {exc}")
+            key = getattr(record, "decision_id", None) or getattr(record, "kind", "")
+            error = StoreError(f"{self.path}: {type(record).__name__} {key!r} refused: {exc}")
             log.error("%s", error)
             return error
 
@@ -403,8 +440,13 @@ class SqliteStore:
                 ).rowcount
                 for table in _TABLES
             ]
+            deleted.append(self._db.execute(_PRUNE_JOURNAL, (cutoff, PRUNE_CHUNK)).rowcount)
         if any(deleted):
-            log.info("%s: pruned %d decisions and %d reports past retention", self.path, *deleted)
+            log.info(
+                "%s: pruned %d decisions, %d reports and %d journal entries past retention",
+                self.path,
+                *deleted,
+            )
         return max(deleted) < PRUNE_CHUNK
 
 

@@ -1,0 +1,1 @@
+"""Capacity control: the NPV gate for Scale, and stop-loss. Plain Python, no grpc."""
