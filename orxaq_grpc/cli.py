@@ -1,4 +1,4 @@
-"""`orxaq-grpc`: run the service, ask it for a route, check a config directory."""
+"""`orxaq-grpc`: run the service, ask it for a route or a capacity decision, watch it, check a config."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the commands import what they need when they run: `--help` stays fast
+    from orxaq.routing.v1 import routing_pb2 as pb
+    from orxaq_grpc.client import CallFailed
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_CONFIG_DIR = "config"
@@ -76,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--input-tokens", type=int, default=0, help="0 estimates from the text")
     route.add_argument("--output-tokens", type=int, default=0, help="0 uses the policy default")
     route.add_argument("--difficulty", type=float, help="0-100; omitted estimates from the text")
-    route.add_argument("--value-usd", type=float, help="what a successful task is worth (not yet used)")
+    route.add_argument(
+        "--value-usd", type=float, help="what a successful task is worth: decides strong or weak model"
+    )
     route.add_argument("--objective", choices=["cost_speed", "balanced", "quality"])
     route.add_argument("--profile", choices=["fast", "strong"])
     route.add_argument("--model", default="", help="requested model")
@@ -96,6 +103,52 @@ def _parser() -> argparse.ArgumentParser:
         "--window", choices=["last_hour", "today", "7d", "30d"], default="today", help="default %(default)s"
     )
     economics.add_argument("--json", action="store_true", help="print the whole response as JSON")
+
+    scale = commands.add_parser(
+        "scale",
+        help="ask whether a lane or group may grow (NPV gate)",
+        description="Value and cost each take one form: --X-once USD[@DAY], --X-daily USD --horizon DAYS, "
+        "or --X-flow DAY:USD repeated (a schedule).",
+    )
+    scale.add_argument("--address", default=os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS))
+    scale.add_argument("--timeout", type=float, default=10.0)
+    target = scale.add_mutually_exclusive_group(required=True)
+    target.add_argument("--lane")
+    target.add_argument("--group", help="a scaling group from policy.toml")
+    scale.add_argument("--agents", type=int, required=True, help="current parallel agents")
+    scale.add_argument("--to", type=int, required=True, help="requested parallel agents")
+    scale.add_argument("--subagents", type=int, default=0, help="current subagents per agent")
+    scale.add_argument("--to-subagents", type=int, help="requested subagents per agent (default: current)")
+    for side in ("value", "cost"):
+        forms = scale.add_mutually_exclusive_group()
+        forms.add_argument(f"--{side}-once", metavar="USD[@DAY]", help=f"{side} on one day (default day 0)")
+        forms.add_argument(
+            f"--{side}-daily", type=float, metavar="USD", help=f"{side} per day over --horizon"
+        )
+        forms.add_argument(
+            f"--{side}-flow", action="append", metavar="DAY:USD", help="repeatable: a schedule"
+        )
+    scale.add_argument("--horizon", type=int, default=0, help="days, for the daily forms")
+    uncertainty = scale.add_mutually_exclusive_group()
+    uncertainty.add_argument("--penalty", type=float, metavar="USD", help="uncertainty penalty")
+    uncertainty.add_argument(
+        "--uncertainty-ratio",
+        type=float,
+        help="with --confidence: penalty = value x ratio x (1 - confidence)",
+    )
+    scale.add_argument("--confidence", type=float, default=1.0)
+    scale.add_argument("--discount-rate", type=float, help="annual; default: the policy's")
+    scale.add_argument("--request-id", default="")
+    scale.add_argument("--json", action="store_true")
+
+    stop_loss = commands.add_parser("stop-loss", help="show, enter or end stop-loss on a running service")
+    stop_loss.add_argument("--address", default=os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS))
+    stop_loss.add_argument("--timeout", type=float, default=10.0)
+    action = stop_loss.add_mutually_exclusive_group()
+    action.add_argument("--enter", action="store_true", help="roll back to static routing now")
+    action.add_argument("--exit", action="store_true", help="end stop-loss now")
+    stop_loss.add_argument("--note", default="", help="why, for the decision log")
+    stop_loss.add_argument("--json", action="store_true")
 
     health = commands.add_parser("health", help="detection states, breakers and budgets of a running service")
     health.add_argument("--address", default=os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS))
@@ -118,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _economics(args)
     if args.command == "health":
         return _health(args)
+    if args.command == "scale":
+        return _scale(args)
+    if args.command == "stop-loss":
+        return _stop_loss(args)
     return _route(args)
 
 
@@ -195,10 +252,7 @@ def _route(args: argparse.Namespace) -> int:
         try:
             decision = client.route(request)
         except CallFailed as exc:
-            print(f"orxaq-grpc: {exc.code.name}: {exc.details}", file=sys.stderr)
-            for field, problem in exc.violations:
-                print(f"  {field}: {problem}", file=sys.stderr)
-            return 2 if exc.violations else 1
+            return _failed(exc)
     print(to_json(decision) if args.json else decision_text(decision))
     return 0
 
@@ -235,6 +289,86 @@ def _health(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return 0
     return 0
+
+
+def _flows(args: argparse.Namespace, side: str) -> pb.Flows | None:
+    from orxaq.routing.v1 import routing_pb2 as pb
+
+    once, daily, schedule = (getattr(args, f"{side}_{form}") for form in ("once", "daily", "flow"))
+    if once is not None:
+        usd, _, day = once.partition("@")
+        return pb.Flows(once=pb.CashFlow(usd=float(usd), day=float(day or 0)))
+    if daily is not None:
+        return pb.Flows(daily=pb.DailyFlow(usd_per_day=daily, horizon_days=args.horizon))
+    if schedule:
+        flows = []
+        for item in schedule:
+            day, sep, usd = item.partition(":")
+            if not sep:
+                raise ValueError(f"--{side}-flow {item!r} is not DAY:USD")
+            flows.append(pb.CashFlow(day=float(day), usd=float(usd)))
+        return pb.Flows(schedule=pb.CashFlowSchedule(flows=flows))
+    return None
+
+
+def _scale(args: argparse.Namespace) -> int:
+    from orxaq.routing.v1 import routing_pb2 as pb
+    from orxaq_grpc.client import CallFailed, RoutingClient
+    from orxaq_grpc.render import scale_text, to_json
+
+    try:
+        request = pb.ScaleRequest(
+            lane=args.lane or "",
+            group=args.group or "",
+            current_parallel_agents=args.agents,
+            requested_parallel_agents=args.to,
+            current_subagents_per_agent=args.subagents,
+            requested_subagents_per_agent=args.subagents if args.to_subagents is None else args.to_subagents,
+            value=_flows(args, "value"),
+            cost=_flows(args, "cost"),
+            request_id=args.request_id,
+        )
+    except ValueError as exc:
+        print(f"orxaq-grpc: {exc}", file=sys.stderr)
+        return 2
+    if args.penalty is not None:
+        request.uncertainty.penalty_usd = args.penalty
+    elif args.uncertainty_ratio is not None:
+        request.uncertainty.confidence.uncertainty_ratio = args.uncertainty_ratio
+        request.uncertainty.confidence.confidence = args.confidence
+    if args.discount_rate is not None:
+        request.discount_rate = args.discount_rate
+    with RoutingClient(args.address, timeout_s=args.timeout) as client:
+        try:
+            decision = client.scale(request)
+        except CallFailed as exc:
+            return _failed(exc)
+    print(to_json(decision) if args.json else scale_text(decision))
+    return 0
+
+
+def _stop_loss(args: argparse.Namespace) -> int:
+    from orxaq_grpc.client import CallFailed, RoutingClient
+    from orxaq_grpc.render import guardrails_text, to_json
+
+    with RoutingClient(args.address, timeout_s=args.timeout) as client:
+        try:
+            if args.enter or args.exit:
+                guardrails = client.set_stop_loss(args.enter, args.note).guardrails
+            else:
+                guardrails = client.health().guardrails
+        except CallFailed as exc:
+            return _failed(exc)
+    print(to_json(guardrails) if args.json else guardrails_text(guardrails))
+    return 0
+
+
+def _failed(exc: CallFailed) -> int:
+    """Prints a failed call; 2 when the request was at fault (fields named), else 1."""
+    print(f"orxaq-grpc: {exc.code.name}: {exc.details}", file=sys.stderr)
+    for field, problem in exc.violations:
+        print(f"  {field}: {problem}", file=sys.stderr)
+    return 2 if exc.violations else 1
 
 
 def _check_config(directory: Path) -> int:

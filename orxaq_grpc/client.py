@@ -44,6 +44,12 @@ class RoutingClient:
     def health(self) -> pb.HealthResponse:
         return self._unary(self._stub.Health, pb.HealthRequest())
 
+    def scale(self, request: pb.ScaleRequest) -> pb.ScaleDecision:
+        return self._unary(self._stub.Scale, request)
+
+    def set_stop_loss(self, active: bool, note: str = "") -> pb.SetStopLossResponse:
+        return self._unary(self._stub.SetStopLoss, pb.SetStopLossRequest(active=active, note=note))
+
     def _unary(self, method: grpc.UnaryUnaryMultiCallable, request: Message) -> Any:
         try:
             return method(request, timeout=self._timeout_s)

@@ -1,6 +1,8 @@
-"""Human-readable text for decisions, as the CLI prints them."""
+"""Human-readable text for decisions, economics, health and guardrails, as the CLI prints them."""
 
 from __future__ import annotations
+
+import time
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -165,6 +167,7 @@ def economics_text(response: pb.EconomicsResponse, window_name: str) -> str:
 def health_text(h: pb.HealthResponse) -> str:
     lines = [
         f"{h.overall.state.upper()}: {h.overall.reason}",
+        _stop_loss_line(h.guardrails),
         f"config {h.config_version}, up {h.uptime_s:.0f} s, {h.scoring_kernel} kernel, pid {h.pid}"
         + (f", {h.trigger}" if h.trigger else ""),
         f"ledger {h.ledger.location}: {h.ledger.commits} commits, {h.ledger.queued} queued"
@@ -197,4 +200,91 @@ def health_text(h: pb.HealthResponse) -> str:
             for b in h.budgets
         ]
         lines += ["", _table(("budget", "name", "limit", "spent", "reserved", "used"), rows)]
+    return "\n".join(lines)
+
+
+def _when(unix: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
+
+
+def _stop_loss_line(g: pb.Guardrails) -> str:
+    if not g.stop_loss_active:
+        return "stop-loss off"
+    line = f"STOP-LOSS since {_when(g.since_unix)} ({g.trigger}): {g.reason}; routing to static pins"
+    if g.exits_by_itself:
+        line += f", ends in {g.exits_in_s:.0f} s unless a trigger holds again"
+    return line
+
+
+def scale_text(d: pb.ScaleDecision) -> str:
+    rows = [
+        ("decision", f"{_name(pb.ScaleAction, d.action)} {d.target} ({', '.join(d.lanes)})"),
+        (
+            "agents",
+            f"{d.current_parallel_agents} -> {d.requested_parallel_agents} requested, "
+            f"{d.allowed_parallel_agents} allowed (max {d.max_parallel_agents}, "
+            f"baseline {d.baseline_parallel_agents})",
+        ),
+        (
+            "subagents",
+            f"{d.current_subagents_per_agent} -> {d.requested_subagents_per_agent} requested, "
+            f"{d.allowed_subagents_per_agent} allowed (max {d.max_subagents_per_agent}, "
+            f"baseline {d.baseline_subagents_per_agent})",
+        ),
+        (
+            "marginal NPV",
+            f"{_money(d.marginal_npv_usd)} = value {_money(d.discounted_value_usd)} - cost "
+            f"{_money(d.discounted_cost_usd)} - penalty {_money(d.uncertainty_penalty_usd)} "
+            f"(r = {d.discount_rate:.2%}); threshold {_money(d.min_npv_threshold_usd)}",
+        ),
+        (
+            "daily spend",
+            f"{_money(d.projected_daily_spend_usd)} projected of {_money(d.daily_budget_usd)}"
+            if d.daily_budget_usd
+            else "no daily budget applies",
+        ),
+        ("stop-loss", "ACTIVE" if d.stop_loss_active else "off"),
+        ("decision id", d.decision_id),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    if d.blocking:
+        lines += [
+            "",
+            _table(("blocked by", "detail"), [(_name(pb.ScaleBlock, b.block), b.detail) for b in d.blocking]),
+        ]
+    return "\n".join([*lines, "", d.rationale])
+
+
+def guardrails_text(g: pb.Guardrails) -> str:
+    lines = [_stop_loss_line(g)]
+    if g.acknowledged:
+        lines.append(f"acknowledged by an operator, re-armed once clear: {', '.join(g.acknowledged)}")
+    b = g.baseline
+    lines.append(
+        f"baseline {_when(b.since_unix)} - {_when(b.until_unix)}: pass rate {b.pass_rate:.1%}, cycle time "
+        f"{b.cycle_time_s:.1f} s over {b.reports} reports"
+    )
+    if g.triggers:
+        rows = [
+            (t.trigger, "HOLDING" if t.holding else "clear" if t.clear else "recovering", t.detail)
+            for t in g.triggers
+        ]
+        lines += ["", _table(("trigger", "state", "reading"), rows)]
+    if g.events:
+        rows = [(_when(e.at_unix), e.kind, e.trigger, e.note or e.detail) for e in g.events]
+        lines += ["", _table(("stop-loss event", "kind", "trigger", "detail"), rows)]
+    if g.scale_decisions:
+        rows = [
+            (
+                _when(d.at_unix),
+                d.target,
+                _name(pb.ScaleAction, d.action),
+                f"{d.allowed_parallel_agents}x{d.allowed_subagents_per_agent}",
+                _money(d.marginal_npv_usd),
+                ", ".join(_name(pb.ScaleBlock, r.block) for r in d.blocking) or "-",
+            )
+            for d in g.scale_decisions
+        ]
+        lines += ["", _table(("scale decision", "target", "action", "allowed", "NPV", "blocked by"), rows)]
     return "\n".join(lines)

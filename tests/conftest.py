@@ -125,6 +125,20 @@ def config_dir(tmp_path: Path) -> Iterator[Path]:
     yield target
 
 
+def set_toml(path: Path, section: str, key: str, value: str) -> None:
+    """Sets `key = value` (TOML source) in `[section]` of a config file copy, adding it if absent."""
+    lines = path.read_text().splitlines()
+    start = lines.index(f"[{section}]")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+    for i in range(start + 1, end):
+        if lines[i].split("=")[0].strip() == key:
+            lines[i] = f"{key} = {value}"
+            break
+    else:
+        lines.insert(start + 1, f"{key} = {value}")
+    path.write_text("\n".join(lines) + "\n")
+
+
 class LoopbackServer:
     """The production grpc.aio server on an event loop of its own thread, so tests
     can call it with plain blocking clients."""
@@ -141,6 +155,9 @@ class LoopbackServer:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
 
     def stop(self) -> None:
+        """Idempotent: a test may stop its server before the fixture that started it does."""
+        if self._loop.is_closed():
+            return
         self._call(self.running.stop(grace_s=1.0))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)

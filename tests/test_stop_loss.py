@@ -1,0 +1,472 @@
+"""Stop-loss: each trigger's reading, the state machine's hysteresis, and each trigger forced
+through a real server: routing really rolls back to the static pins, Scale really freezes, and
+an operator (or the cool-off) brings it out again, across a restart too."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from orxaq.routing.v1 import routing_pb2 as pb
+from orxaq_grpc.client import RoutingClient
+from orxaq_grpc.config.model import Config, StopLossSettings
+from orxaq_grpc.outcomes.records import DecisionRecord, Outcome, ReportRecord
+from orxaq_grpc.routing.live import LiveRouter
+from orxaq_grpc.scale.stoploss import Inputs, Reading, Sample, StopLoss, Trigger, read_triggers
+from orxaq_grpc.store import SqliteStore
+from tests.conftest import FakeClock, LoopbackServer, set_toml
+
+# --- readings ------------------------------------------------------------------------------------
+
+
+def sample(
+    reports: int = 50, pass_rate: float = 0.9, cycle: float = 10.0, valued: int = 0, value: float = 0.0
+):
+    return Sample(0.0, 1.0, reports, pass_rate, cycle, valued, value)
+
+
+CALM = Inputs(
+    spend_today_usd=10.0,
+    daily_budget_usd=100.0,
+    recent=sample(),
+    baseline=sample(),
+    router_state="healthy",
+    decisions=100,
+    disruptive_fallback_rate=0.0,
+)
+
+
+@pytest.fixture
+def stop_settings(shipped_config: Config) -> StopLossSettings:
+    return (
+        shipped_config.policy.stop_loss
+    )  # 1.0 x budget, drop 0.10, fallback 0.30, cycle +50%, hysteresis 0.5
+
+
+def reading(inputs: Inputs, settings: StopLossSettings, trigger: Trigger) -> Reading:
+    return {r.trigger: r for r in read_triggers(inputs, settings)}[trigger.value]
+
+
+def test_calm_figures_hold_nothing(stop_settings: StopLossSettings) -> None:
+    assert all(r.clear and not r.holding for r in read_triggers(CALM, stop_settings))
+
+
+@pytest.mark.parametrize(
+    ("spend", "holding", "clear"), [(100.0, False, False), (100.01, True, False), (50.0, False, True)]
+)
+def test_daily_spend(stop_settings: StopLossSettings, spend: float, holding: bool, clear: bool) -> None:
+    r = reading(dataclasses.replace(CALM, spend_today_usd=spend), stop_settings, Trigger.DAILY_SPEND)
+    assert (r.holding, r.clear) == (holding, clear)
+
+
+def test_daily_spend_is_off_without_a_budget(stop_settings: StopLossSettings) -> None:
+    r = reading(
+        dataclasses.replace(CALM, spend_today_usd=1e9, daily_budget_usd=0.0),
+        stop_settings,
+        Trigger.DAILY_SPEND,
+    )
+    assert not r.holding and "no overall daily budget" in r.detail
+
+
+@pytest.mark.parametrize(
+    ("recent", "holding", "clear"),
+    [(0.80, False, False), (0.79, True, False), (0.85, False, True), (0.84, False, False)],
+)
+def test_pass_rate_against_the_baseline(
+    stop_settings: StopLossSettings, recent: float, holding: bool, clear: bool
+) -> None:
+    inputs = dataclasses.replace(CALM, recent=sample(pass_rate=recent), baseline=sample(pass_rate=0.90))
+    r = reading(inputs, stop_settings, Trigger.PASS_RATE)
+    assert (r.holding, r.clear) == (holding, clear)
+    assert r.threshold == pytest.approx(0.80)
+
+
+def test_pass_rate_needs_reports_on_both_sides(stop_settings: StopLossSettings) -> None:
+    inputs = dataclasses.replace(CALM, recent=sample(reports=19, pass_rate=0.0))
+    assert not reading(inputs, stop_settings, Trigger.PASS_RATE).holding
+
+
+@pytest.mark.parametrize(
+    ("state", "rate", "holding", "clear"),
+    [
+        ("elevated_fallback", 0.30, True, False),
+        ("elevated_fallback", 0.29, False, False),
+        ("healthy", 0.30, False, False),  # the router itself says it is fine
+        ("healthy", 0.14, False, True),
+    ],
+)
+def test_router_unstable(
+    stop_settings: StopLossSettings, state: str, rate: float, holding: bool, clear: bool
+) -> None:
+    inputs = dataclasses.replace(CALM, router_state=state, disruptive_fallback_rate=rate)
+    r = reading(inputs, stop_settings, Trigger.ROUTER_UNSTABLE)
+    assert (r.holding, r.clear) == (holding, clear)
+
+
+@pytest.mark.parametrize(
+    ("cycle", "value", "holding", "clear"),
+    [
+        (15.0, 100.0, True, False),  # +50%, value flat
+        (14.9, 100.0, False, False),  # +49%
+        (12.4, 100.0, False, True),  # under +25%: clear
+        (15.0, 150.0, False, True),  # +50% paid for by +50% value per task
+        (15.0, 140.0, True, False),
+    ],
+)
+def test_cycle_time_without_value_uplift(
+    stop_settings: StopLossSettings, cycle: float, value: float, holding: bool, clear: bool
+) -> None:
+    inputs = dataclasses.replace(
+        CALM,
+        recent=sample(cycle=cycle, valued=10, value=value),
+        baseline=sample(cycle=10.0, valued=10, value=100.0),
+    )
+    r = reading(inputs, stop_settings, Trigger.CYCLE_TIME)
+    assert (r.holding, r.clear) == (holding, clear)
+
+
+# --- the state machine ---------------------------------------------------------------------------
+
+HOT = dataclasses.replace(CALM, spend_today_usd=150.0)
+WARM = dataclasses.replace(CALM, spend_today_usd=80.0)  # neither holding nor clear
+
+
+def step(machine: StopLoss, inputs: Inputs, settings: StopLossSettings):  # -> StopLossEvent | None
+    return machine.evaluate(read_triggers(inputs, settings), inputs.baseline, settings)
+
+
+def test_enters_at_once_and_leaves_only_after_a_whole_cool_off(stop_settings: StopLossSettings) -> None:
+    clock = FakeClock(1_000.0)
+    machine = StopLoss(clock)
+    enter = step(machine, HOT, stop_settings)
+    assert enter is not None and enter.kind == "enter" and enter.trigger == "daily_spend"
+    assert machine.active
+    assert step(machine, HOT, stop_settings) is None
+    assert step(machine, CALM, stop_settings) is None  # clear starts the cool-off
+    clock.now += stop_settings.cool_off_s - 1
+    assert step(machine, WARM, stop_settings) is None  # not clear: the cool-off starts over
+    clock.now += 10
+    assert step(machine, CALM, stop_settings) is None
+    clock.now += stop_settings.cool_off_s - 1
+    assert step(machine, CALM, stop_settings) is None
+    assert machine.view().exits_in_s == pytest.approx(1.0)
+    clock.now += 1
+    leave = step(machine, CALM, stop_settings)
+    assert leave is not None and leave.kind == "exit" and leave.trigger == "cool_off"
+    assert not machine.active
+
+
+def test_an_operator_exit_does_not_flap_back_on_the_same_condition(stop_settings: StopLossSettings) -> None:
+    machine = StopLoss(FakeClock(0.0))
+    step(machine, HOT, stop_settings)
+    leave = machine.operator(
+        False, "known overspend, accepted", read_triggers(HOT, stop_settings), HOT.baseline
+    )
+    assert leave is not None and leave.acknowledged == ("daily_spend",)
+    assert step(machine, HOT, stop_settings) is None  # still holding, acknowledged
+    assert not machine.active
+    assert step(machine, WARM, stop_settings) is None  # not clear yet: still acknowledged
+    assert step(machine, HOT, stop_settings) is None
+    step(machine, CALM, stop_settings)  # clear once: re-armed
+    assert step(machine, HOT, stop_settings) is not None
+    assert machine.active
+
+
+def test_an_operator_stop_loss_ends_only_by_an_operator(stop_settings: StopLossSettings) -> None:
+    clock = FakeClock(0.0)
+    machine = StopLoss(clock)
+    readings = read_triggers(CALM, stop_settings)
+    assert machine.operator(True, "drill", readings, CALM.baseline) is not None
+    assert machine.operator(True, "again", readings, CALM.baseline) is None
+    clock.now += 10 * stop_settings.cool_off_s
+    assert step(machine, CALM, stop_settings) is None
+    clock.now += 10 * stop_settings.cool_off_s
+    assert step(machine, CALM, stop_settings) is None
+    assert machine.active
+    assert machine.operator(False, "drill over", readings, CALM.baseline) is not None
+    assert not machine.active
+
+
+def test_disabled_never_enters_by_itself(stop_settings: StopLossSettings) -> None:
+    machine = StopLoss(FakeClock(0.0))
+    assert step(machine, HOT, dataclasses.replace(stop_settings, enabled=False)) is None
+    assert not machine.active
+
+
+def test_the_baseline_is_frozen_while_active(stop_settings: StopLossSettings) -> None:
+    machine = StopLoss(FakeClock(0.0))
+    before = sample(pass_rate=0.9)
+    step(machine, dataclasses.replace(HOT, baseline=before), stop_settings)
+    assert machine.baseline_for(sample(pass_rate=0.5)) == before
+    assert machine.view().baseline == before
+
+
+# --- forced through a real server ------------------------------------------------------------------
+
+STRICT = {"min_reports": "5", "min_decisions": "5", "check_interval_s": "3600"}
+
+
+@pytest.fixture
+def stop_loss_config(config_dir: Path) -> Path:
+    for key, value in STRICT.items():
+        set_toml(config_dir / "policy.toml", "stop_loss", key, value)
+    return config_dir
+
+
+def seed_baseline(
+    data_dir: Path, *, passed: bool = True, latency_s: float = 10.0, value_usd: float | None = None
+) -> None:
+    """Decisions and reports from two days ago: the baseline window the recent hour is judged against."""
+    at = time.time() - 2 * 86400
+    with SqliteStore(data_dir, 31) as store:
+        for i in range(10):
+            store.record_decision(
+                DecisionRecord(
+                    decision_id=f"old{i}",
+                    at=at + i,
+                    lane="codex",
+                    provider="openai",
+                    model="gpt-6.1-sol",
+                    strategy=1,
+                    fallback_reason=0,
+                    disruptive=False,
+                    router_error=False,
+                    estimated_input_tokens=1000,
+                    estimated_output_tokens=500,
+                    estimated_cost_usd=0.01,
+                    value_usd=value_usd,
+                )
+            )
+            store.record_report(
+                ReportRecord(
+                    decision_id=f"old{i}",
+                    at=at + i,
+                    lane="codex",
+                    provider="openai",
+                    model="gpt-6.1-sol",
+                    input_tokens=1000,
+                    output_tokens=500,
+                    latency_s=latency_s,
+                    outcome=Outcome.SUCCESS,
+                    retry_after_s=0.0,
+                    validation_passed=passed,
+                    first_time_pass=passed,
+                    cost_usd=0.01,
+                    cost_exact=True,
+                    decision_known=True,
+                )
+            ).result(timeout=10)
+
+
+def route(client: RoutingClient, lane: str = "codex", **task: object) -> pb.RouteDecision:
+    return client.route(pb.RouteRequest(lane=lane, task=pb.Task(title="fix the flaky test", **task)))
+
+
+def report(client: RoutingClient, decision: pb.RouteDecision, **fields: object) -> pb.ReportAck:
+    values: dict[str, object] = {
+        "decision_id": decision.decision_id,
+        "lane": decision.lane,
+        "provider": decision.provider,
+        "model": decision.model,
+        "input_tokens": 1000,
+        "output_tokens": 500,
+        "latency_s": 10.0,
+        "outcome": pb.OUTCOME_SUCCESS,
+        "validation_passed": True,
+        "first_time_pass": True,
+    }
+    values.update(fields)
+    return client.report(pb.ReportRequest(**values))
+
+
+def grow(client: RoutingClient) -> pb.ScaleDecision:
+    return client.scale(
+        pb.ScaleRequest(
+            lane="codex",
+            current_parallel_agents=3,
+            requested_parallel_agents=4,
+            current_subagents_per_agent=1,
+            requested_subagents_per_agent=1,
+            value=pb.Flows(daily=pb.DailyFlow(usd_per_day=100, horizon_days=7)),
+            cost=pb.Flows(daily=pb.DailyFlow(usd_per_day=10, horizon_days=7)),
+        )
+    )
+
+
+def force_daily_spend(config_dir: Path, data_dir: Path) -> Callable[[RoutingClient], None]:
+    set_toml(config_dir / "policy.toml", "budgets", "daily_usd", "20.0")
+    return lambda client: report(client, route(client), cost_usd=25.0) and None
+
+
+def force_pass_rate(config_dir: Path, data_dir: Path) -> Callable[[RoutingClient], None]:
+    seed_baseline(data_dir, passed=True)
+
+    def failing(client: RoutingClient) -> None:
+        for _ in range(5):
+            report(client, route(client), validation_passed=False, first_time_pass=False)
+
+    return failing
+
+
+def force_router_unstable(config_dir: Path, data_dir: Path) -> Callable[[RoutingClient], None]:
+    set_toml(config_dir / "lanes.toml", "lanes.local", "enabled", "false")  # every decision: lane_disabled
+
+    def disrupted(client: RoutingClient) -> None:
+        for _ in range(5):
+            route(client, lane="local")
+
+    return disrupted
+
+
+def force_cycle_time(config_dir: Path, data_dir: Path) -> Callable[[RoutingClient], None]:
+    seed_baseline(data_dir, latency_s=10.0)
+
+    def slow(client: RoutingClient) -> None:
+        for _ in range(5):
+            report(client, route(client), latency_s=16.0)
+
+    return slow
+
+
+FORCES = {
+    "daily_spend": force_daily_spend,
+    "pass_rate": force_pass_rate,
+    "router_unstable": force_router_unstable,
+    "cycle_time": force_cycle_time,
+}
+
+
+@pytest.fixture
+def start(stop_loss_config: Path, tmp_path: Path) -> Iterator[Callable[[], LoopbackServer]]:
+    servers: list[LoopbackServer] = []
+
+    def started() -> LoopbackServer:
+        server = LoopbackServer(LiveRouter.from_directory(stop_loss_config), tmp_path / "data")
+        servers.append(server)
+        return server
+
+    yield started
+    for server in servers:
+        server.stop()
+
+
+def assert_rolled_back(client: RoutingClient, trigger: str) -> None:
+    decision = route(client)
+    assert decision.strategy == pb.STRATEGY_STATIC_FALLBACK
+    assert decision.fallback_reason == pb.FALLBACK_REASON_STOP_LOSS_STATIC
+    assert not decision.fallback_disruptive
+    assert decision.model == "gpt-6.1-sol"  # codex's static pin
+    assert "stop loss static" in decision.rationale
+    frozen = grow(client)
+    assert frozen.action == pb.SCALE_ACTION_SCALE_DOWN  # 3 agents, baseline 2
+    assert (frozen.allowed_parallel_agents, frozen.allowed_subagents_per_agent) == (2, 1)
+    assert pb.SCALE_BLOCK_STOP_LOSS in [b.block for b in frozen.blocking]
+    guardrails = client.health().guardrails
+    assert guardrails.stop_loss_active
+    assert trigger in guardrails.trigger.split(",")
+    assert guardrails.events[0].kind == "enter"
+    assert any(t.trigger == trigger and t.holding for t in guardrails.triggers)
+
+
+@pytest.mark.parametrize("trigger", sorted(FORCES))
+def test_each_trigger_rolls_back_and_an_operator_brings_it_out(
+    trigger: str, start: Callable[[], LoopbackServer], stop_loss_config: Path, tmp_path: Path
+) -> None:
+    force = FORCES[trigger](stop_loss_config, tmp_path / "data")
+    server = start()
+    with RoutingClient(server.address) as client:
+        assert route(client).strategy == pb.STRATEGY_SCORED
+        assert grow(client).action == pb.SCALE_ACTION_SCALE_UP
+        force(client)
+        server.outcomes.guardrails.check()  # what the server's own tick does every check_interval_s
+        assert_rolled_back(client, trigger)
+
+        out = client.set_stop_loss(False, "investigated")
+        assert out.changed and not out.guardrails.stop_loss_active
+        assert trigger in out.guardrails.acknowledged  # still holding: re-armed only once clear
+        assert out.guardrails.events[0].kind == "exit" and out.guardrails.events[0].note == "investigated"
+        server.outcomes.guardrails.check()
+        assert not client.health().guardrails.stop_loss_active  # no flap on the same condition
+        assert route(client).strategy == pb.STRATEGY_SCORED
+
+
+def test_stop_loss_survives_a_restart_and_so_does_its_end(
+    start: Callable[[], LoopbackServer], stop_loss_config: Path, tmp_path: Path
+) -> None:
+    force = force_daily_spend(stop_loss_config, tmp_path / "data")
+    server = start()
+    with RoutingClient(server.address) as client:
+        force(client)
+        server.outcomes.guardrails.check()
+        scaled = grow(client)
+    server.stop()
+
+    server = start()  # same data directory
+    with RoutingClient(server.address) as client:
+        assert_rolled_back(client, "daily_spend")
+        guardrails = client.health().guardrails
+        assert [d.decision_id for d in guardrails.scale_decisions][-1] == scaled.decision_id
+        assert client.set_stop_loss(False, "budget raised").changed
+    server.stop()
+
+    server = start()
+    with RoutingClient(server.address) as client:
+        guardrails = client.health().guardrails
+        assert not guardrails.stop_loss_active
+        assert [e.kind for e in guardrails.events][:2] == ["exit", "enter"]
+        assert route(client).strategy == pb.STRATEGY_SCORED
+
+
+def test_the_cool_off_ends_it_once_every_trigger_is_clear(
+    start: Callable[[], LoopbackServer], stop_loss_config: Path, tmp_path: Path
+) -> None:
+    set_toml(stop_loss_config / "policy.toml", "stop_loss", "cool_off_s", "0")
+    force = force_router_unstable(stop_loss_config, tmp_path / "data")
+    server = start()
+    with RoutingClient(server.address) as client:
+        force(client)
+        server.outcomes.guardrails.check()
+        assert_rolled_back(client, "router_unstable")
+        for _ in range(40):  # static-pin decisions are not disruptive: the rate falls under 15%
+            route(client)
+        server.outcomes.guardrails.check()
+        guardrails = client.health().guardrails
+        assert not guardrails.stop_loss_active
+        assert guardrails.events[0].trigger == "cool_off"
+        assert route(client).strategy == pb.STRATEGY_SCORED
+
+
+@pytest.mark.parametrize(("value_usd", "holds"), [(20.0, False), (15.0, True)])
+def test_value_uplift_pays_for_a_longer_cycle(
+    start: Callable[[], LoopbackServer], tmp_path: Path, value_usd: float, holds: bool
+) -> None:
+    seed_baseline(tmp_path / "data", latency_s=10.0, value_usd=10.0)
+    server = start()
+    with RoutingClient(server.address) as client:
+        for _ in range(5):  # cycle x1.6: value per task x2.0 pays for it, x1.5 does not
+            report(client, route(client, value_usd=value_usd), latency_s=16.0)
+        server.outcomes.guardrails.check()
+        guardrails = client.health().guardrails
+        assert guardrails.stop_loss_active == holds
+        cycle = next(t for t in guardrails.triggers if t.trigger == "cycle_time")
+        assert f"value per task x{value_usd / 10:.2f}" in cycle.detail
+        assert guardrails.baseline.valued_tasks == 10 and guardrails.baseline.value_per_task_usd == 10.0
+
+
+def test_operator_can_enter_and_the_service_says_why(start: Callable[[], LoopbackServer]) -> None:
+    server = start()
+    with RoutingClient(server.address) as client:
+        entered = client.set_stop_loss(True, "provider incident " + uuid.uuid4().hex[:6])
+        assert entered.changed and entered.guardrails.trigger == "operator"
+        assert not client.set_stop_loss(True).changed
+        server.outcomes.guardrails.check()
+        assert client.health().guardrails.stop_loss_active
+        assert route(client).fallback_reason == pb.FALLBACK_REASON_STOP_LOSS_STATIC
+        economics = client.economics()
+        assert economics.guardrails.stop_loss_active
+        assert economics.guardrails.events[0].note.startswith("provider incident")
