@@ -99,7 +99,8 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 
 def _money(usd: float) -> str:
-    return f"${usd:,.4f}" if usd < 100 else f"${usd:,.2f}"
+    sign, size = ("-" if usd < 0 else ""), abs(usd)
+    return f"{sign}${size:,.4f}" if size < 100 else f"{sign}${size:,.2f}"
 
 
 def _figures_row(name: str, f: pb.Figures) -> tuple[str, ...]:

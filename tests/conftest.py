@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import os
+import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -163,3 +167,65 @@ class LoopbackServer:
         self._thread.join(timeout=30)
         self._loop.close()
         self.outcomes.store.close()
+
+
+CLI = [sys.executable, "-m", "orxaq_grpc.cli"]
+_SERVING = re.compile(r"serving \S+ on 127\.0\.0\.1:(\d+)")
+
+
+class ServerProcess:
+    """Starts `orxaq-grpc serve` on a free loopback port and reads the port from its log."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [*CLI, "serve", "--address", "127.0.0.1:0", *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.log: list[str] = []
+        self.port = 0
+
+    def wait_for_log(self, pattern: str) -> re.Match[str]:
+        """Reads the log up to the first line matching `pattern` (the server logs as it goes;
+        the test's own timeout bounds the wait)."""
+        assert self.process.stderr is not None
+        while line := self.process.stderr.readline():
+            self.log.append(line)
+            if match := re.search(pattern, line):
+                return match
+        raise AssertionError(f"log ended before {pattern!r}:\n" + "".join(self.log))
+
+    def wait_until_serving(self) -> int:
+        self.port = int(self.wait_for_log(_SERVING.pattern).group(1))
+        return self.port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def finish(self, timeout_s: float = 20.0) -> tuple[int, str]:
+        """Exit code and the rest of the log."""
+        _, rest = self.process.communicate(timeout=timeout_s)
+        return self.process.returncode, "".join(self.log) + rest
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[type[ServerProcess]]:
+    """Servers whose ledger lives under the test's tmp dir unless a test names one."""
+    started: list[ServerProcess] = []
+
+    class Tracked(ServerProcess):
+        def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+            super().__init__(*args, env={"ORXAQ_DATA_DIR": str(tmp_path / "data"), **(env or {})})
+            started.append(self)
+
+    yield Tracked
+    for process in started:
+        process.kill()

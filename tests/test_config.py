@@ -227,3 +227,51 @@ def test_a_profile_that_zeroes_an_objective_is_refused(config_dir: Path) -> None
     assert problems(config_dir) == [
         f"{config_dir / 'policy.toml'}: profiles.fast: leaves objective quality with no weight above 0"
     ]
+
+
+def test_scale_and_stop_loss_settings_load_with_lane_overrides(shipped_config: Config) -> None:
+    scale = shipped_config.policy.scale
+    assert scale.limits_for(("codex",)).max_parallel_agents == 8
+    assert scale.limits_for(("local",)).max_parallel_agents == 2  # override; the rest inherited
+    assert scale.limits_for(("local",)).max_subagents_per_agent == 4
+    assert scale.limits_for(("codex", "local")).baseline_parallel_agents == 1
+    assert scale.groups["hosted"] == ("codex", "gemini", "claude")
+    assert scale.health_window_s == shipped_config.policy.detection.window_s
+    assert shipped_config.policy.stop_loss.enabled
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "min_npv_threshold_usd = 5.0",
+            "min_npv_threshold_usd = -1.0",
+            "scale.min_npv_threshold_usd: must be at least 0",
+        ),
+        ("discount_rate = 0.10", "discount_rate = -1.0", "scale.discount_rate: must be greater than -1"),
+        (
+            "baseline_parallel_agents = 2\n",
+            "baseline_parallel_agents = 9\n",
+            "scale.baseline_parallel_agents: is above",
+        ),
+        ("[scale.lanes.local]", "[scale.lanes.nope]", "scale.lanes.nope: is not a lane in lanes.toml"),
+        ('hosted = ["codex"', 'hosted = ["cdx"', "scale.groups.hosted: 'cdx' is not a lane"),
+        (
+            "[scale.groups]\n",
+            '[scale.groups]\ncodex = ["codex"]\n',
+            "scale.groups.codex: is also a lane's id",
+        ),
+        ("pass_rate_drop = 0.10", "pass_rate_drop = 0", "stop_loss.pass_rate_drop: must be greater than 0"),
+        ("hysteresis = 0.5", "hysteresis = 1.5", "stop_loss.hysteresis: must be at most 0.9"),
+        ("cool_off_s = 1800", "cool_off_secs = 1800", "stop_loss.cool_off_secs: is not a known field"),
+        (
+            "uncertainty_ratio = 0.25",
+            "uncertainty_ratio = 2",
+            "strong_or_weak.uncertainty_ratio: must be at most 1",
+        ),
+    ],
+)
+def test_bad_scale_settings_are_refused(config_dir: Path, old: str, new: str, expected: str) -> None:
+    edit(config_dir, "policy.toml", old, new)
+    found = problems(config_dir)
+    assert any(expected in p and p.startswith(str(config_dir / "policy.toml")) for p in found), found

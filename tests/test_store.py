@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from orxaq_grpc.outcomes.records import DecisionRecord, Outcome, ReportRecord
+from orxaq_grpc.outcomes.records import DecisionRecord, JournalEntry, Outcome, ReportRecord
 from orxaq_grpc.store import SqliteStore, Store, StoreError
-from orxaq_grpc.store.sqlite import SCHEMA_VERSION
+from orxaq_grpc.store.sqlite import MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import FakeClock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -344,3 +344,35 @@ def test_close_flushes_is_idempotent_and_refuses_later_writes(tmp_path: Path) ->
         store.find_decision("d1")
     with open_store(tmp_path) as reopened:
         assert ids(reopened.replay(0.0)) == [("DecisionRecord", "d1"), ("ReportRecord", "d1")]
+
+
+def test_a_version_1_ledger_is_migrated_in_place_keeping_its_rows(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
+        for statement in MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute(
+            "INSERT INTO decisions VALUES "
+            "('old', ?, 'codex', 'openai', 'gpt-6.1-terra', 1, 0, 0, 0, 10, 20, 0.5, '')",
+            (NOW,),
+        )
+        db.execute("PRAGMA user_version = 1")
+    with SqliteStore(tmp_path, 31, clock=FakeClock(NOW)) as store:
+        old = store.find_decision("old")
+        assert old is not None and old.value_usd is None and old.estimated_cost_usd == 0.5
+        store.record_decision(decision("new", value_usd=12.5))
+        store.flush()
+        assert store.find_decision("new").value_usd == 12.5  # type: ignore[union-attr]
+        assert store.record_journal(JournalEntry(NOW, "scale", "codex", "{}")).result(timeout=5)
+        assert store.journal("scale", 5) == [JournalEntry(NOW, "scale", "codex", "{}")]
+    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_the_journal_is_pruned_but_the_last_stop_loss_transition_stays(tmp_path: Path) -> None:
+    clock = FakeClock(NOW - 40 * DAY)
+    with SqliteStore(tmp_path, 31, clock=clock) as store:
+        for i, kind in enumerate(["stop_loss", "scale", "stop_loss", "scale"]):
+            store.record_journal(JournalEntry(NOW - 40 * DAY + i, kind, str(i), "{}")).result(timeout=5)
+    with SqliteStore(tmp_path, 31, clock=FakeClock(NOW)) as store:
+        assert store.journal("scale", 10) == []
+        assert [e.subject for e in store.journal("stop_loss", 10)] == ["2"]  # the state it left survives

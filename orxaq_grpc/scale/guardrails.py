@@ -134,7 +134,12 @@ class Guardrails:
             config_version=config.version,
         )
         written = self._store.record_journal(JournalEntry(now, SCALE, decision.target, to_payload(decision)))
-        written.add_done_callback(lambda done: done.exception() is None and self._scales.appendleft(decision))
+
+        def shown_once_durable(done: Future[bool]) -> None:
+            if done.exception() is None:
+                self._scales.appendleft(decision)
+
+        written.add_done_callback(shown_once_durable)
         return decision, written
 
     def set_stop_loss(self, active: bool, note: str) -> tuple[StopLossEvent | None, Future[bool] | None]:
