@@ -1,4 +1,4 @@
-"""The routing core stands on plain Python: no grpc, no protobuf."""
+"""The routing, outcomes and scale cores stand on plain Python: no grpc, no protobuf."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ def test_routing_core_imports_no_grpc_or_protobuf() -> None:
     code = (
         "import sys\n"
         "import orxaq_grpc.config.load, orxaq_grpc.routing.live, orxaq_grpc.routing.router\n"
+        "import orxaq_grpc.outcomes.tracker, orxaq_grpc.scale.guardrails, orxaq_grpc.scale.validation\n"
         "from orxaq_grpc.routing.types import RouteRequest, Task\n"
         f"router = orxaq_grpc.routing.live.LiveRouter.from_directory({str(CONFIG_DIR)!r}).current\n"
         "router.route(RouteRequest(lane='codex', task=Task(title='x')))\n"
