@@ -6,13 +6,15 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `--help` stays fast
+    from google.protobuf.message import Message
+
     from orxaq.routing.v1 import routing_pb2 as pb
-    from orxaq_grpc.client import CallFailed
+    from orxaq_grpc.client import CallFailed, RoutingClient
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_CONFIG_DIR = "config"
@@ -201,8 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _route(args: argparse.Namespace) -> int:
     from orxaq.routing.v1 import routing_pb2 as pb
-    from orxaq_grpc.client import CallFailed, RoutingClient
-    from orxaq_grpc.render import decision_text, to_json
+    from orxaq_grpc.render import decision_text
 
     try:
         if args.prompt_file is None:
@@ -248,27 +249,13 @@ def _route(args: argparse.Namespace) -> int:
         constraints=constraints,
         explain=args.explain,
     )
-    with RoutingClient(args.address, timeout_s=args.timeout) as client:
-        try:
-            decision = client.route(request)
-        except CallFailed as exc:
-            return _failed(exc)
-    print(to_json(decision) if args.json else decision_text(decision))
-    return 0
+    return _show(args, lambda client: client.route(request), decision_text)
 
 
 def _economics(args: argparse.Namespace) -> int:
-    from orxaq_grpc.client import CallFailed, RoutingClient
-    from orxaq_grpc.render import economics_text, to_json
+    from orxaq_grpc.render import economics_text
 
-    with RoutingClient(args.address, timeout_s=args.timeout) as client:
-        try:
-            response = client.economics()
-        except CallFailed as exc:
-            print(f"orxaq-grpc: {exc}", file=sys.stderr)
-            return 1
-    print(to_json(response) if args.json else economics_text(response, args.window))
-    return 0
+    return _show(args, lambda client: client.economics(), lambda r: economics_text(r, args.window))
 
 
 def _health(args: argparse.Namespace) -> int:
@@ -313,8 +300,7 @@ def _flows(args: argparse.Namespace, side: str) -> pb.Flows | None:
 
 def _scale(args: argparse.Namespace) -> int:
     from orxaq.routing.v1 import routing_pb2 as pb
-    from orxaq_grpc.client import CallFailed, RoutingClient
-    from orxaq_grpc.render import scale_text, to_json
+    from orxaq_grpc.render import scale_text
 
     try:
         request = pb.ScaleRequest(
@@ -338,28 +324,33 @@ def _scale(args: argparse.Namespace) -> int:
         request.uncertainty.confidence.confidence = args.confidence
     if args.discount_rate is not None:
         request.discount_rate = args.discount_rate
-    with RoutingClient(args.address, timeout_s=args.timeout) as client:
-        try:
-            decision = client.scale(request)
-        except CallFailed as exc:
-            return _failed(exc)
-    print(to_json(decision) if args.json else scale_text(decision))
-    return 0
+    return _show(args, lambda client: client.scale(request), scale_text)
 
 
 def _stop_loss(args: argparse.Namespace) -> int:
+    from orxaq_grpc.render import guardrails_text
+
+    def call(client: RoutingClient) -> pb.Guardrails:
+        if args.enter or args.exit:
+            return client.set_stop_loss(args.enter, args.note).guardrails
+        return client.health().guardrails
+
+    return _show(args, call, guardrails_text)
+
+
+def _show(
+    args: argparse.Namespace, call: Callable[[RoutingClient], Message], text: Callable[[Any], str]
+) -> int:
+    """Makes one call and prints its answer as text, or as JSON with --json."""
     from orxaq_grpc.client import CallFailed, RoutingClient
-    from orxaq_grpc.render import guardrails_text, to_json
+    from orxaq_grpc.render import to_json
 
     with RoutingClient(args.address, timeout_s=args.timeout) as client:
         try:
-            if args.enter or args.exit:
-                guardrails = client.set_stop_loss(args.enter, args.note).guardrails
-            else:
-                guardrails = client.health().guardrails
+            response = call(client)
         except CallFailed as exc:
             return _failed(exc)
-    print(to_json(guardrails) if args.json else guardrails_text(guardrails))
+    print(to_json(response) if args.json else text(response))
     return 0
 
 
