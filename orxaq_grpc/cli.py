@@ -131,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
             f"--{side}-flow", action="append", metavar="DAY:USD", help="repeatable: a schedule"
         )
     scale.add_argument("--horizon", type=int, default=0, help="days, for the daily forms")
+    scale.add_argument("--value-horizon", type=int, help="days for --value-daily (default --horizon)")
+    scale.add_argument("--cost-horizon", type=int, help="days for --cost-daily (default --horizon)")
     uncertainty = scale.add_mutually_exclusive_group()
     uncertainty.add_argument("--penalty", type=float, metavar="USD", help="uncertainty penalty")
     uncertainty.add_argument(
@@ -138,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="with --confidence: penalty = value x ratio x (1 - confidence)",
     )
-    scale.add_argument("--confidence", type=float, default=1.0)
+    scale.add_argument("--confidence", type=float, help="0-1, with --uncertainty-ratio")
     scale.add_argument("--discount-rate", type=float, help="annual; default: the policy's")
     scale.add_argument("--request-id", default="")
     scale.add_argument("--json", action="store_true")
@@ -286,7 +288,10 @@ def _flows(args: argparse.Namespace, side: str) -> pb.Flows | None:
         usd, _, day = once.partition("@")
         return pb.Flows(once=pb.CashFlow(usd=float(usd), day=float(day or 0)))
     if daily is not None:
-        return pb.Flows(daily=pb.DailyFlow(usd_per_day=daily, horizon_days=args.horizon))
+        horizon = getattr(args, f"{side}_horizon")
+        return pb.Flows(
+            daily=pb.DailyFlow(usd_per_day=daily, horizon_days=args.horizon if horizon is None else horizon)
+        )
     if schedule:
         flows = []
         for item in schedule:
@@ -302,6 +307,9 @@ def _scale(args: argparse.Namespace) -> int:
     from orxaq.routing.v1 import routing_pb2 as pb
     from orxaq_grpc.render import scale_text
 
+    if (args.uncertainty_ratio is None) != (args.confidence is None):
+        print("orxaq-grpc: --uncertainty-ratio and --confidence go together", file=sys.stderr)
+        return 2
     try:
         request = pb.ScaleRequest(
             lane=args.lane or "",

@@ -129,6 +129,12 @@ def test_non_positive_npv_never_scales_even_at_a_zero_threshold(scale_settings: 
     assert blocks(negative) == {ScaleBlock.NPV_NOT_POSITIVE, ScaleBlock.NPV_BELOW_THRESHOLD}
 
 
+def test_a_nan_npv_never_scales_up(scale_settings: ScaleSettings) -> None:
+    d = ask(scale_settings, value=Once(math.nan, 0.0))
+    assert math.isnan(d.marginal_npv_usd)
+    assert blocks(d) == {ScaleBlock.NPV_NOT_POSITIVE, ScaleBlock.NPV_BELOW_THRESHOLD}
+
+
 def test_low_confidence_blocks(scale_settings: ScaleSettings) -> None:
     d = ask(scale_settings, uncertainty=ConfidenceForm(0.1, 0.49))
     assert d.marginal_npv_usd > 5.0

@@ -131,6 +131,11 @@ NAN = math.nan
         ({"lane": "nope"}, "lane"),
         ({"lane": "", "group": "nope"}, "group"),
         ({"requested_parallel_agents": -1}, "requested_parallel_agents"),
+        # finite inputs, but (1 + r)^(day / 365) with r near -1 over ten years explodes the NPV
+        (
+            {"value": pb.Flows(once=pb.CashFlow(usd=1.0, day=3650.0)), "discount_rate": -0.99},
+            "discount_rate",
+        ),
     ],
 )
 def test_invalid_economics_are_refused_and_log_nothing(

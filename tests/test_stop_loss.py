@@ -10,15 +10,25 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from orxaq.routing.v1 import routing_pb2 as pb
-from orxaq_grpc.client import RoutingClient
+from orxaq_grpc.client import CallFailed, RoutingClient
 from orxaq_grpc.config.model import Config, StopLossSettings
 from orxaq_grpc.outcomes.records import DecisionRecord, Outcome, ReportRecord
 from orxaq_grpc.routing.live import LiveRouter
-from orxaq_grpc.scale.stoploss import Inputs, Reading, Sample, StopLoss, Trigger, read_triggers
-from orxaq_grpc.store import SqliteStore
+from orxaq_grpc.scale.stoploss import (
+    BudgetSpend,
+    Inputs,
+    Reading,
+    Sample,
+    StopLoss,
+    StopLossEvent,
+    Trigger,
+    read_triggers,
+)
+from orxaq_grpc.store import SqliteStore, StoreError
 from tests.conftest import FakeClock, LoopbackServer, set_toml
 
 # --- readings ------------------------------------------------------------------------------------
@@ -31,8 +41,7 @@ def sample(
 
 
 CALM = Inputs(
-    spend_today_usd=10.0,
-    daily_budget_usd=100.0,
+    budgets=(BudgetSpend("overall", 10.0, 100.0), BudgetSpend("lane codex", 5.0, 50.0)),
     recent=sample(),
     baseline=sample(),
     router_state="healthy",
@@ -56,21 +65,32 @@ def test_calm_figures_hold_nothing(stop_settings: StopLossSettings) -> None:
     assert all(r.clear and not r.holding for r in read_triggers(CALM, stop_settings))
 
 
+def spending(overall: float, lane: float = 5.0) -> Inputs:
+    return dataclasses.replace(
+        CALM, budgets=(BudgetSpend("overall", overall, 100.0), BudgetSpend("lane codex", lane, 50.0))
+    )
+
+
 @pytest.mark.parametrize(
-    ("spend", "holding", "clear"), [(100.0, False, False), (100.01, True, False), (50.0, False, True)]
+    ("overall", "lane", "holding", "clear", "scope"),
+    [
+        (100.0, 5.0, False, False, "overall"),
+        (100.01, 5.0, True, False, "overall"),
+        (50.0, 5.0, False, True, "overall"),
+        (10.0, 50.5, True, False, "lane codex"),  # any budget over counts
+    ],
 )
-def test_daily_spend(stop_settings: StopLossSettings, spend: float, holding: bool, clear: bool) -> None:
-    r = reading(dataclasses.replace(CALM, spend_today_usd=spend), stop_settings, Trigger.DAILY_SPEND)
+def test_daily_spend(
+    stop_settings: StopLossSettings, overall: float, lane: float, holding: bool, clear: bool, scope: str
+) -> None:
+    r = reading(spending(overall, lane), stop_settings, Trigger.DAILY_SPEND)
     assert (r.holding, r.clear) == (holding, clear)
+    assert r.detail.startswith(scope)
 
 
 def test_daily_spend_is_off_without_a_budget(stop_settings: StopLossSettings) -> None:
-    r = reading(
-        dataclasses.replace(CALM, spend_today_usd=1e9, daily_budget_usd=0.0),
-        stop_settings,
-        Trigger.DAILY_SPEND,
-    )
-    assert not r.holding and "no overall daily budget" in r.detail
+    r = reading(dataclasses.replace(CALM, budgets=()), stop_settings, Trigger.DAILY_SPEND)
+    assert not r.holding and not r.judged and "no daily budget" in r.detail
 
 
 @pytest.mark.parametrize(
@@ -132,12 +152,25 @@ def test_cycle_time_without_value_uplift(
 
 # --- the state machine ---------------------------------------------------------------------------
 
-HOT = dataclasses.replace(CALM, spend_today_usd=150.0)
-WARM = dataclasses.replace(CALM, spend_today_usd=80.0)  # neither holding nor clear
+HOT = spending(150.0)
+WARM = spending(80.0)  # neither holding nor clear
 
 
-def step(machine: StopLoss, inputs: Inputs, settings: StopLossSettings):  # -> StopLossEvent | None
-    return machine.evaluate(read_triggers(inputs, settings), inputs.baseline, settings)
+def step(machine: StopLoss, inputs: Inputs, settings: StopLossSettings) -> StopLossEvent | None:
+    """One evaluation, its transition applied as the service applies it once logged."""
+    event = machine.evaluate(read_triggers(inputs, settings), inputs.baseline, settings)
+    if event is not None:
+        machine.apply(event)
+    return event
+
+
+def by_operator(
+    machine: StopLoss, active: bool, inputs: Inputs, settings: StopLossSettings
+) -> StopLossEvent | None:
+    event = machine.operator(active, "note", read_triggers(inputs, settings), inputs.baseline)
+    if event is not None:
+        machine.apply(event)
+    return event
 
 
 def test_enters_at_once_and_leaves_only_after_a_whole_cool_off(stop_settings: StopLossSettings) -> None:
@@ -164,9 +197,7 @@ def test_enters_at_once_and_leaves_only_after_a_whole_cool_off(stop_settings: St
 def test_an_operator_exit_does_not_flap_back_on_the_same_condition(stop_settings: StopLossSettings) -> None:
     machine = StopLoss(FakeClock(0.0))
     step(machine, HOT, stop_settings)
-    leave = machine.operator(
-        False, "known overspend, accepted", read_triggers(HOT, stop_settings), HOT.baseline
-    )
+    leave = by_operator(machine, False, HOT, stop_settings)
     assert leave is not None and leave.acknowledged == ("daily_spend",)
     assert step(machine, HOT, stop_settings) is None  # still holding, acknowledged
     assert not machine.active
@@ -180,16 +211,54 @@ def test_an_operator_exit_does_not_flap_back_on_the_same_condition(stop_settings
 def test_an_operator_stop_loss_ends_only_by_an_operator(stop_settings: StopLossSettings) -> None:
     clock = FakeClock(0.0)
     machine = StopLoss(clock)
-    readings = read_triggers(CALM, stop_settings)
-    assert machine.operator(True, "drill", readings, CALM.baseline) is not None
-    assert machine.operator(True, "again", readings, CALM.baseline) is None
+    assert by_operator(machine, True, CALM, stop_settings) is not None
+    assert by_operator(machine, True, CALM, stop_settings) is None
     clock.now += 10 * stop_settings.cool_off_s
     assert step(machine, CALM, stop_settings) is None
     clock.now += 10 * stop_settings.cool_off_s
     assert step(machine, CALM, stop_settings) is None
-    assert machine.active
-    assert machine.operator(False, "drill over", readings, CALM.baseline) is not None
+    assert machine.active and machine.view().operator_only
+    assert by_operator(machine, False, CALM, stop_settings) is not None
     assert not machine.active
+
+
+def test_a_proposed_transition_changes_nothing_until_applied(stop_settings: StopLossSettings) -> None:
+    machine = StopLoss(FakeClock(0.0))
+    proposed = machine.evaluate(read_triggers(HOT, stop_settings), HOT.baseline, stop_settings)
+    assert proposed is not None and not machine.active  # the log comes first
+    assert machine.evaluate(read_triggers(HOT, stop_settings), HOT.baseline, stop_settings) == proposed
+
+
+def test_a_relapse_within_a_cool_off_ends_only_by_an_operator(stop_settings: StopLossSettings) -> None:
+    clock = FakeClock(0.0)
+    machine = StopLoss(clock)
+    step(machine, HOT, stop_settings)
+    step(machine, CALM, stop_settings)
+    clock.now += stop_settings.cool_off_s
+    assert step(machine, CALM, stop_settings).trigger == "cool_off"  # type: ignore[union-attr]
+    clock.now += 60  # the fault shows again as soon as routing is scored
+    again = step(machine, HOT, stop_settings)
+    assert again is not None and again.operator_only and "ends only by an operator" in again.detail
+    for _ in range(3):
+        step(machine, CALM, stop_settings)
+        clock.now += stop_settings.cool_off_s
+    assert machine.active and machine.view().exits_in_s is None
+    assert by_operator(machine, False, CALM, stop_settings) is not None
+
+
+def test_a_trigger_that_fired_must_be_seen_clear_not_just_unjudged(stop_settings: StopLossSettings) -> None:
+    clock = FakeClock(0.0)
+    machine = StopLoss(clock)
+    failing = dataclasses.replace(CALM, recent=sample(pass_rate=0.5))
+    assert step(machine, failing, stop_settings).trigger == "pass_rate"  # type: ignore[union-attr]
+    quiet = dataclasses.replace(CALM, recent=sample(reports=0))  # no reports: not judged
+    for _ in range(3):
+        assert step(machine, quiet, stop_settings) is None
+        clock.now += stop_settings.cool_off_s
+    assert machine.active
+    step(machine, CALM, stop_settings)  # judged and clear: the cool-off starts
+    clock.now += stop_settings.cool_off_s
+    assert step(machine, CALM, stop_settings).trigger == "cool_off"  # type: ignore[union-attr]
 
 
 def test_disabled_never_enters_by_itself(stop_settings: StopLossSettings) -> None:
@@ -470,3 +539,15 @@ def test_operator_can_enter_and_the_service_says_why(start: Callable[[], Loopbac
         economics = client.economics()
         assert economics.guardrails.stop_loss_active
         assert economics.guardrails.events[0].note.startswith("provider incident")
+
+
+def test_a_transition_the_ledger_cannot_keep_does_not_happen(start: Callable[[], LoopbackServer]) -> None:
+    server = start()
+    server.outcomes.store.close()
+    with pytest.raises(StoreError):
+        server.outcomes.guardrails.set_stop_loss(True, "disk gone")
+    assert not server.outcomes.guardrails.stop_loss.active  # never ahead of the log
+    with RoutingClient(server.address) as client:
+        with pytest.raises(CallFailed) as caught:
+            client.set_stop_loss(True, "disk gone")
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE

@@ -123,3 +123,5 @@ def test_stop_loss_answers_the_static_pin(config: Config, make_router: MakeRoute
     assert decision.model == "mid"  # the lane's pin, not the strong one the value would buy
     assert decision.strong_or_weak is None
     assert guards.reserved == [decision.decision_id]  # the lane will run it: budgets count it
+    asked = make_router(config).route(valued(100.0, requested_model="strong"), guards)
+    assert asked.model == "mid"  # rolled back to the pin, whatever the lane asks for

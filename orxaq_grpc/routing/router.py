@@ -397,13 +397,15 @@ class Router:
         return FallbackReason.BUDGET_EXHAUSTED
 
     def _static(self, ctx: _Request, reason: FallbackReason, scores: _Scores | None = None) -> Decision:
-        """The deterministic chain: requested model if allowed and healthy, the lane's
-        static pin, then the lane's allowed models in their configured order. Healthy is
+        """The deterministic chain: requested model if allowed and healthy (not in stop-loss), the
+        lane's static pin, then the lane's allowed models in their configured order. Healthy is
         enabled and not behind an open circuit; with none healthy, the pin stands."""
         spec = ctx.lane.spec
         catalog = self.catalog
         requested = ctx.request.requested_model
-        chain = ([requested] if requested in spec.allowed_models else []) + [spec.static_fallback]
+        # Stop-loss rolls back to the pins: a lane's ask is part of what is being rolled back.
+        honoured = requested in spec.allowed_models and reason != FallbackReason.STOP_LOSS_STATIC
+        chain = ([requested] if honoured else []) + [spec.static_fallback]
         chain += spec.allowed_models
         enabled = [name for name in dict.fromkeys(chain) if catalog.models[catalog.index[name]].enabled]
         usable = enabled

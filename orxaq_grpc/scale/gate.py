@@ -161,9 +161,10 @@ def _npv_blocks(request: ScaleRequest, npv: Npv, settings: ScaleSettings) -> lis
         f"marginal NPV ${npv.marginal_usd:,.2f} = value ${npv.discounted_value_usd:,.2f} - cost "
         f"${npv.discounted_cost_usd:,.2f} - penalty ${npv.uncertainty_penalty_usd:,.2f}"
     )
-    if npv.marginal_usd <= 0:
+    # Written so that a NaN fails both tests (validation refuses non-finite economics anyway).
+    if not npv.marginal_usd > 0:
         blocks.append(Blocking(ScaleBlock.NPV_NOT_POSITIVE, f"{parts} is not above $0"))
-    if npv.marginal_usd < settings.min_npv_threshold_usd:
+    if not npv.marginal_usd >= settings.min_npv_threshold_usd:
         blocks.append(
             Blocking(
                 ScaleBlock.NPV_BELOW_THRESHOLD,

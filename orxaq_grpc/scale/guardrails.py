@@ -22,9 +22,17 @@ from orxaq_grpc.outcomes.records import JournalEntry
 from orxaq_grpc.routing.router import new_decision_id
 from orxaq_grpc.scale.gate import BudgetRoom, GateInputs, LaneCondition, decide
 from orxaq_grpc.scale.journal import from_payload, to_payload
-from orxaq_grpc.scale.stoploss import Inputs, Sample, StopLoss, StopLossEvent, StopLossView, read_triggers
+from orxaq_grpc.scale.stoploss import (
+    BudgetSpend,
+    Inputs,
+    Sample,
+    StopLoss,
+    StopLossEvent,
+    StopLossView,
+    read_triggers,
+)
 from orxaq_grpc.scale.types import ScaleDecision, ScaleRequest
-from orxaq_grpc.store.base import Store
+from orxaq_grpc.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,7 @@ SCALE = "scale"
 STOP_LOSS = "stop_loss"
 RECENT_EVENTS = 20
 CALIBRATION_EVERY_S = 60.0  # a model's acceptance moves slowly; a 30-day sum is not free
+COMMIT_WAIT_S = 10.0  # how long a stop-loss transition waits for the ledger before it is given up
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +69,7 @@ class Guardrails:
         self._clock = clock
         self.stop_loss = StopLoss(clock)
         self._lock = threading.Lock()  # one evaluation at a time: the tick, Scale and operators
+        self._shown = threading.Lock()  # the recent events and decisions Health shows
         self._calibration: dict[str, tuple[int, int]] = {}
         self._calibrated_at = -CALIBRATION_EVERY_S
         self._events: deque[StopLossEvent] = deque(maxlen=RECENT_EVENTS)
@@ -75,13 +85,13 @@ class Guardrails:
 
     def restore(self) -> None:
         """The stop-loss state and recent decisions as the journal left them."""
-        events = [
-            from_payload(StopLossEvent, e.payload) for e in self._store.journal(STOP_LOSS, RECENT_EVENTS)
-        ]
-        self.stop_loss.restore(events[0] if events else None)
-        self._events.extend(events)
-        limit = self._scales.maxlen or 1
-        self._scales.extend(from_payload(ScaleDecision, e.payload) for e in self._store.journal(SCALE, limit))
+        events = _decoded(StopLossEvent, self._store.journal(STOP_LOSS, RECENT_EVENTS))
+        if events:
+            self.stop_loss.apply(events[0])
+        scales = _decoded(ScaleDecision, self._store.journal(SCALE, self._scales.maxlen or 1))
+        with self._shown:
+            self._events.extend(events)
+            self._scales.extend(scales)
         if self.stop_loss.active:
             view = self.stop_loss.view()
             log.warning("stop-loss is active since the last run (%s): routing to static pins", view.trigger)
@@ -96,7 +106,7 @@ class Guardrails:
             settings = self._config().policy.stop_loss
             event = self.stop_loss.evaluate(read_triggers(inputs, settings), inputs.baseline, settings)
             if event is not None:
-                self._log(event)
+                self._commit(event)  # a failed write changes nothing: the next round proposes it again
             return event
 
     def _calibrate(self, now: float) -> None:
@@ -109,11 +119,10 @@ class Guardrails:
 
     # -- Scale and operators -----------------------------------------------------------
 
-    def scale(self, request: ScaleRequest) -> tuple[ScaleDecision, Future[bool]]:
-        """Decides on a validated request after a fresh look at stop-loss; the future resolves once
-        the decision is in the log."""
+    def scale(self, request: ScaleRequest, config: Config) -> tuple[ScaleDecision, Future[bool]]:
+        """Decides on a request validated against `config` after a fresh look at stop-loss; the
+        future resolves once the decision is in the log."""
         self.check()
-        config = self._config()
         settings = config.policy.scale
         lanes = (request.lane,) if request.lane else settings.groups[request.group]
         now = self._clock()
@@ -137,30 +146,42 @@ class Guardrails:
 
         def shown_once_durable(done: Future[bool]) -> None:
             if done.exception() is None:
-                self._scales.appendleft(decision)
+                with self._shown:
+                    self._scales.appendleft(decision)
 
         written.add_done_callback(shown_once_durable)
         return decision, written
 
-    def set_stop_loss(self, active: bool, note: str) -> tuple[StopLossEvent | None, Future[bool] | None]:
-        """An operator's call: enter or end stop-loss now. No event when it already is in that state."""
+    def set_stop_loss(self, active: bool, note: str) -> StopLossEvent | None:
+        """An operator's call: enter or end stop-loss, once the transition is durable (StoreError
+        and no change when it cannot be logged). None when it already is in that state."""
         with self._lock:
             inputs = self._inputs(self._clock())
             settings = self._config().policy.stop_loss
             event = self.stop_loss.operator(active, note, read_triggers(inputs, settings), inputs.baseline)
-            return event, (self._log(event) if event is not None else None)
+            if event is not None:
+                self._commit(event)
+            return event
 
-    def _log(self, event: StopLossEvent) -> Future[bool]:
-        """Logged, and shown at once: the transition has happened whether or not the disk keeps up."""
-        self._events.appendleft(event)
+    def _commit(self, event: StopLossEvent) -> None:
+        """Logs a transition and applies it once durable: the state never runs ahead of the log,
+        so a restart always comes back to what was last said."""
+        written = self._store.record_journal(JournalEntry(event.at, STOP_LOSS, event.kind, to_payload(event)))
+        try:
+            written.result(timeout=COMMIT_WAIT_S)
+        except TimeoutError:
+            raise StoreError(
+                f"the ledger did not confirm a stop-loss {event.kind} in {COMMIT_WAIT_S:g} s"
+            ) from None
+        self.stop_loss.apply(event)
+        with self._shown:
+            self._events.appendleft(event)
         level = logging.WARNING if event.kind == "enter" else logging.INFO
         log.log(level, "stop-loss %s (%s): %s", event.kind, event.trigger, event.detail)
-        written = self._store.record_journal(JournalEntry(event.at, STOP_LOSS, event.kind, to_payload(event)))
-        written.add_done_callback(_complain_if_lost)
-        return written
 
     def view(self) -> GuardrailView:
-        return GuardrailView(self.stop_loss.view(), tuple(self._events), tuple(self._scales))
+        with self._shown:
+            return GuardrailView(self.stop_loss.view(), tuple(self._events), tuple(self._scales))
 
     # -- what the gate and the triggers read --------------------------------------------
 
@@ -176,10 +197,12 @@ class Guardrails:
         )
         window = self._book.breakdown(now - policy.detection.window_s)
         state = classify("overall", "overall", window.overall, policy.detection, now - window.since)
-        overall_budget = next((b for b in self._budgets.views() if b.scope == "overall"), None)
+        budgets = tuple(
+            BudgetSpend(f"{b.scope} {b.name}".strip(), b.spent_usd, b.limit_usd)
+            for b in self._budgets.views()
+        )
         return Inputs(
-            spend_today_usd=overall_budget.spent_usd if overall_budget else 0.0,
-            daily_budget_usd=overall_budget.limit_usd if overall_budget else 0.0,
+            budgets=budgets,
             recent=recent,
             baseline=self.stop_loss.baseline_for(fresh),
             router_state=state.state,
@@ -239,6 +262,12 @@ def _sample(figures: Figures, since: float, until: float) -> Sample:
     )
 
 
-def _complain_if_lost(written: Future[bool]) -> None:
-    if (error := written.exception()) is not None:
-        log.error("a stop-loss transition could not be logged; it will not survive a restart: %s", error)
+def _decoded(kind: type, entries: list[JournalEntry]) -> list:
+    """Entries this build can read; one it cannot is logged and skipped, never fatal at start."""
+    decoded = []
+    for entry in entries:
+        try:
+            decoded.append(from_payload(kind, entry.payload))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("journal %s entry at %s cannot be read (%s); skipped", entry.kind, entry.at, exc)
+    return decoded

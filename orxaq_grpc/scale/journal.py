@@ -29,8 +29,15 @@ def _hints(kind: type) -> dict[str, Any]:
 
 def _build(kind: Any, value: Any) -> Any:
     if dataclasses.is_dataclass(kind):
+        # A field added since the entry was written takes its default (KeyError if it has none).
         hints = _hints(kind)  # type: ignore[arg-type]
-        return kind(**{f.name: _build(hints[f.name], value[f.name]) for f in dataclasses.fields(kind)})
+        return kind(
+            **{
+                f.name: _build(hints[f.name], value[f.name])
+                for f in dataclasses.fields(kind)
+                if f.name in value
+            }
+        )
     origin = typing.get_origin(kind)
     if origin is tuple:
         (item, *_) = typing.get_args(kind)

@@ -23,9 +23,14 @@ def cash_flows(flows: Flows) -> tuple[CashFlow, ...]:
 
 
 def present_value(flows: Flows, annual_rate: float) -> float:
-    """Each flow divided by (1 + r)^(day / 365), summed with fsum (long schedules lose nothing)."""
-    base = 1.0 + annual_rate
-    return math.fsum(f.usd / base ** (f.day / DAYS_PER_YEAR) for f in cash_flows(flows))
+    """Each flow divided by (1 + r)^(day / 365), summed with fsum (long schedules lose nothing).
+    Computed as usd x exp(-(day / 365) ln(1 + r)): no division by a factor that underflows to 0;
+    a factor that overflows gives inf, which validation refuses."""
+    growth = math.log1p(annual_rate) / DAYS_PER_YEAR
+    try:
+        return math.fsum(f.usd * math.exp(-growth * f.day) for f in cash_flows(flows))
+    except OverflowError:
+        return math.inf
 
 
 def peak_daily_usd(flows: Flows) -> float:

@@ -2,10 +2,14 @@
 
 Each trigger is read twice over: `holding` at its threshold (what enters stop-loss) and `clear`
 past it by the hysteresis share of its margin (what lets it end). Stop-loss ends by itself only
-after every trigger has been clear for the whole cool-off, or at once by an operator; a trigger
-still holding when an operator ends it is re-armed only after it has been clear once, so the
-same unchanged condition cannot flap the service back in. An operator's own stop-loss ends only
-by an operator.
+after every trigger has been clear for the whole cool-off, the triggers that started it judged on
+enough data, not merely unjudged; or at once by an operator. A trigger still holding when an
+operator ends it is re-armed only after it has been seen clear, so the same unchanged condition
+cannot flap the service back in. A stop-loss that starts again within one cool-off of ending by
+itself (a fault that shows only while routing is scored) ends only by an operator, and so does an
+operator's own.
+
+`StopLoss` proposes transitions; the caller logs each one and applies it once it is durable.
 """
 
 from __future__ import annotations
@@ -46,9 +50,17 @@ class Sample:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetSpend:
+    """One daily budget and today's settled spend against it."""
+
+    scope: str  # "overall", "lane codex", "provider openai"
+    spent_usd: float
+    limit_usd: float
+
+
+@dataclass(frozen=True, slots=True)
 class Inputs:
-    spend_today_usd: float
-    daily_budget_usd: float  # 0: no overall daily budget
+    budgets: tuple[BudgetSpend, ...]  # every configured daily budget
     recent: Sample
     baseline: Sample
     router_state: str  # the overall detection state
@@ -60,10 +72,11 @@ class Inputs:
 class Reading:
     trigger: str
     holding: bool  # at or past the threshold: enters stop-loss
-    clear: bool  # back past the threshold by the hysteresis margin: counts toward leaving
+    clear: bool  # back past the threshold by the hysteresis margin, or not judged
     figure: float
     threshold: float
     detail: str
+    judged: bool = True  # False: off, or too little data to say
 
 
 def read_triggers(inputs: Inputs, settings: StopLossSettings) -> tuple[Reading, ...]:
@@ -76,22 +89,23 @@ def read_triggers(inputs: Inputs, settings: StopLossSettings) -> tuple[Reading, 
 
 
 def _off(trigger: Trigger, detail: str) -> Reading:
-    return Reading(trigger.value, False, True, 0.0, 0.0, detail)
+    return Reading(trigger.value, False, True, 0.0, 0.0, detail, judged=False)
 
 
 def _daily_spend(inputs: Inputs, s: StopLossSettings) -> Reading:
-    if inputs.daily_budget_usd <= 0:
-        return _off(Trigger.DAILY_SPEND, "off: no overall daily budget")
-    limit = inputs.daily_budget_usd * s.spend_over_budget_share
-    spend = inputs.spend_today_usd
+    """The budget most used, as a share of its limit, against spend_over_budget_share."""
+    if not inputs.budgets:
+        return _off(Trigger.DAILY_SPEND, "off: no daily budget")
+    worst = max(inputs.budgets, key=lambda b: b.spent_usd / b.limit_usd)
+    share = worst.spent_usd / worst.limit_usd
     return Reading(
         Trigger.DAILY_SPEND.value,
-        holding=spend > limit,
-        clear=spend <= limit * (1 - s.hysteresis),
-        figure=spend,
-        threshold=limit,
-        detail=f"spent ${spend:,.2f} today; stop-loss over ${limit:,.2f} "
-        f"({s.spend_over_budget_share:g} x the ${inputs.daily_budget_usd:,.2f} daily budget)",
+        holding=share > s.spend_over_budget_share,
+        clear=share <= s.spend_over_budget_share * (1 - s.hysteresis),
+        figure=share,
+        threshold=s.spend_over_budget_share,
+        detail=f"{worst.scope} spent ${worst.spent_usd:,.2f} today of a ${worst.limit_usd:,.2f} daily budget "
+        f"({share:.0%}); stop-loss over {s.spend_over_budget_share:.0%}",
     )
 
 
@@ -178,6 +192,7 @@ class StopLossEvent:
     baseline: Sample | None  # the baseline stop-loss judged against (frozen while active)
     acknowledged: tuple[str, ...] = ()  # exit by operator: triggers still holding, re-armed once clear
     note: str = ""  # the operator's words
+    operator_only: bool = False  # enter: only an operator can end this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +206,7 @@ class StopLossView:
     readings: tuple[Reading, ...]
     baseline: Sample | None  # what the triggers are judged against (frozen at entry while active)
     acknowledged: tuple[str, ...]
+    operator_only: bool
 
 
 class StopLoss:
@@ -200,123 +216,115 @@ class StopLoss:
         self._clock = clock
         self._lock = threading.Lock()
         self.active = False
-        self._since = 0.0
-        self._trigger = ""
-        self._reason = ""
-        self._baseline: Sample | None = None  # frozen at entry
+        self._entered: StopLossEvent | None = None  # while active
+        self._fired: frozenset[str] = frozenset()  # triggers that must be seen clear to leave
         self._clear_since: float | None = None
         self._acknowledged: set[str] = set()
+        self._auto_exit_at = -float("inf")
         self._readings: tuple[Reading, ...] = ()
         self._judged_against: Sample | None = None  # the baseline of the last evaluation
         self._settings: StopLossSettings | None = None
 
-    def restore(self, last: StopLossEvent | None) -> None:
-        """The state the last logged transition left. A cool-off starts over after a restart."""
+    def apply(self, event: StopLossEvent) -> None:
+        """Makes a logged transition (or, on start, the last one logged) the state."""
         with self._lock:
-            if last is None:
-                return
-            if last.kind == "enter":
+            if event.kind == "enter":
                 self.active = True
-                self._since, self._trigger, self._reason = last.at, last.trigger, last.detail
-                self._baseline = last.baseline
-                self._readings = last.readings
+                self._entered = event
+                self._fired = frozenset(event.trigger.split(",")) - {OPERATOR}
+                self._clear_since = None
+                self._readings = self._readings or event.readings
             else:
-                self._acknowledged = set(last.acknowledged)
+                self.active = False
+                self._entered = None
+                self._clear_since = None
+                self._acknowledged = set(event.acknowledged)
+                if event.trigger == COOL_OFF:
+                    self._auto_exit_at = event.at
 
     def baseline_for(self, fresh: Sample) -> Sample:
         """While active, stop-loss is judged against the baseline it entered with."""
         with self._lock:
-            return self._baseline if self.active and self._baseline is not None else fresh
+            entered = self._entered
+            return entered.baseline if entered is not None and entered.baseline is not None else fresh
 
     def evaluate(
         self, readings: tuple[Reading, ...], baseline: Sample, settings: StopLossSettings
     ) -> StopLossEvent | None:
-        """Applies one round of readings; returns the transition to log, if any."""
+        """Takes in one round of readings; the transition they call for, if any (not yet applied)."""
         now = self._clock()
         with self._lock:
             self._readings, self._settings, self._judged_against = readings, settings, baseline
             if not self.active:
                 latest = {r.trigger: r for r in readings}
-                self._acknowledged = {t for t in self._acknowledged if t in latest and not latest[t].clear}
+                self._acknowledged = {
+                    t
+                    for t in self._acknowledged
+                    if not (t in latest and latest[t].judged and latest[t].clear)
+                }
                 firing = [r for r in readings if r.holding and r.trigger not in self._acknowledged]
                 if not firing or not settings.enabled:
                     return None
-                trigger = ",".join(r.trigger for r in firing)
                 detail = "; ".join(r.detail for r in firing)
-                return self._enter(now, trigger, detail, readings, baseline, "")
-            if self._trigger == OPERATOR:
+                relapse = now - self._auto_exit_at < settings.cool_off_s
+                if relapse:
+                    detail += "; back within one cool-off of ending by itself: ends only by an operator"
+                trigger = ",".join(r.trigger for r in firing)
+                return StopLossEvent(now, "enter", trigger, detail, readings, baseline, operator_only=relapse)
+            entered = self._entered
+            if entered is None or entered.operator_only or entered.trigger == OPERATOR:
                 return None
-            if not all(r.clear for r in readings):
+            if not all(r.clear and (r.judged or r.trigger not in self._fired) for r in readings):
                 self._clear_since = None
                 return None
             if self._clear_since is None:
                 self._clear_since = now
-            if now - self._clear_since < settings.cool_off_s:
-                return None
             clear_for = now - self._clear_since
+            if clear_for < settings.cool_off_s:
+                return None
             detail = f"every trigger clear for {clear_for:.0f} s (cool-off {settings.cool_off_s:g} s)"
-            return self._exit(now, COOL_OFF, detail, readings, ())
+            return StopLossEvent(now, "exit", COOL_OFF, detail, readings, entered.baseline)
 
     def operator(
         self, active: bool, note: str, readings: tuple[Reading, ...], baseline: Sample
     ) -> StopLossEvent | None:
-        """Enters or ends stop-loss by hand, given the triggers as they read now; None when it
-        already is in that state."""
+        """An operator's transition, given the triggers as they read now (not yet applied); None
+        when it already is in that state."""
         now = self._clock()
         with self._lock:
             if active == self.active:
                 return None
             self._readings, self._judged_against = readings, baseline
             if active:
-                return self._enter(now, OPERATOR, "entered by an operator", readings, baseline, note)
+                return StopLossEvent(
+                    now, "enter", OPERATOR, "entered by an operator", readings, baseline, note=note
+                )
             holding = tuple(r.trigger for r in readings if r.holding)
-            return self._exit(now, OPERATOR, "ended by an operator", readings, holding, note)
-
-    def _enter(
-        self,
-        now: float,
-        trigger: str,
-        detail: str,
-        readings: tuple[Reading, ...],
-        baseline: Sample | None,
-        note: str,
-    ) -> StopLossEvent:
-        self.active = True
-        self._since, self._trigger, self._reason = now, trigger, detail
-        self._baseline, self._clear_since = baseline, None
-        return StopLossEvent(now, "enter", trigger, detail, readings, baseline, note=note)
-
-    def _exit(
-        self,
-        now: float,
-        trigger: str,
-        detail: str,
-        readings: tuple[Reading, ...],
-        acknowledged: tuple[str, ...],
-        note: str = "",
-    ) -> StopLossEvent:
-        event = StopLossEvent(now, "exit", trigger, detail, readings, self._baseline, acknowledged, note)
-        self.active = False
-        self._since, self._trigger, self._reason = 0.0, "", ""
-        self._baseline, self._clear_since = None, None
-        self._acknowledged = set(acknowledged)
-        return event
+            frozen = self._entered.baseline if self._entered is not None else baseline
+            return StopLossEvent(
+                now, "exit", OPERATOR, "ended by an operator", readings, frozen, holding, note
+            )
 
     def view(self) -> StopLossView:
         now = self._clock()
         with self._lock:
-            clear_for = now - self._clear_since if self.active and self._clear_since is not None else 0.0
+            entered = self._entered
+            clear_for = (
+                now - self._clear_since if entered is not None and self._clear_since is not None else 0.0
+            )
+            manual = entered is not None and (entered.operator_only or entered.trigger == OPERATOR)
             exits_in = None
-            if self.active and self._trigger != OPERATOR and self._clear_since is not None and self._settings:
+            if entered is not None and not manual and self._clear_since is not None and self._settings:
                 exits_in = max(0.0, self._settings.cool_off_s - clear_for)
             return StopLossView(
                 active=self.active,
-                since=self._since,
-                trigger=self._trigger,
-                reason=self._reason,
+                since=entered.at if entered else 0.0,
+                trigger=entered.trigger if entered else "",
+                reason=entered.detail if entered else "",
                 clear_for_s=clear_for,
                 exits_in_s=exits_in,
                 readings=self._readings,
-                baseline=self._baseline if self.active and self._baseline else self._judged_against,
+                baseline=entered.baseline if entered and entered.baseline else self._judged_against,
                 acknowledged=tuple(sorted(self._acknowledged)),
+                operator_only=manual,
             )

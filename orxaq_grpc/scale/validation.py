@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 from orxaq_grpc.config.load import MAX_AGENTS
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.routing.validation import Violation, range_problem
+from orxaq_grpc.scale.npv import marginal_npv
 from orxaq_grpc.scale.types import ConfidenceForm, Daily, Flows, Once, PenaltyUsd, ScaleRequest
 
 MAX_USD = 1e12  # per cash flow: far past any real budget, small enough that sums stay exact-ish
 MAX_SCHEDULE_FLOWS = 10_000
 MAX_DISCOUNT_RATE = 10.0  # 1,000% a year
+MAX_NPV_USD = 1e15  # any part of the NPV past this comes from the discounting, not the economics
 
 
 def validate_scale_request(request: ScaleRequest, config: Config) -> list[Violation]:
@@ -57,6 +61,21 @@ def validate_scale_request(request: ScaleRequest, config: Config) -> list[Violat
             problem("uncertainty.confidence.confidence", range_problem(confidence, lo=0.0, hi=1.0))
     if request.discount_rate is not None:
         problem("discount_rate", range_problem(request.discount_rate, above=-1.0, hi=MAX_DISCOUNT_RATE))
+    if not out and request.value is not None and request.cost is not None:
+        rate = settings.discount_rate if request.discount_rate is None else request.discount_rate
+        npv = marginal_npv(request.value, request.cost, request.uncertainty, rate)
+        parts = (
+            npv.discounted_value_usd,
+            npv.discounted_cost_usd,
+            npv.uncertainty_penalty_usd,
+            npv.marginal_usd,
+        )
+        if not all(math.isfinite(x) and abs(x) <= MAX_NPV_USD for x in parts):
+            problem(
+                "discount_rate",
+                f"discounting these cash flows at {rate:g} a year gives an NPV past ${MAX_NPV_USD:.0e}: "
+                "a rate that close to -1 over that many days is not an estimate",
+            )
     return out
 
 

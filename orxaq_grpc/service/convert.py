@@ -281,6 +281,7 @@ def _event(e: StopLossEvent) -> pb.StopLossEvent:
         detail=e.detail,
         note=e.note,
         acknowledged=e.acknowledged,
+        operator_only=e.operator_only,
     )
 
 
@@ -297,6 +298,7 @@ def guardrails_to_proto(view: GuardrailView) -> pb.Guardrails:
         triggers=[pb.StopLossTrigger(**dataclasses.asdict(r)) for r in s.readings],
         baseline=_baseline(s.baseline),
         acknowledged=s.acknowledged,
+        operator_only=s.operator_only,
         events=[_event(e) for e in view.events],
         scale_decisions=[scale_decision_to_proto(d) for d in view.scale_decisions],
     )

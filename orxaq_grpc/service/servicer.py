@@ -85,16 +85,17 @@ class RoutingHandlers:
     def scale(self, message: pb.ScaleRequest) -> tuple[ScaleDecision, Future[bool]]:
         """Decides and queues the decision for the log; the caller answers once it is durable."""
         request = scale_request_from_proto(message)
-        if violations := validate_scale_request(request, self._live.current.config):
+        config = self._live.current.config  # one snapshot: a reload must not move a group under it
+        if violations := validate_scale_request(request, config):
             raise RequestInvalid(violations)
-        return self.outcomes.guardrails.scale(request)
+        return self.outcomes.guardrails.scale(request, config)
 
-    def set_stop_loss(self, message: pb.SetStopLossRequest) -> tuple[bool, Future[bool] | None]:
+    def set_stop_loss(self, message: pb.SetStopLossRequest) -> bool:
+        """True when the state changed; it is in the log by then."""
         limit = self._live.current.config.policy.limits.max_title_chars
         if len(message.note) > limit:
             raise RequestInvalid([Violation("note", f"is {len(message.note)} characters; at most {limit}")])
-        event, written = self.outcomes.guardrails.set_stop_loss(message.active, message.note)
-        return event is not None, written
+        return self.outcomes.guardrails.set_stop_loss(message.active, message.note) is not None
 
     def economics(self, message: pb.EconomicsRequest) -> pb.EconomicsResponse:
         return economics_to_proto(self.outcomes.economics(), self._live.current.config.version)
@@ -151,9 +152,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         self, request: pb.SetStopLossRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetStopLossResponse:
         async with _edge(context, "SetStopLoss", "", request.note[:64]):
-            changed, written = await asyncio.to_thread(self._handlers.set_stop_loss, request)
-            if written is not None:
-                await asyncio.shield(asyncio.wrap_future(written))
+            changed = await asyncio.to_thread(self._handlers.set_stop_loss, request)
             view = self._handlers.outcomes.guardrails.view()
             return pb.SetStopLossResponse(changed=changed, guardrails=guardrails_to_proto(view))
         raise AssertionError("unreachable: _edge aborts")
