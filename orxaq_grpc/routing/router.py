@@ -330,9 +330,16 @@ class Router:
         settings = self.config.policy.strong_or_weak
         models = self.catalog.models
         cost = scores.cost
-        eligible = [i for i in ctx.lane.allowed if scores.status[i] == Filter.ELIGIBLE]
-        strong = min(eligible, key=lambda i: (-models[i].quality, cost[i], i))
-        weak = min(eligible, key=lambda i: (cost[i], -models[i].quality, i))
+        status = scores.status
+        strong = weak = -1
+        for i in ctx.lane.allowed:  # catalog order: ties go to the lower index
+            if status[i] != Filter.ELIGIBLE:
+                continue
+            q, c = models[i].quality, cost[i]
+            if strong < 0 or q > models[strong].quality or (q == models[strong].quality and c < cost[strong]):
+                strong = i
+            if weak < 0 or c < cost[weak] or (c == cost[weak] and q > models[weak].quality):
+                weak = i
         rates = ctx.guards.pass_rates() if ctx.guards is not None else {}
 
         def chance(index: int) -> tuple[float, bool, int]:
