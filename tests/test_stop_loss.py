@@ -551,3 +551,15 @@ def test_a_transition_the_ledger_cannot_keep_does_not_happen(start: Callable[[],
         with pytest.raises(CallFailed) as caught:
             client.set_stop_loss(True, "disk gone")
         assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_workers_sharing_a_ledger_follow_each_others_transitions(start: Callable[[], LoopbackServer]) -> None:
+    first, second = start(), start()  # what --workers 2 runs: two servers, one data directory
+    with RoutingClient(first.address) as one, RoutingClient(second.address) as other:
+        assert one.set_stop_loss(True, "incident").changed
+        second.outcomes.guardrails.check()  # its next tick
+        assert route(other).fallback_reason == pb.FALLBACK_REASON_STOP_LOSS_STATIC
+        assert other.set_stop_loss(False, "over").changed
+        first.outcomes.guardrails.check()
+        assert route(one).strategy == pb.STRATEGY_SCORED
+        assert [e.kind for e in one.health().guardrails.events][:2] == ["exit", "enter"]

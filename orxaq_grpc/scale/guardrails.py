@@ -7,6 +7,7 @@ and stop-loss transition to the ledger's journal, and restores the stop-loss sta
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -99,6 +100,7 @@ class Guardrails:
     def check(self) -> StopLossEvent | None:
         """Refreshes calibration when due and evaluates the stop-loss triggers; the transition, if any."""
         with self._lock:
+            self._follow_the_log()
             now = self._clock()
             if now - self._calibrated_at >= CALIBRATION_EVERY_S:
                 self._calibrate(now)
@@ -108,6 +110,18 @@ class Guardrails:
             if event is not None:
                 self._commit(event)  # a failed write changes nothing: the next round proposes it again
             return event
+
+    def _follow_the_log(self) -> None:
+        """Applies a transition another worker sharing this ledger logged (an operator's call reaches
+        one worker; the others follow within a check interval)."""
+        latest = _decoded(StopLossEvent, self._store.journal(STOP_LOSS, 1))
+        with self._shown:
+            known = self._events[0] if self._events else None
+        if latest and latest[0].at > (known.at if known is not None else -math.inf):
+            self.stop_loss.apply(latest[0])
+            with self._shown:
+                self._events.appendleft(latest[0])
+            log.info("stop-loss %s (%s) logged by another worker: applied", latest[0].kind, latest[0].trigger)
 
     def _calibrate(self, now: float) -> None:
         window = self._config().policy.strong_or_weak.calibration_window_s
