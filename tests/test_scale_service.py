@@ -8,6 +8,7 @@ import math
 import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -230,3 +231,28 @@ def test_cli_scale_and_stop_loss(serve: type[ServerProcess]) -> None:
     routed = run("route", *address, "--lane", "codex", "--title", "x").stdout
     assert "stop_loss_static" in routed
     assert run("stop-loss", *address, "--exit").stdout.startswith("stop-loss off")
+
+
+def test_calibration_is_summed_only_once_a_valued_route_asks(tmp_path: Path) -> None:
+    server = LoopbackServer(LiveRouter.from_directory(CONFIG_DIR), tmp_path / "data")
+    try:
+        guardrails = server.outcomes.guardrails
+        with RoutingClient(server.address) as client:
+            plain = client.route(pb.RouteRequest(lane="codex", task=pb.Task(title="fix it")))
+            client.report(
+                pb.ReportRequest(
+                    decision_id=plain.decision_id,
+                    lane="codex",
+                    provider=plain.provider,
+                    model=plain.model,
+                    outcome=pb.OUTCOME_SUCCESS,
+                    validation_passed=True,
+                )
+            )
+            guardrails.check()
+            assert guardrails._calibration == {}  # nobody asked: nothing summed
+            client.route(pb.RouteRequest(lane="codex", task=pb.Task(title="fix it", value_usd=10.0)))
+            guardrails.check()
+            assert guardrails.pass_rates()[plain.model] == (1, 1)
+    finally:
+        server.stop()

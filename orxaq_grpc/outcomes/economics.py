@@ -25,6 +25,8 @@ HOURS_KEPT = 31 * DAY
 _MINUTE_WINDOWS_UP_TO = 2 * HOUR
 
 Key = tuple[str, str, str]  # (lane, provider, model)
+GROUPS = ("providers", "lanes", "models")
+_KEY_POSITION = {"lanes": 0, "providers": 1, "models": 2}
 
 
 @dataclass(slots=True)
@@ -214,10 +216,11 @@ class EconomicsBook:
             self._minutes.prune(now)
             self._hours.prune(now)
 
-    def breakdown(self, since: float, until: float = math.inf) -> Breakdown:
+    def breakdown(self, since: float, until: float = math.inf, groups: tuple[str, ...] = GROUPS) -> Breakdown:
         """Figures for everything from `since` (to `until`, if given): minute buckets for short
         windows (the last hour, detection), whole-hour buckets for the rest (today, 7 d, 30 d).
-        Both ends are aligned down to the buckets' boundary."""
+        Both ends are aligned down to the buckets' boundary. Only the `groups` asked for are summed
+        (the others come back empty): most of the cost is in the per-name sums."""
         buckets = self._minutes if self._clock() - since <= _MINUTE_WINDOWS_UP_TO else self._hours
         since = buckets.align(since)
         if until != math.inf:
@@ -225,13 +228,15 @@ class EconomicsBook:
         with self._lock:  # only the copy is locked; Route and Report never wait for the sums
             snapshot = buckets.snapshot(since, until)
         overall = Counters()
-        by: dict[str, dict[str, Counters]] = {"providers": {}, "lanes": {}, "models": {}}
+        by: dict[str, dict[str, Counters]] = {group: {} for group in GROUPS}
+        # The key's position of each group asked for: (lane, provider, model).
+        wanted = [(by[group], _KEY_POSITION[group]) for group in groups]
         for _, per_key in snapshot:
-            for (lane, provider, model), counters in per_key:
+            for key, counters in per_key:
                 overall.add(counters)
-                for group, name in (("providers", provider), ("lanes", lane), ("models", model)):
-                    if name:  # a refused Route has a lane but no provider or model
-                        by[group].setdefault(name, Counters()).add(counters)
+                for sums, position in wanted:
+                    if name := key[position]:  # a refused Route has a lane but no provider or model
+                        sums.setdefault(name, Counters()).add(counters)
         return Breakdown(
             since=since,
             overall=Figures.of(overall),

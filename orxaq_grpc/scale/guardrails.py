@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 SCALE = "scale"
 STOP_LOSS = "stop_loss"
 RECENT_EVENTS = 20
-CALIBRATION_EVERY_S = 60.0  # a model's acceptance moves slowly; a 30-day sum is not free
+CALIBRATION_EVERY_S = 60.0  # a model's acceptance moves slowly; a 30-day sum costs ~0.1 s
 COMMIT_WAIT_S = 10.0  # how long a stop-loss transition waits for the ledger before it is given up
 
 
@@ -73,13 +73,16 @@ class Guardrails:
         self._shown = threading.Lock()  # the recent events and decisions Health shows
         self._calibration: dict[str, tuple[int, int]] = {}
         self._calibrated_at = -CALIBRATION_EVERY_S
+        self._calibration_wanted = False  # set by the first Route with a value: until then, no sums
         self._events: deque[StopLossEvent] = deque(maxlen=RECENT_EVENTS)
         self._scales: deque[ScaleDecision] = deque(maxlen=config().policy.scale.recent_decisions)
 
     # -- for Route ------------------------------------------------------------------
 
     def pass_rates(self) -> Mapping[str, tuple[int, int]]:
-        """Per model (validation passes, reports) over the calibration window; refreshed by `check`."""
+        """Per model (validation passes, reports) over the calibration window, as of the last `check`
+        (empty before the first: catalog quality stands in). Asking turns the refresh on."""
+        self._calibration_wanted = True
         return self._calibration
 
     # -- start, tick ----------------------------------------------------------------
@@ -98,11 +101,12 @@ class Guardrails:
             log.warning("stop-loss is active since the last run (%s): routing to static pins", view.trigger)
 
     def check(self) -> StopLossEvent | None:
-        """Refreshes calibration when due and evaluates the stop-loss triggers; the transition, if any."""
+        """Follows transitions other workers logged, refreshes calibration when due and wanted, and
+        evaluates the stop-loss triggers; the transition, if any."""
         with self._lock:
             self._follow_the_log()
             now = self._clock()
-            if now - self._calibrated_at >= CALIBRATION_EVERY_S:
+            if self._calibration_wanted and now - self._calibrated_at >= CALIBRATION_EVERY_S:
                 self._calibrate(now)
             inputs = self._inputs(now)
             settings = self._config().policy.stop_loss
@@ -125,7 +129,7 @@ class Guardrails:
 
     def _calibrate(self, now: float) -> None:
         window = self._config().policy.strong_or_weak.calibration_window_s
-        models = self._book.breakdown(now - window).models
+        models = self._book.breakdown(now - window, groups=("models",)).models
         self._calibration = {
             name: (f.counters.validation_passed, f.counters.reports) for name, f in models.items()
         }
@@ -203,13 +207,13 @@ class Guardrails:
         policy = self._config().policy
         s = policy.stop_loss
         split = now - s.recent_window_s
-        recent = _sample(self._book.breakdown(split).overall, split, now)
+        recent = _sample(self._book.breakdown(split, groups=()).overall, split, now)
         fresh = _sample(
-            self._book.breakdown(split - s.baseline_window_s, split).overall,
+            self._book.breakdown(split - s.baseline_window_s, split, groups=()).overall,
             split - s.baseline_window_s,
             split,
         )
-        window = self._book.breakdown(now - policy.detection.window_s)
+        window = self._book.breakdown(now - policy.detection.window_s, groups=())
         state = classify("overall", "overall", window.overall, policy.detection, now - window.since)
         budgets = tuple(
             BudgetSpend(f"{b.scope} {b.name}".strip(), b.spent_usd, b.limit_usd)
@@ -226,7 +230,7 @@ class Guardrails:
 
     def _lane_conditions(self, lanes: tuple[str, ...], now: float) -> tuple[LaneCondition, ...]:
         policy = self._config().policy
-        window = self._book.breakdown(now - policy.scale.health_window_s)
+        window = self._book.breakdown(now - policy.scale.health_window_s, groups=("lanes",))
         conditions = []
         for lane in lanes:
             figures = window.lanes.get(lane)
@@ -253,7 +257,7 @@ class Guardrails:
         ]
         if not views:
             return ()
-        trailing = self._book.breakdown(now - DAY)
+        trailing = self._book.breakdown(now - DAY, groups=("lanes",))
         rooms = []
         for b in views:
             figures = trailing.overall if b.scope == "overall" else trailing.lanes.get(b.name)
