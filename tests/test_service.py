@@ -16,8 +16,10 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.client import CallFailed, RoutingClient
+from orxaq_grpc.outcomes.records import Outcome
 from orxaq_grpc.routing import types
 from orxaq_grpc.routing.live import LiveRouter
+from orxaq_grpc.scale.types import ScaleAction, ScaleBlock
 from orxaq_grpc.service.server import SERVICE_NAME
 from tests.conftest import CONFIG_DIR, LoopbackServer
 
@@ -210,6 +212,9 @@ def test_core_enums_match_the_contract() -> None:
         (types.Strategy, pb.Strategy, "STRATEGY_"),
         (types.FallbackReason, pb.FallbackReason, "FALLBACK_REASON_"),
         (types.Filter, pb.Filter, "FILTER_"),
+        (Outcome, pb.Outcome, "OUTCOME_"),
+        (ScaleAction, pb.ScaleAction, "SCALE_ACTION_"),
+        (ScaleBlock, pb.ScaleBlock, "SCALE_BLOCK_"),
     ]
     for core, proto, prefix in pairs:
         assert {m.name: m.value for m in core} == {

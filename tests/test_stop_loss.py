@@ -16,7 +16,6 @@ import pytest
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.client import CallFailed, RoutingClient
 from orxaq_grpc.config.model import Config, StopLossSettings
-from orxaq_grpc.outcomes.records import DecisionRecord, Outcome, ReportRecord
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.scale.stoploss import (
     BudgetSpend,
@@ -30,6 +29,8 @@ from orxaq_grpc.scale.stoploss import (
 )
 from orxaq_grpc.store import SqliteStore, StoreError
 from tests.conftest import FakeClock, LoopbackServer, set_toml
+from tests.test_store import decision as stored_decision
+from tests.test_store import report as stored_report
 
 # --- readings ------------------------------------------------------------------------------------
 
@@ -294,42 +295,13 @@ def seed_baseline(
     at = time.time() - 2 * 86400
     with SqliteStore(data_dir, 31) as store:
         for i in range(10):
-            store.record_decision(
-                DecisionRecord(
-                    decision_id=f"old{i}",
-                    at=at + i,
-                    lane="codex",
-                    provider="openai",
-                    model="gpt-6.1-sol",
-                    strategy=1,
-                    fallback_reason=0,
-                    disruptive=False,
-                    router_error=False,
-                    estimated_input_tokens=1000,
-                    estimated_output_tokens=500,
-                    estimated_cost_usd=0.01,
-                    value_usd=value_usd,
+            store.record_decision(stored_decision(f"old{i}", at + i, value_usd=value_usd))
+            written = store.record_report(
+                stored_report(
+                    f"old{i}", at + i, latency_s=latency_s, validation_passed=passed, first_time_pass=passed
                 )
             )
-            store.record_report(
-                ReportRecord(
-                    decision_id=f"old{i}",
-                    at=at + i,
-                    lane="codex",
-                    provider="openai",
-                    model="gpt-6.1-sol",
-                    input_tokens=1000,
-                    output_tokens=500,
-                    latency_s=latency_s,
-                    outcome=Outcome.SUCCESS,
-                    retry_after_s=0.0,
-                    validation_passed=passed,
-                    first_time_pass=passed,
-                    cost_usd=0.01,
-                    cost_exact=True,
-                    decision_known=True,
-                )
-            ).result(timeout=10)
+            written.result(timeout=10)
 
 
 def route(client: RoutingClient, lane: str = "codex", **task: object) -> pb.RouteDecision:

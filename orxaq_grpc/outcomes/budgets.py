@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from orxaq_grpc.config.model import BudgetSettings
 
 DAY_S = 86400
-_SLACK_USD = 1e-9  # float sums drift; an exact fit must still fit
+SLACK_USD = 1e-9  # float sums drift; an exact fit must still fit
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,7 @@ class Budgets:
             self._sync(now)
             earlier = self._unbook(decision_id)
             scopes = list(self._applicable(lane, provider))
-            if all(usd <= s.remaining + _SLACK_USD for s in scopes):
+            if all(usd <= s.remaining + SLACK_USD for s in scopes):
                 self._book(decision_id, _Reservation(lane, provider, usd, now))
                 return True
             if earlier is not None:

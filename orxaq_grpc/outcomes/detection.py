@@ -15,6 +15,7 @@ IDLE = "idle"
 HEALTHY = "healthy"
 ELEVATED_FALLBACK = "elevated_fallback"
 DEGRADED = "degraded"
+TROUBLED = frozenset({ELEVATED_FALLBACK, DEGRADED})  # what blocks growth and can mean an unstable router
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from orxaq_grpc.config.model import ScaleSettings
+from orxaq_grpc.outcomes.budgets import SLACK_USD
+from orxaq_grpc.outcomes.detection import TROUBLED
 from orxaq_grpc.scale.npv import Npv, marginal_npv, peak_daily_usd
 from orxaq_grpc.scale.types import (
     Blocking,
@@ -21,9 +23,6 @@ from orxaq_grpc.scale.types import (
     ScaleDecision,
     ScaleRequest,
 )
-
-UNHEALTHY_STATES = frozenset({"degraded", "elevated_fallback"})
-_SLACK_USD = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +189,7 @@ def _budget_blocks(budgets: tuple[BudgetRoom, ...], incremental: float) -> list[
             f"${incremental:,.2f}/day = ${b.daily_spend_usd + incremental:,.2f}",
         )
         for b in budgets
-        if b.daily_spend_usd + incremental > b.limit_usd + _SLACK_USD
+        if b.daily_spend_usd + incremental > b.limit_usd + SLACK_USD
     ]
 
 
@@ -202,7 +201,7 @@ def _tightest_budget(budgets: tuple[BudgetRoom, ...], incremental: float) -> Bud
 def _health_blocks(lanes: tuple[LaneCondition, ...], settings: ScaleSettings) -> list[Blocking]:
     blocks = []
     for lane in lanes:
-        if lane.state in UNHEALTHY_STATES:
+        if lane.state in TROUBLED:
             blocks.append(
                 Blocking(ScaleBlock.ROUTER_UNHEALTHY, f"lane {lane.lane} {lane.state}: {lane.state_reason}")
             )

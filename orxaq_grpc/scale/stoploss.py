@@ -21,8 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from orxaq_grpc.config.model import StopLossSettings
-
-UNSTABLE_STATES = frozenset({"degraded", "elevated_fallback"})
+from orxaq_grpc.outcomes.detection import TROUBLED
 
 
 class Trigger(enum.StrEnum):
@@ -145,7 +144,7 @@ def _router_unstable(inputs: Inputs, s: StopLossSettings) -> Reading:
     rate = inputs.disruptive_fallback_rate
     return Reading(
         Trigger.ROUTER_UNSTABLE.value,
-        holding=inputs.router_state in UNSTABLE_STATES and rate >= s.fallback_rate,
+        holding=inputs.router_state in TROUBLED and rate >= s.fallback_rate,
         clear=rate < s.fallback_rate * (1 - s.hysteresis),
         figure=rate,
         threshold=s.fallback_rate,
