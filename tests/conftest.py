@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -183,6 +185,7 @@ class ServerProcess:
             stdout=subprocess.DEVNULL,
             text=True,
             env={**os.environ, **(env or {})},
+            start_new_session=True,  # its own process group: kill() reaches the workers too
         )
         self.log: list[str] = []
         self.port = 0
@@ -211,9 +214,11 @@ class ServerProcess:
         return self.process.returncode, "".join(self.log) + rest
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.communicate()
+        """SIGKILLs the server and every worker it started: a worker orphaned by a failed test
+        would hold the log pipe open and hang the next read of it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.communicate()
 
 
 @pytest.fixture

@@ -86,6 +86,7 @@ def test_sigterm_drains_then_stops(serve: type[ServerProcess]) -> None:
 def test_workers_share_one_port_and_stop_together(serve: type[ServerProcess]) -> None:
     server = serve("--workers", "2")
     server.wait_until_serving()
+    server.wait_for_log(rf"RoutingService on 127\.0\.0\.1:{server.port}")  # the second worker, too
     pids = set()
     for _ in range(50):  # the kernel spreads new connections over the workers
         with RoutingClient(server.address) as client:
