@@ -186,6 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
     from orxaq_grpc.config.load import ConfigError
     from orxaq_grpc.service.server import LOG_FORMAT, serve
     from orxaq_grpc.store import StoreError
+    from orxaq_grpc.telemetry.export import TelemetryConfigError
 
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
 
@@ -196,6 +197,9 @@ def _serve(args: argparse.Namespace) -> int:
         serve(args.config, args.data_dir, args.address, args.workers, args.grace, args.drain)
     except ConfigError as exc:
         print(f"orxaq-grpc: config refused:\n{exc}", file=sys.stderr)
+        return 2
+    except TelemetryConfigError as exc:
+        print(f"orxaq-grpc: telemetry refused: {exc}", file=sys.stderr)
         return 2
     except (RuntimeError, OSError, StoreError) as exc:
         print(f"orxaq-grpc: {exc}", file=sys.stderr)

@@ -28,9 +28,13 @@ from orxaq_grpc.config.model import Config
 from orxaq_grpc.outcomes.tracker import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.scoring import KIND as SCORING_KERNEL
+from orxaq_grpc.service.interceptor import TelemetryInterceptor
 from orxaq_grpc.service.runtime import check_protobuf_backend
 from orxaq_grpc.service.servicer import RoutingHandlers, RoutingServicer
 from orxaq_grpc.store import SqliteStore
+from orxaq_grpc.telemetry.export import Telemetry, TelemetrySettings, configure
+from orxaq_grpc.telemetry.metrics import RoutingMetrics
+from orxaq_grpc.telemetry.observer import Observer
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +77,22 @@ class RunningServer:
 
 
 async def start_server(
-    live: LiveRouter, outcomes: Outcomes, address: str, data_dir: str = "", reuse_port: bool = False
+    live: LiveRouter,
+    outcomes: Outcomes,
+    address: str,
+    data_dir: str = "",
+    reuse_port: bool = False,
+    telemetry: Telemetry | None = None,
 ) -> RunningServer:
-    server = grpc.aio.server(options=server_options(reuse_port))
-    handlers = RoutingHandlers(live, outcomes, data_dir)
+    meter = telemetry.meter() if telemetry is not None else None
+    metrics = RoutingMetrics(meter, outcomes.health) if meter is not None else None
+    tracer = telemetry.tracer if telemetry is not None else None
+    # With both signals off there is no interceptor at all: tracing off costs nothing per call.
+    interceptors = [TelemetryInterceptor(tracer, metrics.rpc_duration if metrics else None)]
+    server = grpc.aio.server(
+        options=server_options(reuse_port), interceptors=interceptors if tracer or metrics else None
+    )
+    handlers = RoutingHandlers(live, outcomes, data_dir, Observer(metrics))
     routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingServicer(handlers), server)
 
     health_servicer = health.aio.HealthServicer()
@@ -130,11 +146,14 @@ async def _run(
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, live.reload))
 
     outcomes = open_outcomes(live, data_dir)
+    telemetry = configure()
+    log.info("telemetry: %s", telemetry.settings.describe())
     try:
-        running = await start_server(live, outcomes, address, str(data_dir), reuse_port)
+        running = await start_server(live, outcomes, address, str(data_dir), reuse_port, telemetry)
         await _serve_until(stopping, running, live, address, grace_s, drain_s)
     finally:
         outcomes.store.close()  # everything acknowledged is already durable; this drains the decision log
+        telemetry.shutdown()
     log.info("stopped")
 
 
@@ -169,6 +188,7 @@ def serve(
 ) -> None:
     """Runs the service in this process, or supervises `workers` processes on one port."""
     check_protobuf_backend()
+    TelemetrySettings.from_env(os.environ)  # a bad OTEL_* variable fails here, once, before any worker
     live = LiveRouter.from_directory(config_dir)  # a bad config fails here, once, before any worker
     if workers == 1:
         asyncio.run(_run(live, data_dir, address, grace_s, drain_s, reuse_port=False))

@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from contextlib import asynccontextmanager
 
 import grpc
+from opentelemetry import trace
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq.routing.v1 import routing_pb2_grpc
@@ -45,6 +46,7 @@ from orxaq_grpc.service.convert import (
 from orxaq_grpc.service.errors import budget_exhausted, invalid_argument
 from orxaq_grpc.service.runtime import protobuf_backend
 from orxaq_grpc.store import StoreError
+from orxaq_grpc.telemetry.observer import Observer
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +54,12 @@ log = logging.getLogger(__name__)
 class RoutingHandlers:
     """The RPCs as plain functions of a request message."""
 
-    def __init__(self, live: LiveRouter, outcomes: Outcomes, data_dir: str) -> None:
+    def __init__(
+        self, live: LiveRouter, outcomes: Outcomes, data_dir: str, observer: Observer | None = None
+    ) -> None:
         self._live = live
         self.outcomes = outcomes
+        self.observer = observer or Observer()
         self._data_dir = data_dir
         self._started = time.monotonic()
         self.stopping = asyncio.Event()  # set on shutdown: ends WatchHealth streams at once
@@ -68,19 +73,27 @@ class RoutingHandlers:
             decision = router.route(request, guards=self.outcomes)
         except BudgetExhausted as refusal:
             self.outcomes.record_refusal(refusal)  # a refused lane shows in economics and detection
+            self.observer.refused(refusal)
             raise
         try:
             self.outcomes.record_decision(decision)
-            return decision_to_proto(decision)
+            answer = decision_to_proto(decision)
         except BaseException:
             self.outcomes.abandon(decision)  # the lane never got it: free what Route reserved
             raise
+        self.observer.routed(decision)
+        return answer
 
     def prepare_report(self, message: pb.ReportRequest) -> ReportRecord:
         report, wire = report_input_from_proto(message)
         if violations := _merge(wire, validate_report(report, self._live.current.config)):
             raise RequestInvalid(violations)
         return self.outcomes.prepare_report(report)
+
+    def count_report(self, record: ReportRecord) -> None:
+        """A durable, new report: into economics, budgets and breakers, and into the metrics."""
+        self.outcomes.apply_report(record)
+        self.observer.counted_report(record)
 
     def scale(self, message: pb.ScaleRequest) -> tuple[ScaleDecision, Future[bool]]:
         """Decides and queues the decision for the log; the caller answers once it is durable."""
@@ -122,21 +135,22 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         self._handlers = handlers
 
     async def Route(self, request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteDecision:
-        async with _edge(context, "Route", request.lane, request.task.id):
+        async with _edge(context, "Route", request.lane, request.task.id, self._handlers.observer):
             return self._handlers.route(request)
         raise AssertionError("unreachable: _edge aborts")
 
     async def Report(self, request: pb.ReportRequest, context: grpc.aio.ServicerContext) -> pb.ReportAck:
         async with _edge(context, "Report", request.lane, request.decision_id):
-            outcomes = self._handlers.outcomes
-            record = self._handlers.prepare_report(request)
-            durable = outcomes.write_report(record)
+            handlers = self._handlers
+            record = handlers.prepare_report(request)
+            durable = handlers.outcomes.write_report(record)
             # Counted once durable and new, whether or not this call is still there to hear it
             # (a deadline or a disconnect mid-commit must not leave a stored report uncounted).
             # Registered before the await below, so the count lands before the ack.
             loop = asyncio.get_running_loop()
-            durable.add_done_callback(lambda done: _count_when_new(loop, outcomes, record, done))
+            durable.add_done_callback(lambda done: _count_when_new(loop, handlers, record, done))
             new = await asyncio.shield(asyncio.wrap_future(durable))
+            handlers.observer.answered_report(record, new)
             return report_ack(record, new)
         raise AssertionError("unreachable: _edge aborts")
 
@@ -145,6 +159,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             # It sums windows of economics: off the loop that routes.
             decision, written = await asyncio.to_thread(self._handlers.scale, request)
             await asyncio.shield(asyncio.wrap_future(written))
+            self._handlers.observer.scaled(decision)
             return scale_decision_to_proto(decision)
         raise AssertionError("unreachable: _edge aborts")
 
@@ -197,12 +212,12 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
 
 
 def _count_when_new(
-    loop: asyncio.AbstractEventLoop, outcomes: Outcomes, record: ReportRecord, durable: Future[bool]
+    loop: asyncio.AbstractEventLoop, handlers: RoutingHandlers, record: ReportRecord, durable: Future[bool]
 ) -> None:
     """On the ledger's writer thread: hands a durable, new report to the loop to count."""
     if durable.exception() is None and durable.result():
         try:
-            loop.call_soon_threadsafe(outcomes.apply_report, record)
+            loop.call_soon_threadsafe(handlers.count_report, record)
         except RuntimeError:  # the loop is gone (shutdown): the next start counts it from the ledger
             log.warning("report %r is durable; it will be counted at the next start", record.decision_id)
 
@@ -221,9 +236,12 @@ WATCH_POLL_S = 0.25
 
 
 @asynccontextmanager
-async def _edge(context: grpc.aio.ServicerContext, rpc: str, lane: str, key: str) -> AsyncIterator[None]:
+async def _edge(
+    context: grpc.aio.ServicerContext, rpc: str, lane: str, key: str, observer: Observer | None = None
+) -> AsyncIterator[None]:
     """Maps what the core raises to statuses: violations to INVALID_ARGUMENT, an exhausted
-    budget (when policy says error) to RESOURCE_EXHAUSTED, anything else to INTERNAL."""
+    budget (when policy says error) to RESOURCE_EXHAUSTED, anything else to INTERNAL. With an
+    `observer`, a call failing with INTERNAL counts as a router error."""
     try:
         yield
     except RequestInvalid as exc:
@@ -234,6 +252,9 @@ async def _edge(context: grpc.aio.ServicerContext, rpc: str, lane: str, key: str
         # Nothing was written: retrying is safe once the ledger is back.
         log.error("%s: the ledger refused (lane %r, %r): %s", rpc, lane, key, exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "the ledger is unavailable; retry later")
-    except Exception:
+    except Exception as exc:
         log.exception("%s failed (lane %r, %r)", rpc, lane, key)
+        trace.get_current_span().record_exception(exc)
+        if observer is not None:
+            observer.route_failed(lane)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")

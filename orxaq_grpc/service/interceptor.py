@@ -1,0 +1,169 @@
+"""A server span and a duration point for every RPC, following the OpenTelemetry RPC conventions.
+
+Written here rather than taken from opentelemetry-instrumentation-grpc: its asyncio interceptor
+records no status for `abort_with_status` (the way every rejected request here ends), wraps
+each call's context in a proxy object and re-wraps the handler on every call. This one reads
+the real status from the context once the handler is done, wraps each method's handler once,
+and starts nothing when its signal is off.
+
+The span is current while the handler runs, so the servicer adds the routing attributes to
+it; a caller's W3C trace context (`traceparent` metadata) becomes its parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.metrics import Histogram
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+RPC_SYSTEM_NAME = "rpc.system.name"
+RPC_METHOD = "rpc.method"
+RPC_STATUS_CODE = "rpc.response.status_code"
+ERROR_TYPE = "error.type"
+# The gRPC codes that are server errors; the rest (a bad request, a missing entity) are the caller's.
+SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+# How a call ends without anything to record: an abort carries its status, the others are the caller's.
+_EXPECTED_ENDINGS = (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit)
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+
+class TelemetryInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, tracer: trace.Tracer | None, duration: Histogram | None) -> None:
+        self._tracer = tracer
+        self._duration = duration
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._point_attributes: dict[tuple[str, grpc.StatusCode], dict[str, str]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED
+            return handler
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = (handler, self._wrap(handler, method.lstrip("/")))
+            self._wrapped[method] = cached
+        return cached[1]
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        kind = "stream_stream" if handler.request_streaming else "unary_stream"
+        if not handler.response_streaming:
+            kind = "stream_unary" if handler.request_streaming else "unary_unary"
+            return handler._replace(**{kind: self._unary(getattr(handler, kind), method)})  # type: ignore[attr-defined]
+        return handler._replace(**{kind: self._streaming(getattr(handler, kind), method)})  # type: ignore[attr-defined]
+
+    def _unary(self, behavior: Behavior, method: str) -> Behavior:
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            span, token = self._start(method, context)
+            failure: BaseException | None = None
+            try:
+                result = behavior(request, context)
+                return await result if inspect.isawaitable(result) else result
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                self._finish(method, context, span, token, started, failure)
+
+        return observed
+
+    def _streaming(self, behavior: Behavior, method: str) -> Behavior:
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            span, token = self._start(method, context)
+            failure: BaseException | None = None
+            try:
+                result = behavior(request, context)
+                if inspect.isawaitable(result):  # a handler that writes with context.write()
+                    await result
+                else:
+                    async for response in result:
+                        yield response
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                self._finish(method, context, span, token, started, failure)
+
+        return observed
+
+    def _start(self, method: str, context: grpc.aio.ServicerContext) -> tuple[trace.Span | None, object]:
+        if self._tracer is None:
+            return None, None
+        metadata = context.invocation_metadata()
+        parent = propagate.extract({m.key: m.value for m in metadata}) if metadata else None
+        span = self._tracer.start_span(
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={RPC_SYSTEM_NAME: "grpc", RPC_METHOD: method},
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        return span, otel_context.attach(trace.set_span_in_context(span))
+
+    def _finish(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        span: trace.Span | None,
+        token: object,
+        started: float,
+        failure: BaseException | None,
+    ) -> None:
+        code = _status_code(context, failure)
+        if self._duration is not None:
+            key = (method, code)
+            point = self._point_attributes.get(key)
+            if point is None:
+                point = {RPC_SYSTEM_NAME: "grpc", RPC_METHOD: method, RPC_STATUS_CODE: code.name}
+                self._point_attributes[key] = point
+            self._duration.record(time.perf_counter() - started, point)
+        if span is None:
+            return
+        otel_context.detach(token)  # type: ignore[arg-type]
+        if span.is_recording():
+            span.set_attribute(RPC_STATUS_CODE, code.name)
+            if code in SERVER_ERRORS:
+                span.set_attribute(ERROR_TYPE, code.name)
+                span.set_status(Status(StatusCode.ERROR, context.details() or code.name))
+            if failure is not None and not isinstance(failure, _EXPECTED_ENDINGS):
+                span.record_exception(failure)  # escaped the servicer's own error mapping
+        span.end()
+
+
+def _status_code(context: grpc.aio.ServicerContext, failure: BaseException | None) -> grpc.StatusCode:
+    """The code the caller sees: what abort() or set_code() left on the context, else what gRPC
+    makes of how the handler ended (an escaped exception is UNKNOWN, a cancelled call CANCELLED)."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if failure is None or isinstance(failure, GeneratorExit):  # a stream the caller stopped reading
+        return grpc.StatusCode.OK
+    if isinstance(failure, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN

@@ -1,0 +1,170 @@
+"""The service's metrics, on the OpenTelemetry metrics SDK.
+
+Counters are added as things happen (decisions, fallbacks, router errors, estimated and
+reported tokens and spend, reports, scale decisions); detection states, breaker states,
+budgets and stop-loss are observed from the live view when a reader collects. Attribute
+sets are bounded by the config: lanes, providers, models and closed enums.
+
+Names as a Prometheus-style backend shows them (the collector's translation): dots become
+underscores, counters gain `_total`, a unit of `s` gains `_seconds`, braced units add nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from orxaq_grpc.outcomes.breakers import BreakerState
+from orxaq_grpc.outcomes.detection import DEGRADED, ELEVATED_FALLBACK, HEALTHY, IDLE
+from orxaq_grpc.outcomes.records import ReportRecord
+from orxaq_grpc.outcomes.tracker import HealthView
+from orxaq_grpc.routing.router import BudgetExhausted
+from orxaq_grpc.routing.types import Decision, FallbackReason
+from orxaq_grpc.scale.types import ScaleDecision
+from orxaq_grpc.telemetry import attributes as a
+
+# (name, unit, description) of every instrument: the dashboard test reads this list.
+DECISIONS = ("orxaq.route.decisions", "{decision}", "Route decisions, by lane, model and strategy")
+FALLBACKS = ("orxaq.route.fallbacks", "{decision}", "Decisions that fell back, by reason")
+ROUTER_ERRORS = ("orxaq.router.errors", "{error}", "Scoring failures and failed Route calls")
+ESTIMATED_TOKENS = ("orxaq.route.estimated_tokens", "{token}", "Tokens as estimated at routing")
+ESTIMATED_COST = ("orxaq.route.estimated_cost", "{USD}", "Cost as estimated at routing, in USD")
+REPORTS = ("orxaq.reports", "{report}", "Lane reports counted (durable and new), by outcome")
+REPORTED_TOKENS = ("orxaq.report.tokens", "{token}", "Tokens as reported by lanes")
+SPEND = ("orxaq.report.spend", "{USD}", "Spend as reported (or priced from the catalog), in USD")
+SCALE_DECISIONS = ("orxaq.scale.decisions", "{decision}", "Scale decisions, by action")
+RPC_DURATION = ("rpc.server.call.duration", "s", "Duration of incoming RPCs")
+DETECTION_STATE = ("orxaq.detection.state", "{state}", "1 for the current detection state of each scope")
+BREAKER_STATE = ("orxaq.breaker.state", "{state}", "1 for the current state of each circuit breaker")
+BUDGET_REMAINING = ("orxaq.budget.remaining", "{USD}", "Daily budget left after spend and reservations")
+BUDGET_USED = ("orxaq.budget.used_ratio", "1", "Share of the daily budget spent or reserved")
+STOP_LOSS = ("orxaq.stop_loss.active", "1", "1 while stop-loss holds routing on the static pins")
+COUNTERS = (
+    DECISIONS,
+    FALLBACKS,
+    ROUTER_ERRORS,
+    ESTIMATED_TOKENS,
+    ESTIMATED_COST,
+    REPORTS,
+    REPORTED_TOKENS,
+    SPEND,
+    SCALE_DECISIONS,
+)
+HISTOGRAMS = (RPC_DURATION,)
+GAUGES = (DETECTION_STATE, BREAKER_STATE, BUDGET_REMAINING, BUDGET_USED, STOP_LOSS)
+
+# Route answers in well under a millisecond; Scale and Economics take tens of milliseconds.
+DURATION_BUCKETS_S = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+DETECTION_STATES = (IDLE, HEALTHY, ELEVATED_FALLBACK, DEGRADED)
+SCOPE, NAME, STATE, STAGE = "orxaq.scope", "orxaq.name", "orxaq.state", "orxaq.error.stage"
+DISRUPTIVE = "orxaq.fallback.disruptive"
+# Gauges read one view per collection, not one per instrument.
+_VIEW_TTL_S = 1.0
+
+
+class RoutingMetrics:
+    """Records what the edge tells it; observes `health` when the reader collects."""
+
+    def __init__(self, meter: Meter, health: Callable[[], HealthView]) -> None:
+        self._health = health
+        self._view_lock = threading.Lock()
+        self._view: tuple[float, HealthView] | None = None
+        counter = meter.create_counter
+        self._decisions = counter(*DECISIONS)
+        self._fallbacks = counter(*FALLBACKS)
+        self._router_errors = counter(*ROUTER_ERRORS)
+        self._estimated_tokens = counter(*ESTIMATED_TOKENS)
+        self._estimated_cost = counter(*ESTIMATED_COST)
+        self._reports = counter(*REPORTS)
+        self._reported_tokens = counter(*REPORTED_TOKENS)
+        self._spend = counter(*SPEND)
+        self._scale_decisions = counter(*SCALE_DECISIONS)
+        self.rpc_duration = meter.create_histogram(
+            *RPC_DURATION, explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S
+        )
+        gauge = meter.create_observable_gauge
+        gauge(*DETECTION_STATE, callbacks=[self._observe_detection])
+        gauge(*BREAKER_STATE, callbacks=[self._observe_breakers])
+        gauge(*BUDGET_REMAINING, callbacks=[self._observe_budget_remaining])
+        gauge(*BUDGET_USED, callbacks=[self._observe_budget_used])
+        gauge(*STOP_LOSS, callbacks=[self._observe_stop_loss])
+
+    # -- as things happen ------------------------------------------------------------------
+
+    def decided(self, decision: Decision) -> None:
+        where = {a.LANE: decision.lane, a.PROVIDER: decision.provider, a.REQUEST_MODEL: decision.model}
+        self._decisions.add(
+            1,
+            {**where, a.STRATEGY: a.word(decision.strategy), a.OBJECTIVE: a.word(decision.objective)},
+        )
+        reason = decision.fallback_reason
+        if reason is not FallbackReason.NONE:
+            self._fallback(decision.lane, decision.provider, reason)
+        if reason is FallbackReason.ROUTER_ERROR:
+            self._router_errors.add(1, {a.LANE: decision.lane, STAGE: "scoring"})
+        self._estimated_tokens.add(decision.input_tokens, {**where, a.TOKEN_TYPE: "input"})
+        self._estimated_tokens.add(decision.output_tokens, {**where, a.TOKEN_TYPE: "output"})
+        self._estimated_cost.add(decision.estimated_cost_usd, where)
+
+    def refused(self, refusal: BudgetExhausted) -> None:
+        """A Route refused for budget: a decision with no model, falling back for budget."""
+        self._decisions.add(1, {a.LANE: refusal.lane, a.STRATEGY: "refused"})
+        self._fallback(refusal.lane, "", FallbackReason.BUDGET_EXHAUSTED)
+
+    def route_failed(self, lane: str) -> None:
+        self._router_errors.add(1, {a.LANE: lane, STAGE: "rpc"})
+
+    def _fallback(self, lane: str, provider: str, reason: FallbackReason) -> None:
+        where = {a.LANE: lane, a.PROVIDER: provider}
+        self._fallbacks.add(1, {**where, a.FALLBACK_REASON: a.word(reason), DISRUPTIVE: reason.disruptive})
+
+    def reported(self, record: ReportRecord) -> None:
+        where = {a.LANE: record.lane, a.PROVIDER: record.provider, a.REQUEST_MODEL: record.model}
+        self._reports.add(1, {**where, a.OUTCOME: a.word(record.outcome)})
+        self._reported_tokens.add(record.input_tokens, {**where, a.TOKEN_TYPE: "input"})
+        self._reported_tokens.add(record.output_tokens, {**where, a.TOKEN_TYPE: "output"})
+        self._spend.add(record.cost_usd, where)
+
+    def scaled(self, decision: ScaleDecision) -> None:
+        action = a.word(decision.action)
+        self._scale_decisions.add(1, {a.SCALE_TARGET: decision.target, a.SCALE_ACTION: action})
+
+    # -- when a reader collects ------------------------------------------------------------
+
+    def _current(self) -> HealthView:
+        now = time.monotonic()
+        with self._view_lock:
+            if self._view is None or now - self._view[0] > _VIEW_TTL_S:
+                self._view = (now, self._health())
+            return self._view[1]
+
+    def _observe_detection(self, _options: CallbackOptions) -> Iterable[Observation]:
+        detection = self._current().detection
+        for scope in (detection.overall, *detection.lanes, *detection.providers):
+            for state in DETECTION_STATES:
+                yield Observation(
+                    int(scope.state == state), {SCOPE: scope.scope, NAME: scope.name, STATE: state}
+                )
+
+    def _observe_breakers(self, _options: CallbackOptions) -> Iterable[Observation]:
+        for breaker in self._current().breakers:
+            for state in BreakerState:
+                where = {SCOPE: breaker.scope, NAME: breaker.name, STATE: state.value}
+                yield Observation(int(breaker.state is state), where)
+
+    def _observe_budget_remaining(self, _options: CallbackOptions) -> Iterable[Observation]:
+        for budget in self._current().budgets:
+            left = max(0.0, budget.limit_usd - budget.spent_usd - budget.reserved_usd)
+            yield Observation(left, {SCOPE: budget.scope, NAME: budget.name})
+
+    def _observe_budget_used(self, _options: CallbackOptions) -> Iterable[Observation]:
+        for budget in self._current().budgets:
+            yield Observation(budget.used_share, {SCOPE: budget.scope, NAME: budget.name})
+
+    def _observe_stop_loss(self, _options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(int(self._current().guardrails.stop_loss.active))
