@@ -10,6 +10,7 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from opentelemetry import propagate
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq.routing.v1 import routing_pb2_grpc
@@ -52,7 +53,7 @@ class RoutingClient:
 
     def _unary(self, method: grpc.UnaryUnaryMultiCallable, request: Message) -> Any:
         try:
-            return method(request, timeout=self._timeout_s)
+            return method(request, timeout=self._timeout_s, metadata=trace_metadata())
         except grpc.RpcError as error:
             raise CallFailed(error) from None
 
@@ -76,6 +77,14 @@ class RoutingClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def trace_metadata() -> tuple[tuple[str, str], ...] | None:
+    """The caller's current trace context as W3C `traceparent` metadata, so the service's span
+    joins the lane's trace; None when the caller traces nothing (or has no SDK configured)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return tuple(carrier.items()) or None
 
 
 def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:

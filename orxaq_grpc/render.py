@@ -14,7 +14,7 @@ def to_json(message: Message) -> str:
     return json_format.MessageToJson(message, preserving_proto_field_name=True)
 
 
-def _name(enum_type, value: int) -> str:
+def enum_word(enum_type, value: int) -> str:
     """OBJECTIVE_COST_SPEED -> cost_speed, using the proto enum's own prefix; a value this
     client does not know yet (a newer server) prints as its number."""
     if value not in enum_type.values():
@@ -27,20 +27,20 @@ def _name(enum_type, value: int) -> str:
 def decision_text(d: pb.RouteDecision) -> str:
     tokens = "estimated" if d.tokens_estimated else "given"
     difficulty = "estimated" if d.difficulty_estimated else "given"
-    fallback = _name(pb.FallbackReason, d.fallback_reason)
+    fallback = enum_word(pb.FallbackReason, d.fallback_reason)
     if d.fallback_reason:
         fallback += " (disruptive)" if d.fallback_disruptive else " (benign)"
     rows = [
         ("model", f"{d.model} ({d.provider})"),
         ("lane", d.lane),
-        ("strategy", _name(pb.Strategy, d.strategy)),
+        ("strategy", enum_word(pb.Strategy, d.strategy)),
         ("fallback", fallback),
         (
             "objective",
-            f"{_name(pb.Objective, d.objective)} by {_name(pb.ObjectiveRule, d.objective_rule)}: "
+            f"{enum_word(pb.Objective, d.objective)} by {enum_word(pb.ObjectiveRule, d.objective_rule)}: "
             f"{d.objective_detail}",
         ),
-        ("profile", _name(pb.Profile, d.profile)),
+        ("profile", enum_word(pb.Profile, d.profile)),
         ("score", f"{d.score:.4f} ({d.eligible_count} eligible)"),
         (
             "est. cost",
@@ -84,7 +84,7 @@ def decision_text(d: pb.RouteDecision) -> str:
             "",
             _table(
                 ("filtered", "by", "detail"),
-                [(f.model, _name(pb.Filter, f.filter), f.detail) for f in d.filtered],
+                [(f.model, enum_word(pb.Filter, f.filter), f.detail) for f in d.filtered],
             ),
         ]
     return "\n".join(lines)
@@ -219,7 +219,7 @@ def _stop_loss_line(g: pb.Guardrails) -> str:
 
 def scale_text(d: pb.ScaleDecision) -> str:
     rows = [
-        ("decision", f"{_name(pb.ScaleAction, d.action)} {d.target} ({', '.join(d.lanes)})"),
+        ("decision", f"{enum_word(pb.ScaleAction, d.action)} {d.target} ({', '.join(d.lanes)})"),
         (
             "agents",
             f"{d.current_parallel_agents} -> {d.requested_parallel_agents} requested, "
@@ -252,7 +252,9 @@ def scale_text(d: pb.ScaleDecision) -> str:
     if d.blocking:
         lines += [
             "",
-            _table(("blocked by", "detail"), [(_name(pb.ScaleBlock, b.block), b.detail) for b in d.blocking]),
+            _table(
+                ("blocked by", "detail"), [(enum_word(pb.ScaleBlock, b.block), b.detail) for b in d.blocking]
+            ),
         ]
     return "\n".join([*lines, "", d.rationale])
 
@@ -280,10 +282,10 @@ def guardrails_text(g: pb.Guardrails) -> str:
             (
                 _when(d.at_unix),
                 d.target,
-                _name(pb.ScaleAction, d.action),
+                enum_word(pb.ScaleAction, d.action),
                 f"{d.allowed_parallel_agents}x{d.allowed_subagents_per_agent}",
                 _money(d.marginal_npv_usd),
-                ", ".join(_name(pb.ScaleBlock, r.block) for r in d.blocking) or "-",
+                ", ".join(enum_word(pb.ScaleBlock, r.block) for r in d.blocking) or "-",
             )
             for d in g.scale_decisions
         ]

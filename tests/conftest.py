@@ -25,6 +25,7 @@ from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import Router
 from orxaq_grpc.routing.types import Objective, Profile
 from orxaq_grpc.service.server import open_outcomes, start_server
+from orxaq_grpc.telemetry.export import Telemetry
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -149,12 +150,15 @@ class LoopbackServer:
     """The production grpc.aio server on an event loop of its own thread, so tests
     can call it with plain blocking clients."""
 
-    def __init__(self, live: LiveRouter, data_dir: Path) -> None:
+    def __init__(self, live: LiveRouter, data_dir: Path, telemetry: Telemetry | None = None) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="test-server", daemon=True)
         self._thread.start()
         self.outcomes = open_outcomes(live, data_dir)
-        self.running = self._call(start_server(live, self.outcomes, "127.0.0.1:0", str(data_dir)))
+        self.telemetry = telemetry
+        self.running = self._call(
+            start_server(live, self.outcomes, "127.0.0.1:0", str(data_dir), telemetry=telemetry)
+        )
         self.address = f"127.0.0.1:{self.running.port}"
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -169,6 +173,8 @@ class LoopbackServer:
         self._thread.join(timeout=30)
         self._loop.close()
         self.outcomes.store.close()
+        if self.telemetry is not None:
+            self.telemetry.shutdown()
 
 
 CLI = [sys.executable, "-m", "orxaq_grpc.cli"]

@@ -55,6 +55,7 @@ EXPORTERS = ("otlp", "console", "none")
 # Stopping waits this long for the last batch; a collector that is down must not hold a shutdown.
 SHUTDOWN_TIMEOUT_S = 3.0
 _INTERNAL_METRICS = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
+_WATCHED_LOGGERS = ("opentelemetry.exporter", "opentelemetry.sdk._shared_internal")
 
 
 class TelemetryConfigError(ValueError):
@@ -160,8 +161,13 @@ class ExportWatch(logging.Filter):
     def install(self) -> None:
         """Filters every OTLP exporter and SDK processor logger that exists once they are imported."""
         for name in list(logging.root.manager.loggerDict):
-            if name.startswith(("opentelemetry.exporter", "opentelemetry.sdk._shared_internal")):
+            if name.startswith(_WATCHED_LOGGERS):
                 logging.getLogger(name).addFilter(self)
+
+    def uninstall(self) -> None:
+        for name in list(logging.root.manager.loggerDict):
+            if name.startswith(_WATCHED_LOGGERS):
+                logging.getLogger(name).removeFilter(self)
 
 
 class _WatchedSpanExporter(SpanExporter):
@@ -262,6 +268,7 @@ class Telemetry:
         done.join(timeout_s)
         if done.is_alive():
             log.warning("telemetry: the collector did not take the last batch within %.0f s", timeout_s)
+        self.watch.uninstall()
 
 
 def configure(env: Mapping[str, str] | None = None) -> Telemetry:

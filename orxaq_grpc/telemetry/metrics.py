@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, TypeVar
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -26,22 +27,40 @@ from orxaq_grpc.routing.types import Decision, FallbackReason
 from orxaq_grpc.scale.types import ScaleDecision
 from orxaq_grpc.telemetry import attributes as a
 
-# (name, unit, description) of every instrument: the dashboard test reads this list.
-DECISIONS = ("orxaq.route.decisions", "{decision}", "Route decisions, by lane, model and strategy")
-FALLBACKS = ("orxaq.route.fallbacks", "{decision}", "Decisions that fell back, by reason")
-ROUTER_ERRORS = ("orxaq.router.errors", "{error}", "Scoring failures and failed Route calls")
-ESTIMATED_TOKENS = ("orxaq.route.estimated_tokens", "{token}", "Tokens as estimated at routing")
-ESTIMATED_COST = ("orxaq.route.estimated_cost", "{USD}", "Cost as estimated at routing, in USD")
-REPORTS = ("orxaq.reports", "{report}", "Lane reports counted (durable and new), by outcome")
-REPORTED_TOKENS = ("orxaq.report.tokens", "{token}", "Tokens as reported by lanes")
-SPEND = ("orxaq.report.spend", "{USD}", "Spend as reported (or priced from the catalog), in USD")
-SCALE_DECISIONS = ("orxaq.scale.decisions", "{decision}", "Scale decisions, by action")
-RPC_DURATION = ("rpc.server.call.duration", "s", "Duration of incoming RPCs")
-DETECTION_STATE = ("orxaq.detection.state", "{state}", "1 for the current detection state of each scope")
-BREAKER_STATE = ("orxaq.breaker.state", "{state}", "1 for the current state of each circuit breaker")
-BUDGET_REMAINING = ("orxaq.budget.remaining", "{USD}", "Daily budget left after spend and reservations")
-BUDGET_USED = ("orxaq.budget.used_ratio", "1", "Share of the daily budget spent or reserved")
-STOP_LOSS = ("orxaq.stop_loss.active", "1", "1 while stop-loss holds routing on the static pins")
+T = TypeVar("T")
+
+
+class Instrument(NamedTuple):
+    name: str
+    unit: str
+    description: str
+
+    def __call__(self, create: Callable[..., T], **more: Any) -> T:
+        return create(name=self.name, unit=self.unit, description=self.description, **more)
+
+
+# Every instrument the service creates: the dashboard test reads these.
+DECISIONS = Instrument("orxaq.route.decisions", "{decision}", "Route decisions, by lane, model and strategy")
+FALLBACKS = Instrument("orxaq.route.fallbacks", "{decision}", "Decisions that fell back, by reason")
+ROUTER_ERRORS = Instrument("orxaq.router.errors", "{error}", "Scoring failures and failed Route calls")
+ESTIMATED_TOKENS = Instrument("orxaq.route.estimated_tokens", "{token}", "Tokens as estimated at routing")
+ESTIMATED_COST = Instrument("orxaq.route.estimated_cost", "{USD}", "Cost as estimated at routing, in USD")
+REPORTS = Instrument("orxaq.reports", "{report}", "Lane reports counted (durable and new), by outcome")
+REPORTED_TOKENS = Instrument("orxaq.report.tokens", "{token}", "Tokens as reported by lanes")
+SPEND = Instrument("orxaq.report.spend", "{USD}", "Spend as reported (or priced from the catalog), in USD")
+SCALE_DECISIONS = Instrument("orxaq.scale.decisions", "{decision}", "Scale decisions, by action")
+RPC_DURATION = Instrument("rpc.server.call.duration", "s", "Duration of incoming RPCs")
+DETECTION_STATE = Instrument(
+    "orxaq.detection.state", "{state}", "1 for the current detection state of each scope"
+)
+BREAKER_STATE = Instrument(
+    "orxaq.breaker.state", "{state}", "1 for the current state of each circuit breaker"
+)
+BUDGET_REMAINING = Instrument(
+    "orxaq.budget.remaining", "{USD}", "Daily budget left after spend and reservations"
+)
+BUDGET_USED = Instrument("orxaq.budget.used_ratio", "1", "Share of the daily budget spent or reserved")
+STOP_LOSS = Instrument("orxaq.stop_loss.active", "1", "1 while stop-loss holds routing on the static pins")
 COUNTERS = (
     DECISIONS,
     FALLBACKS,
@@ -75,24 +94,24 @@ class RoutingMetrics:
         self._view_lock = threading.Lock()
         self._view: tuple[float, HealthView] | None = None
         counter = meter.create_counter
-        self._decisions = counter(*DECISIONS)
-        self._fallbacks = counter(*FALLBACKS)
-        self._router_errors = counter(*ROUTER_ERRORS)
-        self._estimated_tokens = counter(*ESTIMATED_TOKENS)
-        self._estimated_cost = counter(*ESTIMATED_COST)
-        self._reports = counter(*REPORTS)
-        self._reported_tokens = counter(*REPORTED_TOKENS)
-        self._spend = counter(*SPEND)
-        self._scale_decisions = counter(*SCALE_DECISIONS)
-        self.rpc_duration = meter.create_histogram(
-            *RPC_DURATION, explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S
+        self._decisions = DECISIONS(counter)
+        self._fallbacks = FALLBACKS(counter)
+        self._router_errors = ROUTER_ERRORS(counter)
+        self._estimated_tokens = ESTIMATED_TOKENS(counter)
+        self._estimated_cost = ESTIMATED_COST(counter)
+        self._reports = REPORTS(counter)
+        self._reported_tokens = REPORTED_TOKENS(counter)
+        self._spend = SPEND(counter)
+        self._scale_decisions = SCALE_DECISIONS(counter)
+        self.rpc_duration = RPC_DURATION(
+            meter.create_histogram, explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S
         )
         gauge = meter.create_observable_gauge
-        gauge(*DETECTION_STATE, callbacks=[self._observe_detection])
-        gauge(*BREAKER_STATE, callbacks=[self._observe_breakers])
-        gauge(*BUDGET_REMAINING, callbacks=[self._observe_budget_remaining])
-        gauge(*BUDGET_USED, callbacks=[self._observe_budget_used])
-        gauge(*STOP_LOSS, callbacks=[self._observe_stop_loss])
+        DETECTION_STATE(gauge, callbacks=[self._observe_detection])
+        BREAKER_STATE(gauge, callbacks=[self._observe_breakers])
+        BUDGET_REMAINING(gauge, callbacks=[self._observe_budget_remaining])
+        BUDGET_USED(gauge, callbacks=[self._observe_budget_used])
+        STOP_LOSS(gauge, callbacks=[self._observe_stop_loss])
 
     # -- as things happen ------------------------------------------------------------------
 
