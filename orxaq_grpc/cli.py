@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run: `--help` 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_CONFIG_DIR = "config"
 DEFAULT_DATA_DIR = "data"
+ECONOMICS_WINDOWS = ("last_hour", "today", "7d", "30d")  # as the service names them
 
 
 def _env_int(name: str, default: int) -> int:
@@ -101,9 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     economics.add_argument("--address", default=os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS))
     economics.add_argument("--timeout", type=float, default=10.0)
-    economics.add_argument(
-        "--window", choices=["last_hour", "today", "7d", "30d"], default="today", help="default %(default)s"
-    )
+    economics.add_argument("--window", choices=ECONOMICS_WINDOWS, default="today", help="default %(default)s")
     economics.add_argument("--json", action="store_true", help="print the whole response as JSON")
 
     scale = commands.add_parser(
@@ -162,6 +161,14 @@ def _parser() -> argparse.ArgumentParser:
         "--watch", action="store_true", help="print a snapshot on every change (Ctrl-C stops)"
     )
     health.add_argument("--heartbeat", type=float, default=0.0, help="--watch: seconds between heartbeats")
+
+    monitor = commands.add_parser(
+        "monitor", help="live view: states, economics by provider and lane, budgets, guardrails, decisions"
+    )
+    monitor.add_argument("--address", default=os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS))
+    monitor.add_argument("--refresh", type=float, default=2.0, help="seconds between frames (0.1-3600)")
+    monitor.add_argument("--window", choices=ECONOMICS_WINDOWS, default="today")
+    monitor.add_argument("--once", action="store_true", help="print one frame and exit (for scripts)")
     return parser
 
 
@@ -179,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _scale(args)
     if args.command == "stop-loss":
         return _stop_loss(args)
+    if args.command == "monitor":
+        return _monitor(args)
     return _route(args)
 
 
@@ -282,6 +291,15 @@ def _health(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return 0
     return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from orxaq_grpc.monitor import run
+
+    if not 0.1 <= args.refresh <= 3600:
+        print("orxaq-grpc: --refresh must be between 0.1 and 3600 seconds", file=sys.stderr)
+        return 2
+    return run(args.address, refresh_s=args.refresh, window=args.window, once=args.once)
 
 
 def _flows(args: argparse.Namespace, side: str) -> pb.Flows | None:

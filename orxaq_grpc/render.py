@@ -60,7 +60,7 @@ def decision_text(d: pb.RouteDecision) -> str:
     if d.candidates:
         lines += [
             "",
-            _table(
+            table(
                 ("#", "model", "score", "cost", "speed", "quality", "bias", "penalty", "est. $", "est. s"),
                 [
                     (
@@ -82,7 +82,7 @@ def decision_text(d: pb.RouteDecision) -> str:
     if d.filtered:
         lines += [
             "",
-            _table(
+            table(
                 ("filtered", "by", "detail"),
                 [(f.model, enum_word(pb.Filter, f.filter), f.detail) for f in d.filtered],
             ),
@@ -90,7 +90,7 @@ def decision_text(d: pb.RouteDecision) -> str:
     return "\n".join(lines)
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -98,7 +98,7 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     )
 
 
-def _money(usd: float) -> str:
+def money(usd: float) -> str:
     sign, size = ("-" if usd < 0 else ""), abs(usd)
     return f"{sign}${size:,.4f}" if size < 100 else f"{sign}${size:,.2f}"
 
@@ -110,7 +110,7 @@ def _figures_row(name: str, f: pb.Figures) -> tuple[str, ...]:
         f"{f.estimated_tokens:,}",
         f"{f.reports}",
         f"{f.reported_tokens:,}",
-        _money(f.spend_usd),
+        money(f.spend_usd),
         f"{f.blended_usd_per_mtok:.3f}",
         f"{f.fallback_rate:.1%}",
         f"{f.router_error_rate:.1%}",
@@ -140,15 +140,15 @@ def economics_text(response: pb.EconomicsResponse, window_name: str) -> str:
     window = next(w for w in response.windows if w.window == window_name)
     o = window.overall
     lines = [
-        f"{window_name}: {o.decisions} decisions, {o.reports} reports; spend {_money(o.spend_usd)} "
+        f"{window_name}: {o.decisions} decisions, {o.reports} reports; spend {money(o.spend_usd)} "
         f"({o.exact_spend_share:.0%} exact), blended {o.blended_usd_per_mtok:.3f} $/1M over "
         f"{o.reported_tokens:,} reported tokens; estimated {o.estimated_tokens:,} tokens, "
-        f"{_money(o.estimated_cost_usd)}; {o.unknown_decision_reports} reports of unknown decisions",
+        f"{money(o.estimated_cost_usd)}; {o.unknown_decision_reports} reports of unknown decisions",
     ]
     for title, groups in (("provider", window.providers), ("lane", window.lanes), ("model", window.models)):
         if groups:
             header = (title, *_FIGURES_HEADER[1:])
-            lines += ["", _table(header, [_figures_row(g.name, g.figures) for g in groups])]
+            lines += ["", table(header, [_figures_row(g.name, g.figures) for g in groups])]
     busy = [h for h in response.hourly if h.figures.decisions or h.figures.reports]
     if busy:
         rows = [
@@ -156,19 +156,19 @@ def economics_text(response: pb.EconomicsResponse, window_name: str) -> str:
                 f"{int(h.hour_unix % 86400 // 3600):02d}:00 UTC",
                 f"{h.figures.decisions}",
                 f"{h.figures.reports}",
-                _money(h.figures.spend_usd),
+                money(h.figures.spend_usd),
                 f"{h.figures.disruptive_fallback_rate:.1%}",
             )
             for h in busy
         ]
-        lines += ["", _table(("hour", "decisions", "reports", "spend", "disruptive"), rows)]
+        lines += ["", table(("hour", "decisions", "reports", "spend", "disruptive"), rows)]
     return "\n".join(lines)
 
 
 def health_text(h: pb.HealthResponse) -> str:
     lines = [
         f"{h.overall.state.upper()}: {h.overall.reason}",
-        _stop_loss_line(h.guardrails),
+        stop_loss_line(h.guardrails),
         f"config {h.config_version}, up {h.uptime_s:.0f} s, {h.scoring_kernel} kernel, pid {h.pid}"
         + (f", {h.trigger}" if h.trigger else ""),
         f"ledger {h.ledger.location}: {h.ledger.commits} commits, {h.ledger.queued} queued"
@@ -178,40 +178,40 @@ def health_text(h: pb.HealthResponse) -> str:
             else ""
         ),
         "",
-        _table(("lane", "state"), [(lane.lane, lane.state) for lane in h.lanes]),
+        table(("lane", "state"), [(lane.lane, lane.state) for lane in h.lanes]),
         "",
-        _table(("provider", "state", "why"), [(p.name, p.state, p.reason) for p in h.providers]),
+        table(("provider", "state", "why"), [(p.name, p.state, p.reason) for p in h.providers]),
     ]
     tripped = [b for b in h.breakers if b.state != "closed"]
     if tripped:
         rows = [(b.scope, b.name, b.state, b.reason, f"{b.reopens_in_s:.0f} s") for b in tripped]
-        lines += ["", _table(("breaker", "name", "state", "why", "reopens in"), rows)]
+        lines += ["", table(("breaker", "name", "state", "why", "reopens in"), rows)]
     if h.budgets:
         rows = [
             (
                 b.scope,
                 b.name or "-",
-                _money(b.limit_usd),
-                _money(b.spent_usd),
-                _money(b.reserved_usd),
+                money(b.limit_usd),
+                money(b.spent_usd),
+                money(b.reserved_usd),
                 f"{b.used_share:.0%}"
                 + (" WARNING" if b.warning else "")
                 + (" EXHAUSTED" if b.exhausted else ""),
             )
             for b in h.budgets
         ]
-        lines += ["", _table(("budget", "name", "limit", "spent", "reserved", "used"), rows)]
+        lines += ["", table(("budget", "name", "limit", "spent", "reserved", "used"), rows)]
     return "\n".join(lines)
 
 
-def _when(unix: float) -> str:
+def when(unix: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
 
 
-def _stop_loss_line(g: pb.Guardrails) -> str:
+def stop_loss_line(g: pb.Guardrails) -> str:
     if not g.stop_loss_active:
         return "stop-loss off"
-    line = f"STOP-LOSS since {_when(g.since_unix)} ({g.trigger}): {g.reason}; routing to static pins"
+    line = f"STOP-LOSS since {when(g.since_unix)} ({g.trigger}): {g.reason}; routing to static pins"
     if g.exits_by_itself:
         line += f", ends in {g.exits_in_s:.0f} s unless a trigger holds again"
     return line
@@ -234,13 +234,13 @@ def scale_text(d: pb.ScaleDecision) -> str:
         ),
         (
             "marginal NPV",
-            f"{_money(d.marginal_npv_usd)} = value {_money(d.discounted_value_usd)} - cost "
-            f"{_money(d.discounted_cost_usd)} - penalty {_money(d.uncertainty_penalty_usd)} "
-            f"(r = {d.discount_rate:.2%}); threshold {_money(d.min_npv_threshold_usd)}",
+            f"{money(d.marginal_npv_usd)} = value {money(d.discounted_value_usd)} - cost "
+            f"{money(d.discounted_cost_usd)} - penalty {money(d.uncertainty_penalty_usd)} "
+            f"(r = {d.discount_rate:.2%}); threshold {money(d.min_npv_threshold_usd)}",
         ),
         (
             "daily spend",
-            f"{_money(d.projected_daily_spend_usd)} projected of {_money(d.daily_budget_usd)}"
+            f"{money(d.projected_daily_spend_usd)} projected of {money(d.daily_budget_usd)}"
             if d.daily_budget_usd
             else "no daily budget applies",
         ),
@@ -252,7 +252,7 @@ def scale_text(d: pb.ScaleDecision) -> str:
     if d.blocking:
         lines += [
             "",
-            _table(
+            table(
                 ("blocked by", "detail"), [(enum_word(pb.ScaleBlock, b.block), b.detail) for b in d.blocking]
             ),
         ]
@@ -260,12 +260,12 @@ def scale_text(d: pb.ScaleDecision) -> str:
 
 
 def guardrails_text(g: pb.Guardrails) -> str:
-    lines = [_stop_loss_line(g)]
+    lines = [stop_loss_line(g)]
     if g.acknowledged:
         lines.append(f"acknowledged by an operator, re-armed once clear: {', '.join(g.acknowledged)}")
     b = g.baseline
     lines.append(
-        f"baseline {_when(b.since_unix)} - {_when(b.until_unix)}: pass rate {b.pass_rate:.1%}, cycle time "
+        f"baseline {when(b.since_unix)} - {when(b.until_unix)}: pass rate {b.pass_rate:.1%}, cycle time "
         f"{b.cycle_time_s:.1f} s over {b.reports} reports"
     )
     if g.triggers:
@@ -273,21 +273,21 @@ def guardrails_text(g: pb.Guardrails) -> str:
             (t.trigger, "HOLDING" if t.holding else "clear" if t.clear else "recovering", t.detail)
             for t in g.triggers
         ]
-        lines += ["", _table(("trigger", "state", "reading"), rows)]
+        lines += ["", table(("trigger", "state", "reading"), rows)]
     if g.events:
-        rows = [(_when(e.at_unix), e.kind, e.trigger, e.note or e.detail) for e in g.events]
-        lines += ["", _table(("stop-loss event", "kind", "trigger", "detail"), rows)]
+        rows = [(when(e.at_unix), e.kind, e.trigger, e.note or e.detail) for e in g.events]
+        lines += ["", table(("stop-loss event", "kind", "trigger", "detail"), rows)]
     if g.scale_decisions:
         rows = [
             (
-                _when(d.at_unix),
+                when(d.at_unix),
                 d.target,
                 enum_word(pb.ScaleAction, d.action),
                 f"{d.allowed_parallel_agents}x{d.allowed_subagents_per_agent}",
-                _money(d.marginal_npv_usd),
+                money(d.marginal_npv_usd),
                 ", ".join(enum_word(pb.ScaleBlock, r.block) for r in d.blocking) or "-",
             )
             for d in g.scale_decisions
         ]
-        lines += ["", _table(("scale decision", "target", "action", "allowed", "NPV", "blocked by"), rows)]
+        lines += ["", table(("scale decision", "target", "action", "allowed", "NPV", "blocked by"), rows)]
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # Decisions remembered in memory to tell known from unknown reports without a disk read;
 # older ones are looked up in the ledger. Bounded, so memory stays flat.
 RECENT_DECISIONS = 100_000
+# The last decisions Health shows operators.
+SHOWN_DECISIONS = 20
 REBUILD_DAYS = 31
 # What a stored report keeps of the lane's report as it came; the service adds the rest.
 _CARRIED_REPORT_FIELDS = tuple(f.name for f in fields(ReportInput) if f.name != "cost_usd")
@@ -51,6 +53,7 @@ class HealthView:
     budgets: tuple[BudgetView, ...]
     ledger: StoreStats
     guardrails: GuardrailView
+    recent_decisions: tuple[DecisionRecord, ...] = ()  # newest first; not part of the fingerprint
 
     def fingerprint(self) -> tuple:
         """What a watcher compares: every state, not the figures that wobble under it."""
@@ -77,6 +80,7 @@ class Outcomes:
         self.budgets = Budgets(self.config.policy.budgets, clock)
         self.guardrails = Guardrails(lambda: self.config, self.book, self.budgets, store, clock)
         self._recent: OrderedDict[str, None] = OrderedDict()
+        self._shown: deque[DecisionRecord] = deque(maxlen=SHOWN_DECISIONS)
 
     @property
     def config(self) -> Config:
@@ -125,6 +129,7 @@ class Outcomes:
         self.book.add_decision(record)
         self.breakers.note_routed(decision.model, decision.provider, decision.decision_id)
         self._remember(record.decision_id)
+        self._shown.appendleft(record)
 
     def record_refusal(self, refusal: BudgetExhausted) -> None:
         """A Route refused for budget counts as a disruptive decision of its lane, with no model."""
@@ -144,6 +149,7 @@ class Outcomes:
         )
         self.store.record_decision(record)
         self.book.add_decision(record)
+        self._shown.appendleft(record)
 
     def abandon(self, decision: Decision) -> None:
         """Releases the budget a decision reserved when it never reached the lane."""
@@ -194,6 +200,7 @@ class Outcomes:
             if isinstance(record, DecisionRecord):
                 self.book.add_decision(record)
                 self._remember(record.decision_id)  # the newest stay: reports for them need no disk read
+                self._shown.appendleft(record)
                 decisions += 1
             else:
                 self.book.add_report(record)
@@ -218,6 +225,7 @@ class Outcomes:
             budgets=tuple(self.budgets.views()),
             ledger=self.store.stats(),
             guardrails=self.guardrails.view(),
+            recent_decisions=tuple(self._shown),  # copied in C, under the GIL: safe beside appends
         )
 
     def economics(self) -> EconomicsView:

@@ -355,6 +355,20 @@ def health_to_proto(
         pid=pid,
         overall=_detection(view.detection.overall),
         providers=[_detection(d) for d in view.detection.providers],
+        recent_decisions=[
+            pb.RecentDecision(
+                decision_id=d.decision_id,
+                at_unix=d.at,
+                lane=d.lane,
+                provider=d.provider,
+                model=d.model,
+                strategy=d.strategy,
+                fallback_reason=d.fallback_reason,
+                estimated_cost_usd=d.estimated_cost_usd,
+                estimated_tokens=d.estimated_input_tokens + d.estimated_output_tokens,
+            )
+            for d in view.recent_decisions
+        ],
         breakers=[
             pb.BreakerStatus(
                 scope=b.scope,
