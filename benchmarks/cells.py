@@ -1,11 +1,45 @@
-"""What the server benchmarks share: a cell of calls and the CPU time it cost."""
+"""What the server benchmarks share: the calls they make, server subprocesses, and a cell of
+calls with the CPU time it cost."""
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from orxaq.routing.v1 import routing_pb2, routing_pb2_grpc
+
+CALL_TIMEOUT_S = 10.0
+STOP_GRACE_S = 1.0
+
+_PROMPT_PARAGRAPH = (
+    "The upload worker retries failed chunk uploads, but when the storage backend answers "
+    "503 the retry loop re-reads the chunk from the spool file after the cleanup job may "
+    "already have removed it, so the job fails with FileNotFoundError instead of retrying. "
+    "Keep the chunk bytes in memory for the duration of the retry loop, cap the backoff at "
+    "thirty seconds, add a unit test that simulates two 503 answers followed by a 200, and "
+    "make sure the existing progress callbacks still fire once per chunk. "
+)
+ROUTE_REQUEST = routing_pb2.RouteRequest(
+    lane="codex",
+    task=routing_pb2.Task(
+        id="bench-1",
+        title="Fix chunk retry after a 503 from the storage backend",
+        prompt=(_PROMPT_PARAGRAPH * 5)[:2048],
+    ),
+)
+# The no-op baseline: grpc.health.v1 Health/Check on the same server.
+CHECK_REQUEST = health_pb2.HealthCheckRequest(service="")
 
 
 @dataclass(frozen=True)
@@ -42,3 +76,91 @@ def process_cpu_s(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat.rpartition(")")[2].split()  # the command name may hold spaces
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Server:
+    name: str
+    pid: int
+    calls: dict[str, Callable[[], object]]  # RPC name -> one blocking call
+
+
+@contextmanager
+def server_process(
+    script: str, *args: str, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[int, int]]:
+    """Runs `script --port 0 args...`, which prints its port on the first line and stops when its
+    stdin closes; yields (pid, port) and stops it on the way out, error or not."""
+    process = subprocess.Popen(
+        [sys.executable, script, "--port", "0", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        # Out of the terminal's process group: Ctrl-C reaches only this process, which then
+        # stops the servers itself, instead of interrupting one mid-start-up.
+        process_group=0,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(
+                f"{' '.join(args)}: the server exited with status {process.wait()} before listening"
+            )
+        yield process.pid, int(line)
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            process.wait(timeout=STOP_GRACE_S + 10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def connect(stack: ExitStack, name: str, pid: int, port: int) -> Server:
+    # Entered after the server process, so it closes first, cancelling any call in flight.
+    channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    grpc.channel_ready_future(channel).result(timeout=CALL_TIMEOUT_S)
+    route = routing_pb2_grpc.RoutingServiceStub(channel).Route
+    check = health_pb2_grpc.HealthStub(channel).Check
+    return Server(
+        name,
+        pid,
+        {
+            "Route": functools.partial(route, ROUTE_REQUEST, timeout=CALL_TIMEOUT_S),
+            "Check": functools.partial(check, CHECK_REQUEST, timeout=CALL_TIMEOUT_S),
+        },
+    )
+
+
+def drive(pool: ThreadPoolExecutor, call: Callable[[], object], calls: int, concurrency: int) -> None:
+    """Makes exactly `calls` calls, `concurrency` at a time; the first failure propagates."""
+
+    def worker(count: int) -> None:
+        for _ in range(count):
+            call()
+
+    shares = [calls // concurrency + (i < calls % concurrency) for i in range(concurrency)]
+    for future in [pool.submit(worker, share) for share in shares if share]:
+        future.result()
+
+
+def measure(server: Server, rpc: str, pool: ThreadPoolExecutor, calls: int, concurrency: int) -> Cell:
+    server_before, client_before, start = process_cpu_s(server.pid), time.process_time(), time.perf_counter()
+    drive(pool, server.calls[rpc], calls, concurrency)
+    return Cell(
+        calls=calls,
+        wall_s=time.perf_counter() - start,
+        server_cpu_s=process_cpu_s(server.pid) - server_before,
+        client_cpu_s=time.process_time() - client_before,
+    )
+
+
+def checked_decision(server: Server) -> routing_pb2.RouteDecision:
+    decision = server.calls["Route"]()
+    assert isinstance(decision, routing_pb2.RouteDecision)
+    if not decision.model:
+        raise RuntimeError(f"{server.name}: Route answered without a model")
+    return decision

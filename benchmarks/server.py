@@ -27,19 +27,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import math
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 
 import grpc
@@ -54,35 +50,15 @@ from orxaq_grpc.service.errors import invalid_argument
 from orxaq_grpc.service.runtime import check_protobuf_backend
 from orxaq_grpc.service.server import SERVICE_NAME, open_outcomes, server_options, start_server
 from orxaq_grpc.service.servicer import RoutingHandlers
+from orxaq_grpc.telemetry.export import configure
 
-from cells import Cell, pooled, process_cpu_s  # beside this script
+from cells import STOP_GRACE_S, Cell, checked_decision, connect, drive, measure, pooled, server_process
 
 FLAVOURS = ("sync", "asyncio")
 RPCS = ("Route", "Check")  # Check is grpc.health.v1 Health/Check, the no-op
 BAR = 1.3
 SIGNIFICANCE = 0.05  # one-sided sign test over the paired rounds
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
-CALL_TIMEOUT_S = 10.0
-STOP_GRACE_S = 1.0
-
-_PROMPT_PARAGRAPH = (
-    "The upload worker retries failed chunk uploads, but when the storage backend answers "
-    "503 the retry loop re-reads the chunk from the spool file after the cleanup job may "
-    "already have removed it, so the job fails with FileNotFoundError instead of retrying. "
-    "Keep the chunk bytes in memory for the duration of the retry loop, cap the backoff at "
-    "thirty seconds, add a unit test that simulates two 503 answers followed by a 200, and "
-    "make sure the existing progress callbacks still fire once per chunk. "
-)
-ROUTE_REQUEST = routing_pb2.RouteRequest(
-    lane="codex",
-    task=routing_pb2.Task(
-        id="bench-1",
-        title="Fix chunk retry after a 503 from the storage backend",
-        prompt=(_PROMPT_PARAGRAPH * 5)[:2048],
-    ),
-)
-CHECK_REQUEST = health_pb2.HealthCheckRequest(service="")
-
 
 # --- server side: one flavour per subprocess -------------------------------------
 
@@ -167,7 +143,7 @@ def _serve_sync(port: int, workers: int) -> None:
 
 
 async def _serve_asyncio(port: int) -> None:
-    """The production server, exactly as `start_server` builds it."""
+    """The production server, exactly as `start_server` builds it, telemetry included."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -175,89 +151,17 @@ async def _serve_asyncio(port: int) -> None:
     live = LiveRouter.from_directory(CONFIG_DIR)
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as data_dir:
         outcomes = open_outcomes(live, Path(data_dir))
-        running = await start_server(live, outcomes, f"127.0.0.1:{port}", data_dir)
+        telemetry = configure()  # OTEL_* as in production: off unless set (benchmarks/tracing.py sets it)
+        running = await start_server(live, outcomes, f"127.0.0.1:{port}", data_dir, telemetry=telemetry)
         _stop_when_stdin_closes(lambda: loop.call_soon_threadsafe(stopping.set))
         _announce(running.port)
         await stopping.wait()
         await running.stop(STOP_GRACE_S)
         outcomes.store.close()
+        telemetry.shutdown()
 
 
 # --- client side: this process ------------------------------------------------------
-
-
-@dataclass
-class Server:
-    flavour: str
-    pid: int
-    calls: dict[str, Callable[[], object]]  # RPC name -> one blocking call
-
-
-@contextmanager
-def _server_process(flavour: str, workers: int) -> Iterator[tuple[int, int]]:
-    """Yields (pid, port) of a server subprocess; stops it on the way out, error or not."""
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", flavour, "--port", "0", "--workers", str(workers)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        # Out of the terminal's process group: Ctrl-C reaches only this process, which then
-        # stops the servers itself, instead of interrupting one mid-start-up.
-        process_group=0,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the {flavour} server exited with status {process.wait()} before listening")
-        yield process.pid, int(line)
-    finally:
-        assert process.stdin is not None
-        process.stdin.close()
-        try:
-            process.wait(timeout=STOP_GRACE_S + 10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _drive(pool: ThreadPoolExecutor, call: Callable[[], object], calls: int, concurrency: int) -> None:
-    """Makes exactly `calls` calls, `concurrency` at a time; the first failure propagates."""
-
-    def worker(count: int) -> None:
-        for _ in range(count):
-            call()
-
-    shares = [calls // concurrency + (i < calls % concurrency) for i in range(concurrency)]
-    for future in [pool.submit(worker, share) for share in shares if share]:
-        future.result()
-
-
-def _measure(server: Server, rpc: str, pool: ThreadPoolExecutor, calls: int, concurrency: int) -> Cell:
-    server_before, client_before, start = process_cpu_s(server.pid), time.process_time(), time.perf_counter()
-    _drive(pool, server.calls[rpc], calls, concurrency)
-    return Cell(
-        calls=calls,
-        wall_s=time.perf_counter() - start,
-        server_cpu_s=process_cpu_s(server.pid) - server_before,
-        client_cpu_s=time.process_time() - client_before,
-    )
-
-
-def _connect(stack: ExitStack, flavour: str, pid: int, port: int) -> Server:
-    # Entered after the server process, so it closes first, cancelling any call in flight.
-    channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
-    grpc.channel_ready_future(channel).result(timeout=CALL_TIMEOUT_S)
-    route = routing_pb2_grpc.RoutingServiceStub(channel).Route
-    check = health_pb2_grpc.HealthStub(channel).Check
-    return Server(
-        flavour,
-        pid,
-        {
-            "Route": functools.partial(route, ROUTE_REQUEST, timeout=CALL_TIMEOUT_S),
-            "Check": functools.partial(check, CHECK_REQUEST, timeout=CALL_TIMEOUT_S),
-        },
-    )
 
 
 def _server_ratios(numerators: list[Cell], denominators: list[Cell]) -> list[float]:
@@ -317,14 +221,6 @@ def _report(rounds: dict[tuple[str, str], list[Cell]], args: argparse.Namespace)
         print(f"Recommendation: keep the asyncio server production already runs; no clear winner ({detail}).")
 
 
-def _checked_decision(server: Server) -> routing_pb2.RouteDecision:
-    decision = server.calls["Route"]()
-    assert isinstance(decision, routing_pb2.RouteDecision)
-    if not decision.model:
-        raise RuntimeError(f"the {server.flavour} server answered Route without a model")
-    return decision
-
-
 def _round(
     index: int, pool: ThreadPoolExecutor, calls: int, warmup: int, args: argparse.Namespace
 ) -> dict[tuple[str, str], Cell]:
@@ -332,23 +228,26 @@ def _round(
     processes than within one, so only new processes make the rounds independent samples."""
     with ExitStack() as stack:
         started = {
-            flavour: stack.enter_context(_server_process(flavour, args.workers)) for flavour in FLAVOURS
+            flavour: stack.enter_context(
+                server_process(__file__, "--serve", flavour, "--workers", str(args.workers))
+            )
+            for flavour in FLAVOURS
         }
-        servers = {flavour: _connect(stack, flavour, *started[flavour]) for flavour in FLAVOURS}
+        servers = {flavour: connect(stack, flavour, *started[flavour]) for flavour in FLAVOURS}
         for server in servers.values():
-            decision = _checked_decision(server)
+            decision = checked_decision(server)
             if index == 0:
                 print(
-                    f"{server.flavour}: Route chose {decision.model} "
+                    f"{server.name}: Route chose {decision.model} "
                     f"({routing_pb2.Strategy.Name(decision.strategy)}, {decision.eligible_count} eligible)"
                 )
             # Fills the sync worker pool and the code paths of both RPCs before any cell counts.
             for rpc in RPCS:
-                _drive(pool, server.calls[rpc], warmup, args.concurrency)
+                drive(pool, server.calls[rpc], warmup, args.concurrency)
         cells = [(flavour, rpc) for flavour in FLAVOURS for rpc in RPCS]
         # Every other round runs the cells backwards, so no cell always goes first.
         return {
-            (flavour, rpc): _measure(servers[flavour], rpc, pool, calls, args.concurrency)
+            (flavour, rpc): measure(servers[flavour], rpc, pool, calls, args.concurrency)
             for flavour, rpc in cells[:: -1 if index % 2 else 1]
         }
 
