@@ -29,11 +29,12 @@ lint: $(INSTALLED)
 check-config: $(INSTALLED)
 	$(BIN)/orxaq-grpc check-config config
 
-## Figures, not pass/fail: kernel twins vs NumPy, sync vs asyncio server, Report vs Route.
+## Figures, not pass/fail: kernel twins vs NumPy, sync vs asyncio server, Report vs Route, tracing cost.
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/kernel.py
 	$(BIN)/python benchmarks/server.py
 	$(BIN)/python benchmarks/report.py
+	$(BIN)/python benchmarks/tracing.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info orxaq _scoring.c _scoring.html orxaq_grpc/*.so

@@ -245,7 +245,7 @@ def test_budgets_are_gauges(tmp_path: Path, config_dir: Path) -> None:
         )
         assert left
         assert receiver.latest("orxaq.budget.remaining")[overall] == pytest.approx(50.0 - ack.cost_usd)
-        assert receiver.latest("orxaq.budget.used_ratio")[overall] == pytest.approx(ack.cost_usd / 50.0)
+        assert receiver.latest("orxaq.budget.used")[overall] == pytest.approx(ack.cost_usd / 50.0)
     finally:
         server.stop()
         receiver.stop()

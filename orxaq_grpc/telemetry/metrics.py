@@ -61,8 +61,10 @@ BREAKER_STATE = Instrument(
 BUDGET_REMAINING = Instrument(
     "orxaq.budget.remaining", "{USD}", "Daily budget left after spend and reservations"
 )
-BUDGET_USED = Instrument("orxaq.budget.used_ratio", "1", "Share of the daily budget spent or reserved")
-STOP_LOSS = Instrument("orxaq.stop_loss.active", "1", "1 while stop-loss holds routing on the static pins")
+BUDGET_USED = Instrument("orxaq.budget.used", "1", "Share of the daily budget spent or reserved")
+STOP_LOSS = Instrument(
+    "orxaq.stop_loss.active", "{state}", "1 while stop-loss holds routing on the static pins"
+)
 COUNTERS = (
     DECISIONS,
     FALLBACKS,
