@@ -28,13 +28,15 @@ ROUTE = pb.RouteRequest(
 )
 
 
-def start_traced(receiver: Received, protocol: str, data_dir: Path, **env: str) -> LoopbackServer:
+def start_traced(
+    receiver: Received, protocol: str, data_dir: Path, config: Path = CONFIG_DIR, **env: str
+) -> LoopbackServer:
     """A server exporting to `receiver`; the variables are read while the providers are built."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in otlp_env(receiver.endpoint, protocol, **env).items():
             patch.setenv(name, value)
         telemetry = configure()
-    return LoopbackServer(LiveRouter.from_directory(CONFIG_DIR), data_dir, telemetry)
+    return LoopbackServer(LiveRouter.from_directory(config), data_dir, telemetry)
 
 
 @pytest.fixture(scope="module")
@@ -229,11 +231,7 @@ def test_metrics_arrive_with_their_values(tmp_path: Path) -> None:
 def test_budgets_are_gauges(tmp_path: Path, config_dir: Path) -> None:
     set_toml(config_dir / "policy.toml", "budgets", "daily_usd", "50.0")
     receiver = GrpcReceiver()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in otlp_env(receiver.endpoint, "grpc").items():
-            patch.setenv(name, value)
-        telemetry = configure()
-    server = LoopbackServer(LiveRouter.from_directory(config_dir), tmp_path / "data", telemetry)
+    server = start_traced(receiver, "grpc", tmp_path / "data", config_dir)
     try:
         with RoutingClient(server.address) as client:
             decision = client.route(ROUTE)

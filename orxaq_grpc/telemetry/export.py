@@ -261,9 +261,12 @@ class Telemetry:
         providers = [p for p in (self.tracer_provider, self.meter_provider) if p is not None]
         if not providers:
             return
-        done = threading.Thread(
-            target=lambda: [p.shutdown() for p in providers], name="telemetry-shutdown", daemon=True
-        )
+
+        def flush_and_stop() -> None:
+            for provider in providers:
+                provider.shutdown()
+
+        done = threading.Thread(target=flush_and_stop, name="telemetry-shutdown", daemon=True)
         done.start()
         done.join(timeout_s)
         if done.is_alive():

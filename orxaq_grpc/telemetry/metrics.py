@@ -65,17 +65,6 @@ BUDGET_USED = Instrument("orxaq.budget.used", "1", "Share of the daily budget sp
 STOP_LOSS = Instrument(
     "orxaq.stop_loss.active", "{state}", "1 while stop-loss holds routing on the static pins"
 )
-COUNTERS = (
-    DECISIONS,
-    FALLBACKS,
-    ROUTER_ERRORS,
-    ESTIMATED_TOKENS,
-    ESTIMATED_COST,
-    REPORTS,
-    REPORTED_TOKENS,
-    SPEND,
-    SCALE_DECISIONS,
-)
 HISTOGRAMS = (RPC_DURATION,)
 GAUGES = (DETECTION_STATE, BREAKER_STATE, BUDGET_REMAINING, BUDGET_USED, STOP_LOSS)
 
@@ -108,6 +97,22 @@ class Tally:
             yield Observation(value, dict(zip(self._names, words, strict=True)))
 
 
+_WHERE = (a.LANE, a.PROVIDER, a.REQUEST_MODEL)
+# Each counter and the attributes its tally is keyed by, in key order.
+_TALLIED = {
+    DECISIONS: (*_WHERE, a.STRATEGY, a.OBJECTIVE),
+    FALLBACKS: (a.LANE, a.PROVIDER, a.FALLBACK_REASON, DISRUPTIVE),
+    ROUTER_ERRORS: (a.LANE, STAGE),
+    ESTIMATED_TOKENS: (*_WHERE, a.TOKEN_TYPE),
+    ESTIMATED_COST: _WHERE,
+    REPORTS: (*_WHERE, a.OUTCOME),
+    REPORTED_TOKENS: (*_WHERE, a.TOKEN_TYPE),
+    SPEND: _WHERE,
+    SCALE_DECISIONS: (a.SCALE_TARGET, a.SCALE_ACTION),
+}
+COUNTERS = tuple(_TALLIED)
+
+
 class RoutingMetrics:
     """Tallies what the edge tells it; observes `health` when the reader collects."""
 
@@ -115,29 +120,9 @@ class RoutingMetrics:
         self._health = health
         self._view_lock = threading.Lock()
         self._view: tuple[float, HealthView] | None = None
-        where = (a.LANE, a.PROVIDER, a.REQUEST_MODEL)
-        self._decisions = Tally(*where, a.STRATEGY, a.OBJECTIVE)
-        self._fallbacks = Tally(a.LANE, a.PROVIDER, a.FALLBACK_REASON, DISRUPTIVE)
-        self._router_errors = Tally(a.LANE, STAGE)
-        self._estimated_tokens = Tally(*where, a.TOKEN_TYPE)
-        self._estimated_cost = Tally(*where)
-        self._reports = Tally(*where, a.OUTCOME)
-        self._reported_tokens = Tally(*where, a.TOKEN_TYPE)
-        self._spend = Tally(*where)
-        self._scale_decisions = Tally(a.SCALE_TARGET, a.SCALE_ACTION)
-        counter = meter.create_observable_counter
-        for instrument, tally in (
-            (DECISIONS, self._decisions),
-            (FALLBACKS, self._fallbacks),
-            (ROUTER_ERRORS, self._router_errors),
-            (ESTIMATED_TOKENS, self._estimated_tokens),
-            (ESTIMATED_COST, self._estimated_cost),
-            (REPORTS, self._reports),
-            (REPORTED_TOKENS, self._reported_tokens),
-            (SPEND, self._spend),
-            (SCALE_DECISIONS, self._scale_decisions),
-        ):
-            instrument(counter, callbacks=[tally.observe])
+        self._tallies = {instrument: Tally(*keys) for instrument, keys in _TALLIED.items()}
+        for instrument, tally in self._tallies.items():
+            instrument(meter.create_observable_counter, callbacks=[tally.observe])
         # A histogram has no asynchronous form: this one is the SDK's (about 10 µs a call).
         self.rpc_duration = RPC_DURATION(
             meter.create_histogram, explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S
@@ -152,33 +137,33 @@ class RoutingMetrics:
     # -- as things happen ------------------------------------------------------------------
 
     def decided(self, d: Decision) -> None:
-        self._decisions.add((d.lane, d.provider, d.model, d.strategy, d.objective))
+        self._tallies[DECISIONS].add((d.lane, d.provider, d.model, d.strategy, d.objective))
         reason = d.fallback_reason
         if reason is not FallbackReason.NONE:
-            self._fallbacks.add((d.lane, d.provider, reason, reason.disruptive))
+            self._tallies[FALLBACKS].add((d.lane, d.provider, reason, reason.disruptive))
             if reason is FallbackReason.ROUTER_ERROR:
-                self._router_errors.add((d.lane, "scoring"))
-        self._estimated_tokens.add((d.lane, d.provider, d.model, "input"), d.input_tokens)
-        self._estimated_tokens.add((d.lane, d.provider, d.model, "output"), d.output_tokens)
-        self._estimated_cost.add((d.lane, d.provider, d.model), d.estimated_cost_usd)
+                self._tallies[ROUTER_ERRORS].add((d.lane, "scoring"))
+        self._tallies[ESTIMATED_TOKENS].add((d.lane, d.provider, d.model, "input"), d.input_tokens)
+        self._tallies[ESTIMATED_TOKENS].add((d.lane, d.provider, d.model, "output"), d.output_tokens)
+        self._tallies[ESTIMATED_COST].add((d.lane, d.provider, d.model), d.estimated_cost_usd)
 
     def refused(self, refusal: BudgetExhausted) -> None:
         """A Route refused for budget: a decision with no model, falling back for budget."""
-        self._decisions.add((refusal.lane, "", "", "refused", ""))
+        self._tallies[DECISIONS].add((refusal.lane, "", "", "refused", ""))
         reason = FallbackReason.BUDGET_EXHAUSTED
-        self._fallbacks.add((refusal.lane, "", reason, reason.disruptive))
+        self._tallies[FALLBACKS].add((refusal.lane, "", reason, reason.disruptive))
 
     def route_failed(self, lane: str) -> None:
-        self._router_errors.add((lane, "rpc"))
+        self._tallies[ROUTER_ERRORS].add((lane, "rpc"))
 
     def reported(self, r: ReportRecord) -> None:
-        self._reports.add((r.lane, r.provider, r.model, r.outcome))
-        self._reported_tokens.add((r.lane, r.provider, r.model, "input"), r.input_tokens)
-        self._reported_tokens.add((r.lane, r.provider, r.model, "output"), r.output_tokens)
-        self._spend.add((r.lane, r.provider, r.model), r.cost_usd)
+        self._tallies[REPORTS].add((r.lane, r.provider, r.model, r.outcome))
+        self._tallies[REPORTED_TOKENS].add((r.lane, r.provider, r.model, "input"), r.input_tokens)
+        self._tallies[REPORTED_TOKENS].add((r.lane, r.provider, r.model, "output"), r.output_tokens)
+        self._tallies[SPEND].add((r.lane, r.provider, r.model), r.cost_usd)
 
     def scaled(self, decision: ScaleDecision) -> None:
-        self._scale_decisions.add((decision.target, decision.action))
+        self._tallies[SCALE_DECISIONS].add((decision.target, decision.action))
 
     # -- when a reader collects ------------------------------------------------------------
 
