@@ -23,6 +23,7 @@ from tests.test_reports import report_for
 from tests.test_scale_service import request as scale_request
 
 SERVICE = "orxaq.routing.v1.RoutingService"
+RECONNECT_ATTEMPTS = 30
 ROUTE = pb.RouteRequest(
     lane="codex", task=pb.Task(id="t-1", title="Add a retry to the upload worker", input_tokens=9_000)
 )
@@ -325,8 +326,13 @@ def test_a_collector_that_is_down_changes_no_decision_and_is_reported_once(
 
             back = GrpcReceiver(port)  # the collector returns on the same port
             try:
-                client.route(ROUTE)
-                telemetry.tracer_provider.force_flush()
+                # The exporter's channel may still be backing off its reconnects: the spans of the
+                # first calls after the return can be dropped, later ones arrive.
+                for _ in range(RECONNECT_ATTEMPTS):
+                    client.route(ROUTE)
+                    telemetry.tracer_provider.force_flush()
+                    if back.spans():
+                        break
                 back.wait_for(back.spans, "spans once it is back")
                 assert any("works again" in r.getMessage() for r in caplog.records)
             finally:
