@@ -169,6 +169,24 @@ def _parser() -> argparse.ArgumentParser:
     monitor.add_argument("--refresh", type=float, default=2.0, help="seconds between frames (0.1-3600)")
     monitor.add_argument("--window", choices=ECONOMICS_WINDOWS, default="today")
     monitor.add_argument("--once", action="store_true", help="print one frame and exit (for scripts)")
+    simulate = commands.add_parser(
+        "simulate",
+        help="drive the service with a simulated fleet (config/scenarios/*.toml) and print its KPIs",
+    )
+    simulate.add_argument(
+        "scenario", type=Path, help="a scenario file, e.g. config/scenarios/budget-race.toml"
+    )
+    simulate.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a scenario field by dotted path, the value in TOML syntax "
+        "(e.g. policy.overrides.policy.budgets.on_exhausted='\"error\"' or seed=3); repeatable",
+    )
+    simulate.add_argument("--json", type=Path, metavar="PATH", help="also write the KPIs as JSON here")
+    simulate.add_argument("--plot", type=Path, metavar="PATH", help="also draw the run over time as a PNG")
+    simulate.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
 
@@ -188,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _stop_loss(args)
     if args.command == "monitor":
         return _monitor(args)
+    if args.command == "simulate":
+        return _simulate(args)
     return _route(args)
 
 
@@ -390,6 +410,44 @@ def _failed(exc: CallFailed) -> int:
     for field, problem in exc.violations:
         print(f"  {field}: {problem}", file=sys.stderr)
     return 2 if exc.violations else 1
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from orxaq_grpc.simulate.engine import run_scenario
+    from orxaq_grpc.simulate.render import kpi_table, plot
+    from orxaq_grpc.simulate.scenario import ScenarioError, load_scenario, parse_assignments
+
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        scenario = load_scenario(args.scenario, parse_assignments(args.set))
+        last_shown = [-1]
+
+        def progress(t: float, kpis: Any) -> None:
+            tenth = int(10 * t / scenario.duration_s)
+            if not args.quiet and tenth > last_shown[0]:
+                last_shown[0] = tenth
+                print(
+                    f"simulate: {t:,.0f} of {scenario.duration_s:,.0f} s, {kpis.arrived} tasks, "
+                    f"{sum(kpis.decisions_by_strategy.values())} decisions",
+                    file=sys.stderr,
+                )
+
+        kpis = run_scenario(scenario, args.scenario, progress)
+    except ScenarioError as exc:
+        print(f"{len(exc.problems)} problem(s) in the scenario:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    print(kpi_table(kpis))
+    if args.json is not None:
+        args.json.write_text(json.dumps(kpis, indent=2) + "\n", encoding="utf-8")
+    if args.plot is not None:
+        plot(kpis, args.plot)
+    return 0
 
 
 def _check_config(directory: Path) -> int:

@@ -184,8 +184,10 @@ def health_text(h: pb.HealthResponse) -> str:
     ]
     tripped = [b for b in h.breakers if b.state != "closed"]
     if tripped:
-        rows = [(b.scope, b.name, b.state, b.reason, f"{b.reopens_in_s:.0f} s") for b in tripped]
-        lines += ["", table(("breaker", "name", "state", "why", "reopens in"), rows)]
+        rows = [
+            (b.scope, b.name, b.state, b.reason, f"{b.reopens_in_s:.0f} s", str(b.openings)) for b in tripped
+        ]
+        lines += ["", table(("breaker", "name", "state", "why", "reopens in", "openings"), rows)]
     if h.budgets:
         rows = [
             (

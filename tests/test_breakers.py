@@ -6,6 +6,7 @@ import dataclasses
 import gc
 import sys
 import types
+from collections.abc import Mapping
 
 import pytest
 
@@ -31,8 +32,10 @@ def clock() -> FakeClock:
     return FakeClock(1000.0)
 
 
-def make(clock: FakeClock, **overrides: float) -> Breakers:
-    return Breakers(dataclasses.replace(SETTINGS, **overrides), clock=clock)
+def make(clock: FakeClock, provider_models: Mapping[str, int] | None = None, **overrides: float) -> Breakers:
+    return Breakers(
+        dataclasses.replace(SETTINGS, **overrides), clock=clock, provider_models=provider_models or {}
+    )
 
 
 def feed(breakers: Breakers, outcomes: list[Outcome], model: str = "m1", provider: str = "p") -> None:
@@ -53,7 +56,7 @@ def open_model(breakers: Breakers) -> None:
 
 
 def test_opens_after_n_consecutive_failures_not_before(clock: FakeClock) -> None:
-    breakers = make(clock)
+    breakers = make(clock, {"p": 1})  # one catalog model: its failures are the provider's, as before
     feed(breakers, [FAIL] * 4)
     assert breakers.blocked() == NONE
     assert breakers.record("m1", "p", Outcome.TIMEOUT) is True
@@ -106,7 +109,8 @@ def test_retry_after_is_honoured_past_open_s(clock: FakeClock) -> None:
     breakers = make(clock)
     opened = clock.now
     assert breakers.record("m1", "p", Outcome.RATE_LIMITED, retry_after_s=90.0) is True
-    assert breakers.blocked() == ({"m1"}, frozenset())  # the provider just counts a failure
+    assert breakers.blocked() == ({"m1"}, frozenset())
+    assert [(v.scope, v.name) for v in breakers.views()] == [("model", "m1")]  # the provider never saw it
     view = breakers.views()[0]
     assert (view.reason, view.reopens_at) == ("rate limited: retry after 90 s", opened + 90.0)
     clock.now = opened + 89.9
@@ -116,13 +120,111 @@ def test_retry_after_is_honoured_past_open_s(clock: FakeClock) -> None:
     assert breakers.views()[0].state is BreakerState.HALF_OPEN
 
 
-def test_short_retry_after_still_waits_open_s(clock: FakeClock) -> None:
-    breakers = make(clock)
-    breakers.record("m1", "p", Outcome.RATE_LIMITED, retry_after_s=5.0)
-    clock.now += SETTINGS.open_s - 0.1
+def test_a_rate_limit_blocks_its_model_for_exactly_the_retry_after_not_the_provider(clock: FakeClock) -> None:
+    breakers = make(clock, {"p": 3})
+    feed(breakers, [OK], model="m2")
+    limited = clock.now
+    assert breakers.record("m1", "p", Outcome.RATE_LIMITED, retry_after_s=5.0) is True
+    assert breakers.blocked() == ({"m1"}, frozenset())  # m2, same provider, stays routable
+    view = breakers.views()[0]
+    assert (view.state, view.reopens_at) == (BreakerState.OPEN, limited + 5.0)  # not open_s
+    clock.now = limited + 4.9
     assert model_blocked(breakers)
-    clock.now += 0.1
-    assert not model_blocked(breakers)
+    clock.now = limited + 5.0
+    assert breakers.blocked() == NONE
+    breakers.note_routed("m1", "p", "probe")
+    assert breakers.record("m1", "p", Outcome.RATE_LIMITED, 5.0, decision_id="probe") is True
+    view = breakers.views()[0]  # the probe was rate limited again: open exactly 5 s more
+    assert (view.state, view.reopens_at, view.openings) == (BreakerState.OPEN, clock.now + 5.0, 2)
+    assert breakers.blocked() == ({"m1"}, frozenset())
+
+
+def test_rate_limits_never_open_a_provider(clock: FakeClock) -> None:
+    breakers = make(clock, {"p": 1})  # even one whose only model is the one limited
+    feed(breakers, [Outcome.RATE_LIMITED] * 50)
+    for i in range(50):
+        breakers.record(f"m{i % 3}", "p", Outcome.RATE_LIMITED, retry_after_s=1.0)
+        clock.now += 1.0
+    assert "p" not in breakers.blocked()[1]
+    assert all(v.scope == "model" for v in breakers.views())  # not even counted for the provider
+
+
+def test_rate_limits_neither_fail_nor_heal_a_provider(clock: FakeClock) -> None:
+    breakers = make(clock)
+    limited = Outcome.RATE_LIMITED
+    for model, outcome in [("m1", FAIL), ("m2", limited), ("m2", FAIL), ("m1", limited), ("m1", FAIL)]:
+        breakers.record(model, "p", outcome)
+    breakers.record("m2", "p", FAIL)
+    assert breakers.blocked() == NONE
+    provider = breakers.views()[-1]
+    assert (provider.consecutive_failures, provider.window_reports) == (4, 4)  # the run goes on
+    breakers.record("m1", "p", FAIL)
+    assert breakers.blocked() == (frozenset(), {"p"})
+
+
+def test_timeouts_on_one_model_open_it_not_its_provider(clock: FakeClock) -> None:
+    breakers = make(clock, {"p": 3})
+    feed(breakers, [Outcome.TIMEOUT] * 20)  # a run and a failure rate, both well past the thresholds
+    assert breakers.blocked() == ({"m1"}, frozenset())
+    provider = breakers.views()[-1]
+    assert (provider.scope, provider.state, provider.openings) == ("provider", BreakerState.CLOSED, 0)
+    assert (provider.consecutive_failures, provider.window_failures) == (20, 20)  # counted all the same
+    assert not model_blocked(breakers, "m2")
+
+
+def test_timeouts_across_two_models_open_the_provider(clock: FakeClock) -> None:
+    breakers = make(clock, {"p": 3})
+    feed(breakers, [Outcome.TIMEOUT] * 4)
+    assert breakers.record("m2", "p", Outcome.TIMEOUT) is True
+    assert breakers.blocked() == (frozenset(), {"p"})
+    assert breakers.views()[-1].reason == "5 consecutive failures"
+
+
+def test_failure_rate_opens_the_provider_on_two_models_in_different_buckets(clock: FakeClock) -> None:
+    breakers = make(clock, {"p": 3}, consecutive_failures=100)
+    feed(breakers, [FAIL] * 6)
+    feed(breakers, [OK] * 4, model="m3")  # 6 of 10 for the provider, all from m1
+    assert breakers.blocked() == NONE
+    clock.now += 50.0  # buckets are 10 s wide
+    feed(breakers, [FAIL], model="m2")
+    assert breakers.blocked() == (frozenset(), {"p"})
+    assert breakers.views()[-1].reason.startswith("failure rate 0.64 >= 0.50")
+
+
+def test_a_failure_out_of_the_window_is_no_evidence(clock: FakeClock) -> None:
+    breakers = make(clock, {"p": 3})
+    feed(breakers, [FAIL])
+    clock.now += SETTINGS.window_s + 10.0  # aged out, and in another bucket's slot than m2's
+    feed(breakers, [FAIL] * 5, model="m2")  # a run of 6 for the provider, but one model in the window
+    assert breakers.blocked() == ({"m2"}, frozenset())
+    feed(breakers, [FAIL], model="m3")
+    assert breakers.blocked() == ({"m2"}, {"p"})
+
+
+def test_a_provider_with_one_catalog_model_opens_as_before(clock: FakeClock) -> None:
+    breakers = make(clock, {"p": 1, "q": 2})
+    feed(breakers, [Outcome.TIMEOUT] * 5)
+    feed(breakers, [Outcome.TIMEOUT] * 5, model="n1", provider="q")
+    assert breakers.blocked() == ({"m1", "n1"}, {"p"})
+
+
+def test_openings_counts_every_opening(clock: FakeClock) -> None:
+    breakers = make(clock, {"p": 1})
+    feed(breakers, [FAIL] * 5)
+    assert [v.openings for v in breakers.views()] == [1, 1]  # model m1, provider p
+    feed(breakers, [FAIL] * 5)  # already open: nothing more opens
+    breakers.record("m1", "p", Outcome.RATE_LIMITED, retry_after_s=60.0)  # extends, does not open
+    assert [v.openings for v in breakers.views()] == [1, 1]
+    clock.now += 60.0
+    breakers.note_routed("m1", "p", "probe-1")
+    breakers.record("m1", "p", FAIL, decision_id="probe-1")  # half-open -> open
+    assert [v.openings for v in breakers.views()] == [2, 2]
+    clock.now += SETTINGS.open_s
+    breakers.note_routed("m1", "p", "probe-2")
+    breakers.record("m1", "p", OK, decision_id="probe-2")  # closes: the count stays
+    assert [v.openings for v in breakers.views()] == [2, 2]
+    breakers.record("m1", "p", Outcome.RATE_LIMITED, retry_after_s=5.0)  # closed -> open, model only
+    assert [v.openings for v in breakers.views()] == [3, 2]
 
 
 def test_rate_limit_while_open_extends_it(clock: FakeClock) -> None:
@@ -319,7 +421,7 @@ def test_note_routed_takes_the_providers_probe_too(clock: FakeClock) -> None:
 
 
 def test_views_sorted_with_reasons_and_version(clock: FakeClock) -> None:
-    breakers = make(clock)
+    breakers = make(clock, {"p": 1})
     assert breakers.version == 0
     breakers.record("m2", "q", OK)
     feed(breakers, [FAIL] * 5)
@@ -338,7 +440,7 @@ def test_views_sorted_with_reasons_and_version(clock: FakeClock) -> None:
         clock.now,
         clock.now + SETTINGS.open_s,
     )
-    assert (m1.consecutive_failures, m1.window_reports, m1.window_failures) == (5, 5, 5)
+    assert (m1.consecutive_failures, m1.window_reports, m1.window_failures, m1.openings) == (5, 5, 5, 1)
     assert views[1].state is BreakerState.CLOSED and views[1].opened_at is None
     clock.now += SETTINGS.open_s
     assert breakers.version == 2  # time alone turned them half-open

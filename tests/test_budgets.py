@@ -1,20 +1,29 @@
-"""Daily budgets with reservations, on a fake clock (and real threads for the race)."""
+"""Daily budgets with reservations, on a fake clock (and real threads for the race); reservations
+restored from the ledger on restart, and limits that follow a config reload."""
 
 from __future__ import annotations
 
 import collections
 import dataclasses
 import datetime as dt
+import logging
 import math
 import random
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
-from orxaq_grpc.config.model import BudgetSettings
+from orxaq_grpc.config.model import BudgetSettings, Config
 from orxaq_grpc.outcomes.budgets import Budgets, BudgetView
-from tests.conftest import FakeClock
+from orxaq_grpc.outcomes.records import Outcome, ReportInput
+from orxaq_grpc.outcomes.tracker import Outcomes
+from orxaq_grpc.routing.live import LiveRouter
+from orxaq_grpc.routing.router import Router
+from orxaq_grpc.routing.types import Decision, RouteRequest, Task
+from orxaq_grpc.store import SqliteStore
+from tests.conftest import FakeClock, set_toml
 
 NOON = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC).timestamp()
 MIDNIGHT = dt.datetime(2026, 3, 11, tzinfo=dt.UTC).timestamp()
@@ -207,3 +216,222 @@ def test_no_budget_anywhere_makes_every_call_a_no_op(clock: FakeClock) -> None:
     budgets.settle("d1", "codex", "openai", 5.0)
     assert budgets.views() == []
     assert Budgets(SETTINGS, clock=clock).any
+
+
+# -- update: limits that follow a reload -------------------------------------------------
+
+NO_BUDGETS = dataclasses.replace(SETTINGS, daily_usd=0.0, lane_daily_usd={}, provider_daily_usd={})
+
+
+def test_update_lowering_the_overall_limit_refuses_at_once_and_raising_it_admits(budgets: Budgets) -> None:
+    budgets.settle("d1", "claude", "anthropic", 3.0)
+    assert budgets.try_reserve("d2", "claude", "anthropic", 2.0) is True
+    budgets.update(dataclasses.replace(SETTINGS, daily_usd=5.0), {})
+    assert budgets.try_reserve("d3", "claude", "anthropic", 0.5) is False  # 3 spent + 2 reserved of 5
+    assert budgets.views()[0] == BudgetView("overall", "", 5.0, 3.0, 2.0, 1.0, warning=True, exhausted=True)
+    budgets.update(dataclasses.replace(SETTINGS, daily_usd=6.0), {})
+    assert budgets.try_reserve("d3", "claude", "anthropic", 0.5) is True
+    assert budgets.headroom("claude") == (0.5, {"openai": 3.0})
+
+
+def test_a_lane_budget_added_by_update_counts_todays_spend_and_the_lanes_open_reservations(
+    budgets: Budgets,
+) -> None:
+    budgets.settle("d1", "claude", "anthropic", 1.0)  # no claude budget yet: only overall counts it
+    budgets.reserve("d2", "claude", "anthropic", 0.75)
+    budgets.reserve("d3", "codex", "anthropic", 0.5)  # another lane's: not the new budget's
+    spent_today = {("overall", ""): 99.0, ("lane", "claude"): 1.0, ("lane", "codex"): 42.0}
+    budgets.update(dataclasses.replace(SETTINGS, lane_daily_usd={"codex": 4.0, "claude": 2.0}), spent_today)
+    overall, claude, codex = budgets.views()[:3]
+    assert (overall.spent_usd, overall.reserved_usd) == (1.0, 1.25)  # overall stayed: keeps its own spend
+    assert (claude.name, claude.spent_usd, claude.reserved_usd) == ("claude", 1.0, 0.75)
+    assert (codex.name, codex.spent_usd, codex.reserved_usd) == ("codex", 0.0, 0.5)  # stayed too
+    assert budgets.headroom("claude") == (0.25, {"openai": 3.0})
+    assert budgets.try_reserve("d4", "claude", "anthropic", 0.5) is False
+    budgets.settle("d2", "claude", "anthropic", 0.5)  # the reservation was booked into the new scope
+    assert budgets.headroom("claude") == (0.5, {"openai": 3.0})
+
+
+def test_reservations_survive_an_update_and_still_settle_and_expire(
+    budgets: Budgets, clock: FakeClock
+) -> None:
+    budgets.reserve("d1", "codex", "openai", 1.0)
+    clock.now += 300.0
+    budgets.reserve("d2", "codex", "openai", 0.5)
+    budgets.update(dataclasses.replace(SETTINGS, daily_usd=20.0, provider_daily_usd={"openai": 2.0}), {})
+    assert [(v.name, v.reserved_usd) for v in budgets.views()] == [("", 1.5), ("codex", 1.5), ("openai", 1.5)]
+    budgets.settle("d2", "codex", "openai", 0.25)
+    assert budgets.headroom("codex") == (2.75, {"openai": 0.75})  # 1.0 still reserved
+    budgets.update(dataclasses.replace(SETTINGS, reservation_ttl_s=200.0), {})  # the TTL follows too
+    assert [v.reserved_usd for v in budgets.views()] == [0.0, 0.0, 0.0]  # d1 is 300 s old
+
+
+def test_a_first_budget_added_by_update_starts_from_todays_spend(clock: FakeClock) -> None:
+    budgets = Budgets(NO_BUDGETS, clock)
+    assert budgets.try_reserve("d1", "codex", "openai", 5.0)  # not tracked: no budget anywhere
+    budgets.update(dataclasses.replace(NO_BUDGETS, daily_usd=4.0), {("overall", ""): 3.0})
+    assert budgets.any
+    assert budgets.views() == [BudgetView("overall", "", 4.0, 3.0, 0.0, 0.75, warning=False, exhausted=False)]
+    assert budgets.try_reserve("d2", "codex", "openai", 1.5) is False
+    budgets.update(NO_BUDGETS, {})
+    assert not budgets.any
+    assert budgets.views() == []
+    assert budgets.headroom("codex") == (math.inf, {})
+
+
+def test_update_logs_one_warning_per_changed_limit(
+    budgets: Budgets, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="orxaq_grpc.outcomes.budgets"):
+        budgets.update(
+            dataclasses.replace(SETTINGS, warn_at=0.5, reservation_ttl_s=60.0), {}, "config a -> b"
+        )
+        assert caplog.records == []  # no limit changed
+        changed = dataclasses.replace(
+            SETTINGS, daily_usd=2.0, lane_daily_usd={"codex": 4.0, "claude": 1.5}, provider_daily_usd={}
+        )
+        budgets.update(changed, {}, "config a1b2 -> c3d4")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "budget overall: daily limit $10.00 -> $2.00 (config a1b2 -> c3d4)"),
+        (logging.WARNING, "budget lane claude: daily limit none -> $1.50 (config a1b2 -> c3d4)"),
+        (logging.WARNING, "budget provider openai: daily limit $3.00 -> none (config a1b2 -> c3d4)"),
+    ]
+
+
+def test_reserve_at_an_earlier_time_expires_the_ttl_after_it(budgets: Budgets, clock: FakeClock) -> None:
+    budgets.reserve("d1", "codex", "openai", 1.0, at=NOON - 500.0)
+    assert budgets.headroom("codex") == (3.0, {"openai": 2.0})
+    clock.now = NOON + 100.0  # 600 s after the reservation's own time
+    assert budgets.headroom("codex") == (4.0, {"openai": 3.0})
+
+
+# -- restarts and reloads through Outcomes ------------------------------------------------
+
+
+def with_budgets(config: Config, **fields: object) -> Config:
+    budgets = dataclasses.replace(config.policy.budgets, **fields)
+    return dataclasses.replace(config, policy=dataclasses.replace(config.policy, budgets=budgets))
+
+
+def route(live: LiveRouter, outcomes: Outcomes, output_tokens: int = 500) -> Decision:
+    task = Task(title="Review the payment flow", input_tokens=2_000, output_tokens=output_tokens)
+    decision = live.current.route(RouteRequest(lane="claude", task=task), guards=outcomes)
+    outcomes.record_decision(decision)
+    assert decision.model and decision.estimated_cost_usd > 0
+    return decision
+
+
+def report(outcomes: Outcomes, decision: Decision, cost_usd: float) -> None:
+    record = outcomes.prepare_report(
+        ReportInput(
+            decision_id=decision.decision_id,
+            lane=decision.lane,
+            provider=decision.provider,
+            model=decision.model,
+            input_tokens=decision.input_tokens,
+            output_tokens=decision.output_tokens,
+            latency_s=1.0,
+            outcome=Outcome.SUCCESS,
+            retry_after_s=0.0,
+            validation_passed=True,
+            first_time_pass=True,
+            cost_usd=cost_usd,
+        )
+    )
+    assert outcomes.write_report(record).result(timeout=30)
+    outcomes.apply_report(record)
+
+
+def overall(outcomes: Outcomes) -> BudgetView:
+    return next(b for b in outcomes.budgets.views() if b.scope == "overall")
+
+
+def test_open_reservations_survive_a_restart(
+    shipped_config: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = with_budgets(shipped_config, daily_usd=100.0, reservation_ttl_s=3600.0)
+    clock = FakeClock(NOON)
+    live = LiveRouter(Router(config))
+    with SqliteStore(tmp_path, 31, clock=clock) as store:
+        outcomes = Outcomes(live, store, clock)
+        stale = route(live, outcomes)  # older than the TTL at the restart: not restored
+        clock.now = NOON + 3000.0
+        reported = route(live, outcomes)
+        first = route(live, outcomes, output_tokens=600)
+        second = route(live, outcomes, output_tokens=700)
+        report(outcomes, reported, 0.01)
+        before = overall(outcomes)
+    assert before.reserved_usd == pytest.approx(
+        stale.estimated_cost_usd + first.estimated_cost_usd + second.estimated_cost_usd
+    )
+
+    clock.now = NOON + 3700.0  # restarted: the stale decision is 3700 s old
+    live = LiveRouter(Router(config))
+    with SqliteStore(tmp_path, 31, clock=clock) as store:
+        outcomes = Outcomes(live, store, clock)
+        with caplog.at_level(logging.INFO, logger="orxaq_grpc.outcomes.tracker"):
+            assert outcomes.rebuild() == (4, 1)
+        expected = first.estimated_cost_usd + second.estimated_cost_usd
+        after = overall(outcomes)
+        assert after.spent_usd == pytest.approx(0.01)
+        assert after.reserved_usd == pytest.approx(expected)
+        assert f"restored 2 open reservations from the ledger, ${expected:.4f} in all" in caplog.text
+
+        report(outcomes, first, 0.02)  # its report settles the restored reservation
+        after = overall(outcomes)
+        assert after.spent_usd == pytest.approx(0.03)
+        assert after.reserved_usd == pytest.approx(second.estimated_cost_usd)
+
+        clock.now = NOON + 3000.0 + 3600.0  # the TTL after the decision, not after the restart
+        assert overall(outcomes).reserved_usd == 0.0
+
+
+def test_a_reloaded_budget_limit_applies_to_the_next_reservation(
+    config_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = LiveRouter.from_directory(config_dir)
+    assert live.current.config.policy.budgets.daily_usd == 0
+    with SqliteStore(tmp_path / "data", 31) as store:
+        outcomes = Outcomes(live, store)
+        report(outcomes, route(live, outcomes), 0.25)  # settled while no budget was configured
+        open_decision = route(live, outcomes)  # not tracked: no budget anywhere
+        set_toml(config_dir / "policy.toml", "budgets", "daily_usd", "1.0")
+        before = live.current.config.version
+        with caplog.at_level(logging.INFO):
+            assert live.reload()
+        after = live.current.config.version
+        view = overall(outcomes)
+        assert (view.limit_usd, view.spent_usd, view.reserved_usd) == (1.0, pytest.approx(0.25), 0.0)
+        assert not outcomes.try_reserve("big", "claude", "anthropic", 0.8)
+        assert outcomes.try_reserve("small", "claude", "anthropic", 0.7)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings == [f"budget overall: daily limit none -> $1.00 (config {before} -> {after})"]
+        assert open_decision.decision_id not in {"big", "small"}
+
+        caplog.clear()
+        set_toml(config_dir / "policy.toml", "budgets", "daily_usd", "0.5")
+        with caplog.at_level(logging.INFO):
+            assert live.reload()
+        assert not outcomes.try_reserve("tiny", "claude", "anthropic", 0.01)  # 0.25 + 0.7 of 0.5
+        assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+            f"budget overall: daily limit $1.00 -> $0.50 (config {after} -> {live.current.config.version})"
+        ]
+
+
+def test_a_failing_reload_listener_is_logged_and_the_reload_stands(
+    config_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = LiveRouter.from_directory(config_dir)
+    heard: list[str] = []
+
+    def broken(config: Config) -> None:
+        raise RuntimeError("boom")
+
+    live.on_reload(broken)
+    live.on_reload(lambda config: heard.append(config.version))
+    set_toml(config_dir / "policy.toml", "budgets", "daily_usd", "3.0")
+    with caplog.at_level(logging.ERROR, logger="orxaq_grpc.routing.live"):
+        assert live.reload()
+    assert heard == [live.current.config.version]
+    assert live.current.config.policy.budgets.daily_usd == 3.0
+    assert "a config reload listener failed" in caplog.text

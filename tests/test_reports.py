@@ -209,11 +209,13 @@ def test_all_candidates_unhealthy_falls_back_to_a_healthy_static_model(serve: Se
 def test_budgets_filter_expensive_models_then_run_out(serve: Served, config_dir: Path) -> None:
     edit(config_dir, "daily_usd = 0", "daily_usd = 0.05")
     client = serve()
-    decisions = [route(client, lane="claude", explain=True) for _ in range(12)]
-    reasons = [d.fallback_reason for d in decisions]
-    assert pb.FALLBACK_REASON_BUDGET_EXHAUSTED in reasons
-    scored = [d for d in decisions if d.strategy == pb.STRATEGY_SCORED]
-    assert sum(d.estimated_cost_usd for d in scored) <= 0.05 + 1e-9
+    decisions: list[pb.RouteDecision] = []
+    with pytest.raises(CallFailed) as refused:  # claude's lane has no zero-cost model to fall to
+        for _ in range(40):
+            decisions.append(route(client, lane="claude", explain=True))
+    assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert len(decisions) >= 2
+    assert sum(d.estimated_cost_usd for d in decisions) <= 0.05 + 1e-9  # static answers fit too
     budget_filtered = {f.model for d in decisions for f in d.filtered if f.filter == pb.FILTER_BUDGET}
     assert budget_filtered  # expensive models went first
     overall = next(b for b in client.health().budgets if b.scope == "overall")

@@ -448,19 +448,15 @@ class FixedGuards:
         self.reserved.append(decision_id)
         return usd <= self.lane_headroom
 
-    def reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> None:
-        self.reserved.append(decision_id)
-
 
 @pytest.mark.parametrize(
     ("headroom", "reason"),
     [
         (math.inf, FallbackReason.ALL_CANDIDATES_UNHEALTHY),  # waiting out the circuits helps
         (10.0, FallbackReason.ALL_CANDIDATES_UNHEALTHY),  # ... and the budget could pay
-        (0.0, FallbackReason.BUDGET_EXHAUSTED),  # healthy again, still nothing would fit
     ],
 )
-def test_every_circuit_open_is_unhealthy_unless_the_budget_rules_them_out_anyway(
+def test_every_circuit_open_is_unhealthy_while_the_budget_could_pay(
     shipped_config: Config, make_router: MakeRouter, headroom: float, reason: FallbackReason
 ) -> None:
     claude = frozenset(shipped_config.lanes["claude"].allowed_models)
@@ -471,10 +467,41 @@ def test_every_circuit_open_is_unhealthy_unless_the_budget_rules_them_out_anyway
     assert (decision.strategy, decision.fallback_reason) == (Strategy.STATIC_FALLBACK, reason)
     assert guards.reserved == [decision.decision_id]  # the static answer is reserved too
 
-    if reason == FallbackReason.BUDGET_EXHAUSTED:
-        refuse = dataclasses.replace(shipped_config.policy.budgets, on_exhausted="error")
-        config = dataclasses.replace(
-            shipped_config, policy=dataclasses.replace(shipped_config.policy, budgets=refuse)
+
+def with_budget_policy(config: Config, on_exhausted: str) -> Config:
+    budgets = dataclasses.replace(config.policy.budgets, on_exhausted=on_exhausted)
+    return dataclasses.replace(config, policy=dataclasses.replace(config.policy, budgets=budgets))
+
+
+@pytest.mark.parametrize("on_exhausted", ["static_fallback", "error"])
+def test_a_static_answer_that_does_not_fit_the_budget_is_refused(
+    shipped_config: Config, make_router: MakeRouter, on_exhausted: str
+) -> None:
+    """Claude's lane has no zero-cost model: with nothing affordable, both policies refuse."""
+    claude = frozenset(shipped_config.lanes["claude"].allowed_models)
+    router = make_router(with_budget_policy(shipped_config, on_exhausted))
+    with pytest.raises(BudgetExhausted):
+        router.route(RouteRequest(lane="claude", task=Task(title="x")), guards=FixedGuards(claude, 0.0))
+
+
+def test_with_no_budget_left_a_lane_falls_to_its_zero_cost_models(
+    shipped_config: Config, make_router: MakeRouter
+) -> None:
+    """No budget left: scoring still finds the codex lane's local models, and in stop-loss the
+    static chain skips the paid pin for the first local model it lists; nothing is refused."""
+    lane = shipped_config.lanes["codex"]
+    prices = {m.id: m.input_usd_per_mtok + m.output_usd_per_mtok for m in shipped_config.models}
+    first_free = next(name for name in lane.allowed_models if prices[name] == 0)
+    request = RouteRequest(lane="codex", task=Task(title="x"))
+    for on_exhausted in ("static_fallback", "error"):
+        router = make_router(with_budget_policy(shipped_config, on_exhausted))
+        scored = router.route(request, guards=FixedGuards(frozenset(), 0.0))
+        assert scored.strategy == Strategy.SCORED and prices[scored.model] == 0
+
+        pinned = router.route(request, guards=FixedGuards(frozenset(), 0.0, stop_loss=True))
+        assert (pinned.strategy, pinned.fallback_reason) == (
+            Strategy.STATIC_FALLBACK,
+            FallbackReason.STOP_LOSS_STATIC,
         )
-        with pytest.raises(BudgetExhausted):
-            make_router(config).route(RouteRequest(lane="claude", task=Task(title="x")), guards=guards)
+        assert pinned.model == first_free != lane.static_fallback
+        assert pinned.estimated_cost_usd == 0.0

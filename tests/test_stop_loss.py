@@ -401,7 +401,9 @@ def assert_rolled_back(client: RoutingClient, trigger: str) -> None:
     assert decision.strategy == pb.STRATEGY_STATIC_FALLBACK
     assert decision.fallback_reason == pb.FALLBACK_REASON_STOP_LOSS_STATIC
     assert not decision.fallback_disruptive
-    assert decision.model == "gpt-6.1-sol"  # codex's static pin
+    # codex's static pin; with the budget spent, the first model of its chain that still fits: a local one
+    assert decision.model == ("gpt-oss-120b" if trigger == "daily_spend" else "gpt-6.1-sol")
+    assert trigger != "daily_spend" or decision.estimated_cost_usd == 0.0
     assert "stop loss static" in decision.rationale
     frozen = grow(client)
     assert frozen.action == pb.SCALE_ACTION_SCALE_DOWN  # 3 agents, baseline 2

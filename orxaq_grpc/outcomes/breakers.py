@@ -1,9 +1,13 @@
 """Circuit breakers per model and per provider, fed by the lanes' outcome reports.
 
-A circuit opens on a run of availability failures, on a high failure share over a sliding window, or
-at once on a rate limit that says when to retry. After `open_s` it turns half-open and lets a few
-decisions through as probes; the first report of a probe then closes or re-opens it. Reports of tasks
-routed before (still in flight when it opened) are counted but decide nothing. Plain Python, thread-safe.
+A circuit opens on a run of availability failures or on a high failure share over a sliding window.
+Faults are answered in proportion: a rate limit that says when to retry opens only its model's circuit,
+at once and for exactly that long; rate limits never count for a provider (they say nothing about its
+availability); and a provider's circuit opens only when its window holds failures of at least
+min(2, its catalog models) distinct models, so one sick model cannot take its siblings down with it.
+After `open_s` (or the retry-after) a circuit turns half-open and lets a few decisions through as probes;
+the first report of a probe then closes or re-opens it. Reports of tasks routed before (still in flight
+when it opened) are counted but decide nothing. Plain Python, thread-safe.
 """
 
 from __future__ import annotations
@@ -13,13 +17,17 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from orxaq_grpc.config.model import BreakerSettings
 from orxaq_grpc.outcomes.records import Outcome
 
 WINDOW_BUCKETS = 30  # the failure-rate window is kept as this many time buckets: memory stays flat
+# A provider's circuit needs failures of this many distinct models (fewer if the catalog has fewer).
+PROVIDER_EVIDENCE_MODELS = 2
+_SEVERAL = object()  # a bucket's failures came from two or more distinct models
 
 
 class BreakerState(enum.Enum):
@@ -41,24 +49,33 @@ class BreakerView:
     consecutive_failures: int
     window_reports: int
     window_failures: int
+    openings: int  # how many times it opened, from closed or from half-open
 
 
 class _Window:
-    """Reports and failures over the last window_s, in fixed time buckets (a ring, reused in place)."""
+    """Reports and failures over the last window_s, in fixed time buckets (a ring, reused in place).
+
+    Each bucket also keeps which model its failures came from: None, the one model, or _SEVERAL. That
+    answers "at least PROVIDER_EVIDENCE_MODELS (2) distinct failing models?" exactly, in one slot."""
 
     def __init__(self, window_s: float) -> None:
         self._width = window_s / WINDOW_BUCKETS
         self._ids = [-1] * WINDOW_BUCKETS  # which time bucket each slot holds
         self._reports = [0] * WINDOW_BUCKETS
         self._failures = [0] * WINDOW_BUCKETS
+        self._failing: list[object] = [None] * WINDOW_BUCKETS
 
-    def add(self, now: float, failed: bool) -> None:
+    def add(self, now: float, failed: bool, model: str | None = None) -> None:
         bucket = math.floor(now / self._width)
         slot = bucket % WINDOW_BUCKETS
         if self._ids[slot] != bucket:
             self._ids[slot], self._reports[slot], self._failures[slot] = bucket, 0, 0
+            self._failing[slot] = None
         self._reports[slot] += 1
         self._failures[slot] += failed
+        if failed and model is not None:
+            seen = self._failing[slot]
+            self._failing[slot] = model if seen is None or seen == model else _SEVERAL
 
     def counts(self, now: float) -> tuple[int, int]:
         """(reports, failures) in the buckets still inside the window."""
@@ -69,6 +86,18 @@ class _Window:
                 reports += in_bucket
                 failures += failed
         return reports, failures
+
+    def failing_models(self, now: float) -> int:
+        """Distinct models whose failures are inside the window, counted up to 2."""
+        oldest = math.floor(now / self._width) - WINDOW_BUCKETS + 1
+        first: object = None
+        for bucket, failing in zip(self._ids, self._failing, strict=True):
+            if bucket < oldest or failing is None:
+                continue
+            if failing is _SEVERAL or (first is not None and failing != first):
+                return 2
+            first = failing
+        return 0 if first is None else 1
 
     def clear(self) -> None:
         self._ids = [-1] * WINDOW_BUCKETS
@@ -81,8 +110,11 @@ def _rate_limit_reason(retry_after_s: float) -> str:
 class _Circuit:
     """One breaker. Not locked: Breakers holds its lock around every call."""
 
-    def __init__(self, scope: str, name: str, settings: BreakerSettings) -> None:
+    def __init__(self, scope: str, name: str, settings: BreakerSettings, evidence_models: int = 1) -> None:
+        """`evidence_models`: how many distinct failing models its window needs before failures may
+        open it (1 for a model's circuit, which needs no such evidence)."""
         self.scope, self.name, self._settings = scope, name, settings
+        self._evidence_models = evidence_models
         self.state = BreakerState.CLOSED
         self.reason = ""
         self.opened_at: float | None = None
@@ -94,6 +126,7 @@ class _Circuit:
         # lost probe's replacement pushes out the oldest id.
         self.probes: deque[str] = deque(maxlen=settings.half_open_probes)
         self.consecutive_failures = 0
+        self.openings = 0
         self.window = _Window(settings.window_s)
 
     @property
@@ -103,9 +136,11 @@ class _Circuit:
             self.state is BreakerState.HALF_OPEN and self.probes_left == 0
         )
 
-    def record(self, now: float, failed: bool, retry_after_s: float, decision_id: str) -> bool:
-        """Counts one success or failure; True if the state changed."""
-        self.window.add(now, failed)
+    def record(
+        self, now: float, failed: bool, retry_after_s: float, decision_id: str, model: str | None = None
+    ) -> bool:
+        """Counts one success or failure (of `model`, for a provider's circuit); True if the state changed."""
+        self.window.add(now, failed, model)
         self.consecutive_failures = self.consecutive_failures + 1 if failed else 0
         if self.state is BreakerState.HALF_OPEN and decision_id and decision_id in self.probes:
             return self._settle_probe(now, failed, retry_after_s)
@@ -133,21 +168,28 @@ class _Circuit:
         if retry_after_s > 0:
             return _rate_limit_reason(retry_after_s)
         if self.consecutive_failures >= self._settings.consecutive_failures:
-            return f"{self.consecutive_failures} consecutive failures"
-        reports, failures = self.window.counts(now)
-        share = failures / reports
-        if reports >= self._settings.min_reports and share >= self._settings.failure_rate:
-            return (
+            reason = f"{self.consecutive_failures} consecutive failures"
+        else:
+            reports, failures = self.window.counts(now)
+            share = failures / reports
+            if reports < self._settings.min_reports or share < self._settings.failure_rate:
+                return ""
+            reason = (
                 f"failure rate {share:.2f} >= {self._settings.failure_rate:.2f} "
                 f"over {self._settings.window_s:g} s ({reports} reports)"
             )
-        return ""
+        # A provider is only judged on evidence across it: one model failing is that model's problem.
+        if self._evidence_models > 1 and self.window.failing_models(now) < self._evidence_models:
+            return ""
+        return reason
 
     def _open(self, now: float, reason: str, retry_after_s: float) -> None:
+        """Open for open_s, or for exactly the retry-after a rate limit gave: the provider said when."""
         self.state, self.reason, self.opened_at = BreakerState.OPEN, reason, now
-        self.reopens_at = now + max(self._settings.open_s, retry_after_s)
+        self.reopens_at = now + (retry_after_s if retry_after_s > 0 else self._settings.open_s)
         self.probes_left = 0
         self.probes.clear()
+        self.openings += 1
 
     def _extend(self, now: float, retry_after_s: float) -> None:
         """A rate limit while open or half-open: no (new) probe until its retry-after has passed."""
@@ -199,6 +241,7 @@ class _Circuit:
             consecutive_failures=self.consecutive_failures,
             window_reports=reports,
             window_failures=failures,
+            openings=self.openings,
         )
 
 
@@ -209,9 +252,17 @@ class Breakers:
     something, or the clock reaches the next time a circuit unblocks by itself.
     """
 
-    def __init__(self, settings: BreakerSettings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: BreakerSettings,
+        clock: Callable[[], float] = time.monotonic,
+        provider_models: Mapping[str, int] = MappingProxyType({}),
+    ) -> None:
+        """`provider_models`: how many catalog models each provider has; a provider not in it counts
+        as having several."""
         self._settings = settings
         self._clock = clock
+        self._provider_models = dict(provider_models)
         self._lock = threading.Lock()
         self._circuits: dict[tuple[str, str], _Circuit] = {}
         self._tripped: set[_Circuit] = set()  # not closed: the only ones time or probes can change
@@ -230,25 +281,34 @@ class Breakers:
         """Feeds one report to the model's and the provider's breaker; True if either changed state.
 
         Bad output and unspecified outcomes say nothing about availability, so they neither fail
-        nor heal a circuit. A rate limit's retry-after opens only the model's circuit (providers limit
-        each model on its own); for the provider it is one more failure. A half-open circuit is decided
-        only by the report of one of its probes (`decision_id` as passed to `note_routed`); any other
-        report is counted but neither closes nor re-opens it (a retry-after may still delay the next probe).
+        nor heal a circuit. A rate limit with a retry-after opens the model's circuit for exactly that
+        long; without one it is an ordinary failure of the model. Rate limits never reach the provider's
+        circuit (providers limit each model on its own), and failures open a provider's circuit only once
+        its window holds failures of min(2, its catalog models) distinct models. A half-open circuit is
+        decided only by the report of one of its probes (`decision_id` as passed to `note_routed`); any
+        other report is counted but neither closes nor re-opens it (a retry-after may still delay the
+        next probe).
         """
         if outcome is not Outcome.SUCCESS and not outcome.is_availability_failure:
             return False
         failed = outcome.is_availability_failure
-        retry_after_s = retry_after_s if outcome is Outcome.RATE_LIMITED else 0.0
+        rate_limited = outcome is Outcome.RATE_LIMITED
+        retry_after_s = retry_after_s if rate_limited else 0.0
         with self._lock:
             now = self._advance()
-            pair = (self._circuit("model", model), self._circuit("provider", provider))
-            was_open = any(c in self._tripped for c in pair)
-            changed = pair[0].record(now, failed, retry_after_s, decision_id)
-            changed |= pair[1].record(now, failed, 0.0, decision_id)
+            model_circuit = self._circuit("model", model)
+            circuits = (
+                [model_circuit] if rate_limited else [model_circuit, self._circuit("provider", provider)]
+            )
+            was_open = any(c in self._tripped for c in circuits)
+            changed = model_circuit.record(now, failed, retry_after_s, decision_id)
+            if not rate_limited:
+                # The model circuit's own name string: the window keeps a reference, never a copy.
+                changed |= circuits[1].record(now, failed, 0.0, decision_id, model_circuit.name)
             self._version += changed
             if changed or was_open:  # an open circuit's reopening time may have moved
-                self._tripped.update(c for c in pair if c.state is not BreakerState.CLOSED)
-                self._tripped.difference_update(c for c in pair if c.state is BreakerState.CLOSED)
+                self._tripped.update(c for c in circuits if c.state is not BreakerState.CLOSED)
+                self._tripped.difference_update(c for c in circuits if c.state is BreakerState.CLOSED)
                 self._refresh()
             return changed
 
@@ -286,7 +346,11 @@ class Breakers:
     def _circuit(self, scope: str, name: str) -> _Circuit:
         circuit = self._circuits.get((scope, name))
         if circuit is None:
-            circuit = self._circuits[(scope, name)] = _Circuit(scope, name, self._settings)
+            evidence = 1
+            if scope == "provider":
+                catalog = self._provider_models.get(name, PROVIDER_EVIDENCE_MODELS)
+                evidence = max(1, min(PROVIDER_EVIDENCE_MODELS, catalog))
+            circuit = self._circuits[(scope, name)] = _Circuit(scope, name, self._settings, evidence)
         return circuit
 
     def _advance(self) -> float:

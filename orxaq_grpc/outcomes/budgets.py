@@ -2,21 +2,27 @@
 
 Route reserves a decision's estimated cost, the lane's Report settles it with the actual cost, and
 reservations never reported expire after `reservation_ttl_s`. `try_reserve` checks and books under one
-lock, so concurrent Routes cannot together overrun a budget. Plain Python, thread-safe.
+lock, so concurrent Routes cannot together overrun a budget. `update` applies reloaded settings at once;
+`reserve(..., at=)` restores a reservation from the ledger on start. Plain Python, thread-safe.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from orxaq_grpc.config.model import BudgetSettings
 
 DAY_S = 86400
 SLACK_USD = 1e-9  # float sums drift; an exact fit must still fit
+
+log = logging.getLogger(__name__)
+
+ScopeKey = tuple[str, str]  # (kind, name): ("overall", ""), ("lane", "codex"), ("provider", "openai")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,19 +83,59 @@ class _Scope:
 
 
 class Budgets:
-    """Every configured budget, behind one lock. Scopes without a budget are not tracked at all."""
+    """Every configured budget, behind one lock. With no budget anywhere nothing is tracked at all."""
 
     def __init__(self, settings: BudgetSettings, clock: Callable[[], float] = time.time) -> None:
-        self._settings = settings
         self._clock = clock
         self._lock = threading.Lock()
+        self._reservations: dict[str, _Reservation] = {}  # insertion order is (nearly) age order
+        self._day = _day_of(clock())
+        self._configure(settings)
+
+    def _configure(self, settings: BudgetSettings) -> None:
+        self._settings = settings
         self._overall = _Scope("overall", "", settings.daily_usd) if settings.daily_usd > 0 else None
         self._lanes = _scopes("lane", settings.lane_daily_usd)
         self._providers = _scopes("provider", settings.provider_daily_usd)
-        self._reservations: dict[str, _Reservation] = {}  # insertion order is (nearly) age order
-        self._day = _day_of(clock())
         # With no budget anywhere (the default) every call is a no-op: Route pays nothing for them.
+        # Mutable: `update` may add the first budget or remove the last; read unlocked on the fast path.
         self.any = self._overall is not None or bool(self._lanes) or bool(self._providers)
+
+    def update(self, settings: BudgetSettings, spent_today: Mapping[ScopeKey, float], note: str = "") -> None:
+        """Applies reloaded settings at once: limits, reservation_ttl_s and warn_at (on_exhausted is
+        the router's, which follows the reload itself).
+
+        The scopes are rebuilt from `settings` (0 means no budget). A scope that stays keeps its
+        settled spend; a new one starts from `spent_today[(kind, name)]`, today's settled spend for it
+        from the economics book. Every open reservation is booked again into the new scopes, so a
+        lowered limit refuses the next `try_reserve`. One WARNING line per changed limit, with `note`
+        (e.g. "config a1b2 -> c3d4") appended; nothing when no limit changed.
+
+        Caveats: reservations made while no budget at all was configured were not tracked, so they
+        cannot count against a budget added later (today's settled spend does). A report settled
+        while this runs may count twice against a scope that is new (conservative, and rare).
+        """
+        with self._lock:
+            now = self._clock()
+            self._sync(now)
+            before = {(s.kind, s.name): s for s in self._all_scopes()}
+            reservations, self._reservations = self._reservations, {}
+            self._configure(settings)
+            for scope in self._all_scopes():
+                previous = before.get((scope.kind, scope.name))
+                scope.spent = previous.spent if previous else spent_today.get((scope.kind, scope.name), 0.0)
+            if self.any:  # with no budget left, nothing settles them: keeping them would only go stale
+                for decision_id, reservation in reservations.items():
+                    self._book(decision_id, reservation)
+                self._expire(now)
+            after = {(s.kind, s.name): s.limit for s in self._all_scopes()}
+        suffix = f" ({note})" if note else ""
+        for kind, name in sorted(before.keys() | after.keys(), key=_scope_order):
+            old = before[kind, name].limit if (kind, name) in before else 0.0
+            new = after.get((kind, name), 0.0)
+            if old != new:
+                scope = f"{kind} {name}".strip()
+                log.warning("budget %s: daily limit %s -> %s%s", scope, _usd(old), _usd(new), suffix)
 
     def headroom(self, lane: str) -> tuple[float, dict[str, float]]:
         """What this lane may still spend: min(overall, lane) remaining, and each budgeted provider's."""
@@ -119,15 +165,21 @@ class Budgets:
                 self._book(decision_id, earlier)
             return False
 
-    def reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> None:
-        """Reserves usd even past a budget: a static fallback the lane may still run."""
+    def reserve(
+        self, decision_id: str, lane: str, provider: str, usd: float, at: float | None = None
+    ) -> None:
+        """Reserves usd even past a budget: a static fallback the lane may still run.
+
+        `at` (default now) is when it was reserved: one restored from the ledger on start passes its
+        decision's time, so it still expires reservation_ttl_s after the decision, not the restart.
+        """
         if not self.any:
             return
         with self._lock:
             now = self._clock()
             self._sync(now)
             self._unbook(decision_id)
-            self._book(decision_id, _Reservation(lane, provider, usd, now))
+            self._book(decision_id, _Reservation(lane, provider, usd, now if at is None else at))
 
     def settle(
         self, decision_id: str, lane: str, provider: str, actual_usd: float, at: float | None = None
@@ -183,11 +235,12 @@ class Budgets:
         return expired
 
     def _book(self, decision_id: str, reservation: _Reservation) -> None:
-        """Books against every budget that applies; with none, there is nothing to keep."""
-        scopes = list(self._applicable(reservation.lane, reservation.provider))
-        if scopes:
-            self._reservations[decision_id] = reservation
-        for scope in scopes:
+        """Books against every budget that applies. Kept even when none does (while any budget is
+        configured), so a budget that `update` adds for its lane or provider counts it too."""
+        if not self.any:  # `update` removed the last budget since the caller looked
+            return
+        self._reservations[decision_id] = reservation
+        for scope in self._applicable(reservation.lane, reservation.provider):
             scope.book(reservation.usd)
 
     def _unbook(self, decision_id: str) -> _Reservation | None:
@@ -218,6 +271,17 @@ class Budgets:
 def _scopes(kind: str, limits: dict[str, float]) -> dict[str, _Scope]:
     """A scope per name with a positive limit; 0 means no budget."""
     return {name: _Scope(kind, name, limit) for name, limit in limits.items() if limit > 0}
+
+
+def _scope_order(key: ScopeKey) -> tuple[int, str]:
+    """Overall, then lanes, then providers, by name: the order of `views`."""
+    return ("overall", "lane", "provider").index(key[0]), key[1]
+
+
+def _usd(limit: float) -> str:
+    if limit <= 0:
+        return "none"
+    return f"${limit:,.2f}" if round(limit, 2) == limit else f"${limit:,.6g}"
 
 
 def _day_of(unix_s: float) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
 
@@ -69,18 +69,45 @@ class Outcomes:
     """Implements the router's Guards (breakers, budgets, stop-loss, calibration) and owns the
     economics and the guardrails that read them."""
 
-    def __init__(self, live: LiveRouter, store: Store, clock: Callable[[], float] = time.time) -> None:
-        """Breaker and budget settings are read once, here: changing them takes a restart.
-        Prices, lanes and detection thresholds follow config reloads."""
+    def __init__(
+        self,
+        live: LiveRouter,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`clock` is wall time (days, windows, the ledger), `monotonic` the breakers' time; the fleet
+        simulator passes its own simulated pair. Breaker settings are read once, here: changing them
+        takes a restart. Prices, lanes, budget limits and detection thresholds follow config reloads."""
         self._live = live
         self.store = store
         self._clock = clock
         self.book = EconomicsBook(clock)
-        self.breakers = Breakers(self.config.policy.breakers)
-        self.budgets = Budgets(self.config.policy.budgets, clock)
+        self.breakers = Breakers(
+            self.config.policy.breakers,
+            monotonic,
+            provider_models={
+                p: sum(m.provider == p for m in self.config.models)
+                for p in {m.provider for m in self.config.models}
+            },
+        )
+        self._budgets_from = self.config  # the config the budget limits were last set from
+        self.budgets = Budgets(self._budgets_from.policy.budgets, clock)
         self.guardrails = Guardrails(lambda: self.config, self.book, self.budgets, store, clock)
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._shown: deque[DecisionRecord] = deque(maxlen=SHOWN_DECISIONS)
+        live.on_reload(self._follow_budgets)
+
+    def _follow_budgets(self, config: Config) -> None:
+        """After a reload: the new budget limits apply at once, a new budget counting today's spend."""
+        now = self._clock()
+        today = self.book.breakdown(now - now % DAY, groups=("lanes", "providers"))
+        spent = {("overall", ""): today.overall.counters.spend_usd}
+        spent |= {("lane", name): f.counters.spend_usd for name, f in today.lanes.items()}
+        spent |= {("provider", name): f.counters.spend_usd for name, f in today.providers.items()}
+        note = f"config {self._budgets_from.version} -> {config.version}"
+        self.budgets.update(config.policy.budgets, spent, note)
+        self._budgets_from = config
 
     @property
     def config(self) -> Config:
@@ -96,9 +123,6 @@ class Outcomes:
 
     def try_reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> bool:
         return self.budgets.try_reserve(decision_id, lane, provider, usd)
-
-    def reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> None:
-        self.budgets.reserve(decision_id, lane, provider, usd)
 
     def stop_loss_active(self) -> bool:
         return self.guardrails.stop_loss.active
@@ -192,25 +216,48 @@ class Outcomes:
             log.info("breakers changed after a %s report for %s", record.outcome.name.lower(), record.model)
 
     def rebuild(self) -> tuple[int, int]:
-        """Replays the ledger's last 31 days into economics and today's spend into budgets, restores
-        the stop-loss state from the journal, and evaluates the triggers on what was replayed.
-        Breakers start closed: a restart is a fresh look at providers."""
+        """Replays the ledger's last 31 days into economics and today's spend into budgets, books
+        again the reservations still open, restores the stop-loss state from the journal, and
+        evaluates the triggers on what was replayed. Breakers start closed: a restart is a fresh look
+        at providers."""
+        now = self._clock()
+        open_after = now - self.config.policy.budgets.reservation_ttl_s
+        # Decisions that reserved, are within the TTL and have no report yet; only those are kept.
+        unreported: dict[str, DecisionRecord] = {}
         decisions = reports = 0
-        for record in self.store.replay(self._clock() - REBUILD_DAYS * DAY):
+        for record in self.store.replay(now - REBUILD_DAYS * DAY):
             if isinstance(record, DecisionRecord):
                 self.book.add_decision(record)
                 self._remember(record.decision_id)  # the newest stay: reports for them need no disk read
                 self._shown.appendleft(record)
                 decisions += 1
+                if record.at > open_after and record.model and record.estimated_cost_usd > 0:
+                    unreported[record.decision_id] = record
             else:
                 self.book.add_report(record)
                 self.budgets.settle(
                     record.decision_id, record.lane, record.provider, record.cost_usd, at=record.at
                 )
+                unreported.pop(record.decision_id, None)  # replay is in time order: after its decision
                 reports += 1
+        self._restore_reservations(unreported.values())
         self.guardrails.restore()
         self.guardrails.check()
         return decisions, reports
+
+    def _restore_reservations(self, decisions: Iterable[DecisionRecord]) -> None:
+        """Books the unreported decisions' estimates again with their own time, so each still
+        expires reservation_ttl_s after its decision: a restart must not free budget in flight."""
+        if not self.budgets.any:
+            return
+        count, total = 0, 0.0
+        for record in decisions:  # in time order, as the reservations expire
+            self.budgets.reserve(
+                record.decision_id, record.lane, record.provider, record.estimated_cost_usd, at=record.at
+            )
+            count += 1
+            total += record.estimated_cost_usd
+        log.info("budgets: restored %d open reservations from the ledger, $%.4f in all", count, total)
 
     # -- views ---------------------------------------------------------------------
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from orxaq_grpc.config.load import ConfigError, load_config
+from orxaq_grpc.config.model import Config
 from orxaq_grpc.routing.router import Router
 
 log = logging.getLogger(__name__)
@@ -19,6 +21,15 @@ class LiveRouter:
     def __init__(self, router: Router) -> None:
         self.current = router
         self._reload_lock = threading.Lock()
+        self._listeners: list[Callable[[Config], None]] = []
+
+    def on_reload(self, callback: Callable[[Config], None]) -> None:
+        """Calls `callback(new_config)` after each successful reload, once the new Router is in
+        place. Callbacks run in the reloading thread, one reload at a time, in registration order;
+        one that raises is logged and neither the reload nor the other callbacks are undone.
+        Held for the LiveRouter's lifetime."""
+        with self._reload_lock:
+            self._listeners.append(callback)
 
     @classmethod
     def from_directory(cls, directory: str | Path) -> LiveRouter:
@@ -39,4 +50,9 @@ class LiveRouter:
             previous = self.current.config.version
             self.current = router
             log.info("config reloaded from %s: version %s -> %s", directory, previous, router.config.version)
+            for callback in self._listeners:
+                try:
+                    callback(router.config)
+                except Exception:
+                    log.exception("a config reload listener failed (%r); the reload stands", callback)
             return True

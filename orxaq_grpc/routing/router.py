@@ -59,9 +59,9 @@ class Guards(Protocol):
         """USD left for the lane (overall and lane budgets) and per budgeted provider."""
         ...
 
-    def try_reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> bool: ...
-
-    def reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> None: ...
+    def try_reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> bool:
+        """Books usd against every budget that applies if it fits them all; False books nothing."""
+        ...
 
 
 class BudgetExhausted(Exception):
@@ -160,12 +160,7 @@ class Router:
             decision_id=self._new_id(),
             guards=guards,
         )
-        decision = self._decide(ctx)
-        if guards is not None and decision.strategy == Strategy.STATIC_FALLBACK:
-            guards.reserve(
-                decision.decision_id, decision.lane, decision.provider, decision.estimated_cost_usd
-            )
-        return decision
+        return self._decide(ctx)
 
     def _decide(self, ctx: _Request) -> Decision:
         if not self.config.policy.routing_enabled:
@@ -405,8 +400,12 @@ class Router:
 
     def _static(self, ctx: _Request, reason: FallbackReason, scores: _Scores | None = None) -> Decision:
         """The deterministic chain: requested model if allowed and healthy (not in stop-loss), the
-        lane's static pin, then the lane's allowed models in their configured order. Healthy is
-        enabled and not behind an open circuit; with none healthy, the pin stands."""
+        lane's static pin, then the lane's allowed models in their configured order. Healthy models
+        (enabled, not behind an open circuit) come first; with none healthy, the first enabled one.
+
+        A budget is a cap in every mode: with guards, the first model of the chain whose estimate
+        fits the budgets left is chosen and reserved (a zero-cost model always fits), and when none
+        fits the Route is refused (BudgetExhausted), whatever `on_exhausted` says."""
         spec = ctx.lane.spec
         catalog = self.catalog
         requested = ctx.request.requested_model
@@ -415,17 +414,21 @@ class Router:
         chain = ([requested] if honoured else []) + [spec.static_fallback]
         chain += spec.allowed_models
         enabled = [name for name in dict.fromkeys(chain) if catalog.models[catalog.index[name]].enabled]
-        usable = enabled
+        healthy = enabled
         if ctx.guards is not None:
             models, providers = ctx.guards.blocked()
-            usable = [
+            healthy = [
                 n
                 for n in enabled
                 if n not in models and catalog.models[catalog.index[n]].provider not in providers
             ]
-            usable = usable or [spec.static_fallback]
-        model = catalog.models[catalog.index[usable[0]]]
+        # Healthy models first; when none the budget can pay for is healthy, one behind a circuit
+        # that it can pay for beats a refusal "until tomorrow" (the circuit reopens in seconds).
+        candidates = healthy + [n for n in enabled if n not in healthy] or [spec.static_fallback]
         estimate = ctx.estimate
+        chosen = self._first_affordable(ctx, candidates)
+        model = catalog.models[catalog.index[candidates[chosen]]]
+        alternatives = [n for n in candidates[chosen + 1 :] if n in healthy]
         return self._decision(
             ctx,
             model,
@@ -434,9 +437,24 @@ class Router:
             cost=expected_cost_usd(model, estimate.input_tokens, estimate.output_tokens),
             latency=expected_latency_s(model, estimate.output_tokens),
             score=0.0,
-            alternatives=usable[1 : 1 + self.config.policy.max_alternatives],
+            alternatives=alternatives[: self.config.policy.max_alternatives],
             scores=scores,
         )
+
+    def _first_affordable(self, ctx: _Request, chain: list[str]) -> int:
+        """The position of the first model in `chain` whose estimate the budgets can still pay for,
+        reserved for this decision; without guards, the first."""
+        guards = ctx.guards
+        if guards is None:
+            return 0
+        estimate = ctx.estimate
+        lane = ctx.lane.spec.id
+        for position, name in enumerate(chain):
+            model = self.catalog.models[self.catalog.index[name]]
+            cost = expected_cost_usd(model, estimate.input_tokens, estimate.output_tokens)
+            if guards.try_reserve(ctx.decision_id, lane, model.provider, cost):
+                return position
+        raise BudgetExhausted(lane, ctx.decision_id, estimate.input_tokens, estimate.output_tokens)
 
     def _decision(
         self,

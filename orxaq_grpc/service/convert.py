@@ -379,6 +379,7 @@ def health_to_proto(
                 consecutive_failures=b.consecutive_failures,
                 window_reports=b.window_reports,
                 window_failures=b.window_failures,
+                openings=b.openings,
             )
             for b in view.breakers
         ],

@@ -14,7 +14,8 @@ import multiprocessing.connection
 import os
 import signal
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,10 @@ async def start_server(
     data_dir: str = "",
     reuse_port: bool = False,
     telemetry: Telemetry | None = None,
+    tick_guardrails: bool = True,
 ) -> RunningServer:
+    """Serves on `address`. `tick_guardrails=False` leaves the stop-loss checks to the caller (the
+    fleet simulator runs them on its simulated clock)."""
     meter = telemetry.meter() if telemetry is not None else None
     metrics = RoutingMetrics(meter, outcomes.health) if meter is not None else None
     tracer = telemetry.tracer if telemetry is not None else None
@@ -103,7 +107,9 @@ async def start_server(
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(address)  # raises RuntimeError when it cannot bind
     await server.start()
-    ticker = asyncio.create_task(_check_guardrails(live, outcomes), name="guardrails")
+    ticker = asyncio.create_task(
+        _check_guardrails(live, outcomes) if tick_guardrails else asyncio.Event().wait(), name="guardrails"
+    )
     return RunningServer(
         server=server, health=health_servicer, handlers=handlers, port=port, guardrails=ticker
     )
@@ -120,10 +126,15 @@ async def _check_guardrails(live: LiveRouter, outcomes: Outcomes) -> None:
             log.exception("evaluating the stop-loss triggers failed; trying again next round")
 
 
-def open_outcomes(live: LiveRouter, data_dir: Path) -> Outcomes:
+def open_outcomes(
+    live: LiveRouter,
+    data_dir: Path,
+    clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Outcomes:
     """The ledger under `data_dir` (created on first start) and economics rebuilt from it."""
-    store = SqliteStore(data_dir, live.current.config.policy.ledger_retention_days)
-    outcomes = Outcomes(live, store)
+    store = SqliteStore(data_dir, live.current.config.policy.ledger_retention_days, clock=clock)
+    outcomes = Outcomes(live, store, clock, monotonic)
     decisions, reports = outcomes.rebuild()
     log.info("ledger %s: rebuilt from %d decisions and %d reports", store.path, decisions, reports)
     return outcomes

@@ -1,0 +1,324 @@
+"""The fleet simulator: simulated lanes drive the real service over gRPC, in simulated time.
+
+A discrete-event loop: task arrivals, model calls finishing, stop-loss checks and the scenario's
+service events sit in one queue ordered by simulated time, and are handled one at a time, each
+gRPC call awaited before the next event. So the same seed gives the same run, and an hour of
+traffic takes as long as its calls do, not an hour.
+
+A lane does what a real one does: Route, call the chosen model, Report what happened; when the
+call fails it Routes again naming the decision's next alternative (a fresh decision, so its cost
+is reserved like any other), up to its attempt limit. A Route refused for budget drops the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from orxaq.routing.v1 import routing_pb2 as pb
+from orxaq_grpc.simulate.kpis import Collector
+from orxaq_grpc.simulate.scenario import (
+    Outage,
+    Reload,
+    Restart,
+    Scenario,
+    SimLane,
+    TaskMix,
+    check_against,
+)
+from orxaq_grpc.simulate.service import SimClock, SimService, write_config
+from orxaq_grpc.simulate.truth import CallResult, Truths
+
+log = logging.getLogger(__name__)
+
+_OUTCOMES = {
+    "success": pb.OUTCOME_SUCCESS,
+    "rate_limited": pb.OUTCOME_RATE_LIMITED,
+    "timeout": pb.OUTCOME_TIMEOUT,
+    "server_error": pb.OUTCOME_SERVER_ERROR,
+}
+RPC_TIMEOUT_S = 30.0  # real seconds: a hung service fails the run rather than hanging it
+Progress = Callable[[float, "Collector"], None]
+
+
+@dataclass
+class _Lane:
+    spec: SimLane
+    rng: random.Random
+    busy: int = 0
+    waiting: deque[_Task] = field(default_factory=deque)
+    serial: itertools.count[int] = field(default_factory=itertools.count)
+
+
+@dataclass
+class _Task:
+    lane: _Lane
+    id: str
+    mix: TaskMix
+    input_tokens: int
+    output_tokens: int
+    difficulty: float | None
+    rng: random.Random
+    tried: list[str] = field(default_factory=list)
+    alternatives: list[str] = field(default_factory=list)
+
+
+class Simulation:
+    def __init__(
+        self,
+        scenario: Scenario,
+        scenario_path: Path,
+        workdir: Path,
+        progress: Progress | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.path = scenario_path
+        self.config_dir = workdir / "config"
+        self.data_dir = workdir / "data"
+        self.clock = SimClock(scenario.start_unix)
+        self._config_source = (scenario_path.parent / scenario.policy.config).resolve()
+        self.config = write_config(
+            self._config_source,
+            self.config_dir,
+            scenario.policy.overrides,
+            scenario_path=scenario_path,
+        )
+        check_against(scenario, self.config, scenario_path)
+        for i, event in enumerate(scenario.events):  # a reload's config is refused now, not mid-run
+            if isinstance(event, Reload):
+                write_config(
+                    self._config_source,
+                    workdir / f"reload-{i}",
+                    scenario.policy.overrides,
+                    event.overrides,
+                    scenario_path=scenario_path,
+                )
+        self.truths = Truths(scenario, self.config)
+        self.kpis = Collector(scenario, self.config.policy.breakers.open_s)
+        self._progress = progress
+        self._queue: list[tuple[float, int, Callable[[], Any]]] = []
+        self._order = itertools.count()
+        self._service: SimService | None = None
+        self._lanes = [
+            _Lane(spec, random.Random(f"{scenario.seed}:lane:{spec.name}")) for spec in scenario.lanes
+        ]
+        self._outages = [i for i, f in enumerate(scenario.faults) if isinstance(f, Outage)]
+
+    # -- the loop ---------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        self._service = await SimService.start(self.config_dir, self.data_dir, self.clock)
+        try:
+            for lane in self._lanes:
+                self._at(lane.rng.expovariate(lane.spec.arrivals_per_min / 60.0), self._arrive, lane)
+            self._at(0.0, self._check)
+            for event in self.scenario.events:
+                self._at(event.at_s, self._service_event, event)
+            while self._queue:
+                t, _, handler = heapq.heappop(self._queue)
+                if t > self.scenario.duration_s:
+                    break
+                self.clock.t = t
+                await handler()
+            self.clock.t = self.scenario.duration_s
+            await self._check()
+            version = self._service.live.current.config.version
+        finally:
+            await self._service.stop()
+        return self.kpis.summary(version, time.perf_counter() - started)
+
+    def _at(self, t: float, handler: Callable[..., Any], *args: Any) -> None:
+        heapq.heappush(self._queue, (t, next(self._order), lambda: handler(*args)))
+
+    @property
+    def service(self) -> SimService:
+        assert self._service is not None
+        return self._service
+
+    # -- lanes ------------------------------------------------------------------------
+
+    async def _arrive(self, lane: _Lane) -> None:
+        now = self.clock.t
+        self._at(now + lane.rng.expovariate(lane.spec.arrivals_per_min / 60.0), self._arrive, lane)
+        task = self._new_task(lane)
+        self.kpis.arrived += 1
+        if lane.busy < lane.spec.agents:
+            lane.busy += 1
+            await self._attempt(task, "")
+        else:
+            lane.waiting.append(task)
+
+    def _new_task(self, lane: _Lane) -> _Task:
+        rng = lane.rng
+        mixes = self.scenario.tasks_of(lane.spec)
+        mix = rng.choices(mixes, weights=[m.weight for m in mixes])[0]
+
+        def draw(lo: float, hi: float) -> float:
+            return rng.uniform(lo, hi)
+
+        task_id = f"{lane.spec.name}-{next(lane.serial)}"
+        return _Task(
+            lane=lane,
+            id=task_id,
+            mix=mix,
+            input_tokens=round(draw(mix.input_tokens.lo, mix.input_tokens.hi)),
+            output_tokens=round(draw(mix.output_tokens.lo, mix.output_tokens.hi)),
+            difficulty=draw(mix.difficulty.lo, mix.difficulty.hi) if mix.difficulty else None,
+            rng=random.Random(f"{self.scenario.seed}:task:{task_id}"),
+        )
+
+    async def _attempt(self, task: _Task, requested: str) -> None:
+        mix = task.mix
+        request = pb.RouteRequest(
+            lane=task.lane.spec.routes_as,
+            requested_model=requested,
+            task=pb.Task(
+                id=task.id,
+                kind=mix.kind,
+                title=mix.title,
+                prompt=mix.prompt,
+                input_tokens=task.input_tokens,
+                output_tokens=task.output_tokens,
+                difficulty=task.difficulty,
+                value_usd=mix.value_usd,
+            ),
+        )
+        began = time.perf_counter()
+        try:
+            decision = await self.service.stub.Route(request, timeout=RPC_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            spent = time.perf_counter() - began
+            self.kpis.route_wall_s += spent
+            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise RuntimeError(f"Route failed for {task.id}: {exc.code().name}: {exc.details()}") from exc
+            self.kpis.refused(spent)
+            self.kpis.refused_tasks += 1
+            await self._free(task.lane)
+            return
+        spent = time.perf_counter() - began
+        self.kpis.route_wall_s += spent
+        now = self.clock.t
+        into = [i for i in self._outages if self._in_outage(i, decision.model, now)]
+        self.kpis.routed(now, decision, spent, into)
+        task.tried.append(decision.model)
+        task.alternatives = [m for m in decision.alternatives if m not in task.tried]
+        result = self.truths.call(
+            task.rng,
+            decision.model,
+            now,
+            task.mix.kind,
+            decision.difficulty,
+            decision.estimated_cost_usd,
+            decision.estimated_latency_s,
+        )
+        self._at(now + result.latency_s, self._finish, task, decision, result)
+
+    def _in_outage(self, index: int, model: str, t: float) -> bool:
+        fault = self.scenario.faults[index]
+        return self.truths.active(fault, t) and self.truths.affected(fault, model)
+
+    async def _finish(self, task: _Task, decision: pb.RouteDecision, result: CallResult) -> None:
+        now = self.clock.t
+        passed = result.outcome == "success" and result.validation_passed
+        healed = [
+            i
+            for i in self._outages
+            if self.truths.affected(self.scenario.faults[i], decision.model)
+            and now >= (self.scenario.faults[i].end_s or self.scenario.duration_s)
+        ]
+        self.kpis.charged(now, decision.lane, decision.provider, result, healed)
+        await self.service.stub.Report(
+            pb.ReportRequest(
+                decision_id=decision.decision_id,
+                lane=decision.lane,
+                provider=decision.provider,
+                model=decision.model,
+                input_tokens=decision.input_tokens if result.outcome == "success" else 0,
+                output_tokens=decision.output_tokens if result.outcome == "success" else 0,
+                latency_s=result.latency_s,
+                outcome=_OUTCOMES[result.outcome],
+                retry_after_s=result.retry_after_s,
+                validation_passed=result.validation_passed,
+                first_time_pass=passed and len(task.tried) == 1,
+                cost_usd=result.cost_usd,
+            ),
+            timeout=RPC_TIMEOUT_S,
+        )
+        if (
+            result.outcome != "success"
+            and task.alternatives
+            and len(task.tried) < task.lane.spec.max_attempts
+        ):
+            await self._attempt(task, task.alternatives[0])
+            return
+        if passed:
+            self.kpis.passed += 1
+        else:
+            self.kpis.failed += 1
+        await self._free(task.lane)
+
+    async def _free(self, lane: _Lane) -> None:
+        """A task ended: the agent takes the next waiting task, if any."""
+        if lane.waiting:
+            await self._attempt(lane.waiting.popleft(), "")
+        else:
+            lane.busy -= 1
+
+    # -- the service ------------------------------------------------------------------
+
+    async def _check(self) -> None:
+        """What the server's own timer does every check_interval_s, on simulated time; then a look
+        at Health for the figures."""
+        outcomes = self.service.outcomes
+        outcomes.guardrails.check()
+        health = await self.service.stub.Health(pb.HealthRequest(), timeout=RPC_TIMEOUT_S)
+        self.kpis.observed(self.clock.t, health)
+        if self._progress is not None:
+            self._progress(self.clock.t, self.kpis)
+        interval = self.service.live.current.config.policy.stop_loss.check_interval_s
+        self._at(self.clock.t + interval, self._check)
+
+    async def _service_event(self, event: Restart | Reload) -> None:
+        now = self.clock.t
+        if isinstance(event, Restart):
+            health = await self.service.stub.Health(pb.HealthRequest(), timeout=RPC_TIMEOUT_S)
+            self.kpis.observed(now, health)
+            self.kpis.restarted(now)
+            await self.service.stop()
+            self._service = await SimService.start(self.config_dir, self.data_dir, self.clock)
+            return
+        before = self.service.live.current.config.version
+        write_config(
+            self._config_source,
+            self.config_dir,
+            self.scenario.policy.overrides,
+            event.overrides,
+            scenario_path=self.path,
+        )
+        reloaded = await asyncio.to_thread(self.service.live.reload)  # what SIGHUP runs
+        after = self.service.live.current.config.version
+        self.kpis.events.append(
+            {"at_s": round(now, 3), "event": "reload", "applied": reloaded, "config": f"{before} -> {after}"}
+        )
+
+
+def run_scenario(scenario: Scenario, scenario_path: Path, progress: Progress | None = None) -> dict[str, Any]:
+    """Runs one scenario on a fresh ledger in a temporary directory (in memory where the system
+    has a tmpfs: the simulated fleet writes a ledger as fast as the service can take it)."""
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(prefix="orxaq-sim-", dir=shm if shm.is_dir() else None) as workdir:
+        simulation = Simulation(scenario, scenario_path, Path(workdir), progress)
+        return asyncio.run(simulation.run())

@@ -1,0 +1,316 @@
+"""The fleet simulator's scenario file (TOML): lanes and their tasks, hidden model truths, provider
+faults over time, service events, and the policy to try.
+
+Validated by pydantic models with bounds beside their fields; unknown fields are errors. A bad file
+is refused with every problem at once, each naming the file, the dotted field and what is wrong,
+the way `check-config` reports a bad config.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from orxaq_grpc.config.load import ConfigProblem
+from orxaq_grpc.config.model import Config
+
+NonNegative = Annotated[float, Field(ge=0)]
+Share = Annotated[float, Field(ge=0, le=1)]
+Overrides = dict[str, Any]  # merged into the config files: {"policy": {...}, "lanes": {...}}
+
+
+class ScenarioError(Exception):
+    """A scenario that cannot be run; `problems` lists every reason."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Strict):
+    """A figure drawn uniformly from [lo, hi] per task; a bare number in the file means lo == hi."""
+
+    lo: NonNegative
+    hi: NonNegative
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_number_or_pair(cls, data: Any) -> Any:
+        if isinstance(data, int | float) and not isinstance(data, bool):
+            return {"lo": data, "hi": data}
+        if isinstance(data, list):
+            if len(data) != 2:
+                raise ValueError("give a number or a [lo, hi] pair")
+            return {"lo": data[0], "hi": data[1]}
+        return data
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.lo > self.hi:
+            raise ValueError(f"lo {self.lo:g} is above hi {self.hi:g}")
+        return self
+
+
+class TaskMix(_Strict):
+    """One kind of task a lane runs, drawn with probability weight / total weight."""
+
+    kind: str = ""
+    title: str = Field(min_length=1)
+    prompt: str = ""
+    weight: float = Field(default=1.0, gt=0)
+    input_tokens: Range = Range(lo=20_000, hi=20_000)
+    output_tokens: Range = Range(lo=2_000, hi=2_000)
+    difficulty: Range | None = None  # absent: the service estimates it from the text
+    value_usd: float | None = Field(default=None, ge=0)
+
+
+class SimLane(_Strict):
+    """A group of agents routing as one configured lane."""
+
+    name: str = Field(min_length=1)
+    lane: str = ""  # the configured lane they route as; default: name
+    agents: int = Field(default=1, ge=1, le=1000)  # tasks in flight at once
+    arrivals_per_min: float = Field(gt=0, le=60_000)  # Poisson arrivals; a busy lane queues them
+    max_attempts: int = Field(default=3, ge=1, le=10)  # the chosen model, then its alternatives
+    tasks: tuple[TaskMix, ...] = ()  # empty: the scenario's own task mix
+
+    @property
+    def routes_as(self) -> str:
+        return self.lane or self.name
+
+
+class ModelTruth(_Strict):
+    """What a model really does, hidden from the service."""
+
+    pass_rate: Share | None = None  # chance its answer passes validation; default catalog quality / 100
+    kinds: dict[str, Share] = {}  # per task kind, instead of pass_rate
+    difficulty_slope: Share = 0.2  # the pass rate falls by this much from difficulty 50 to 100
+    latency_factor: float = Field(default=1.0, gt=0, le=100)  # x the catalog's expected latency
+    latency_spread: float = Field(default=0.25, ge=0, le=3)  # sigma of a log-normal around it
+    cost_factor: float = Field(default=1.0, gt=0, le=100)  # actual cost / the service's estimate
+
+
+class _Fault(_Strict):
+    provider: str = ""
+    model: str = ""  # neither: every model
+    start_s: NonNegative = 0.0
+    end_s: float | None = Field(default=None, gt=0)  # default: the end of the run
+
+    @model_validator(mode="after")
+    def _window(self) -> _Fault:
+        if self.end_s is not None and self.end_s <= self.start_s:
+            raise ValueError(f"end_s {self.end_s:g} is not after start_s {self.start_s:g}")
+        if self.provider and self.model:
+            raise ValueError("name a provider or a model, not both")
+        return self
+
+
+class RateLimit(_Fault):
+    kind: Literal["rate_limit"]
+    share: Share  # of calls answered 429
+    retry_after_s: float = Field(default=5.0, ge=0, le=86_400)
+
+
+class Outage(_Fault):
+    kind: Literal["outage"]
+    share: Share = 1.0  # of calls that fail
+    error: Literal["server_error", "timeout"] = "server_error"
+
+
+class Slowdown(_Fault):
+    kind: Literal["slowdown"]
+    factor: float = Field(gt=0, le=100)  # latency x this
+
+
+class QualityRegression(_Fault):
+    kind: Literal["quality"]
+    pass_rate: Share  # the model's pass rate while it lasts
+
+
+class PriceChange(_Fault):
+    kind: Literal["price"]
+    factor: float = Field(gt=0, le=100)  # actual cost x this
+
+
+Fault = Annotated[
+    RateLimit | Outage | Slowdown | QualityRegression | PriceChange, Field(discriminator="kind")
+]
+
+
+class Restart(_Strict):
+    kind: Literal["restart"]
+    at_s: float = Field(gt=0)
+
+
+class Reload(_Strict):
+    kind: Literal["reload"]
+    at_s: float = Field(gt=0)
+    overrides: Overrides = Field(min_length=1)  # on top of the policy's, then SIGHUP's reload
+
+
+Event = Annotated[Restart | Reload, Field(discriminator="kind")]
+
+
+class PolicyToTry(_Strict):
+    config: str = "."  # a config directory, relative to the scenario file
+    overrides: Overrides = {}
+
+
+class Scenario(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int = 1
+    duration_s: float = Field(gt=0, le=31 * 86_400)
+    start: dt.datetime = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)  # the simulated clock's first instant
+    call_timeout_s: float = Field(default=120.0, gt=0)  # how long a timed-out call took
+    policy: PolicyToTry = PolicyToTry()
+    tasks: tuple[TaskMix, ...] = ()  # every lane's task mix, unless the lane has its own
+    lanes: tuple[SimLane, ...] = Field(min_length=1)
+    models: dict[str, ModelTruth] = {}
+    faults: tuple[Fault, ...] = ()
+    events: tuple[Event, ...] = ()
+
+    @model_validator(mode="after")
+    def _every_lane_has_tasks(self) -> Scenario:
+        if not self.tasks and (bare := [lane.name for lane in self.lanes if not lane.tasks]):
+            raise ValueError(f"lanes {', '.join(bare)} have no tasks and the scenario gives none")
+        return self
+
+    def tasks_of(self, lane: SimLane) -> tuple[TaskMix, ...]:
+        return lane.tasks or self.tasks
+
+    @property
+    def start_unix(self) -> float:
+        start = self.start if self.start.tzinfo else self.start.replace(tzinfo=dt.UTC)
+        return start.timestamp()
+
+    def truth(self, model: str) -> ModelTruth:
+        return self.models.get(model) or ModelTruth()
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Tables merge key by key, arrays of tables item by index ("faults.0.share"); anything else
+    replaces."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        current = merged.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            merged[key] = _merge(current, value)
+        elif isinstance(value, dict) and isinstance(current, list) and all(k.isdigit() for k in value):
+            items = list(current)
+            for index, patch in value.items():
+                at = int(index)
+                if at < len(items) and isinstance(items[at], dict) and isinstance(patch, dict):
+                    items[at] = _merge(items[at], patch)
+                elif at < len(items):
+                    items[at] = patch
+                else:
+                    raise ScenarioError(
+                        [ConfigProblem("--set", f"{key}.{index}", f"{key} has {len(items)} items")]
+                    )
+            merged[key] = items
+        else:
+            merged[key] = value
+    return merged
+
+
+merge_overrides = _merge
+
+
+def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Reads and validates a scenario file; `overrides` (from the command line) merge over it."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioError([ConfigProblem(str(path), "", exc.strerror or str(exc))]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError([ConfigProblem(str(path), "", f"not valid TOML: {exc}")]) from None
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError([_problem(path, error) for error in exc.errors()]) from None
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """`field.path=value` pairs (values in TOML syntax; a bare word is a string) as nested tables."""
+    merged: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or not key.strip():
+            raise ScenarioError([ConfigProblem("--set", assignment, "expected FIELD=VALUE")])
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        table: dict[str, Any] = {}
+        node = table
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+        merged = _merge(merged, table)
+    return merged
+
+
+def _problem(path: Path, error: Any) -> ConfigProblem:
+    # A discriminated union puts the chosen kind in the location ("faults.0.rate_limit.share"):
+    # the file has no such level, so it is left out.
+    loc = [str(part) for part in error["loc"] if part not in _KINDS]
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    return ConfigProblem(str(path), ".".join(loc), message)
+
+
+_KINDS = {"rate_limit", "outage", "slowdown", "quality", "price", "restart", "reload", "function-after"}
+
+
+def check_against(scenario: Scenario, config: Config, path: str | Path) -> None:
+    """Names that must exist in the policy's config: lanes, models and providers."""
+    problems: list[ConfigProblem] = []
+    models = {m.id for m in config.models}
+    providers = {m.provider for m in config.models}
+
+    def need(known: set[str] | dict[str, Any], name: str, field: str, what: str) -> None:
+        if name and name not in known:
+            problems.append(ConfigProblem(str(path), field, f"{what} {name!r} is not in the config"))
+
+    names: set[str] = set()
+    for i, lane in enumerate(scenario.lanes):
+        need(config.lanes, lane.routes_as, f"lanes.{i}.lane", "lane")
+        if lane.name in names:
+            problems.append(ConfigProblem(str(path), f"lanes.{i}.name", f"{lane.name!r} is used twice"))
+        names.add(lane.name)
+    for name in scenario.models:
+        need(models, name, f"models.{name}", "model")
+    for i, fault in enumerate(scenario.faults):
+        need(models, fault.model, f"faults.{i}.model", "model")
+        need(providers, fault.provider, f"faults.{i}.provider", "provider")
+        if fault.start_s >= scenario.duration_s:
+            problems.append(
+                ConfigProblem(
+                    str(path),
+                    f"faults.{i}.start_s",
+                    f"is past the end of the run ({scenario.duration_s:g} s)",
+                )
+            )
+    for i, event in enumerate(scenario.events):
+        if event.at_s >= scenario.duration_s:
+            problems.append(
+                ConfigProblem(
+                    str(path), f"events.{i}.at_s", f"is past the end of the run ({scenario.duration_s:g} s)"
+                )
+            )
+    if problems:
+        raise ScenarioError(problems)
