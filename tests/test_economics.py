@@ -8,6 +8,7 @@ from orxaq_grpc.config.model import DetectionSettings
 from orxaq_grpc.outcomes.detection import classify
 from orxaq_grpc.outcomes.economics import DAY, HOUR, Counters, EconomicsBook, Figures
 from orxaq_grpc.outcomes.records import DecisionRecord, Outcome, ReportRecord
+from orxaq_grpc.routing.types import FallbackReason
 from tests.conftest import FakeClock
 
 NOON = 1_763_726_400.0  # 2025-11-21 12:00:00 UTC
@@ -194,3 +195,19 @@ def test_replaying_an_old_ledger_builds_no_buckets_the_next_prune_would_drop() -
         book.add_decision(decision(NOON - minute * 60.0))
     # A day of minutes and 31 days of hours, however old the replayed records were.
     assert book.bucket_count() <= 24 * 60 + 31 * 24 + 2
+
+
+def test_budget_refusals_are_disruptive_but_do_not_make_the_router_look_unstable() -> None:
+    """A lane refused for budget is disrupted (detection shows it), but the budget is doing its job:
+    the figure stop-loss's router_unstable trigger reads leaves those refusals out."""
+    book = EconomicsBook(FakeClock(1000.0))
+    budget, unhealthy = FallbackReason.BUDGET_EXHAUSTED, FallbackReason.ALL_CANDIDATES_UNHEALTHY
+    for i in range(6):
+        book.add_decision(decision(1000.0 + i, decision_id=f"b{i}", fallback_reason=budget, disruptive=True))
+    book.add_decision(decision(1007.0, decision_id="u", fallback_reason=unhealthy, disruptive=True))
+    for i in range(3):
+        book.add_decision(decision(1010.0 + i, decision_id=f"n{i}"))
+    overall = book.breakdown(0.0).overall
+    assert overall.counters.budget_fallbacks == 6
+    assert overall.disruptive_fallback_rate == pytest.approx(0.7)
+    assert overall.unstable_fallback_rate == pytest.approx(0.1)

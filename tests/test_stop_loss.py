@@ -47,7 +47,7 @@ CALM = Inputs(
     baseline=sample(),
     router_state="healthy",
     decisions=100,
-    disruptive_fallback_rate=0.0,
+    unstable_fallback_rate=0.0,
 )
 
 
@@ -124,7 +124,7 @@ def test_pass_rate_needs_reports_on_both_sides(stop_settings: StopLossSettings) 
 def test_router_unstable(
     stop_settings: StopLossSettings, state: str, rate: float, holding: bool, clear: bool
 ) -> None:
-    inputs = dataclasses.replace(CALM, router_state=state, disruptive_fallback_rate=rate)
+    inputs = dataclasses.replace(CALM, router_state=state, unstable_fallback_rate=rate)
     r = reading(inputs, stop_settings, Trigger.ROUTER_UNSTABLE)
     assert (r.holding, r.clear) == (holding, clear)
 

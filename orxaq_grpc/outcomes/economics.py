@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orxaq_grpc.outcomes.records import DecisionRecord, ReportRecord
+from orxaq_grpc.routing.types import FallbackReason
 
+BUDGET_EXHAUSTED = FallbackReason.BUDGET_EXHAUSTED.value
 MINUTE = 60.0
 HOUR = 3600.0
 DAY = 86400.0
@@ -36,6 +38,9 @@ class Counters:
     decisions: int = 0
     fallbacks: int = 0
     disruptive: int = 0
+    budget_fallbacks: int = (
+        0  # disruptive ones of reason budget_exhausted: the budget at work, not the router
+    )
     router_errors: int = 0
     estimated_tokens: int = 0
     estimated_cost_usd: float = 0.0
@@ -56,6 +61,7 @@ class Counters:
         self.decisions += other.decisions
         self.fallbacks += other.fallbacks
         self.disruptive += other.disruptive
+        self.budget_fallbacks += other.budget_fallbacks
         self.router_errors += other.router_errors
         self.estimated_tokens += other.estimated_tokens
         self.estimated_cost_usd += other.estimated_cost_usd
@@ -75,6 +81,7 @@ class Counters:
         self.decisions += 1
         self.fallbacks += record.fallback_reason != 0
         self.disruptive += record.disruptive
+        self.budget_fallbacks += record.fallback_reason == BUDGET_EXHAUSTED
         self.router_errors += record.router_error
         self.estimated_tokens += record.estimated_input_tokens + record.estimated_output_tokens
         self.estimated_cost_usd += record.estimated_cost_usd
@@ -103,6 +110,7 @@ class Figures:
     estimated_usd_per_mtok: float
     fallback_rate: float
     disruptive_fallback_rate: float
+    unstable_fallback_rate: float  # disruptive but for budget refusals: what says the router is in trouble
     router_error_rate: float
     error_rate: float
     first_time_pass_rate: float
@@ -119,6 +127,7 @@ class Figures:
             estimated_usd_per_mtok=_ratio(c.estimated_cost_usd * 1e6, c.estimated_tokens),
             fallback_rate=_ratio(c.fallbacks, c.decisions),
             disruptive_fallback_rate=_ratio(c.disruptive, c.decisions),
+            unstable_fallback_rate=_ratio(c.disruptive - c.budget_fallbacks, c.decisions),
             router_error_rate=_ratio(c.router_errors, c.decisions),
             error_rate=_ratio(c.failures, c.reports),
             first_time_pass_rate=_ratio(c.first_time_passes, c.reports),

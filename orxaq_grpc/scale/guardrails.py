@@ -225,7 +225,7 @@ class Guardrails:
             baseline=self.stop_loss.baseline_for(fresh),
             router_state=state.state,
             decisions=window.overall.counters.decisions,
-            disruptive_fallback_rate=window.overall.disruptive_fallback_rate,
+            unstable_fallback_rate=window.overall.unstable_fallback_rate,
         )
 
     def _lane_conditions(self, lanes: tuple[str, ...], now: float) -> tuple[LaneCondition, ...]:

@@ -64,7 +64,9 @@ class Inputs:
     baseline: Sample
     router_state: str  # the overall detection state
     decisions: int  # in the detection window
-    disruptive_fallback_rate: float
+    # Disruptive fallbacks but budget refusals over the detection window: a budget that runs out is
+    # the daily_spend trigger's business, and the budget doing its job, not an unstable router.
+    unstable_fallback_rate: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,15 +143,15 @@ def _router_unstable(inputs: Inputs, s: StopLossSettings) -> Reading:
             Trigger.ROUTER_UNSTABLE,
             f"not judged: {inputs.decisions} decisions in the detection window; needs {s.min_decisions}",
         )
-    rate = inputs.disruptive_fallback_rate
+    rate = inputs.unstable_fallback_rate
     return Reading(
         Trigger.ROUTER_UNSTABLE.value,
         holding=inputs.router_state in TROUBLED and rate >= s.fallback_rate,
         clear=rate < s.fallback_rate * (1 - s.hysteresis),
         figure=rate,
         threshold=s.fallback_rate,
-        detail=f"router {inputs.router_state}, disruptive fallback rate {rate:.1%} over "
-        f"{inputs.decisions} decisions; stop-loss at {s.fallback_rate:.1%}",
+        detail=f"router {inputs.router_state}, disruptive fallback rate {rate:.1%} (budget refusals "
+        f"aside) over {inputs.decisions} decisions; stop-loss at {s.fallback_rate:.1%}",
     )
 
 
