@@ -171,7 +171,8 @@ def _parser() -> argparse.ArgumentParser:
     monitor.add_argument("--once", action="store_true", help="print one frame and exit (for scripts)")
     simulate = commands.add_parser(
         "simulate",
-        help="drive the service with a simulated fleet (config/scenarios/*.toml) and print its KPIs",
+        help="drive the service with a simulated fleet (config/scenarios/*.toml) and print its KPIs; "
+        "exit 1 when one of the scenario's expectations does not hold",
     )
     simulate.add_argument(
         "scenario", type=Path, help="a scenario file, e.g. config/scenarios/budget-race.toml"
@@ -447,7 +448,7 @@ def _simulate(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(kpis, indent=2) + "\n", encoding="utf-8")
     if args.plot is not None:
         plot(kpis, args.plot)
-    return 0
+    return 0 if all(v["holds"] for v in kpis["expectations"]) else 1
 
 
 def _check_config(directory: Path) -> int:

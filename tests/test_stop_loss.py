@@ -101,10 +101,27 @@ def test_daily_spend_is_off_without_a_budget(stop_settings: StopLossSettings) ->
 def test_pass_rate_against_the_baseline(
     stop_settings: StopLossSettings, recent: float, holding: bool, clear: bool
 ) -> None:
-    inputs = dataclasses.replace(CALM, recent=sample(pass_rate=recent), baseline=sample(pass_rate=0.90))
+    many = 5000  # enough reports that a one-point move is significant
+    inputs = dataclasses.replace(
+        CALM, recent=sample(many, pass_rate=recent), baseline=sample(many, pass_rate=0.90)
+    )
     r = reading(inputs, stop_settings, Trigger.PASS_RATE)
     assert (r.holding, r.clear) == (holding, clear)
     assert r.threshold == pytest.approx(0.80)
+
+
+@pytest.mark.parametrize(("reports", "holding"), [(30, False), (100, False), (400, True)])
+def test_a_pass_rate_drop_must_stand_out_of_the_noise(
+    stop_settings: StopLossSettings, reports: int, holding: bool
+) -> None:
+    """75% against a baseline of 86% is past the 10-point drop, but on 100 reports a side two
+    standard errors are 11.2 points: noise. On 400 (5.6 points) it is a regression."""
+    inputs = dataclasses.replace(
+        CALM, recent=sample(reports, pass_rate=0.75), baseline=sample(reports, pass_rate=0.86)
+    )
+    r = reading(inputs, stop_settings, Trigger.PASS_RATE)
+    assert r.holding == holding
+    assert ("standard errors" in r.detail) != holding
 
 
 def test_pass_rate_needs_reports_on_both_sides(stop_settings: StopLossSettings) -> None:

@@ -451,6 +451,7 @@ def _read_stop_loss(section: _Section) -> StopLossSettings:
         baseline_window_s=section.number("baseline_window_s", lo=3600.0, hi=30 * 86400.0),
         min_reports=section.integer("min_reports", lo=1),
         pass_rate_drop=section.number("pass_rate_drop", above=0.0, hi=1.0),
+        pass_rate_z=section.number("pass_rate_z", lo=0.0, hi=10.0),
         fallback_rate=section.number("fallback_rate", above=0.0, hi=1.0),
         min_decisions=section.integer("min_decisions", lo=1),
         cycle_time_increase=section.number("cycle_time_increase", above=0.0, hi=100.0),

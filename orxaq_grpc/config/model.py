@@ -153,7 +153,8 @@ class StopLossSettings:
     recent_window_s: float  # pass rate and cycle time now ...
     baseline_window_s: float  # ... against the window just before it
     min_reports: int  # in each window, before pass rate or cycle time is judged
-    pass_rate_drop: float  # recent pass rate below baseline minus this
+    pass_rate_drop: float  # recent pass rate below baseline minus this ...
+    pass_rate_z: float  # ... by at least this many standard errors of the difference (0: any)
     fallback_rate: float  # disruptive fallback rate over the detection window at or above
     min_decisions: int  # in the detection window, before the fallback rate is judged
     cycle_time_increase: float  # mean cycle time up by this fraction with no matching value uplift

@@ -15,6 +15,7 @@ operator's own.
 from __future__ import annotations
 
 import enum
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -126,15 +127,30 @@ def _pass_rate(inputs: Inputs, s: StopLossSettings) -> Reading:
         return off
     recent, baseline = inputs.recent.pass_rate, inputs.baseline.pass_rate
     threshold = baseline - s.pass_rate_drop
+    # A drop on a few dozen reports is mostly noise (a lucky baseline of 30 reports is 7 points off
+    # the truth): it must also stand pass_rate_z standard errors clear of it.
+    margin = s.pass_rate_z * _standard_error(inputs.recent, inputs.baseline)
+    significant = baseline - recent >= margin
+    detail = (
+        f"validation pass rate {recent:.1%} over {inputs.recent.reports} recent reports; "
+        f"baseline {baseline:.1%} over {inputs.baseline.reports}, stop-loss below {threshold:.1%}"
+    )
+    if recent < threshold and not significant:
+        detail += f" when the drop passes {margin:.1%} ({s.pass_rate_z:g} standard errors)"
     return Reading(
         Trigger.PASS_RATE.value,
-        holding=recent < threshold,
+        holding=recent < threshold and significant,
         clear=recent >= baseline - s.pass_rate_drop * (1 - s.hysteresis),
         figure=recent,
         threshold=threshold,
-        detail=f"validation pass rate {recent:.1%} over {inputs.recent.reports} recent reports; "
-        f"baseline {baseline:.1%} over {inputs.baseline.reports}, stop-loss below {threshold:.1%}",
+        detail=detail,
     )
+
+
+def _standard_error(a: Sample, b: Sample) -> float:
+    """Of the difference of two pass rates, pooled: how far apart two samples of one rate fall."""
+    pooled = (a.pass_rate * a.reports + b.pass_rate * b.reports) / (a.reports + b.reports)
+    return math.sqrt(pooled * (1 - pooled) * (1 / a.reports + 1 / b.reports))
 
 
 def _router_unstable(inputs: Inputs, s: StopLossSettings) -> Reading:

@@ -13,6 +13,7 @@ is reserved like any other), up to its attempt limit. A Route refused for budget
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -28,6 +29,7 @@ from typing import Any
 import grpc
 
 from orxaq.routing.v1 import routing_pb2 as pb
+from orxaq_grpc.simulate.expectations import judge
 from orxaq_grpc.simulate.kpis import Collector
 from orxaq_grpc.simulate.scenario import (
     Outage,
@@ -138,7 +140,10 @@ class Simulation:
             version = self._service.live.current.config.version
         finally:
             await self._service.stop()
-        return self.kpis.summary(version, time.perf_counter() - started)
+        summary = self.kpis.summary(version, time.perf_counter() - started)
+        verdicts = judge(self.scenario.expect, summary, self.config.policy.breakers.open_s)
+        summary["expectations"] = [dataclasses.asdict(v) for v in verdicts]
+        return summary
 
     def _at(self, t: float, handler: Callable[..., Any], *args: Any) -> None:
         heapq.heappush(self._queue, (t, next(self._order), lambda: handler(*args)))

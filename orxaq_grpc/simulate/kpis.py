@@ -37,6 +37,8 @@ class _Sample:
     t: float
     decisions: int
     static: int
+    passed: int
+    finished: int
     spend_usd: float
     committed_usd: float  # the overall budget's settled + reserved, as the service says
     stop_loss: bool
@@ -74,7 +76,7 @@ class Collector:
     openings: Counter[str] = field(default_factory=Counter)  # banked over restarts
     _live_openings: dict[str, int] = field(default_factory=dict)
     samples: list[_Sample] = field(default_factory=list)
-    _last_sample: tuple[float, int, int] = (0.0, 0, 0)
+    _last_sample: tuple[int, int, int, int] = (0, 0, 0, 0)  # decisions, static, passed, finished
     _static: int = 0
     _decisions: int = 0
     # per outage fault: times of decisions routed into it, first healthy answer after it ended
@@ -130,19 +132,21 @@ class Collector:
                 committed = b.spent_usd + b.reserved_usd
         self._live_openings = {f"{b.scope} {b.name}": b.openings for b in health.breakers}
         self._follow_stop_loss(t, health.guardrails)
-        _, last_decisions, last_static = self._last_sample
+        last_decisions, last_static, last_passed, last_finished = self._last_sample
         self.samples.append(
             _Sample(
                 t=t,
                 decisions=self._decisions - last_decisions,
                 static=self._static - last_static,
+                passed=self.passed - last_passed,
+                finished=self.passed + self.failed - last_finished,
                 spend_usd=self.spend_usd,
                 committed_usd=committed,
                 stop_loss=health.guardrails.stop_loss_active,
                 open_breakers=sum(b.state != "closed" for b in health.breakers),
             )
         )
-        self._last_sample = (t, self._decisions, self._static)
+        self._last_sample = (self._decisions, self._static, self.passed, self.passed + self.failed)
 
     def restarted(self, t: float) -> None:
         """The service is about to stop: breakers start closed in the next one."""
@@ -213,6 +217,15 @@ class Collector:
                 ],
             },
             "breaker_openings": {k: v for k, v in sorted(self.openings.items()) if v},
+            "faults": [
+                {
+                    "kind": f.kind,
+                    "target": f.provider or f.model or "every model",
+                    "start_s": f.start_s,
+                    "end_s": self.scenario.duration_s if f.end_s is None else f.end_s,
+                }
+                for f in self.scenario.faults
+            ],
             "outages": self._outages(),
             "events": self.events,
             "timeline": [
@@ -220,6 +233,8 @@ class Collector:
                     "t": round(s.t, 3),
                     "decisions": s.decisions,
                     "static": s.static,
+                    "passed": s.passed,
+                    "finished": s.finished,
                     "spend_usd": round(s.spend_usd, 6),
                     "committed_usd": round(s.committed_usd, 6),
                     "stop_loss": s.stop_loss,

@@ -58,46 +58,76 @@ def kpi_table(k: dict[str, Any]) -> str:
                 + " ".join(f"{f:>10.4f}" for f in figures)
                 + f" {b['overspend_estimates']:>12.2f}"
             )
+    if k["expectations"]:
+        held = sum(v["holds"] for v in k["expectations"])
+        lines.append("")
+        lines.append(f"expectations  {held} of {len(k['expectations'])} hold")
+        lines.extend(
+            f"  {'holds' if v['holds'] else 'FAILS'}  {v['name']}: {v['detail']}" for v in k["expectations"]
+        )
     return "\n".join(lines)
 
 
 def plot(k: dict[str, Any], path: Path) -> None:
-    """Decisions and their static share, spend against the overall budget, stop-loss and open
-    breakers over simulated time, one panel each."""
+    """The run over simulated time: pass rate and static share, spend against the overall budget,
+    stop-loss and open breakers; the scenario's faults are shaded in every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    samples = k["timeline"]
-    minutes = [s["t"] / 60 for s in samples]
+    faults = [(f"{f['kind']} {f['target']}", f["start_s"], f["end_s"]) for f in k["faults"]]
+    bins = _binned(k["timeline"], k["duration_s"])
+    minutes = [b["t"] / 60 for b in bins]
     fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
-    share = [s["static"] / s["decisions"] if s["decisions"] else 0.0 for s in samples]
-    axes[0].plot(minutes, share, color="tab:red", label="static share of decisions")
-    axes[0].set_ylim(-0.02, 1.02)
-    axes[0].set_ylabel("static share")
-    axes[0].legend(loc="upper right")
-    axes[1].plot(minutes, [s["spend_usd"] for s in samples], label="spend (truth)")
-    axes[1].plot(minutes, [s["committed_usd"] for s in samples], label="overall settled + reserved", ls="--")
+    rates, spend, states = axes
+    rates.plot(
+        minutes, [_share(b["passed"], b["finished"]) for b in bins], label="pass rate of finished tasks"
+    )
+    rates.plot(
+        minutes, [_share(b["static"], b["decisions"]) for b in bins], label="static share of decisions"
+    )
+    rates.set_ylim(-0.02, 1.02)
+    rates.set_ylabel("share")
+    samples = k["timeline"]
+    sample_minutes = [s["t"] / 60 for s in samples]
+    spend.plot(sample_minutes, [s["spend_usd"] for s in samples], label="spend (what providers charged)")
     overall = [b for b in k["budgets"] if b["scope"] == "overall"]
     if overall:
-        axes[1].axhline(overall[0]["limit_usd"], color="black", lw=1, label="overall daily budget")
-    axes[1].set_ylabel("USD")
-    axes[1].legend(loc="upper left")
-    axes[2].fill_between(
-        minutes, [int(s["stop_loss"]) for s in samples], step="post", alpha=0.3, label="stop-loss"
+        spend.plot(sample_minutes, [s["committed_usd"] for s in samples], ls="--", label="settled + reserved")
+        spend.axhline(overall[0]["limit_usd"], color="black", lw=1, label="overall daily budget")
+    spend.set_ylabel("USD")
+    states.fill_between(
+        sample_minutes, [int(s["stop_loss"]) for s in samples], step="post", alpha=0.3, label="stop-loss on"
     )
-    axes[2].step(
-        minutes,
-        [s["open_breakers"] for s in samples],
-        where="post",
-        color="tab:purple",
-        label="open breakers",
-    )
-    axes[2].set_ylabel("count")
-    axes[2].set_xlabel("simulated minutes")
-    axes[2].legend(loc="upper right")
+    states.step(sample_minutes, [s["open_breakers"] for s in samples], where="post", label="open breakers")
+    states.set_ylabel("count")
+    states.set_xlabel("simulated minutes")
+    for axis in axes:
+        for _, start, end in faults:
+            axis.axvspan(start / 60, end / 60, color="tab:red", alpha=0.08)
+        axis.legend(loc="best", fontsize="small")
+    if faults:
+        rates.set_title(", ".join(f"{label} {start / 60:g}-{end / 60:g} min" for label, start, end in faults))
     fig.suptitle(f"{k['scenario']} (seed {k['seed']})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _binned(samples: list[dict[str, Any]], duration_s: float, count: int = 120) -> list[dict[str, Any]]:
+    """Samples summed into `count` equal bins of the run: per-check counts are too few to read."""
+    width = duration_s / count
+    bins = [
+        {"t": (i + 0.5) * width, "decisions": 0, "static": 0, "passed": 0, "finished": 0}
+        for i in range(count)
+    ]
+    for sample in samples:
+        b = bins[min(count - 1, int(sample["t"] / width))]
+        for key in ("decisions", "static", "passed", "finished"):
+            b[key] += sample[key]
+    return bins
+
+
+def _share(part: float, whole: float) -> float:
+    return part / whole if whole else float("nan")

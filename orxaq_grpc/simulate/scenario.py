@@ -159,6 +159,19 @@ class Reload(_Strict):
 Event = Annotated[Restart | Reload, Field(discriminator="kind")]
 
 
+class Expectations(_Strict):
+    """What must hold at the end of the run; `simulate` exits 1 when any does not."""
+
+    max_overspend_estimates: float | None = Field(default=None, ge=0)  # per budget, in request estimates
+    min_scored_share: Share | None = None  # of decisions: scored, strong-or-weak or requested
+    max_stop_loss_s: float | None = Field(default=None, ge=0)
+    stop_loss_trigger: str = ""  # stop-loss must enter on this trigger ...
+    stop_loss_ends_by_itself: bool = False  # ... and every episode end by its cool-off
+    max_routed_around_s: float | None = Field(default=None, ge=0)  # after an outage starts
+    traffic_back_after_open_s: bool = False  # within open_s plus the probe's call after it ends
+    no_provider_breaker: bool = False  # no provider circuit ever opens
+
+
 class PolicyToTry(_Strict):
     config: str = "."  # a config directory, relative to the scenario file
     overrides: Overrides = {}
@@ -177,6 +190,7 @@ class Scenario(_Strict):
     models: dict[str, ModelTruth] = {}
     faults: tuple[Fault, ...] = ()
     events: tuple[Event, ...] = ()
+    expect: Expectations = Expectations()
 
     @model_validator(mode="after")
     def _every_lane_has_tasks(self) -> Scenario:
@@ -239,7 +253,10 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError([_problem(path, error) for error in exc.errors()]) from None
+        problems = [_problem(path, error) for error in exc.errors()]
+        # A table whose items failed is also reported as too short: its items already say why.
+        deeper = {p.field.rsplit(".", n)[0] for p in problems for n in range(1, p.field.count(".") + 1)}
+        raise ScenarioError([p for p in problems if p.field not in deeper]) from None
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:

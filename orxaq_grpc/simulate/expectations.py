@@ -1,0 +1,98 @@
+"""A scenario's expectations judged on the KPIs of its run: each one holds or says why not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from orxaq_grpc.simulate.scenario import Expectations
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    name: str
+    holds: bool
+    detail: str
+
+
+def judge(expect: Expectations, k: dict[str, Any], open_s: float) -> list[Verdict]:
+    verdicts: list[Verdict] = []
+    if expect.max_overspend_estimates is not None:
+        limit = expect.max_overspend_estimates
+        for b in k["budgets"]:
+            name = f"{b['scope']} {b['name']}".strip()
+            verdicts.append(
+                Verdict(
+                    f"budget {name} is a cap",
+                    b["overspend_estimates"] <= limit + 1e-9,
+                    f"spent ${b['spent_usd']:.4f} of ${b['limit_usd']:.4f}, over by "
+                    f"{b['overspend_estimates']:.2f} estimates (at most {limit:g})",
+                )
+            )
+    if expect.min_scored_share is not None:
+        share = k["decisions"]["scored_share"]
+        verdicts.append(
+            Verdict(
+                "scored decisions",
+                share >= expect.min_scored_share,
+                f"{share:.1%} scored (at least {expect.min_scored_share:.0%})",
+            )
+        )
+    stop_loss = k["stop_loss"]
+    if expect.max_stop_loss_s is not None:
+        verdicts.append(
+            Verdict(
+                "time in stop-loss",
+                stop_loss["time_s"] <= expect.max_stop_loss_s,
+                f"{stop_loss['time_s']:.0f} s (at most {expect.max_stop_loss_s:g})",
+            )
+        )
+    episodes = stop_loss["episodes"]
+    if expect.stop_loss_trigger:
+        triggers = [e["trigger"] for e in episodes]
+        verdicts.append(
+            Verdict(
+                f"stop-loss enters on {expect.stop_loss_trigger}",
+                bool(triggers) and expect.stop_loss_trigger in triggers[0].split(","),
+                f"entered on {', '.join(triggers) or 'nothing'}",
+            )
+        )
+    if expect.stop_loss_ends_by_itself:
+        ends = [e["exit"] or "still on" for e in episodes]
+        verdicts.append(
+            Verdict(
+                "stop-loss ends by itself",
+                bool(episodes) and all(end == "cool_off" for end in ends),
+                f"{len(episodes)} episode(s), ended by {', '.join(ends) or '-'}",
+            )
+        )
+    for o in k["outages"]:
+        if expect.max_routed_around_s is not None:
+            verdicts.append(
+                Verdict(
+                    f"outage of {o['target']} routed around",
+                    o["routed_around_s"] <= expect.max_routed_around_s,
+                    f"after {o['routed_around_s']:.1f} s (at most {expect.max_routed_around_s:g})",
+                )
+            )
+        if expect.traffic_back_after_open_s:
+            back, probe = o["traffic_back_s"], o["probe_latency_s"]
+            verdicts.append(
+                Verdict(
+                    f"{o['target']} gets traffic back",
+                    back is not None and back <= open_s + probe,
+                    "never"
+                    if back is None
+                    else f"{back:.1f} s after the outage (open_s {open_s:g} s + probe {probe:.1f} s)",
+                )
+            )
+    if expect.no_provider_breaker:
+        opened = {name: n for name, n in k["breaker_openings"].items() if name.startswith("provider ")}
+        verdicts.append(
+            Verdict(
+                "no provider circuit opens",
+                not opened,
+                ", ".join(f"{name} {n}x" for name, n in opened.items()) or "none opened",
+            )
+        )
+    return verdicts
