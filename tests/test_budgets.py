@@ -22,6 +22,7 @@ from orxaq_grpc.outcomes.tracker import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import Router
 from orxaq_grpc.routing.types import Decision, RouteRequest, Task
+from orxaq_grpc.service.server import budgets_in_a_worker
 from orxaq_grpc.store import SqliteStore
 from tests.conftest import FakeClock, set_toml
 
@@ -435,3 +436,18 @@ def test_a_failing_reload_listener_is_logged_and_the_reload_stands(
     assert heard == [live.current.config.version]
     assert live.current.config.policy.budgets.daily_usd == 3.0
     assert "a config reload listener failed" in caplog.text
+
+
+def test_a_worker_refuses_a_reload_that_adds_a_budget(
+    config_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With several workers each would keep its own reservations: a budget arriving by reload is
+    refused there as it is at start, and the last good config stays."""
+    live = LiveRouter.from_directory(config_dir)
+    live.refuse_when(budgets_in_a_worker)
+    version = live.current.config.version
+    set_toml(config_dir / "policy.toml", "budgets", "daily_usd", "3.0")
+    with caplog.at_level(logging.ERROR, logger="orxaq_grpc.routing.live"):
+        assert not live.reload()
+    assert live.current.config.version == version and live.current.config.policy.budgets.daily_usd == 0
+    assert "budgets need a single worker" in caplog.text

@@ -22,6 +22,13 @@ class LiveRouter:
         self.current = router
         self._reload_lock = threading.Lock()
         self._listeners: list[Callable[[Config], None]] = []
+        self._vetoes: list[Callable[[Config], str | None]] = []
+
+    def refuse_when(self, check: Callable[[Config], str | None]) -> None:
+        """A reload whose config `check` finds a problem with (a message) is refused like an
+        invalid one: what this process cannot honour, such as budgets in one of several workers."""
+        with self._reload_lock:
+            self._vetoes.append(check)
 
     def on_reload(self, callback: Callable[[Config], None]) -> None:
         """Calls `callback(new_config)` after each successful reload, once the new Router is in
@@ -48,6 +55,9 @@ class LiveRouter:
                 log.exception("config reload failed, keeping version %s", self.current.config.version)
                 return False
             previous = self.current.config.version
+            if problems := [p for check in self._vetoes if (p := check(router.config))]:
+                log.error("config reload refused, keeping version %s: %s", previous, "; ".join(problems))
+                return False
             self.current = router
             log.info("config reloaded from %s: version %s -> %s", directory, previous, router.config.version)
             for callback in self._listeners:

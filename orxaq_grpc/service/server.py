@@ -204,9 +204,8 @@ def serve(
     if workers == 1:
         asyncio.run(_run(live, data_dir, address, grace_s, drain_s, reuse_port=False))
         return
-    if _has_budgets(live.current.config):
-        # Each worker keeps its own reservations: N of them could spend N budgets.
-        raise RuntimeError("budgets need a single worker: the workers share no budget state")
+    if problem := budgets_in_a_worker(live.current.config):
+        raise RuntimeError(problem)
     with _reserved_port(address) as shared:
         # Spawned, not forked: gRPC's threads do not survive a fork.
         context = multiprocessing.get_context("spawn")
@@ -226,11 +225,13 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _FORWARDED = (*_STOP_SIGNALS, signal.SIGHUP)
 
 
-def _has_budgets(config: Config) -> bool:
+def budgets_in_a_worker(config: Config) -> str | None:
+    """Each worker keeps its own reservations: N of them could spend N budgets, so a config with a
+    budget is refused with several workers, at start and on every reload."""
     budgets = config.policy.budgets
-    return bool(
-        budgets.daily_usd or any(budgets.lane_daily_usd.values()) or any(budgets.provider_daily_usd.values())
-    )
+    if budgets.daily_usd or any(budgets.lane_daily_usd.values()) or any(budgets.provider_daily_usd.values()):
+        return "budgets need a single worker: the workers share no budget state"
+    return None
 
 
 def _worker(
@@ -240,6 +241,7 @@ def _worker(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     logging.basicConfig(level=log_level, format=LOG_FORMAT.replace("%(name)s", "%(processName)s %(name)s"))
     live = LiveRouter.from_directory(config_dir)
+    live.refuse_when(budgets_in_a_worker)
     asyncio.run(_run(live, data_dir, address, grace_s, drain_s, reuse_port=True))
 
 
