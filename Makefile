@@ -29,12 +29,13 @@ lint: $(INSTALLED)
 check-config: $(INSTALLED)
 	$(BIN)/orxaq-grpc check-config config
 
-## Figures, not pass/fail: kernel twins vs NumPy, sync vs asyncio server, Report vs Route, tracing cost.
+## Figures: kernel twins vs NumPy, sync vs asyncio server, Report vs Route, tracing cost, the fleet scenarios.
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/kernel.py
 	$(BIN)/python benchmarks/server.py
 	$(BIN)/python benchmarks/report.py
 	$(BIN)/python benchmarks/tracing.py
+	$(BIN)/python benchmarks/fleet.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info orxaq _scoring.c _scoring.html orxaq_grpc/*.so

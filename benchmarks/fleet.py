@@ -51,7 +51,7 @@ def row(name: str, variant: str, k: dict[str, Any]) -> str:
     held = sum(v["holds"] for v in k["expectations"])
     label = f"{name} ({variant})" if variant else name
     return (
-        f"{label:<46} {k['decisions']['total']:>6} {k['decisions']['scored_share']:>7.1%} "
+        f"{label:<46} {k['decisions']['total']:>9} {k['decisions']['scored_share']:>7.1%} "
         f"{k['tasks']['pass_rate']:>6.1%} {k['tasks']['cost_per_passed_task_usd']:>9.4f} "
         f"{k['spend_usd']:>9.2f} {worst:>9.2f} {stop_loss['share']:>7.1%} {triggers:<16} "
         f"{held}/{len(k['expectations'])}  {k['wall_s']:>6.1f}"
@@ -70,7 +70,7 @@ def main() -> int:
     if args.plots:
         args.plots.mkdir(parents=True, exist_ok=True)
     print(
-        f"{'scenario':<46} {'decide':>6} {'scored':>7} {'pass':>6} {'$/passed':>9} {'spend $':>9} "
+        f"{'scenario':<46} {'decisions':>9} {'scored':>7} {'pass':>6} {'$/passed':>9} {'spend $':>9} "
         f"{'over est':>9} {'in s-l':>7} {'s-l trigger':<16} held  wall s"
     )
     failures = []

@@ -21,15 +21,42 @@ import pytest
 from orxaq_grpc import _scoring, _scoring_py
 from orxaq_grpc.config.load import load_config
 from orxaq_grpc.config.model import Config, LaneSpec, ModelSpec
+from orxaq_grpc.outcomes.records import Outcome, ReportInput
+from orxaq_grpc.outcomes.tracker import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import Router
-from orxaq_grpc.routing.types import Objective, Profile
+from orxaq_grpc.routing.types import Decision, Objective, Profile
 from orxaq_grpc.service.server import open_outcomes, start_server
 from orxaq_grpc.telemetry.export import Telemetry
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "config"
+
+
+def report_success(outcomes: Outcomes, decision: Decision, cost_usd: float) -> bool:
+    """The lane's report of a decision that went well, as the servicer takes it: prepared, durable,
+    then counted; False (nothing counted) for a decision already reported."""
+    record = outcomes.prepare_report(
+        ReportInput(
+            decision_id=decision.decision_id,
+            lane=decision.lane,
+            provider=decision.provider,
+            model=decision.model,
+            input_tokens=decision.input_tokens,
+            output_tokens=decision.output_tokens,
+            latency_s=1.0,
+            outcome=Outcome.SUCCESS,
+            retry_after_s=0.0,
+            validation_passed=True,
+            first_time_pass=True,
+            cost_usd=cost_usd,
+        )
+    )
+    if not outcomes.write_report(record).result(timeout=30):
+        return False
+    outcomes.apply_report(record)
+    return True
 
 
 class FakeClock:

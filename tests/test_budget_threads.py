@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from orxaq_grpc.config.model import Config
-from orxaq_grpc.outcomes.records import Outcome, ReportInput
 from orxaq_grpc.outcomes.tracker import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import BudgetExhausted, Router
 from orxaq_grpc.routing.types import RouteRequest, Task
 from orxaq_grpc.store import SqliteStore
+from tests.conftest import report_success
 
 LIMIT_USD = 0.5
 
@@ -42,24 +42,8 @@ def test_eight_threads_never_exceed_the_budget_by_more_than_one_estimate(
                     return
                 outcomes.record_decision(decision)
                 estimates.append(decision.estimated_cost_usd)
-                record = outcomes.prepare_report(
-                    ReportInput(
-                        decision_id=decision.decision_id,
-                        lane=decision.lane,
-                        provider=decision.provider,
-                        model=decision.model,
-                        input_tokens=decision.input_tokens,
-                        output_tokens=decision.output_tokens,
-                        latency_s=1.0,
-                        outcome=Outcome.SUCCESS,
-                        retry_after_s=0.0,
-                        validation_passed=True,
-                        first_time_pass=True,
-                        cost_usd=decision.estimated_cost_usd,  # the provider charged what was estimated
-                    )
-                )
-                if outcomes.write_report(record).result(timeout=30):
-                    outcomes.apply_report(record)
+                # the provider charged what was estimated
+                report_success(outcomes, decision, decision.estimated_cost_usd)
 
         threads = [threading.Thread(target=lane_worker, args=(n,)) for n in range(8)]
         for thread in threads:

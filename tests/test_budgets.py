@@ -17,14 +17,13 @@ import pytest
 
 from orxaq_grpc.config.model import BudgetSettings, Config
 from orxaq_grpc.outcomes.budgets import Budgets, BudgetView
-from orxaq_grpc.outcomes.records import Outcome, ReportInput
 from orxaq_grpc.outcomes.tracker import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import Router
 from orxaq_grpc.routing.types import Decision, RouteRequest, Task
 from orxaq_grpc.service.server import budgets_in_a_worker
 from orxaq_grpc.store import SqliteStore
-from tests.conftest import FakeClock, set_toml
+from tests.conftest import FakeClock, report_success, set_toml
 
 NOON = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC).timestamp()
 MIDNIGHT = dt.datetime(2026, 3, 11, tzinfo=dt.UTC).timestamp()
@@ -323,24 +322,7 @@ def route(live: LiveRouter, outcomes: Outcomes, output_tokens: int = 500) -> Dec
 
 
 def report(outcomes: Outcomes, decision: Decision, cost_usd: float) -> None:
-    record = outcomes.prepare_report(
-        ReportInput(
-            decision_id=decision.decision_id,
-            lane=decision.lane,
-            provider=decision.provider,
-            model=decision.model,
-            input_tokens=decision.input_tokens,
-            output_tokens=decision.output_tokens,
-            latency_s=1.0,
-            outcome=Outcome.SUCCESS,
-            retry_after_s=0.0,
-            validation_passed=True,
-            first_time_pass=True,
-            cost_usd=cost_usd,
-        )
-    )
-    assert outcomes.write_report(record).result(timeout=30)
-    outcomes.apply_report(record)
+    assert report_success(outcomes, decision, cost_usd)
 
 
 def overall(outcomes: Outcomes) -> BudgetView:
