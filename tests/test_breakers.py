@@ -174,21 +174,33 @@ def test_timeouts_on_one_model_open_it_not_its_provider(clock: FakeClock) -> Non
 
 def test_timeouts_across_two_models_open_the_provider(clock: FakeClock) -> None:
     breakers = make(clock, {"p": 3})
-    feed(breakers, [Outcome.TIMEOUT] * 4)
+    feed(breakers, [Outcome.TIMEOUT] * 3)
+    assert breakers.record("m2", "p", Outcome.TIMEOUT) is False  # m1 aside, one failure: not yet
     assert breakers.record("m2", "p", Outcome.TIMEOUT) is True
     assert breakers.blocked() == (frozenset(), {"p"})
     assert breakers.views()[-1].reason == "5 consecutive failures"
 
 
+def test_one_sick_model_and_a_siblings_stray_timeout_do_not_open_the_provider(clock: FakeClock) -> None:
+    """Six failures of eleven is past the failure rate, but five of them are m1's: m2 fails one in five."""
+    breakers = make(clock, {"p": 3})
+    feed(breakers, [FAIL] * 5)
+    feed(breakers, [OK] * 4 + [Outcome.TIMEOUT], model="m2")
+    feed(breakers, [OK], model="m3")
+    assert breakers.blocked() == ({"m1"}, frozenset())
+
+
 def test_failure_rate_opens_the_provider_on_two_models_in_different_buckets(clock: FakeClock) -> None:
     breakers = make(clock, {"p": 3}, consecutive_failures=100)
     feed(breakers, [FAIL] * 6)
-    feed(breakers, [OK] * 4, model="m3")  # 6 of 10 for the provider, all from m1
+    feed(breakers, [OK] * 2, model="m3")  # 6 of 8 for the provider, all from m1
     assert breakers.blocked() == NONE
     clock.now += 50.0  # buckets are 10 s wide
     feed(breakers, [FAIL], model="m2")
-    assert breakers.blocked() == (frozenset(), {"p"})
-    assert breakers.views()[-1].reason.startswith("failure rate 0.64 >= 0.50")
+    assert breakers.blocked() == NONE  # m1 aside: 1 failure of 3
+    feed(breakers, [FAIL], model="m2")
+    assert breakers.blocked() == (frozenset(), {"p"})  # m1 aside: 2 of 4
+    assert breakers.views()[-1].reason.startswith("failure rate 0.80 >= 0.50")
 
 
 def test_a_failure_out_of_the_window_is_no_evidence(clock: FakeClock) -> None:
@@ -196,6 +208,8 @@ def test_a_failure_out_of_the_window_is_no_evidence(clock: FakeClock) -> None:
     feed(breakers, [FAIL])
     clock.now += SETTINGS.window_s + 10.0  # aged out, and in another bucket's slot than m2's
     feed(breakers, [FAIL] * 5, model="m2")  # a run of 6 for the provider, but one model in the window
+    assert breakers.blocked() == ({"m2"}, frozenset())
+    feed(breakers, [FAIL], model="m3")  # with m1's old failure it would be two besides m2's
     assert breakers.blocked() == ({"m2"}, frozenset())
     feed(breakers, [FAIL], model="m3")
     assert breakers.blocked() == ({"m2"}, {"p"})

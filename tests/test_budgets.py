@@ -226,10 +226,10 @@ NO_BUDGETS = dataclasses.replace(SETTINGS, daily_usd=0.0, lane_daily_usd={}, pro
 def test_update_lowering_the_overall_limit_refuses_at_once_and_raising_it_admits(budgets: Budgets) -> None:
     budgets.settle("d1", "claude", "anthropic", 3.0)
     assert budgets.try_reserve("d2", "claude", "anthropic", 2.0) is True
-    budgets.update(dataclasses.replace(SETTINGS, daily_usd=5.0), {})
+    budgets.update(dataclasses.replace(SETTINGS, daily_usd=5.0))
     assert budgets.try_reserve("d3", "claude", "anthropic", 0.5) is False  # 3 spent + 2 reserved of 5
     assert budgets.views()[0] == BudgetView("overall", "", 5.0, 3.0, 2.0, 1.0, warning=True, exhausted=True)
-    budgets.update(dataclasses.replace(SETTINGS, daily_usd=6.0), {})
+    budgets.update(dataclasses.replace(SETTINGS, daily_usd=6.0))
     assert budgets.try_reserve("d3", "claude", "anthropic", 0.5) is True
     assert budgets.headroom("claude") == (0.5, {"openai": 3.0})
 
@@ -240,8 +240,7 @@ def test_a_lane_budget_added_by_update_counts_todays_spend_and_the_lanes_open_re
     budgets.settle("d1", "claude", "anthropic", 1.0)  # no claude budget yet: only overall counts it
     budgets.reserve("d2", "claude", "anthropic", 0.75)
     budgets.reserve("d3", "codex", "anthropic", 0.5)  # another lane's: not the new budget's
-    spent_today = {("overall", ""): 99.0, ("lane", "claude"): 1.0, ("lane", "codex"): 42.0}
-    budgets.update(dataclasses.replace(SETTINGS, lane_daily_usd={"codex": 4.0, "claude": 2.0}), spent_today)
+    budgets.update(dataclasses.replace(SETTINGS, lane_daily_usd={"codex": 4.0, "claude": 2.0}))
     overall, claude, codex = budgets.views()[:3]
     assert (overall.spent_usd, overall.reserved_usd) == (1.0, 1.25)  # overall stayed: keeps its own spend
     assert (claude.name, claude.spent_usd, claude.reserved_usd) == ("claude", 1.0, 0.75)
@@ -258,22 +257,23 @@ def test_reservations_survive_an_update_and_still_settle_and_expire(
     budgets.reserve("d1", "codex", "openai", 1.0)
     clock.now += 300.0
     budgets.reserve("d2", "codex", "openai", 0.5)
-    budgets.update(dataclasses.replace(SETTINGS, daily_usd=20.0, provider_daily_usd={"openai": 2.0}), {})
+    budgets.update(dataclasses.replace(SETTINGS, daily_usd=20.0, provider_daily_usd={"openai": 2.0}))
     assert [(v.name, v.reserved_usd) for v in budgets.views()] == [("", 1.5), ("codex", 1.5), ("openai", 1.5)]
     budgets.settle("d2", "codex", "openai", 0.25)
     assert budgets.headroom("codex") == (2.75, {"openai": 0.75})  # 1.0 still reserved
-    budgets.update(dataclasses.replace(SETTINGS, reservation_ttl_s=200.0), {})  # the TTL follows too
+    budgets.update(dataclasses.replace(SETTINGS, reservation_ttl_s=200.0))  # the TTL follows too
     assert [v.reserved_usd for v in budgets.views()] == [0.0, 0.0, 0.0]  # d1 is 300 s old
 
 
 def test_a_first_budget_added_by_update_starts_from_todays_spend(clock: FakeClock) -> None:
     budgets = Budgets(NO_BUDGETS, clock)
+    budgets.settle("d0", "codex", "openai", 3.0)  # today's spend is known with no budget anywhere
     assert budgets.try_reserve("d1", "codex", "openai", 5.0)  # not tracked: no budget anywhere
-    budgets.update(dataclasses.replace(NO_BUDGETS, daily_usd=4.0), {("overall", ""): 3.0})
+    budgets.update(dataclasses.replace(NO_BUDGETS, daily_usd=4.0))
     assert budgets.any
     assert budgets.views() == [BudgetView("overall", "", 4.0, 3.0, 0.0, 0.75, warning=False, exhausted=False)]
     assert budgets.try_reserve("d2", "codex", "openai", 1.5) is False
-    budgets.update(NO_BUDGETS, {})
+    budgets.update(NO_BUDGETS)
     assert not budgets.any
     assert budgets.views() == []
     assert budgets.headroom("codex") == (math.inf, {})
@@ -283,14 +283,12 @@ def test_update_logs_one_warning_per_changed_limit(
     budgets: Budgets, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="orxaq_grpc.outcomes.budgets"):
-        budgets.update(
-            dataclasses.replace(SETTINGS, warn_at=0.5, reservation_ttl_s=60.0), {}, "config a -> b"
-        )
+        budgets.update(dataclasses.replace(SETTINGS, warn_at=0.5, reservation_ttl_s=60.0), "config a -> b")
         assert caplog.records == []  # no limit changed
         changed = dataclasses.replace(
             SETTINGS, daily_usd=2.0, lane_daily_usd={"codex": 4.0, "claude": 1.5}, provider_daily_usd={}
         )
-        budgets.update(changed, {}, "config a1b2 -> c3d4")
+        budgets.update(changed, "config a1b2 -> c3d4")
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.WARNING, "budget overall: daily limit $10.00 -> $2.00 (config a1b2 -> c3d4)"),
         (logging.WARNING, "budget lane claude: daily limit none -> $1.50 (config a1b2 -> c3d4)"),

@@ -3,8 +3,9 @@
 A circuit opens on a run of availability failures or on a high failure share over a sliding window.
 Faults are answered in proportion: a rate limit that says when to retry opens only its model's circuit,
 at once and for exactly that long; rate limits never count for a provider (they say nothing about its
-availability); and a provider's circuit opens only when its window holds failures of at least
-min(2, its catalog models) distinct models, so one sick model cannot take its siblings down with it.
+availability); and a provider's circuit opens only when, its worst model left out, the rest of its
+models still fail (at least twice, at the failure_rate share), so one sick model cannot take its
+siblings down with it.
 After `open_s` (or the retry-after) a circuit turns half-open and lets a few decisions through as probes;
 the first report of a probe then closes or re-opens it. Reports of tasks routed before (still in flight
 when it opened) are counted but decide nothing. Plain Python, thread-safe.
@@ -25,9 +26,9 @@ from orxaq_grpc.config.model import BreakerSettings
 from orxaq_grpc.outcomes.records import Outcome
 
 WINDOW_BUCKETS = 30  # the failure-rate window is kept as this many time buckets: memory stays flat
-# A provider's circuit needs failures of this many distinct models (fewer if the catalog has fewer).
-PROVIDER_EVIDENCE_MODELS = 2
-_SEVERAL = object()  # a bucket's failures came from two or more distinct models
+# A provider's circuit opens only if, leaving out its worst model, its other models still show this
+# many failures in the window, at the failure_rate share: one model in trouble is that model's.
+PROVIDER_EVIDENCE_FAILURES = 2
 
 
 class BreakerState(enum.Enum):
@@ -55,27 +56,28 @@ class BreakerView:
 class _Window:
     """Reports and failures over the last window_s, in fixed time buckets (a ring, reused in place).
 
-    Each bucket also keeps which model its failures came from: None, the one model, or _SEVERAL. That
-    answers "at least PROVIDER_EVIDENCE_MODELS (2) distinct failing models?" exactly, in one slot."""
+    A provider's window also keeps them per model, bounded by its catalog models, to tell a
+    provider in trouble from one model of it in trouble."""
 
     def __init__(self, window_s: float) -> None:
         self._width = window_s / WINDOW_BUCKETS
         self._ids = [-1] * WINDOW_BUCKETS  # which time bucket each slot holds
         self._reports = [0] * WINDOW_BUCKETS
         self._failures = [0] * WINDOW_BUCKETS
-        self._failing: list[object] = [None] * WINDOW_BUCKETS
+        self._by_model: list[dict[str, list[int]]] = [{} for _ in range(WINDOW_BUCKETS)]
 
     def add(self, now: float, failed: bool, model: str | None = None) -> None:
         bucket = math.floor(now / self._width)
         slot = bucket % WINDOW_BUCKETS
         if self._ids[slot] != bucket:
             self._ids[slot], self._reports[slot], self._failures[slot] = bucket, 0, 0
-            self._failing[slot] = None
+            self._by_model[slot].clear()
         self._reports[slot] += 1
         self._failures[slot] += failed
-        if failed and model is not None:
-            seen = self._failing[slot]
-            self._failing[slot] = model if seen is None or seen == model else _SEVERAL
+        if model is not None:
+            tally = self._by_model[slot].setdefault(model, [0, 0])
+            tally[0] += 1
+            tally[1] += failed
 
     def counts(self, now: float) -> tuple[int, int]:
         """(reports, failures) in the buckets still inside the window."""
@@ -87,17 +89,19 @@ class _Window:
                 failures += failed
         return reports, failures
 
-    def failing_models(self, now: float) -> int:
-        """Distinct models whose failures are inside the window, counted up to 2."""
+    def counts_but_the_worst_model(self, now: float) -> tuple[int, int]:
+        """(reports, failures) inside the window of every model but the one with the most failures."""
         oldest = math.floor(now / self._width) - WINDOW_BUCKETS + 1
-        first: object = None
-        for bucket, failing in zip(self._ids, self._failing, strict=True):
-            if bucket < oldest or failing is None:
-                continue
-            if failing is _SEVERAL or (first is not None and failing != first):
-                return 2
-            first = failing
-        return 0 if first is None else 1
+        totals: dict[str, list[int]] = {}
+        for bucket, models in zip(self._ids, self._by_model, strict=True):
+            if bucket >= oldest:
+                for model, (reports, failures) in models.items():
+                    total = totals.setdefault(model, [0, 0])
+                    total[0] += reports
+                    total[1] += failures
+        if totals:
+            del totals[max(totals, key=lambda m: (totals[m][1], m))]
+        return sum(t[0] for t in totals.values()), sum(t[1] for t in totals.values())
 
     def clear(self) -> None:
         self._ids = [-1] * WINDOW_BUCKETS
@@ -110,11 +114,12 @@ def _rate_limit_reason(retry_after_s: float) -> str:
 class _Circuit:
     """One breaker. Not locked: Breakers holds its lock around every call."""
 
-    def __init__(self, scope: str, name: str, settings: BreakerSettings, evidence_models: int = 1) -> None:
-        """`evidence_models`: how many distinct failing models its window needs before failures may
-        open it (1 for a model's circuit, which needs no such evidence)."""
+    def __init__(
+        self, scope: str, name: str, settings: BreakerSettings, needs_evidence: bool = False
+    ) -> None:
+        """`needs_evidence`: a provider's circuit of several models opens only on failures across them."""
         self.scope, self.name, self._settings = scope, name, settings
-        self._evidence_models = evidence_models
+        self._needs_evidence = needs_evidence
         self.state = BreakerState.CLOSED
         self.reason = ""
         self.opened_at: float | None = None
@@ -178,9 +183,13 @@ class _Circuit:
                 f"failure rate {share:.2f} >= {self._settings.failure_rate:.2f} "
                 f"over {self._settings.window_s:g} s ({reports} reports)"
             )
-        # A provider is only judged on evidence across it: one model failing is that model's problem.
-        if self._evidence_models > 1 and self.window.failing_models(now) < self._evidence_models:
-            return ""
+        if self._needs_evidence:  # judged on its other models: one model failing is that model's problem
+            others, failed_others = self.window.counts_but_the_worst_model(now)
+            if (
+                failed_others < PROVIDER_EVIDENCE_FAILURES
+                or failed_others < self._settings.failure_rate * others
+            ):
+                return ""
         return reason
 
     def _open(self, now: float, reason: str, retry_after_s: float) -> None:
@@ -284,10 +293,10 @@ class Breakers:
         nor heal a circuit. A rate limit with a retry-after opens the model's circuit for exactly that
         long; without one it is an ordinary failure of the model. Rate limits never reach the provider's
         circuit (providers limit each model on its own), and failures open a provider's circuit only once
-        its window holds failures of min(2, its catalog models) distinct models. A half-open circuit is
-        decided only by the report of one of its probes (`decision_id` as passed to `note_routed`); any
-        other report is counted but neither closes nor re-opens it (a retry-after may still delay the
-        next probe).
+        its other models fail too, its worst one left out (a one-model provider: as a model). A
+        half-open circuit is decided only by the report of one of its probes (`decision_id` as passed
+        to `note_routed`); any other report is counted but neither closes nor re-opens it (a
+        retry-after may still delay the next probe).
         """
         if outcome is not Outcome.SUCCESS and not outcome.is_availability_failure:
             return False
@@ -346,11 +355,9 @@ class Breakers:
     def _circuit(self, scope: str, name: str) -> _Circuit:
         circuit = self._circuits.get((scope, name))
         if circuit is None:
-            evidence = 1
-            if scope == "provider":
-                catalog = self._provider_models.get(name, PROVIDER_EVIDENCE_MODELS)
-                evidence = max(1, min(PROVIDER_EVIDENCE_MODELS, catalog))
-            circuit = self._circuits[(scope, name)] = _Circuit(scope, name, self._settings, evidence)
+            # A provider not in the catalog counts as having several models.
+            several = scope == "provider" and self._provider_models.get(name, 2) > 1
+            circuit = self._circuits[(scope, name)] = _Circuit(scope, name, self._settings, several)
         return circuit
 
     def _advance(self) -> float:

@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from orxaq_grpc.config.model import BudgetSettings
@@ -89,6 +89,9 @@ class Budgets:
         self._clock = clock
         self._lock = threading.Lock()
         self._reservations: dict[str, _Reservation] = {}  # insertion order is (nearly) age order
+        # Today's settled spend per scope, budgeted or not, so a budget a reload adds starts from it
+        # (kept here, under this lock, a report cannot slip between reading it and the update).
+        self._spent_today: dict[ScopeKey, float] = {}
         self._day = _day_of(clock())
         self._configure(settings)
 
@@ -101,19 +104,18 @@ class Budgets:
         # Mutable: `update` may add the first budget or remove the last; read unlocked on the fast path.
         self.any = self._overall is not None or bool(self._lanes) or bool(self._providers)
 
-    def update(self, settings: BudgetSettings, spent_today: Mapping[ScopeKey, float], note: str = "") -> None:
+    def update(self, settings: BudgetSettings, note: str = "") -> None:
         """Applies reloaded settings at once: limits, reservation_ttl_s and warn_at (on_exhausted is
         the router's, which follows the reload itself).
 
-        The scopes are rebuilt from `settings` (0 means no budget). A scope that stays keeps its
-        settled spend; a new one starts from `spent_today[(kind, name)]`, today's settled spend for it
-        from the economics book. Every open reservation is booked again into the new scopes, so a
+        The scopes are rebuilt from `settings` (0 means no budget), each starting from today's
+        settled spend for it, which is tracked whether budgeted or not. Every open reservation is
+        booked again into the new scopes, so a
         lowered limit refuses the next `try_reserve`. One WARNING line per changed limit, with `note`
         (e.g. "config a1b2 -> c3d4") appended; nothing when no limit changed.
 
         Caveats: reservations made while no budget at all was configured were not tracked, so they
-        cannot count against a budget added later (today's settled spend does). A report settled
-        while this runs may count twice against a scope that is new (conservative, and rare).
+        cannot count against a budget added later (today's settled spend does).
         """
         with self._lock:
             now = self._clock()
@@ -122,8 +124,7 @@ class Budgets:
             reservations, self._reservations = self._reservations, {}
             self._configure(settings)
             for scope in self._all_scopes():
-                previous = before.get((scope.kind, scope.name))
-                scope.spent = previous.spent if previous else spent_today.get((scope.kind, scope.name), 0.0)
+                scope.spent = self._spent_today.get((scope.kind, scope.name), 0.0)
             if self.any:  # with no budget left, nothing settles them: keeping them would only go stale
                 for decision_id, reservation in reservations.items():
                     self._book(decision_id, reservation)
@@ -189,16 +190,21 @@ class Budgets:
         The cost counts against the UTC day of `at` (default now) and only today is kept, so a ledger
         replayed on start adds nothing from earlier days.
         """
-        if not self.any:
-            return
         with self._lock:
             now = self._clock()
             self._sync(now)
             self._unbook(decision_id)
             if _day_of(now if at is None else at) < self._day:
                 return
+            for key in (("overall", ""), ("lane", lane), ("provider", provider)):
+                self._spent_today[key] = self._spent_today.get(key, 0.0) + actual_usd
             for scope in self._applicable(lane, provider):
                 scope.spent += actual_usd
+
+    def release(self, decision_id: str) -> None:
+        """Drops a decision's open reservation, if any: it was refused after all."""
+        with self._lock:
+            self._unbook(decision_id)
 
     def expire(self) -> int:
         """Drops reservations older than reservation_ttl_s; returns how many."""
@@ -219,6 +225,7 @@ class Budgets:
         today = _day_of(now)
         if today > self._day:  # never back: a clock step back must not forget today's spend
             self._day = today
+            self._spent_today.clear()
             for scope in self._all_scopes():
                 scope.spent = 0.0
         self._expire(now)

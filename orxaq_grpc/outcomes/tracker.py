@@ -100,13 +100,8 @@ class Outcomes:
 
     def _follow_budgets(self, config: Config) -> None:
         """After a reload: the new budget limits apply at once, a new budget counting today's spend."""
-        now = self._clock()
-        today = self.book.breakdown(now - now % DAY, groups=("lanes", "providers"))
-        spent = {("overall", ""): today.overall.counters.spend_usd}
-        spent |= {("lane", name): f.counters.spend_usd for name, f in today.lanes.items()}
-        spent |= {("provider", name): f.counters.spend_usd for name, f in today.providers.items()}
         note = f"config {self._budgets_from.version} -> {config.version}"
-        self.budgets.update(config.policy.budgets, spent, note)
+        self.budgets.update(config.policy.budgets, note)
         self._budgets_from = config
 
     @property
@@ -174,6 +169,7 @@ class Outcomes:
         self.store.record_decision(record)
         self.book.add_decision(record)
         self._shown.appendleft(record)
+        self.budgets.release(refusal.decision_id)  # a static answer tried first may have reserved
 
     def abandon(self, decision: Decision) -> None:
         """Releases the budget a decision reserved when it never reached the lane."""
