@@ -414,6 +414,7 @@ def _failed(exc: CallFailed) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    import importlib.util
     import json
 
     from orxaq_grpc.simulate.engine import run_scenario
@@ -423,6 +424,14 @@ def _simulate(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # What would fail after the run fails before it.
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        print("orxaq-grpc: --plot needs matplotlib: pip install 'orxaq-grpc[plot]'", file=sys.stderr)
+        return 2
+    for path in (args.json, args.plot):
+        if path is not None and not path.parent.is_dir():
+            print(f"orxaq-grpc: cannot write {path}: {path.parent} is not a directory", file=sys.stderr)
+            return 2
     try:
         scenario = load_scenario(args.scenario, parse_assignments(args.set))
         last_shown = [-1]

@@ -221,3 +221,72 @@ def test_the_command_prints_kpis_writes_json_and_a_plot_and_fails_on_a_broken_ex
     )
     assert strict.returncode == 1
     assert "FAILS  scored decisions" in strict.stdout
+
+
+QUEUE = """
+name = "queue"
+duration_s = 600
+[policy]
+config = "{config}"
+[policy.overrides.policy.budgets]
+daily_usd = 0.1
+[[tasks]]
+title = "Split the billing service into modules"
+input_tokens = 70000
+output_tokens = 4000
+[[lanes]]
+name = "claude"
+agents = 1
+arrivals_per_min = 600
+"""
+
+
+def test_a_long_queue_of_refused_tasks_is_worked_off_and_the_cap_holds(tmp_path: Path) -> None:
+    """One claude agent, ten tasks a second, 10 cents: thousands refused one after another."""
+    path = tmp_path / "queue.toml"
+    path.write_text(QUEUE.format(config=CONFIG_DIR))
+    kpis = run_scenario(load_scenario(path), path)
+    assert kpis["tasks"]["refused"] > 1000
+    (overall,) = kpis["budgets"]
+    assert overall["overspend_usd"] == 0.0 and overall["spent_usd"] <= 0.1
+
+
+RELOADS = """
+name = "reloads"
+duration_s = 600
+[policy]
+config = "{config}"
+[[tasks]]
+title = "x"
+[[lanes]]
+name = "codex"
+arrivals_per_min = 1
+[[events]]
+kind = "reload"
+at_s = 60
+overrides = {overrides}
+"""
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "problem"),
+    [
+        ("{ policy = { budgets = { daily_usd = -1 } } }", "events.0.overrides", "budgets.daily_usd: must be"),
+        (
+            "{ catalog = { models = { nosuch = { quality = 1 } } } }",
+            "events.0.overrides.catalog.models.nosuch",
+            "not a model",
+        ),
+        ("{ policy = 3 }", "events.0.overrides.policy", "must be a table"),
+        ("{ polic = {} }", "events.0.overrides.polic", "is not a config file"),
+    ],
+)
+def test_a_reload_the_config_would_refuse_is_named_before_the_run(
+    tmp_path: Path, overrides: str, field: str, problem: str
+) -> None:
+    path = tmp_path / "reloads.toml"
+    path.write_text(RELOADS.format(config=CONFIG_DIR, overrides=overrides))
+    with pytest.raises(ScenarioError) as refused:
+        run_scenario(load_scenario(path), path)
+    (only,) = refused.value.problems
+    assert (only.path, only.field) == (str(path), field) and problem in only.problem

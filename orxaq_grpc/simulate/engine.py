@@ -32,15 +32,17 @@ from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.simulate.expectations import judge
 from orxaq_grpc.simulate.kpis import Collector
 from orxaq_grpc.simulate.scenario import (
+    ConfigProblem,
     Outage,
     Reload,
     Restart,
     Scenario,
+    ScenarioError,
     SimLane,
     TaskMix,
     check_against,
 )
-from orxaq_grpc.simulate.service import SimClock, SimService, write_config
+from orxaq_grpc.simulate.service import Layer, SimClock, SimService, write_config
 from orxaq_grpc.simulate.truth import CallResult, Truths
 
 log = logging.getLogger(__name__)
@@ -91,24 +93,16 @@ class Simulation:
         self.data_dir = workdir / "data"
         self.clock = SimClock(scenario.start_unix)
         self._config_source = (scenario_path.parent / scenario.policy.config).resolve()
-        self.config = write_config(
-            self._config_source,
-            self.config_dir,
-            scenario.policy.overrides,
-            scenario_path=scenario_path,
-        )
+        self._base: Layer = ("policy.overrides", scenario.policy.overrides)
+        self.config = write_config(self._config_source, self.config_dir, [self._base], scenario_path)
         check_against(scenario, self.config, scenario_path)
         for i, event in enumerate(scenario.events):  # a reload's config is refused now, not mid-run
             if isinstance(event, Reload):
-                write_config(
-                    self._config_source,
-                    workdir / f"reload-{i}",
-                    scenario.policy.overrides,
-                    event.overrides,
-                    scenario_path=scenario_path,
-                )
+                layers = [self._base, (f"events.{i}.overrides", event.overrides)]
+                write_config(self._config_source, workdir / f"reload-{i}", layers, scenario_path)
         self.truths = Truths(scenario, self.config)
         self.kpis = Collector(scenario, self.config.policy.breakers.open_s)
+        self.kpis.budgets_in_force(0.0, self.config.policy.budgets)
         self._progress = progress
         self._queue: list[tuple[float, int, Callable[[], Any]]] = []
         self._order = itertools.count()
@@ -208,16 +202,17 @@ class Simulation:
             spent = time.perf_counter() - began
             self.kpis.route_wall_s += spent
             if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
-                raise RuntimeError(f"Route failed for {task.id}: {exc.code().name}: {exc.details()}") from exc
+                raise self._refused_by_service(task, "Route", exc) from None
             self.kpis.refused(spent)
             self.kpis.refused_tasks += 1
-            await self._free(task.lane)
+            self._free(task.lane)
             return
         spent = time.perf_counter() - began
         self.kpis.route_wall_s += spent
         now = self.clock.t
         into = [i for i in self._outages if self._in_outage(i, decision.model, now)]
-        self.kpis.routed(now, decision, spent, into)
+        leaked = bool(into) and not await self._a_probe(decision)
+        self.kpis.routed(now, decision, spent, into if leaked else [])
         task.tried.append(decision.model)
         task.alternatives = [m for m in decision.alternatives if m not in task.tried]
         result = self.truths.call(
@@ -229,58 +224,72 @@ class Simulation:
             decision.estimated_cost_usd,
             decision.estimated_latency_s,
         )
-        self._at(now + result.latency_s, self._finish, task, decision, result)
+        self._at(now + result.latency_s, self._finish, task, decision, result, now)
 
     def _in_outage(self, index: int, model: str, t: float) -> bool:
         fault = self.scenario.faults[index]
         return self.truths.active(fault, t) and self.truths.affected(fault, model)
 
-    async def _finish(self, task: _Task, decision: pb.RouteDecision, result: CallResult) -> None:
+    async def _a_probe(self, decision: pb.RouteDecision) -> bool:
+        """Whether a decision into an outage was a half-open circuit's probe (what breakers are
+        for), rather than one that leaked past closed circuits. Health says, as an operator sees it."""
+        health = await self.service.stub.Health(pb.HealthRequest(), timeout=RPC_TIMEOUT_S)
+        mine = {("model", decision.model), ("provider", decision.provider)}
+        return any((b.scope, b.name) in mine and b.state == "half_open" for b in health.breakers)
+
+    async def _finish(
+        self, task: _Task, decision: pb.RouteDecision, result: CallResult, routed_at: float
+    ) -> None:
         now = self.clock.t
         passed = result.outcome == "success" and result.validation_passed
-        healed = [
+        healed = [  # outages whose models answer again: only calls made after they ended count
             i
             for i in self._outages
             if self.truths.affected(self.scenario.faults[i], decision.model)
-            and now >= (self.scenario.faults[i].end_s or self.scenario.duration_s)
+            and routed_at >= (self.scenario.faults[i].end_s or self.scenario.duration_s)
         ]
         self.kpis.charged(now, decision.lane, decision.provider, result, healed)
-        await self.service.stub.Report(
-            pb.ReportRequest(
-                decision_id=decision.decision_id,
-                lane=decision.lane,
-                provider=decision.provider,
-                model=decision.model,
-                input_tokens=decision.input_tokens if result.outcome == "success" else 0,
-                output_tokens=decision.output_tokens if result.outcome == "success" else 0,
-                latency_s=result.latency_s,
-                outcome=_OUTCOMES[result.outcome],
-                retry_after_s=result.retry_after_s,
-                validation_passed=result.validation_passed,
-                first_time_pass=passed and len(task.tried) == 1,
-                cost_usd=result.cost_usd,
-            ),
-            timeout=RPC_TIMEOUT_S,
+        report = pb.ReportRequest(
+            decision_id=decision.decision_id,
+            lane=decision.lane,
+            provider=decision.provider,
+            model=decision.model,
+            input_tokens=decision.input_tokens if result.outcome == "success" else 0,
+            output_tokens=decision.output_tokens if result.outcome == "success" else 0,
+            latency_s=result.latency_s,
+            outcome=_OUTCOMES[result.outcome],
+            retry_after_s=result.retry_after_s,
+            validation_passed=result.validation_passed,
+            first_time_pass=passed and len(task.tried) == 1,
+            cost_usd=result.cost_usd,
         )
-        if (
-            result.outcome != "success"
-            and task.alternatives
-            and len(task.tried) < task.lane.spec.max_attempts
-        ):
+        try:
+            await self.service.stub.Report(report, timeout=RPC_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            raise self._refused_by_service(task, "Report", exc) from None
+        retry = result.outcome != "success" and task.alternatives
+        if retry and len(task.tried) < task.lane.spec.max_attempts:
             await self._attempt(task, task.alternatives[0])
             return
         if passed:
             self.kpis.passed += 1
         else:
             self.kpis.failed += 1
-        await self._free(task.lane)
+        self._free(task.lane)
 
-    async def _free(self, lane: _Lane) -> None:
-        """A task ended: the agent takes the next waiting task, if any."""
+    def _free(self, lane: _Lane) -> None:
+        """A task ended: the agent takes the next waiting task, if any (as an event of its own, so a
+        long queue of refusals is a loop, not a recursion)."""
         if lane.waiting:
-            await self._attempt(lane.waiting.popleft(), "")
+            self._at(self.clock.t, self._attempt, lane.waiting.popleft(), "")
         else:
             lane.busy -= 1
+
+    def _refused_by_service(self, task: _Task, rpc: str, exc: grpc.aio.AioRpcError) -> ScenarioError:
+        """The service refused what the scenario made a lane send: the scenario's fault, said so."""
+        index = self.scenario.lanes.index(task.lane.spec)
+        problem = f"the service refused a {rpc} of task {task.id}: {exc.code().name}: {exc.details()}"
+        return ScenarioError([ConfigProblem(str(self.path), f"lanes.{index}", problem)])
 
     # -- the service ------------------------------------------------------------------
 
@@ -306,13 +315,11 @@ class Simulation:
             self._service = await SimService.start(self.config_dir, self.data_dir, self.clock)
             return
         before = self.service.live.current.config.version
-        write_config(
-            self._config_source,
-            self.config_dir,
-            self.scenario.policy.overrides,
-            event.overrides,
-            scenario_path=self.path,
-        )
+        index = self.scenario.events.index(event)
+        layers = [self._base, (f"events.{index}.overrides", event.overrides)]
+        intended = write_config(self._config_source, self.config_dir, layers, self.path)
+        # Budgets are judged on the limits the scenario set, whether or not the service took them.
+        self.kpis.budgets_in_force(now, intended.policy.budgets)
         reloaded = await asyncio.to_thread(self.service.live.reload)  # what SIGHUP runs
         after = self.service.live.current.config.version
         self.kpis.events.append(

@@ -6,13 +6,13 @@ service says it settled and holds in reservations (its Health). Budgets are judg
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from orxaq.routing.v1 import routing_pb2 as pb
+from orxaq_grpc.config.model import BudgetSettings
 from orxaq_grpc.outcomes.economics import DAY
 from orxaq_grpc.simulate.scenario import Outage, Scenario
 from orxaq_grpc.simulate.truth import CallResult
@@ -67,8 +67,13 @@ class Collector:
     estimates: defaultdict[tuple[str, str], list[float]] = field(
         default_factory=lambda: defaultdict(lambda: [0.0, 0])
     )
-    # (day, scope, name) -> the limit in force at the end of that day; the service's peak settled + reserved
-    limits: dict[tuple[int, str, str], float] = field(default_factory=dict)
+    # From the configs the simulator itself wrote, not from what the service says: the limit in force
+    # per budget now, the spend a limit started from when it was lowered below it that day, and per
+    # budget the worst overspend seen (with that day's spend and limit).
+    limits: dict[tuple[str, str], float] = field(default_factory=dict)
+    ever_limited: dict[tuple[str, str], float] = field(default_factory=dict)
+    floors: dict[tuple[int, str, str], float] = field(default_factory=dict)
+    worst: dict[tuple[str, str], tuple[float, float, float]] = field(default_factory=dict)
     peak_committed: defaultdict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
     service_spent: dict[tuple[str, str], float] = field(default_factory=dict)
     episodes: list[_Episode] = field(default_factory=list)
@@ -108,24 +113,41 @@ class Collector:
         self.route_latencies_s.append(latency_s)
         self._decisions += 1
 
+    def budgets_in_force(self, t: float, settings: BudgetSettings) -> None:
+        """The daily budgets of a config the service runs on from `t` (start, or an applied reload).
+        A limit lowered below what is already spent that day cannot undo that spend: from then on,
+        all further spend is over."""
+        limits = {("overall", ""): settings.daily_usd}
+        limits |= {("lane", name): usd for name, usd in settings.lane_daily_usd.items()}
+        limits |= {("provider", name): usd for name, usd in settings.provider_daily_usd.items()}
+        limits = {key: usd for key, usd in limits.items() if usd > 0}
+        day = self._day(t)
+        for key, usd in limits.items():
+            if self.limits.get(key) != usd:
+                self.floors[(day, *key)] = self.spend.get((day, *key), 0.0)
+            self.ever_limited[key] = usd
+        self.limits = limits
+
     def charged(self, t: float, lane: str, provider: str, result: CallResult, healed: list[int]) -> None:
         self.attempts += 1
         self.outcomes[result.outcome] += 1
         self.spend_usd += result.cost_usd
         day = self._day(t)
-        for scope, name in self._scopes(lane, provider):
-            self.spend[(day, scope, name)] += result.cost_usd
+        for key in self._scopes(lane, provider):
+            spent = self.spend[(day, *key)] = self.spend[(day, *key)] + result.cost_usd
+            if (limit := self.limits.get(key)) is not None:
+                over = spent - max(limit, self.floors.get((day, *key), 0.0))
+                if key not in self.worst or over > self.worst[key][0]:
+                    self.worst[key] = (over, spent, limit)
         if result.outcome == "success":
             for index in healed:
                 self.recovered.setdefault(index, (t, result.latency_s))
 
     def observed(self, t: float, health: pb.HealthResponse) -> None:
         """One look at the service's Health, every stop-loss check."""
-        day = self._day(t)
         committed = 0.0
         for b in health.budgets:
             key = (b.scope, b.name)
-            self.limits[(day, *key)] = b.limit_usd  # the limit in force at the day's last look
             self.peak_committed[key] = max(self.peak_committed[key], b.spent_usd + b.reserved_usd)
             self.service_spent[key] = b.spent_usd
             if b.scope == "overall":
@@ -251,28 +273,20 @@ class Collector:
         }
 
     def _budgets(self) -> list[dict[str, Any]]:
-        """Per configured budget, the worst day: truth spend against the limit in force at its end (a
-        reload that lowers a limit below what is already spent makes overspend nobody could avoid;
-        scenarios lower limits ahead of spend)."""
+        """Every budget any config of the run had: its worst moment, what the providers charged
+        against the limit in force then; the service's own figures beside them."""
         rows = []
-        for key in sorted({(scope, name) for _, scope, name in self.limits}):
-            worst: tuple[float, float, float] | None = None  # (overspend, spent, limit)
-            for (day, scope, name), limit in self.limits.items():
-                if (scope, name) != key:
-                    continue
-                spent = self.spend.get((day, scope, name), 0.0)
-                candidate = (max(0.0, spent - limit), spent, limit)
-                worst = candidate if worst is None or candidate > worst else worst
-            assert worst is not None
-            over, spent, limit = worst
+        for key in sorted(self.ever_limited, key=lambda k: (k[0] != "overall", k)):
+            over, spent, limit = self.worst.get(key, (0.0, 0.0, self.ever_limited[key]))
             total, count = self.estimates[key]
             mean_estimate = total / count if count else 0.0
+            over = max(0.0, over)
             rows.append(
                 {
                     "scope": key[0],
                     "name": key[1],
-                    "limit_usd": limit,
-                    "spent_usd": round(spent, 6),
+                    "limit_usd": limit,  # in force at the worst moment
+                    "spent_usd": round(spent, 6),  # that day, at that moment
                     "service_spent_usd": round(self.service_spent.get(key, 0.0), 6),
                     "peak_committed_usd": round(self.peak_committed[key], 6),
                     "overspend_usd": round(over, 6),
@@ -296,23 +310,15 @@ class Collector:
                     "target": fault.provider or fault.model or "every model",
                     "start_s": fault.start_s,
                     "end_s": end,
+                    # decisions into it that were no half-open probe, and when the last one was
                     "calls_into_outage": len(times),
-                    "routed_around_s": _routed_around(times, fault.start_s, self.open_s),
+                    "routed_around_s": round(times[-1] - fault.start_s, 3) if times else 0.0,
                     # the first healthy answer after it ended, and how long that call (the probe) took
                     "traffic_back_s": round(back[0] - end, 3) if back else None,
                     "probe_latency_s": round(back[1], 3) if back else None,
                 }
             )
         return rows
-
-
-def _routed_around(times: list[float], start: float, open_s: float) -> float:
-    """How long after the outage began decisions stopped going into it, but for the breakers'
-    half-open probes (at most one per open_s): the time of the last decision that followed the one
-    before it by less than that."""
-    dense = [b for a, b in itertools.pairwise(times) if b - a < 0.9 * open_s]
-    last = dense[-1] if dense else (times[0] if times else start)
-    return round(last - start, 3)
 
 
 def _ratio(a: float, b: float) -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from orxaq_grpc.config.load import ConfigProblem
 from orxaq_grpc.config.model import Config
@@ -32,7 +33,7 @@ class ScenarioError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Range(_Strict):
@@ -70,6 +71,12 @@ class TaskMix(_Strict):
     output_tokens: Range = Range(lo=2_000, hi=2_000)
     difficulty: Range | None = None  # absent: the service estimates it from the text
     value_usd: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _difficulty_is_a_score(self) -> TaskMix:
+        if self.difficulty is not None and self.difficulty.hi > 100:
+            raise ValueError(f"difficulty {self.difficulty.hi:g} is past 100")
+        return self
 
 
 class SimLane(_Strict):
@@ -183,7 +190,7 @@ class Scenario(_Strict):
     seed: int = 1
     duration_s: float = Field(gt=0, le=31 * 86_400)
     start: dt.datetime = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)  # the simulated clock's first instant
-    call_timeout_s: float = Field(default=120.0, gt=0)  # how long a timed-out call took
+    call_timeout_s: float = Field(default=120.0, gt=0, le=86_400)  # how long a timed-out call took
     policy: PolicyToTry = PolicyToTry()
     tasks: tuple[TaskMix, ...] = ()  # every lane's task mix, unless the lane has its own
     lanes: tuple[SimLane, ...] = Field(min_length=1)
@@ -195,7 +202,11 @@ class Scenario(_Strict):
     @model_validator(mode="after")
     def _every_lane_has_tasks(self) -> Scenario:
         if not self.tasks and (bare := [lane.name for lane in self.lanes if not lane.tasks]):
-            raise ValueError(f"lanes {', '.join(bare)} have no tasks and the scenario gives none")
+            raise PydanticCustomError(
+                "no_tasks",
+                "lanes {bare} have no tasks of their own and the scenario gives none",
+                {"bare": ", ".join(bare)},
+            )
         return self
 
     def tasks_of(self, lane: SimLane) -> tuple[TaskMix, ...]:
@@ -246,6 +257,8 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ScenarioError([ConfigProblem(str(path), "", exc.strerror or str(exc))]) from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError([ConfigProblem(str(path), "", f"not UTF-8 text: {exc}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError([ConfigProblem(str(path), "", f"not valid TOML: {exc}")]) from None
     if overrides:
@@ -287,6 +300,8 @@ def _problem(path: Path, error: Any) -> ConfigProblem:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown field"
+    if error["type"] == "no_tasks":  # the scenario's own check: it is about its task mix
+        loc = ["tasks"]
     return ConfigProblem(str(path), ".".join(loc), message)
 
 

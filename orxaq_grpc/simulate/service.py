@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tomllib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,47 +44,67 @@ class SimClock:
         return _MONOTONIC_ORIGIN + self.t
 
 
-def write_config(source: Path, target: Path, *layers: Overrides, scenario_path: Path) -> Config:
+Layer = tuple[str, Overrides]  # where in the scenario the overrides are ("policy.overrides"), and them
+
+
+def write_config(source: Path, target: Path, layers: Sequence[Layer], scenario_path: Path) -> Config:
     """Copies the three config files from `source` into `target` with `layers` of overrides merged
     in ({"policy": {...}, "lanes": {...}, "catalog": {"models": {id: {...}}}}) and loads them.
-    A layer that makes the config invalid is refused with the scenario's path and the config's
-    own words."""
+    A layer the config cannot take is refused with the scenario's path, where the layer is, and
+    the config's own words."""
+
+    def refused(field: str, problem: str) -> ScenarioError:
+        return ScenarioError([ConfigProblem(str(scenario_path), field, problem)])
+
     target.mkdir(parents=True, exist_ok=True)
-    for layer in layers:
-        if unknown := sorted(set(layer) - set(_FILES)):
-            raise ScenarioError(
-                [ConfigProblem(str(scenario_path), "policy.overrides", f"unknown config file {unknown[0]!r}")]
-            )
+    for where, layer in layers:
+        for key, patch in layer.items():
+            if key not in _FILES:
+                raise refused(f"{where}.{key}", f"is not a config file; use one of {', '.join(_FILES)}")
+            if not isinstance(patch, dict):
+                raise refused(f"{where}.{key}", "must be a table")
     for key, name in _FILES.items():
         path = source / name
-        if not path.is_file():
-            raise ScenarioError(
-                [ConfigProblem(str(scenario_path), "policy.config", f"{path} does not exist")]
-            )
-        patches = [layer[key] for layer in layers if key in layer]
-        if not patches:
-            shutil.copyfile(path, target / name)
-            continue
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        for patch in patches:
-            data = _patch_catalog(data, patch) if key == "catalog" else merge_overrides(data, patch)
+        patches = [(where, layer[key]) for where, layer in layers if key in layer]
+        try:
+            if not patches:
+                shutil.copyfile(path, target / name)
+                continue
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise refused("policy.config", f"{path}: cannot be read: {exc}") from None
+        for where, patch in patches:
+            if key == "catalog":
+                data = _patch_catalog(data, patch, f"{where}.catalog", refused)
+            else:
+                data = merge_overrides(data, patch)
         (target / name).write_text(tomli_w.dumps(data), encoding="utf-8")
     try:
         return load_config(target)
     except ConfigError as exc:
+        where = " and ".join(where for where, _ in layers if _) or "policy.config"
         raise ScenarioError(
             [
                 ConfigProblem(
-                    str(scenario_path), "policy.overrides", f"{Path(p.path).name}: {p.field}: {p.problem}"
+                    str(scenario_path),
+                    where,
+                    f"{Path(p.path).name}: {p.field + ': ' if p.field else ''}{p.problem}",
                 )
                 for p in exc.problems
             ]
         ) from None
 
 
-def _patch_catalog(data: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """Catalog models are an array; overrides name them by id."""
+def _patch_catalog(
+    data: dict[str, Any], patch: dict[str, Any], where: str, refused: Callable[[str, str], ScenarioError]
+) -> dict[str, Any]:
+    """Catalog models are an array; overrides name them by id, and only ids the catalog has."""
     by_id = patch.get("models", {})
+    if not isinstance(by_id, dict) or not all(isinstance(v, dict) for v in by_id.values()):
+        raise refused(f"{where}.models", "must be a table of models by id, each a table")
+    known = {m.get("id") for m in data.get("models", [])}
+    if unknown := sorted(set(by_id) - known):
+        raise refused(f"{where}.models.{unknown[0]}", "is not a model of the catalog")
     models = [
         merge_overrides(m, by_id[m["id"]]) if m.get("id") in by_id else m for m in data.get("models", [])
     ]
