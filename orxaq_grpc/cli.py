@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run: `--help` 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_CONFIG_DIR = "config"
 DEFAULT_DATA_DIR = "data"
+SIMULATIONS_DIR = "simulations"  # where `simulate` writes its KPIs unless told
 ECONOMICS_WINDOWS = ("last_hour", "today", "7d", "30d")  # as the service names them
 
 
@@ -185,7 +186,12 @@ def _parser() -> argparse.ArgumentParser:
         help="override a scenario field by dotted path, the value in TOML syntax "
         "(e.g. policy.overrides.policy.budgets.on_exhausted='\"error\"' or seed=3); repeatable",
     )
-    simulate.add_argument("--json", type=Path, metavar="PATH", help="also write the KPIs as JSON here")
+    simulate.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="where the KPIs go as JSON (default simulations/NAME-seedN.json under the current directory)",
+    )
     simulate.add_argument("--plot", type=Path, metavar="PATH", help="also draw the run over time as a PNG")
     simulate.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
@@ -453,8 +459,10 @@ def _simulate(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 2
     print(kpi_table(kpis))
-    if args.json is not None:
-        args.json.write_text(json.dumps(kpis, indent=2) + "\n", encoding="utf-8")
+    out = args.json or Path(SIMULATIONS_DIR) / f"{scenario.name}-seed{scenario.seed}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(kpis, indent=2) + "\n", encoding="utf-8")
+    print(f"\nKPIs as JSON in {out}")
     if args.plot is not None:
         plot(kpis, args.plot)
     return 0 if all(v["holds"] for v in kpis["expectations"]) else 1

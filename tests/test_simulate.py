@@ -211,16 +211,38 @@ def test_the_command_prints_kpis_writes_json_and_a_plot_and_fails_on_a_broken_ex
     run = simulate_command(restart, "--set", "duration_s=120", "--json", str(out), "--plot", str(picture))
     assert run.returncode == 0, run.stderr
     assert "expectations  1 of 1 hold" in run.stdout and "overall" in run.stdout
+    assert f"KPIs as JSON in {out}" in run.stdout
     assert "simulate: 120 of 120 s" in run.stderr  # progress
     kpis = json.loads(out.read_text())
     assert kpis["scenario"] == "restart" and kpis["timeline"]
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     strict = simulate_command(
-        restart, "--quiet", "--set", "duration_s=120", "--set", "expect.min_scored_share=1"
+        restart,
+        "--quiet",
+        "--json",
+        str(out),
+        "--set",
+        "duration_s=120",
+        "--set",
+        "expect.min_scored_share=1",
     )
     assert strict.returncode == 1
     assert "FAILS  scored decisions" in strict.stdout
+    assert not json.loads(out.read_text())["expectations"][-1]["holds"]
+
+
+def test_the_kpis_go_to_simulations_by_default(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [*CLI, "simulate", str(SCENARIOS / "restart.toml"), "--quiet", "--set", "duration_s=60"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "simulations" / "restart-seed31.json").read_text())["scenario"] == "restart"
 
 
 QUEUE = """

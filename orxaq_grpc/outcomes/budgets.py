@@ -135,8 +135,8 @@ class Budgets:
             old = before[kind, name].limit if (kind, name) in before else 0.0
             new = after.get((kind, name), 0.0)
             if old != new:
-                scope = f"{kind} {name}".strip()
-                log.warning("budget %s: daily limit %s -> %s%s", scope, _usd(old), _usd(new), suffix)
+                label = f"{kind} {name}".strip()
+                log.warning("budget %s: daily limit %s -> %s%s", label, _usd(old), _usd(new), suffix)
 
     def headroom(self, lane: str) -> tuple[float, dict[str, float]]:
         """What this lane may still spend: min(overall, lane) remaining, and each budgeted provider's."""

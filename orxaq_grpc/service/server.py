@@ -108,11 +108,16 @@ async def start_server(
     port = server.add_insecure_port(address)  # raises RuntimeError when it cannot bind
     await server.start()
     ticker = asyncio.create_task(
-        _check_guardrails(live, outcomes) if tick_guardrails else asyncio.Event().wait(), name="guardrails"
+        _check_guardrails(live, outcomes) if tick_guardrails else _idle(), name="guardrails"
     )
     return RunningServer(
         server=server, health=health_servicer, handlers=handlers, port=port, guardrails=ticker
     )
+
+
+async def _idle() -> None:
+    """The ticker's place when the caller runs the checks: waits to be cancelled on stop."""
+    await asyncio.Event().wait()
 
 
 async def _check_guardrails(live: LiveRouter, outcomes: Outcomes) -> None:

@@ -29,10 +29,10 @@ from typing import Any
 import grpc
 
 from orxaq.routing.v1 import routing_pb2 as pb
+from orxaq_grpc.config.load import ConfigProblem
 from orxaq_grpc.simulate.expectations import judge
 from orxaq_grpc.simulate.kpis import Collector
 from orxaq_grpc.simulate.scenario import (
-    ConfigProblem,
     Outage,
     Reload,
     Restart,

@@ -21,7 +21,7 @@ SCORED_STRATEGIES = ("scored", "strong_or_weak", "requested")
 
 
 def _enum(value: int, enum: Any, prefix: str) -> str:
-    return enum.Name(value).removeprefix(prefix).lower()
+    return str(enum.Name(value)).removeprefix(prefix).lower()
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Collector:
     peak_committed: defaultdict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
     service_spent: dict[tuple[str, str], float] = field(default_factory=dict)
     episodes: list[_Episode] = field(default_factory=list)
-    stop_loss_s: Counter[str] = field(default_factory=Counter)
+    stop_loss_s: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     openings: Counter[str] = field(default_factory=Counter)  # banked over restarts
     _live_openings: dict[str, int] = field(default_factory=dict)
     samples: list[_Sample] = field(default_factory=list)

@@ -18,12 +18,19 @@ import grpc
 import tomli_w
 
 from orxaq.routing.v1 import routing_pb2_grpc
-from orxaq_grpc.config.load import CATALOG_FILE, LANES_FILE, POLICY_FILE, ConfigError, load_config
+from orxaq_grpc.config.load import (
+    CATALOG_FILE,
+    LANES_FILE,
+    POLICY_FILE,
+    ConfigError,
+    ConfigProblem,
+    load_config,
+)
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.outcomes.tracker import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.service.server import RunningServer, open_outcomes, start_server
-from orxaq_grpc.simulate.scenario import ConfigProblem, Overrides, ScenarioError, merge_overrides
+from orxaq_grpc.simulate.scenario import Overrides, ScenarioError, merge_overrides
 
 _FILES = {"catalog": CATALOG_FILE, "lanes": LANES_FILE, "policy": POLICY_FILE}
 # A monotonic reading far from 0, as real ones are: nothing may read 0 as "never".
