@@ -1,12 +1,12 @@
 """Every shipped fleet scenario at full scale, and whether each guardrail held.
 
 The test suite runs the scenarios shortened; this runs them as shipped, plus the variants the
-guarantees name: the budget race with stop-loss on and off and either exhaustion policy, and
-rate-limit noise at 1% and 5%. For each run it prints the KPIs that decide (spend against
-budgets, scored share, time in stop-loss and its trigger, the outage figures) and every
-expectation of the scenario file. Exit 1 if any expectation fails. Figures, not timings: the
-simulated clock makes every run's decisions the same on every machine (the same seed gives the
-same run); only the wall-clock columns vary.
+guarantees name: the budget race with stop-loss on and off, either exhaustion policy and the
+shipped stop-loss threshold, and rate-limit noise at 1% and 5%. For each run it prints the KPIs
+that decide (spend against budgets, scored share, time in stop-loss and its trigger, the outage
+figures) and every expectation of the scenario file. Exit 1 if any expectation fails. Figures, not
+timings: the simulated clock makes every run's decisions the same on every machine (the same seed
+gives the same run); only the wall-clock columns vary.
 
 Run from the repository root (about a minute and a half on 2 cores):
 
@@ -29,11 +29,15 @@ from orxaq_grpc.simulate.scenario import load_scenario, parse_assignments
 SCENARIOS = Path(__file__).resolve().parent.parent / "config" / "scenarios"
 BUDGETS = "policy.overrides.policy.budgets.on_exhausted"
 STOP_LOSS = "policy.overrides.policy.stop_loss.enabled"
+SHARE = "policy.overrides.policy.stop_loss.spend_over_budget_share"
 RUNS: list[tuple[str, str, tuple[str, ...]]] = [
     ("budget-race", "stop-loss on, static_fallback", ()),
     ("budget-race", "stop-loss on, error", (f"{BUDGETS}=error",)),
     ("budget-race", "stop-loss off, static_fallback", (f"{STOP_LOSS}=false",)),
     ("budget-race", "stop-loss off, error", (f"{STOP_LOSS}=false", f"{BUDGETS}=error")),
+    # The shipped threshold: the cap holds, so spend never passes 100%, and the refusals are the
+    # budget at work: no stop-loss at all (not router_unstable).
+    ("budget-race", "stop-loss at 100% of a budget", (f"{SHARE}=1.0", "expect.max_stop_loss_s=0")),
     ("restart", "", ()),
     ("rate-limit-noise", "1%", ()),
     ("rate-limit-noise", "5%", ("faults.0.share=0.05", "expect.min_scored_share=0.90")),

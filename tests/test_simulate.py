@@ -76,6 +76,20 @@ def test_a_budget_is_a_cap_with_or_without_stop_loss_and_either_exhaustion_polic
         assert not stop_loss_on
 
 
+def test_a_budget_running_out_is_the_budget_at_work_not_an_unstable_router() -> None:
+    """At the shipped threshold (100% of a budget) the cap holds, so daily_spend never fires; the
+    refusals that follow are a third of all decisions, and still no stop-loss on router_unstable."""
+    kpis = simulate(
+        "budget-race",
+        "duration_s=900",
+        "policy.overrides.policy.stop_loss.spend_over_budget_share=1.0",
+        "expect.max_stop_loss_s=0",
+    )
+    assert not failed(kpis)
+    decisions = kpis["decisions"]
+    assert decisions["by_fallback_reason"]["budget_exhausted"] > 0.3 * decisions["total"]
+
+
 def test_reservations_survive_a_restart_and_a_reloaded_limit_applies_at_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -113,10 +127,13 @@ def test_rate_limit_noise_blocks_models_for_their_retry_after_and_never_the_flee
 def test_a_provider_outage_is_routed_around_and_its_models_get_traffic_back() -> None:
     kpis = simulate("provider-outage")
     assert not failed(kpis)
-    (outage,) = kpis["outages"]
-    assert outage["calls_into_outage"] > 0 and outage["routed_around_s"] <= 10
-    assert outage["traffic_back_s"] is not None
+    openai, one_model = kpis["outages"]
+    assert openai["calls_into_outage"] > 0 and openai["routed_around_s"] <= 10
+    assert openai["traffic_back_s"] is not None
     assert kpis["breaker_openings"].get("provider openai", 0) >= 1
+    # one google model alone: blocked (and back after), its provider never
+    assert kpis["breaker_openings"]["model gemini-3.5-flash-lite"] >= 1
+    assert one_model["traffic_back_s"] is not None and "provider google" not in kpis["breaker_openings"]
 
 
 def test_stop_loss_enters_on_a_quality_regression_and_ends_by_itself_after_the_model_recovers() -> None:

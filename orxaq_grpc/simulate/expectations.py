@@ -67,7 +67,7 @@ def judge(expect: Expectations, k: dict[str, Any], open_s: float) -> list[Verdic
             )
         )
     for o in k["outages"]:
-        if expect.max_routed_around_s is not None:
+        if expect.max_routed_around_s is not None and o["provider_wide"]:
             verdicts.append(
                 Verdict(
                     f"outage of {o['target']} routed around",
@@ -86,13 +86,29 @@ def judge(expect: Expectations, k: dict[str, Any], open_s: float) -> list[Verdic
                     else f"{back:.1f} s after the outage (open_s {open_s:g} s + probe {probe:.1f} s)",
                 )
             )
+    providers = {name: n for name, n in k["breaker_openings"].items() if name.startswith("provider ")}
     if expect.no_provider_breaker:
-        opened = {name: n for name, n in k["breaker_openings"].items() if name.startswith("provider ")}
         verdicts.append(
             Verdict(
                 "no provider circuit opens",
-                not opened,
-                ", ".join(f"{name} {n}x" for name, n in opened.items()) or "none opened",
+                not providers,
+                ", ".join(f"{name} {n}x" for name, n in providers.items()) or "none opened",
+            )
+        )
+    for provider in expect.providers_never_open:
+        opened = providers.get(f"provider {provider}", 0)
+        verdicts.append(Verdict(f"provider {provider} never opens", not opened, f"opened {opened}x"))
+    if expect.stop_loss_only_after_a_fault:
+        first_fault = min((f["start_s"] for f in k["faults"]), default=k["duration_s"])
+        early = [e for e in episodes if e["entered_s"] < first_fault]
+        verdicts.append(
+            Verdict(
+                "stop-loss only after a fault",
+                not early,
+                ", ".join(f"{e['trigger']} at {e['entered_s']:.0f} s" for e in early)
+                + f" before {first_fault:g} s"
+                if early
+                else f"none before {first_fault:g} s",
             )
         )
     return verdicts

@@ -308,6 +308,7 @@ class Collector:
                 {
                     "fault": index,
                     "target": fault.provider or fault.model or "every model",
+                    "provider_wide": not fault.model,
                     "start_s": fault.start_s,
                     "end_s": end,
                     # decisions into it that were no half-open probe, and when the last one was

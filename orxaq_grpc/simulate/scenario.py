@@ -174,9 +174,13 @@ class Expectations(_Strict):
     max_stop_loss_s: float | None = Field(default=None, ge=0)
     stop_loss_trigger: str = ""  # stop-loss must enter on this trigger ...
     stop_loss_ends_by_itself: bool = False  # ... and every episode end by its cool-off
-    max_routed_around_s: float | None = Field(default=None, ge=0)  # after an outage starts
+    # After a provider's outage starts. One model's outage is found at that model's own pace (its
+    # circuit needs `consecutive_failures` of its calls), so no bound of seconds fits every fleet.
+    max_routed_around_s: float | None = Field(default=None, ge=0)
     traffic_back_after_open_s: bool = False  # within open_s plus the probe's call after it ends
-    no_provider_breaker: bool = False  # no provider circuit ever opens
+    no_provider_breaker: bool = False  # no provider circuit ever opens ...
+    providers_never_open: tuple[str, ...] = ()  # ... or none of these
+    stop_loss_only_after_a_fault: bool = False  # no stop-loss enters before the first fault starts
 
 
 class PolicyToTry(_Strict):
