@@ -47,6 +47,14 @@ def test_keywords_match_whole_words_only(shipped_config: Config) -> None:
     assert "'format' in title" in detail
     _, rule, _ = resolve(shipped_config, title="reformat", prompt="misformatted, preformat")
     assert rule != ObjectiveRule.KEYWORD
+    # ... and on the right: a keyword followed by more letters is another word.
+    _, rule, _ = resolve(shipped_config, title="Fix the formatter", prompt="the designer panel, formats")
+    assert rule != ObjectiveRule.KEYWORD
+    objective, rule, detail = resolve(shipped_config, title="Fix the formatter", prompt="then format it.")
+    assert (objective, rule) == (
+        Objective.COST_SPEED,
+        ObjectiveRule.KEYWORD,
+    ) and "'format' in prompt" in detail
 
 
 def test_multi_word_keyword_and_prompt_location(shipped_config: Config) -> None:

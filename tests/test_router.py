@@ -112,6 +112,19 @@ def test_ties_break_by_quality_then_cost_then_id(shipped_config: Config, make_ro
     assert decision.model == "m-b"
     assert decision.alternatives[:2] == ("m-c", "m-a")
 
+    # Quality comes before cost: the better model wins the tie though it is the dearer one.
+    dear_better = [
+        model("m-a", quality=60.0, input_usd_per_mtok=1.0),
+        model("m-b", quality=90.0, input_usd_per_mtok=9.0),
+    ]
+    speed_only_weights = {
+        o: dataclasses.replace(w, cost=0.0, quality=0.0) for o, w in shipped_config.policy.weights.items()
+    }
+    decision = make_router(config_with(shipped_config, dear_better, weights=speed_only_weights)).route(
+        RouteRequest(lane="test", task=Task(input_tokens=1000, output_tokens=100))
+    )
+    assert (decision.model, decision.alternatives) == ("m-b", ("m-a",))
+
     # Speed alone decides the score here, so equal speed and quality fall to the cheaper model.
     speed_only = {
         o: dataclasses.replace(w, cost=0.0, quality=0.0) for o, w in shipped_config.policy.weights.items()
@@ -380,13 +393,14 @@ def test_explain_never_changes_the_decision(shipped_config: Config, make_router:
         ) == dataclasses.replace(plain, decision_id="")
 
 
-def test_a_non_finite_score_is_a_router_error(shipped_config: Config, kernel: type) -> None:
+def test_a_non_finite_score_is_a_router_error(
+    shipped_config: Config, kernel: type, caplog: pytest.LogCaptureFixture
+) -> None:
     class NaNKernel(kernel):  # type: ignore[misc, valid-type]
-        def score(self, status, bias, cost, latency, cost_score, speed_score, penalty, score, order, *rest):  # type: ignore[no-untyped-def]
-            eligible = super().score(
-                status, bias, cost, latency, cost_score, speed_score, penalty, score, order, *rest
-            )
-            score[order[0]] = math.nan
+        def score(self, *args):  # type: ignore[no-untyped-def]
+            eligible = super().score(*args)
+            score, order = args[SCORE_ARG], args[SCORE_ARG + 1]
+            score[order[0]] = math.nan  # the best candidate's score
             return eligible
 
     decision = Router(shipped_config, kernel=NaNKernel).route(
@@ -394,6 +408,73 @@ def test_a_non_finite_score_is_a_router_error(shipped_config: Config, kernel: ty
     )
     assert decision.fallback_reason == FallbackReason.ROUTER_ERROR
     assert decision.model == shipped_config.lanes["codex"].static_fallback
+    assert "ArithmeticError: score of" in caplog.text and "is nan" in caplog.text  # caught for this reason
+
+
+# kernel.score(status, unhealthy, bias, cost, latency, cost_score, speed_score, penalty, score, order, ...)
+SCORE_ARG = 8
+
+
+@pytest.mark.parametrize(
+    ("objective", "profile"), [("cost_speed", "fast"), ("balanced", "strong"), ("quality", "fast")]
+)
+def test_every_score_is_its_weighted_sub_scores_plus_bias_minus_penalty(
+    shipped_config: Config, make_router: MakeRouter, objective: str, profile: str
+) -> None:
+    """Pinned on a catalog where the cheap model is the slow one and the fast one is dear, so swapped
+    cost and speed weights, or a profile multiplier on the wrong sub-score, cannot give the same numbers."""
+    models = [
+        model(
+            "cheap-slow",
+            input_usd_per_mtok=0.1,
+            output_usd_per_mtok=0.4,
+            output_tokens_per_s=20.0,
+            quality=60.0,
+        ),
+        model(
+            "dear-fast",
+            input_usd_per_mtok=10.0,
+            output_usd_per_mtok=40.0,
+            output_tokens_per_s=900.0,
+            quality=70.0,
+        ),
+        model(
+            "middle", input_usd_per_mtok=1.0, output_usd_per_mtok=4.0, output_tokens_per_s=150.0, quality=95.0
+        ),
+    ]
+    test_lane = lane("test", ("cheap-slow", "dear-fast", "middle"), model_bias={"middle": 0.05})
+    config = config_with(shipped_config, models, [test_lane])
+    router = make_router(config)
+    request = RouteRequest(
+        lane="test",
+        objective=Objective[objective.upper()],
+        profile=Profile[profile.upper()],
+        task=Task(input_tokens=190_000, output_tokens=4_000),  # past 90% of the 200k window: a penalty
+        explain=True,
+    )
+    decision = router.route(request)
+    base, multiplier = (
+        config.policy.weights[request.objective],
+        config.policy.profile_multipliers[request.profile],
+    )
+    raw = (base.cost * multiplier.cost, base.speed * multiplier.speed, base.quality * multiplier.quality)
+    w_cost, w_speed, w_quality = (x / sum(raw) for x in raw)
+    assert len(decision.candidates) == 3
+    assert any(c.context_penalty > 0 for c in decision.candidates) and any(
+        c.bias for c in decision.candidates
+    )
+    for c in decision.candidates:
+        expected = (
+            w_cost * c.cost_score
+            + w_speed * c.speed_score
+            + w_quality * c.quality_score
+            + c.bias
+            - c.context_penalty
+        )
+        assert c.score == pytest.approx(expected, abs=1e-12), c.model
+    by_name = {c.model: c for c in decision.candidates}
+    assert by_name["cheap-slow"].cost_score > by_name["dear-fast"].cost_score
+    assert by_name["cheap-slow"].speed_score < by_name["dear-fast"].speed_score
 
 
 def test_a_failure_after_scoring_is_a_router_error_too(

@@ -20,6 +20,7 @@ from orxaq_grpc.outcomes.records import Outcome
 from orxaq_grpc.routing import types
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.scale.types import ScaleAction, ScaleBlock
+from orxaq_grpc.scoring import KIND as SERVING_KERNEL
 from orxaq_grpc.service.server import SERVICE_NAME
 from tests.conftest import CONFIG_DIR, LoopbackServer
 
@@ -73,7 +74,7 @@ def test_health_rpc(client: RoutingClient) -> None:
     assert health.lane_count == len(health.lanes) >= 3
     assert {lane.state for lane in health.lanes} <= {"idle", "healthy", "elevated_fallback", "degraded"}
     assert health.overall.scope == "overall" and health.overall.reason
-    assert health.scoring_kernel == "compiled"
+    assert health.scoring_kernel == SERVING_KERNEL
     assert health.protobuf_backend == "upb"
     assert health.routing_enabled
     assert health.pid == os.getpid()  # served from this test process
