@@ -25,6 +25,7 @@ test: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 check-config: $(INSTALLED)
 	$(BIN)/orxaq-grpc check-config config

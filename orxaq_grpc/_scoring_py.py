@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from math import log
 
+from orxaq_grpc.kernel import Codes, Doubles, Int64s, UInt64s
 from orxaq_grpc.routing.types import Filter
 
 # Plain ints for the hot loop; the compiled twin mirrors them as C constants, and
@@ -57,16 +58,16 @@ class CatalogKernel:
 
     def __init__(
         self,
-        input_price,
-        output_price,
-        speed,
-        ttft,
-        quality,
-        quality_score,
-        context_window,
-        max_output,
-        capabilities,
-        provider_slot,
+        input_price: Doubles,
+        output_price: Doubles,
+        speed: Doubles,
+        ttft: Doubles,
+        quality: Doubles,
+        quality_score: Doubles,
+        context_window: Doubles,
+        max_output: Doubles,
+        capabilities: UInt64s,
+        provider_slot: Int64s,
     ) -> None:
         size = len(input_price)
         for array in (
@@ -99,16 +100,16 @@ class CatalogKernel:
 
     def score(
         self,
-        status,
-        unhealthy,
-        bias,
-        cost,
-        latency,
-        cost_score,
-        speed_score,
-        penalty,
-        score,
-        order,
+        status: bytearray,
+        unhealthy: Codes,
+        bias: Doubles,
+        cost: Doubles,
+        latency: Doubles,
+        cost_score: Doubles,
+        speed_score: Doubles,
+        penalty: Doubles,
+        score: Doubles,
+        order: Int64s,
         input_tokens: float,
         output_tokens: float,
         w_cost: float,
@@ -126,7 +127,7 @@ class CatalogKernel:
         min_quality: float,
         max_cost: float,
         max_latency: float,
-        provider_headroom,
+        provider_headroom: Doubles,
         lane_headroom: float,
     ) -> int:
         """Filter and score every model; write the best `len(order)` eligible indices.
@@ -238,7 +239,7 @@ def _clamp01(x: float) -> float:
     return x
 
 
-def _better(i: int, j: int, score, quality, cost) -> bool:
+def _better(i: int, j: int, score: Doubles, quality: Doubles, cost: Doubles) -> bool:
     """Deterministic ranking: score, then quality, then lower cost, then lower index."""
     if score[i] != score[j]:
         return score[i] > score[j]

@@ -8,19 +8,22 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `--help` stays fast
     from google.protobuf.message import Message
 
     from orxaq.routing.v1 import routing_pb2 as pb
     from orxaq_grpc.client import CallFailed, RoutingClient
+    from orxaq_grpc.simulate.kpis import Collector
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_CONFIG_DIR = "config"
 DEFAULT_DATA_DIR = "data"
 SIMULATIONS_DIR = "simulations"  # where `simulate` writes its KPIs unless told
 ECONOMICS_WINDOWS = ("last_hour", "today", "7d", "30d")  # as the service names them
+
+_Response = TypeVar("_Response", bound="Message")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -285,8 +288,8 @@ def _route(args: argparse.Namespace) -> int:
     request = pb.RouteRequest(
         lane=args.lane,
         task=task,
-        objective=pb.Objective.Value(f"OBJECTIVE_{args.objective.upper()}") if args.objective else 0,
-        profile=pb.Profile.Value(f"PROFILE_{args.profile.upper()}") if args.profile else 0,
+        objective=f"OBJECTIVE_{(args.objective or 'unspecified').upper()}",  # enum fields take names too
+        profile=f"PROFILE_{(args.profile or 'unspecified').upper()}",
         requested_model=args.model,
         constraints=constraints,
         explain=args.explain,
@@ -396,7 +399,9 @@ def _stop_loss(args: argparse.Namespace) -> int:
 
 
 def _show(
-    args: argparse.Namespace, call: Callable[[RoutingClient], Message], text: Callable[[Any], str]
+    args: argparse.Namespace,
+    call: Callable[[RoutingClient], _Response],
+    text: Callable[[_Response], str],
 ) -> int:
     """Makes one call and prints its answer as text, or as JSON with --json."""
     from orxaq_grpc.client import CallFailed, RoutingClient
@@ -442,7 +447,7 @@ def _simulate(args: argparse.Namespace) -> int:
         scenario = load_scenario(args.scenario, parse_assignments(args.set))
         last_shown = [-1]
 
-        def progress(t: float, kpis: Any) -> None:
+        def progress(t: float, kpis: Collector) -> None:
             tenth = int(10 * t / scenario.duration_s)
             if not args.quiet and tenth > last_shown[0]:
                 last_shown[0] = tenth

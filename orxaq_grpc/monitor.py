@@ -14,7 +14,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from orxaq.routing.v1 import routing_pb2 as pb
@@ -127,7 +127,7 @@ def _economics_lines(
                 f"{budget.used_share:.0%}" if budget else "-",
             )
         )
-    header = (
+    lane_header = (
         "lane",
         "state",
         "decisions",
@@ -138,7 +138,7 @@ def _economics_lines(
         "spend",
         "budget",
     )
-    lines += ["", table(header, lane_rows) if lane_rows else "no lane traffic"]
+    lines += ["", table(lane_header, lane_rows) if lane_rows else "no lane traffic"]
     return lines
 
 
@@ -220,6 +220,7 @@ class _Feed:
 
 def run(address: str, *, refresh_s: float, window: str, once: bool, out: TextIO = sys.stdout) -> int:
     """Shows the monitor until Ctrl-C (live) or prints one frame (`once`); 1 if the service cannot be read."""
+    economics: pb.EconomicsResponse | None  # None in a live frame when the call failed
     with RoutingClient(address, timeout_s=max(5.0, refresh_s)) as client:
         if once:
             try:
@@ -257,7 +258,7 @@ def run(address: str, *, refresh_s: float, window: str, once: bool, out: TextIO 
 
 
 @contextlib.contextmanager
-def _screen(out: TextIO) -> Iterator[object]:
+def _screen(out: TextIO) -> Iterator[Callable[[str], None]]:
     """Redraws in place on a terminal (restored on the way out, Ctrl-C included); elsewhere
     each frame is printed after the last, for logs and pipes."""
     live = out.isatty()

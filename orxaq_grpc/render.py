@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from orxaq.routing.v1 import routing_pb2 as pb
 
+if TYPE_CHECKING:
+    from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+
 
 def to_json(message: Message) -> str:
     return json_format.MessageToJson(message, preserving_proto_field_name=True)
 
 
-def enum_word(enum_type, value: int) -> str:
+def enum_word(enum_type: EnumTypeWrapper, value: int) -> str:
     """OBJECTIVE_COST_SPEED -> cost_speed, using the proto enum's own prefix; a value this
     client does not know yet (a newer server) prints as its number."""
     if value not in enum_type.values():
@@ -90,7 +95,7 @@ def decision_text(d: pb.RouteDecision) -> str:
     return "\n".join(lines)
 
 
-def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -271,7 +276,7 @@ def guardrails_text(g: pb.Guardrails) -> str:
         f"{b.cycle_time_s:.1f} s over {b.reports} reports"
     )
     if g.triggers:
-        rows = [
+        rows: list[tuple[str, ...]] = [  # reused below for tables with other column counts
             (t.trigger, "HOLDING" if t.holding else "clear" if t.clear else "recovering", t.detail)
             for t in g.triggers
         ]

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 
+from orxaq_grpc.kernel import KernelFactory
+
+CatalogKernel: KernelFactory
+KIND: str
 if os.environ.get("ORXAQ_NO_EXTENSIONS"):
     from orxaq_grpc._scoring_py import KIND, CatalogKernel
 else:
     try:
-        from orxaq_grpc._scoring import KIND, CatalogKernel  # type: ignore[no-redef]
+        from orxaq_grpc._scoring import KIND, CatalogKernel
     except ImportError:  # not built: the server warns and Health reports "python"
         from orxaq_grpc._scoring_py import KIND, CatalogKernel
 

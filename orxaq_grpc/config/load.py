@@ -103,7 +103,8 @@ class _Section:
     def fields(self) -> list[str]:
         return list(self._data)
 
-    def _get(self, key: str, required: bool) -> Any:
+    # object, not Any: a value is whatever the TOML holds, so each reader checks it before use.
+    def _get(self, key: str, required: bool) -> object:
         self._seen.add(key)
         if key not in self._data:
             if required:
@@ -111,7 +112,7 @@ class _Section:
             return None
         return self._data[key]
 
-    def raw(self, key: str, required: bool = True) -> Any:
+    def raw(self, key: str, required: bool = True) -> object:
         """The value as parsed, for shapes the typed readers do not cover."""
         return self._get(key, required)
 
@@ -272,26 +273,28 @@ def _read_policy(root: _Section) -> Policy:
             if w.cost * m.cost + w.speed * m.speed + w.quality * m.quality <= 0.0:
                 root.problem(f"profiles.{profile}", f"leaves objective {objective} with no weight above 0")
 
-    objective = root.section("objective")
-    cost_speed_kinds = objective.strings("cost_speed_kinds")
-    quality_kinds = objective.strings("quality_kinds")
+    objective_section = root.section("objective")
+    cost_speed_kinds = objective_section.strings("cost_speed_kinds")
+    quality_kinds = objective_section.strings("quality_kinds")
     for kind in {k.lower() for k in cost_speed_kinds} & {k.lower() for k in quality_kinds}:
-        objective.problem("quality_kinds", f"{kind!r} is also in cost_speed_kinds")
-    cost_speed_keywords = objective.strings("cost_speed_keywords")
-    quality_keywords = objective.strings("quality_keywords")
+        objective_section.problem("quality_kinds", f"{kind!r} is also in cost_speed_kinds")
+    cost_speed_keywords = objective_section.strings("cost_speed_keywords")
+    quality_keywords = objective_section.strings("quality_keywords")
     keyword_lists = {"cost_speed_keywords": cost_speed_keywords, "quality_keywords": quality_keywords}
     for field, words in keyword_lists.items():
         if any(not word.strip() for word in words):
-            objective.problem(field, "keywords must not be blank")
+            objective_section.problem(field, "keywords must not be blank")
     for word in {w.lower() for w in cost_speed_keywords} & {w.lower() for w in quality_keywords}:
-        objective.problem("quality_keywords", f"{word!r} is also in cost_speed_keywords")
-    keyword_scan_chars = objective.integer("keyword_scan_chars", lo=0, hi=4 * 1024 * 1024)
-    quality_difficulty = objective.number("quality_difficulty_at_least", lo=0, hi=100)
-    cost_speed_difficulty = objective.number("cost_speed_difficulty_at_most", lo=0, hi=100)
+        objective_section.problem("quality_keywords", f"{word!r} is also in cost_speed_keywords")
+    keyword_scan_chars = objective_section.integer("keyword_scan_chars", lo=0, hi=4 * 1024 * 1024)
+    quality_difficulty = objective_section.number("quality_difficulty_at_least", lo=0, hi=100)
+    cost_speed_difficulty = objective_section.number("cost_speed_difficulty_at_most", lo=0, hi=100)
     if cost_speed_difficulty >= quality_difficulty:
-        objective.problem("cost_speed_difficulty_at_most", "must be below quality_difficulty_at_least")
-    quality_tokens = objective.integer("quality_input_tokens_at_least", lo=1)
-    objective.done()
+        objective_section.problem(
+            "cost_speed_difficulty_at_most", "must be below quality_difficulty_at_least"
+        )
+    quality_tokens = objective_section.integer("quality_input_tokens_at_least", lo=1)
+    objective_section.done()
 
     estimates = root.section("estimates")
     chars_per_token = estimates.number("chars_per_token", lo=0.5, hi=100.0)

@@ -55,7 +55,7 @@ class HealthView:
     guardrails: GuardrailView
     recent_decisions: tuple[DecisionRecord, ...] = ()  # newest first; not part of the fingerprint
 
-    def fingerprint(self) -> tuple:
+    def fingerprint(self) -> tuple[object, ...]:
         """What a watcher compares: every state, not the figures that wobble under it."""
         return (
             self.guardrails.fingerprint(),

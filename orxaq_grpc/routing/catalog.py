@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from orxaq_grpc.config.model import Config, LaneSpec, ModelSpec, Weights
+from orxaq_grpc.kernel import Doubles, KernelFactory
 from orxaq_grpc.routing.types import Filter
 from orxaq_grpc.scoring import CatalogKernel
 
@@ -19,7 +21,7 @@ from orxaq_grpc.scoring import CatalogKernel
 class LaneArrays:
     spec: LaneSpec
     status_template: bytes  # per model: 0, or the static filter (not allowed, disabled)
-    bias: array  # per model, 'd'
+    bias: Doubles  # per model
     allowed: tuple[int, ...]  # catalog indices of the lane's allowed models
 
 
@@ -39,7 +41,7 @@ class ReferenceRanges:
 
 
 class CompiledCatalog:
-    def __init__(self, config: Config, kernel: type = CatalogKernel) -> None:
+    def __init__(self, config: Config, kernel: KernelFactory = CatalogKernel) -> None:
         """`kernel` is the compiled twin unless the dispatcher picked the pure one;
         tests pass either explicitly."""
         models = config.models
@@ -94,7 +96,7 @@ class CompiledCatalog:
         self.healthy = bytes(self.size)
         self.unlimited = array("d", [math.inf] * len(self.providers))
 
-    def capability_mask(self, names) -> int:
+    def capability_mask(self, names: Iterable[str]) -> int:
         mask = 0
         for name in names:
             mask |= self.capability_bits[name]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from orxaq_grpc.config.model import Config, ModelSpec
+from orxaq_grpc.kernel import Codes, Doubles, KernelFactory
 from orxaq_grpc.routing.catalog import CompiledCatalog, LaneArrays
 from orxaq_grpc.routing.objective import ObjectiveResolver, ResolvedObjective, TaskEstimate
 from orxaq_grpc.routing.types import (
@@ -108,16 +109,16 @@ class _Scores:
     """One kernel call's outputs, indexed by catalog position."""
 
     status: bytearray
-    cost: array
-    latency: array
-    cost_score: array
-    speed_score: array
-    penalty: array
-    score: array
+    cost: Doubles
+    latency: Doubles
+    cost_score: Doubles
+    speed_score: Doubles
+    penalty: Doubles
+    score: Doubles
     ranked: list[int]  # eligible indices, best first (all of them when explaining)
     eligible: int
     lane_headroom: float = math.inf
-    provider_headroom: array | None = None
+    provider_headroom: Doubles | None = None
 
     @property
     def budgeted(self) -> bool:
@@ -135,7 +136,7 @@ class Router:
         self,
         config: Config,
         new_id: Callable[[], str] = new_decision_id,
-        kernel: type = CatalogKernel,
+        kernel: KernelFactory = CatalogKernel,
     ) -> None:
         self.config = config
         self.catalog = CompiledCatalog(config, kernel)
@@ -247,7 +248,7 @@ class Router:
         scores.ranked = list(order[: min(scores.eligible, want)])
         return scores
 
-    def _guard_inputs(self, ctx: _Request) -> tuple[bytes | bytearray, array, float]:
+    def _guard_inputs(self, ctx: _Request) -> tuple[Codes, Doubles, float]:
         """The kernel's view of the guards: models behind open circuits, budget headroom."""
         catalog = self.catalog
         if ctx.guards is None:
@@ -471,7 +472,7 @@ class Router:
         comparison: StrongOrWeak | None = None,
     ) -> Decision:
         estimate = ctx.estimate
-        explain = ctx.request.explain and scores is not None
+        explained = scores if ctx.request.explain else None
         return Decision(
             decision_id=ctx.decision_id,
             model=model.id,
@@ -497,8 +498,8 @@ class Router:
             difficulty_estimated=estimate.difficulty_estimated,
             eligible_count=scores.eligible if scores is not None else 0,
             rationale=self._rationale(ctx, model, strategy, reason, cost, latency, score, scores, comparison),
-            candidates=self._candidates(ctx, scores) if explain else (),
-            filtered=self._filtered(ctx, scores) if explain else (),
+            candidates=self._candidates(ctx, explained) if explained is not None else (),
+            filtered=self._filtered(ctx, explained) if explained is not None else (),
             filter_summary=self._filter_summary(ctx, scores),
             value_usd=ctx.request.task.value_usd,
             strong_or_weak=comparison,

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TypeVar
 
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.outcomes.budgets import Budgets
@@ -36,6 +37,7 @@ from orxaq_grpc.scale.types import ScaleDecision, ScaleRequest
 from orxaq_grpc.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCALE = "scale"
 STOP_LOSS = "stop_loss"
@@ -50,7 +52,7 @@ class GuardrailView:
     events: tuple[StopLossEvent, ...]  # newest first
     scale_decisions: tuple[ScaleDecision, ...]  # newest first
 
-    def fingerprint(self) -> tuple:
+    def fingerprint(self) -> tuple[bool, str]:
         return (self.stop_loss.active, self.stop_loss.trigger)
 
 
@@ -280,9 +282,9 @@ def _sample(figures: Figures, since: float, until: float) -> Sample:
     )
 
 
-def _decoded(kind: type, entries: list[JournalEntry]) -> list:
+def _decoded(kind: type[T], entries: list[JournalEntry]) -> list[T]:
     """Entries this build can read; one it cannot is logged and skipped, never fatal at start."""
-    decoded = []
+    decoded: list[T] = []
     for entry in entries:
         try:
             decoded.append(from_payload(kind, entry.payload))

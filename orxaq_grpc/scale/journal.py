@@ -19,7 +19,8 @@ def to_payload(event: Any) -> str:
 
 
 def from_payload(kind: type[T], payload: str) -> T:
-    return _build(kind, json.loads(payload))
+    built: T = _build(kind, json.loads(payload))
+    return built
 
 
 @cache
@@ -28,9 +29,9 @@ def _hints(kind: type) -> dict[str, Any]:
 
 
 def _build(kind: Any, value: Any) -> Any:
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         # A field added since the entry was written takes its default (KeyError if it has none).
-        hints = _hints(kind)  # type: ignore[arg-type]
+        hints = _hints(kind)
         return kind(
             **{
                 f.name: _build(hints[f.name], value[f.name])

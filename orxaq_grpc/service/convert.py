@@ -1,14 +1,15 @@
 """Messages to core objects and back. The only module that knows both sides.
 
 Enum numbers are shared by construction (see `routing.types`), so enums convert by
-value; a number the core does not know is a wire-level violation.
+value; a number the core does not know is a wire-level violation. The generated stubs type
+a message's enum field as its own class, so a core value going out is cast to it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.config.model import Config
@@ -89,12 +90,12 @@ def decision_to_proto(d: Decision) -> pb.RouteDecision:
         model=d.model,
         provider=d.provider,
         lane=d.lane,
-        objective=d.objective.value,
-        objective_rule=d.objective_rule.value,
+        objective=cast(pb.Objective, d.objective.value),
+        objective_rule=cast(pb.ObjectiveRule, d.objective_rule.value),
         objective_detail=d.objective_detail,
-        profile=d.profile.value,
-        strategy=d.strategy.value,
-        fallback_reason=d.fallback_reason.value,
+        profile=cast(pb.Profile, d.profile.value),
+        strategy=cast(pb.Strategy, d.strategy.value),
+        fallback_reason=cast(pb.FallbackReason, d.fallback_reason.value),
         fallback_disruptive=d.fallback_reason.disruptive,
         estimated_cost_usd=d.estimated_cost_usd,
         input_usd_per_mtok=d.input_usd_per_mtok,
@@ -126,7 +127,8 @@ def decision_to_proto(d: Decision) -> pb.RouteDecision:
             for c in d.candidates
         ],
         filtered=[
-            pb.FilteredModel(model=f.model, filter=f.filter.value, detail=f.detail) for f in d.filtered
+            pb.FilteredModel(model=f.model, filter=cast(pb.Filter, f.filter.value), detail=f.detail)
+            for f in d.filtered
         ],
         strong_or_weak=pb.StrongOrWeak(**dataclasses.asdict(d.strong_or_weak)) if d.strong_or_weak else None,
     )
@@ -254,7 +256,9 @@ def scale_decision_to_proto(d: ScaleDecision) -> pb.ScaleDecision:
     fields.update(
         at_unix=fields.pop("at"),
         action=d.action.value,
-        blocking=[pb.ScaleBlockReason(block=b.block.value, detail=b.detail) for b in d.blocking],
+        blocking=[
+            pb.ScaleBlockReason(block=cast(pb.ScaleBlock, b.block.value), detail=b.detail) for b in d.blocking
+        ],
     )
     return pb.ScaleDecision(**fields)
 
@@ -342,8 +346,8 @@ def health_to_proto(
                 state=lane_states.get(lane.id, "idle"),
                 allowed_models=len(lane.allowed_models),
                 static_fallback=lane.static_fallback,
-                default_objective=lane.default_objective.value,
-                default_profile=lane.default_profile.value,
+                default_objective=cast(pb.Objective, lane.default_objective.value),
+                default_profile=cast(pb.Profile, lane.default_profile.value),
                 enabled=lane.enabled,
             )
             for lane in config.lanes.values()
@@ -362,8 +366,8 @@ def health_to_proto(
                 lane=d.lane,
                 provider=d.provider,
                 model=d.model,
-                strategy=d.strategy,
-                fallback_reason=d.fallback_reason,
+                strategy=cast(pb.Strategy, d.strategy),
+                fallback_reason=cast(pb.FallbackReason, d.fallback_reason),
                 estimated_cost_usd=d.estimated_cost_usd,
                 estimated_tokens=d.estimated_input_tokens + d.estimated_output_tokens,
             )

@@ -30,7 +30,7 @@ def invalid_argument(what: str, violations: list[Violation]) -> grpc.Status:
     summary = "; ".join(f"{v.field}: {v.description}" for v in violations[:_MESSAGE_VIOLATIONS])
     if len(violations) > _MESSAGE_VIOLATIONS:
         summary += f"; and {len(violations) - _MESSAGE_VIOLATIONS} more"
-    return rpc_status.to_status(
+    return _to_status(
         status_pb2.Status(
             code=code_pb2.INVALID_ARGUMENT, message=f"invalid {what}: {summary}", details=[detail]
         )
@@ -49,6 +49,10 @@ def budget_exhausted(message: str) -> grpc.Status:
         packed = any_pb2.Any()
         packed.Pack(detail)
         details.append(packed)
-    return rpc_status.to_status(
-        status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=details)
-    )
+    return _to_status(status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=details))
+
+
+def _to_status(status: status_pb2.Status) -> grpc.Status:
+    """rpc_status.to_status, typed: grpc_status and google.rpc ship no type information."""
+    converted: grpc.Status = rpc_status.to_status(status)
+    return converted

@@ -16,7 +16,8 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from contextvars import Token
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from opentelemetry import context as otel_context
@@ -43,21 +44,27 @@ SERVER_ERRORS = frozenset(
 # How a call ends without anything to record: an abort carries its status, the others are the caller's.
 _EXPECTED_ENDINGS = (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit)
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+# One interceptor serves every method, so requests, responses and their handlers are of any type.
+# Quoted: the stubs make grpc's classes generic, but at runtime they take no type arguments.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Behavior: TypeAlias = Callable[[Any, Context], Any]
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 
 class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tracer: trace.Tracer | None, duration: Histogram | None) -> None:
         self._tracer = tracer
         self._duration = duration
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
         self._point_attributes: dict[tuple[str, grpc.StatusCode], dict[str, str]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED
             return handler
@@ -68,15 +75,20 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
             self._wrapped[method] = cached
         return cached[1]
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def _wrap(self, handler: Handler, method: str) -> Handler:
         kind = "stream_stream" if handler.request_streaming else "unary_stream"
+        wrap = self._streaming
         if not handler.response_streaming:
             kind = "stream_unary" if handler.request_streaming else "unary_unary"
-            return handler._replace(**{kind: self._unary(getattr(handler, kind), method)})  # type: ignore[attr-defined]
-        return handler._replace(**{kind: self._streaming(getattr(handler, kind), method)})  # type: ignore[attr-defined]
+            wrap = self._unary
+        # grpc's handlers are namedtuples (grpc._utilities.RpcMethodHandler); the stubs know only the ABC.
+        wrapped: Handler = handler._replace(  # type: ignore[attr-defined]
+            **{kind: wrap(getattr(handler, kind), method)}
+        )
+        return wrapped
 
     def _unary(self, behavior: Behavior, method: str) -> Behavior:
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def observed(request: Any, context: Context) -> Any:
             started = time.perf_counter()
             span, token = self._start(method, context)
             failure: BaseException | None = None
@@ -92,7 +104,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         return observed
 
     def _streaming(self, behavior: Behavior, method: str) -> Behavior:
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
             span, token = self._start(method, context)
             failure: BaseException | None = None
@@ -111,11 +123,15 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
 
         return observed
 
-    def _start(self, method: str, context: grpc.aio.ServicerContext) -> tuple[trace.Span | None, object]:
+    def _start(
+        self, method: str, context: Context
+    ) -> tuple[trace.Span | None, Token[otel_context.Context] | None]:
+        """The span and the token that makes it current, or neither when tracing is off."""
         if self._tracer is None:
             return None, None
         metadata = context.invocation_metadata()
-        parent = propagate.extract({m.key: m.value for m in metadata}) if metadata else None
+        # The stubs iterate aio.Metadata as plain pairs; grpc.aio hands over _Metadatum namedtuples.
+        parent = propagate.extract({m.key: m.value for m in metadata}) if metadata else None  # type: ignore[attr-defined]
         span = self._tracer.start_span(
             method,
             context=parent,
@@ -129,9 +145,9 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     def _finish(
         self,
         method: str,
-        context: grpc.aio.ServicerContext,
+        context: Context,
         span: trace.Span | None,
-        token: object,
+        token: Token[otel_context.Context] | None,
         started: float,
         failure: BaseException | None,
     ) -> None:
@@ -143,9 +159,9 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                 point = {RPC_SYSTEM_NAME: "grpc", RPC_METHOD: method, RPC_STATUS_CODE: code.name}
                 self._point_attributes[key] = point
             self._duration.record(time.perf_counter() - started, point)
-        if span is None:
+        if span is None or token is None:  # tracing is off: _start gave neither
             return
-        otel_context.detach(token)  # type: ignore[arg-type]
+        otel_context.detach(token)
         if span.is_recording():
             span.set_attribute(RPC_STATUS_CODE, code.name)
             if code in SERVER_ERRORS:
@@ -156,7 +172,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         span.end()
 
 
-def _status_code(context: grpc.aio.ServicerContext, failure: BaseException | None) -> grpc.StatusCode:
+def _status_code(context: Context, failure: BaseException | None) -> grpc.StatusCode:
     """The code the caller sees: what abort() or set_code() left on the context, else what gRPC
     makes of how the handler ended (an escaped exception is UNKNOWN, a cancelled call CANCELLED)."""
     code = context.code()

@@ -15,10 +15,11 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -97,7 +98,8 @@ async def start_server(
         options=server_options(reuse_port), interceptors=interceptors if tracer or metrics else None
     )
     handlers = RoutingHandlers(live, outcomes, data_dir, Observer(metrics))
-    routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingServicer(handlers), server)
+    # grpcio-tools writes the *_pb2_grpc module without annotations.
+    routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingServicer(handlers), server)  # type: ignore[no-untyped-call]
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -250,7 +252,7 @@ def _worker(
     asyncio.run(_run(live, data_dir, address, grace_s, drain_s, reuse_port=True))
 
 
-def _supervise(children: list[multiprocessing.process.BaseProcess]) -> None:
+def _supervise(children: Sequence[multiprocessing.process.BaseProcess]) -> None:
     """Starts the workers and forwards SIGTERM, SIGINT and SIGHUP to them. When one exits
     unasked, the others are stopped too and the parent fails, so whatever supervises the
     service restarts it whole rather than leaving it at part capacity."""
@@ -274,8 +276,9 @@ def _supervise(children: list[multiprocessing.process.BaseProcess]) -> None:
     running = {child.sentinel: child for child in children}
     failed: list[str] = []
     while running:
-        for sentinel in multiprocessing.connection.wait(list(running)):
-            child = running.pop(sentinel)  # type: ignore[call-overload]
+        # wait() returns those of the objects it was given that are ready: here sentinels, ints.
+        for sentinel in cast("list[int]", multiprocessing.connection.wait(list(running))):
+            child = running.pop(sentinel)
             child.join()
             # A worker stopped by a forwarded signal before its handlers were in place
             # still stopped cleanly.
@@ -291,7 +294,7 @@ def _supervise(children: list[multiprocessing.process.BaseProcess]) -> None:
         raise RuntimeError(f"workers failed: {', '.join(failed)}")
 
 
-def _signal_alive(children: list[multiprocessing.process.BaseProcess], signum: int) -> None:
+def _signal_alive(children: Sequence[multiprocessing.process.BaseProcess], signum: int) -> None:
     for child in children:
         if child.pid is not None and child.is_alive():
             os.kill(child.pid, signum)

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 from opentelemetry import trace
@@ -134,12 +135,16 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     def __init__(self, handlers: RoutingHandlers) -> None:
         self._handlers = handlers
 
-    async def Route(self, request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteDecision:
+    async def Route(
+        self, request: pb.RouteRequest, context: grpc.aio.ServicerContext[pb.RouteRequest, pb.RouteDecision]
+    ) -> pb.RouteDecision:
         async with _edge(context, "Route", request.lane, request.task.id, self._handlers.observer):
             return self._handlers.route(request)
         raise AssertionError("unreachable: _edge aborts")
 
-    async def Report(self, request: pb.ReportRequest, context: grpc.aio.ServicerContext) -> pb.ReportAck:
+    async def Report(
+        self, request: pb.ReportRequest, context: grpc.aio.ServicerContext[pb.ReportRequest, pb.ReportAck]
+    ) -> pb.ReportAck:
         async with _edge(context, "Report", request.lane, request.decision_id):
             handlers = self._handlers
             record = handlers.prepare_report(request)
@@ -154,7 +159,9 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             return report_ack(record, new)
         raise AssertionError("unreachable: _edge aborts")
 
-    async def Scale(self, request: pb.ScaleRequest, context: grpc.aio.ServicerContext) -> pb.ScaleDecision:
+    async def Scale(
+        self, request: pb.ScaleRequest, context: grpc.aio.ServicerContext[pb.ScaleRequest, pb.ScaleDecision]
+    ) -> pb.ScaleDecision:
         async with _edge(context, "Scale", request.lane or request.group, request.request_id):
             # It sums windows of economics: off the loop that routes.
             decision, written = await asyncio.to_thread(self._handlers.scale, request)
@@ -164,7 +171,9 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         raise AssertionError("unreachable: _edge aborts")
 
     async def SetStopLoss(
-        self, request: pb.SetStopLossRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.SetStopLossRequest,
+        context: grpc.aio.ServicerContext[pb.SetStopLossRequest, pb.SetStopLossResponse],
     ) -> pb.SetStopLossResponse:
         async with _edge(context, "SetStopLoss", "", request.note[:64]):
             changed = await asyncio.to_thread(self._handlers.set_stop_loss, request)
@@ -173,20 +182,28 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         raise AssertionError("unreachable: _edge aborts")
 
     async def Economics(
-        self, request: pb.EconomicsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.EconomicsRequest,
+        context: grpc.aio.ServicerContext[pb.EconomicsRequest, pb.EconomicsResponse],
     ) -> pb.EconomicsResponse:
         async with _edge(context, "Economics", "", ""):
             # Summing 30 days of buckets takes a while: not on the loop that routes.
             return await asyncio.to_thread(self._handlers.economics, request)
         raise AssertionError("unreachable: _edge aborts")
 
-    async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext) -> pb.HealthResponse:
+    async def Health(
+        self,
+        request: pb.HealthRequest,
+        context: grpc.aio.ServicerContext[pb.HealthRequest, pb.HealthResponse],
+    ) -> pb.HealthResponse:
         async with _edge(context, "Health", "", ""):
             return self._handlers.health(request)
         raise AssertionError("unreachable: _edge aborts")
 
     async def WatchHealth(
-        self, request: pb.WatchHealthRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.WatchHealthRequest,
+        context: grpc.aio.ServicerContext[pb.WatchHealthRequest, pb.HealthResponse],
     ) -> AsyncIterator[pb.HealthResponse]:
         heartbeat_s = request.heartbeat_s or DEFAULT_HEARTBEAT_S
         if problem := range_problem(heartbeat_s, lo=MIN_HEARTBEAT_S, hi=MAX_HEARTBEAT_S):
@@ -195,7 +212,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             )
         outcomes = self._handlers.outcomes
         stopping = self._handlers.stopping
-        last_states: tuple | None = None
+        last_states: tuple[object, ...] | None = None  # the last fingerprint sent: only compared
         last_sent = 0.0
         while not stopping.is_set():
             view = outcomes.health()
@@ -237,7 +254,11 @@ WATCH_POLL_S = 0.25
 
 @asynccontextmanager
 async def _edge(
-    context: grpc.aio.ServicerContext, rpc: str, lane: str, key: str, observer: Observer | None = None
+    context: grpc.aio.ServicerContext[Any, Any],
+    rpc: str,
+    lane: str,
+    key: str,
+    observer: Observer | None = None,
 ) -> AsyncIterator[None]:
     """Maps what the core raises to statuses: violations to INVALID_ARGUMENT, an exhausted
     budget (when policy says error) to RESOURCE_EXHAUSTED, anything else to INTERNAL. With an

@@ -128,7 +128,7 @@ class SimService:
         self.outcomes = outcomes
         self.running = running
         self.channel = channel
-        self.stub = routing_pb2_grpc.RoutingServiceStub(channel)
+        self.stub = routing_pb2_grpc.RoutingServiceStub(channel)  # type: ignore[no-untyped-call]  # generated
 
     @classmethod
     async def start(cls, config_dir: Path, data_dir: Path, clock: SimClock) -> SimService:

@@ -293,7 +293,9 @@ class SqliteStore:
         db = _connect(self.path, read_only=True)
         try:
             db.execute("BEGIN")
+            decisions: Iterator[DecisionRecord | ReportRecord]
             decisions = map(_decision_from_row, db.execute(_DECISIONS_SINCE, (since,)))
+            reports: Iterator[DecisionRecord | ReportRecord]
             reports = map(_report_from_row, db.execute(_REPORTS_SINCE, (since,)))
             yield from heapq.merge(decisions, reports, key=attrgetter("at"))
         finally:

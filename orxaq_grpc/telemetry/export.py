@@ -210,20 +210,24 @@ def _span_exporter(settings: SignalSettings, meters: MeterProvider | None) -> Sp
     if settings.exporter == "console":
         return ConsoleSpanExporter()
     if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    return OTLPSpanExporter(meter_provider=meters)  # its own counts of spans exported and failed
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as OverGrpc
+
+        return OverGrpc(meter_provider=meters)  # its own counts of spans exported and failed
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as OverHttp
+
+    return OverHttp(meter_provider=meters)  # its own counts of spans exported and failed
 
 
 def _metric_exporter(settings: SignalSettings) -> MetricExporter:
     if settings.exporter == "console":
         return ConsoleMetricExporter()
     if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    return OTLPMetricExporter()
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as OverGrpc
+
+        return OverGrpc()
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as OverHttp
+
+    return OverHttp()
 
 
 def service_resource() -> Resource:
@@ -296,8 +300,10 @@ def configure(env: Mapping[str, str] | None = None) -> Telemetry:
     if settings.traces.enabled:
         provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # sampler from the env
         inner = _span_exporter(settings.traces, telemetry.meter_provider)
-        exporter = _WatchedSpanExporter(inner, telemetry.watch, settings.traces.describe())
-        provider.add_span_processor(BatchSpanProcessor(exporter, meter_provider=telemetry.meter_provider))
+        span_exporter = _WatchedSpanExporter(inner, telemetry.watch, settings.traces.describe())
+        provider.add_span_processor(
+            BatchSpanProcessor(span_exporter, meter_provider=telemetry.meter_provider)
+        )
         telemetry.tracer_provider = provider
         telemetry.tracer = provider.get_tracer(INSTRUMENTATION_SCOPE, __version__)
     telemetry.watch.install()

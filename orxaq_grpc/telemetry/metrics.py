@@ -30,6 +30,8 @@ from orxaq_grpc.scale.types import ScaleDecision
 from orxaq_grpc.telemetry import attributes as a
 
 T = TypeVar("T")
+# A tally's key: attribute values in its attributes' order, an enum standing for its word.
+Key = tuple[str | bool | Enum, ...]
 
 
 class Instrument(NamedTuple):
@@ -86,9 +88,9 @@ class Tally:
 
     def __init__(self, *names: str) -> None:
         self._names = names
-        self._sums: dict[tuple, float] = {}
+        self._sums: dict[Key, float] = {}
 
-    def add(self, key: tuple, amount: float = 1) -> None:
+    def add(self, key: Key, amount: float = 1) -> None:
         self._sums[key] = self._sums.get(key, 0) + amount
 
     def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
