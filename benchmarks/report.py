@@ -56,7 +56,7 @@ import grpc
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq.routing.v1 import routing_pb2_grpc
-from orxaq_grpc.outcomes.tracker import RECENT_DECISIONS, Outcomes
+from orxaq_grpc.application.outcomes import RECENT_DECISIONS, Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import new_decision_id
 from orxaq_grpc.service.convert import route_request_from_proto

@@ -43,7 +43,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from orxaq.routing.v1 import routing_pb2, routing_pb2_grpc
-from orxaq_grpc.outcomes.tracker import Outcomes
+from orxaq_grpc.application.outcomes import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.validation import RequestInvalid
 from orxaq_grpc.service.errors import invalid_argument

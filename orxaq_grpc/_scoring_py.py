@@ -16,7 +16,7 @@ from __future__ import annotations
 from math import log
 
 from orxaq_grpc.kernel import Codes, Doubles, Int64s, UInt64s
-from orxaq_grpc.routing.types import Filter
+from orxaq_grpc.vocabulary import Filter
 
 # Plain ints for the hot loop; the compiled twin mirrors them as C constants, and
 # the twin-agreement tests catch any drift between the two.

@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 import pytest
 
 from orxaq_grpc import _scoring_py
+from orxaq_grpc.application.outcomes import Outcomes
 from orxaq_grpc.config.load import load_config
 from orxaq_grpc.config.model import Config, LaneSpec, ModelSpec
 from orxaq_grpc.outcomes.records import Outcome, ReportInput
-from orxaq_grpc.outcomes.tracker import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import Router
 from orxaq_grpc.routing.types import Decision, Objective, Profile

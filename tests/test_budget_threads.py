@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from orxaq_grpc.application.outcomes import Outcomes
 from orxaq_grpc.config.model import Config
-from orxaq_grpc.outcomes.tracker import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import BudgetExhausted, Router
 from orxaq_grpc.routing.types import RouteRequest, Task

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from orxaq_grpc.application.outcomes import Outcomes
 from orxaq_grpc.config.model import BudgetSettings, Config
 from orxaq_grpc.outcomes.budgets import Budgets, BudgetView
-from orxaq_grpc.outcomes.tracker import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import Router
 from orxaq_grpc.routing.types import Decision, RouteRequest, Task
@@ -350,7 +350,7 @@ def test_open_reservations_survive_a_restart(
     live = LiveRouter(Router(config))
     with SqliteStore(tmp_path, 31, clock=clock) as store:
         outcomes = Outcomes(live, store, clock)
-        with caplog.at_level(logging.INFO, logger="orxaq_grpc.outcomes.tracker"):
+        with caplog.at_level(logging.INFO, logger="orxaq_grpc.application.outcomes"):
             assert outcomes.rebuild() == (4, 1)
         expected = first.estimated_cost_usd + second.estimated_cost_usd
         after = overall(outcomes)

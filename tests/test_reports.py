@@ -16,8 +16,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from orxaq.routing.v1 import routing_pb2 as pb
+from orxaq_grpc.application.outcomes import Outcomes
 from orxaq_grpc.client import CallFailed, RoutingClient
-from orxaq_grpc.outcomes.tracker import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from tests.conftest import LoopbackServer
 

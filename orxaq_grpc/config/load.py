@@ -30,8 +30,7 @@ from orxaq_grpc.config.model import (
     StrongOrWeakSettings,
     Weights,
 )
-from orxaq_grpc.routing.types import Objective, Profile
-from orxaq_grpc.routing.validation import range_problem
+from orxaq_grpc.vocabulary import Objective, Profile, range_problem
 
 CATALOG_FILE = "catalog.toml"
 LANES_FILE = "lanes.toml"

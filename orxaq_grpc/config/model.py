@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from orxaq_grpc.routing.types import Objective, Profile
+from orxaq_grpc.vocabulary import Objective, Profile
 
 
 @dataclass(frozen=True, slots=True)

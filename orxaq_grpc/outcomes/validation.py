@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.outcomes.records import Outcome, ReportInput
-from orxaq_grpc.routing.validation import Violation, range_problem
+from orxaq_grpc.vocabulary import Violation, range_problem
 
 MAX_RETRY_AFTER_S = 86_400.0
 MAX_REPORTED_COST_USD = 1_000_000.0

@@ -10,12 +10,24 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from orxaq_grpc.vocabulary import Filter, Objective, Profile, enum_name
 
-class Objective(enum.IntEnum):
-    UNSPECIFIED = 0
-    COST_SPEED = 1
-    BALANCED = 2
-    QUALITY = 3
+__all__ = [
+    "CandidateScore",
+    "Constraints",
+    "Decision",
+    "FallbackReason",
+    "Filter",
+    "FilteredModel",
+    "Objective",
+    "ObjectiveRule",
+    "Profile",
+    "RouteRequest",
+    "Strategy",
+    "StrongOrWeak",
+    "Task",
+    "enum_name",
+]
 
 
 class ObjectiveRule(enum.IntEnum):
@@ -26,12 +38,6 @@ class ObjectiveRule(enum.IntEnum):
     DIFFICULTY = 4
     SIZE = 5
     LANE_DEFAULT = 6
-
-
-class Profile(enum.IntEnum):
-    UNSPECIFIED = 0
-    FAST = 1
-    STRONG = 2
 
 
 class Strategy(enum.IntEnum):
@@ -60,29 +66,6 @@ class FallbackReason(enum.IntEnum):
         static mode is a deliberate rollback, not trouble: counting it would keep the router
         looking unstable, and so keep stop-loss on, by its own doing."""
         return self >= FallbackReason.ROUTING_DISABLED and self != FallbackReason.STOP_LOSS_STATIC
-
-
-class Filter(enum.IntEnum):
-    """Why a candidate was not eligible; the kernel writes these codes."""
-
-    UNSPECIFIED = 0
-    ELIGIBLE = 0  # alias: on a candidate, 0 means no filter removed it
-    NOT_ALLOWED = 1
-    DISABLED = 2
-    CONTEXT_WINDOW = 3
-    OUTPUT_LIMIT = 4
-    CAPABILITY = 5
-    LANE_QUALITY_FLOOR = 6
-    MIN_QUALITY = 7
-    MAX_COST = 8
-    MAX_LATENCY = 9
-    CIRCUIT_OPEN = 10
-    BUDGET = 11
-
-
-def enum_name(member: enum.Enum) -> str:
-    """The lower-case name used in config files, logs and the CLI."""
-    return member.name.lower()
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,26 +6,13 @@ the router only ever sees requests that passed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
-from dataclasses import dataclass
 
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.routing.types import RouteRequest
+from orxaq_grpc.vocabulary import RequestInvalid, Violation, range_problem
 
-
-@dataclass(frozen=True, slots=True)
-class Violation:
-    field: str
-    description: str
-
-
-class RequestInvalid(Exception):
-    """Raised at the edge with every violation of one request."""
-
-    def __init__(self, violations: list[Violation]) -> None:
-        self.violations = violations
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+__all__ = ["RequestInvalid", "Violation", "range_problem", "validate_route_request"]
 
 
 def validate_route_request(
@@ -107,18 +94,3 @@ def _number(
 ) -> None:
     if value is not None and (problem := range_problem(value, lo=lo, hi=hi, above=above)):
         out.append(Violation(field, problem))
-
-
-def range_problem(
-    value: float, lo: float | None = None, hi: float | None = None, above: float | None = None
-) -> str | None:
-    """What is wrong with a number that must be finite and within bounds, if anything."""
-    if not math.isfinite(value):
-        return f"must be a finite number, got {value}"
-    if lo is not None and value < lo:
-        return f"must be at least {lo:g}, got {value:g}"
-    if hi is not None and value > hi:
-        return f"must be at most {hi:g}, got {value:g}"
-    if above is not None and value <= above:
-        return f"must be greater than {above:g}, got {value:g}"
-    return None

@@ -6,9 +6,9 @@ import math
 
 from orxaq_grpc.config.load import MAX_AGENTS
 from orxaq_grpc.config.model import Config
-from orxaq_grpc.routing.validation import Violation, range_problem
 from orxaq_grpc.scale.npv import marginal_npv
 from orxaq_grpc.scale.types import ConfidenceForm, Daily, Flows, Once, PenaltyUsd, ScaleRequest
+from orxaq_grpc.vocabulary import Violation, range_problem
 
 MAX_USD = 1e12  # per cash flow: far past any real budget, small enough that sums stay exact-ish
 MAX_SCHEDULE_FLOWS = 10_000

@@ -12,11 +12,11 @@ import enum
 from typing import TypeVar, cast
 
 from orxaq.routing.v1 import routing_pb2 as pb
+from orxaq_grpc.application.outcomes import EconomicsView, HealthView
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.outcomes.detection import DetectionState
 from orxaq_grpc.outcomes.economics import Breakdown, Figures
 from orxaq_grpc.outcomes.records import Outcome, ReportInput, ReportRecord
-from orxaq_grpc.outcomes.tracker import EconomicsView, HealthView
 from orxaq_grpc.routing.types import (
     Constraints,
     Decision,

@@ -26,8 +26,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from orxaq.routing.v1 import routing_pb2, routing_pb2_grpc
+from orxaq_grpc.application.outcomes import Outcomes
 from orxaq_grpc.config.model import Config
-from orxaq_grpc.outcomes.tracker import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.scoring import KIND as SCORING_KERNEL
 from orxaq_grpc.service.interceptor import TelemetryInterceptor

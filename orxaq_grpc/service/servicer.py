@@ -24,8 +24,8 @@ from opentelemetry import trace
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq.routing.v1 import routing_pb2_grpc
 from orxaq_grpc import __version__
+from orxaq_grpc.application.outcomes import HealthView, Outcomes
 from orxaq_grpc.outcomes.records import ReportRecord
-from orxaq_grpc.outcomes.tracker import HealthView, Outcomes
 from orxaq_grpc.outcomes.validation import validate_report
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import BudgetExhausted

@@ -18,6 +18,7 @@ import grpc
 import tomli_w
 
 from orxaq.routing.v1 import routing_pb2_grpc
+from orxaq_grpc.application.outcomes import Outcomes
 from orxaq_grpc.config.load import (
     CATALOG_FILE,
     LANES_FILE,
@@ -27,7 +28,6 @@ from orxaq_grpc.config.load import (
     load_config,
 )
 from orxaq_grpc.config.model import Config
-from orxaq_grpc.outcomes.tracker import Outcomes
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.service.server import RunningServer, open_outcomes, start_server
 from orxaq_grpc.simulate.scenario import Overrides, ScenarioError, merge_overrides

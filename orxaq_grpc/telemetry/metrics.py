@@ -20,10 +20,10 @@ from typing import Any, NamedTuple, TypeVar
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from orxaq_grpc.application.outcomes import HealthView
 from orxaq_grpc.outcomes.breakers import BreakerState
 from orxaq_grpc.outcomes.detection import DEGRADED, ELEVATED_FALLBACK, HEALTHY, IDLE
 from orxaq_grpc.outcomes.records import ReportRecord
-from orxaq_grpc.outcomes.tracker import HealthView
 from orxaq_grpc.routing.router import BudgetExhausted
 from orxaq_grpc.routing.types import Decision, FallbackReason
 from orxaq_grpc.scale.types import ScaleDecision
