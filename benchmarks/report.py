@@ -57,6 +57,7 @@ import grpc
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq.routing.v1 import routing_pb2_grpc
 from orxaq_grpc.application.outcomes import RECENT_DECISIONS, Outcomes
+from orxaq_grpc.application.workflow import RoutingWorkflow
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import new_decision_id
 from orxaq_grpc.service.convert import route_request_from_proto
@@ -393,7 +394,7 @@ def memory_benchmark(total: int) -> None:
     with tempfile.TemporaryDirectory(prefix="orxaq-report-bench-") as tmp:
         outcomes = open_outcomes(live, Path(tmp))
         try:
-            push_reports(live, outcomes, RoutingHandlers(live, outcomes, tmp), total)
+            push_reports(live, outcomes, RoutingHandlers(RoutingWorkflow(live, outcomes), tmp), total)
         finally:
             outcomes.store.close()
 

@@ -44,6 +44,7 @@ from grpc_reflection.v1alpha import reflection
 
 from orxaq.routing.v1 import routing_pb2, routing_pb2_grpc
 from orxaq_grpc.application.outcomes import Outcomes
+from orxaq_grpc.application.workflow import RoutingWorkflow
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.validation import RequestInvalid
 from orxaq_grpc.service.errors import invalid_argument
@@ -95,7 +96,7 @@ def _start_sync_server(
     server = grpc.server(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"), options=server_options(False)
     )
-    handlers = RoutingHandlers(live, outcomes, str(outcomes.store.path.parent))
+    handlers = RoutingHandlers(RoutingWorkflow(live, outcomes), str(outcomes.store.path.parent))
     routing_pb2_grpc.add_RoutingServiceServicer_to_server(SyncRoutingServicer(handlers), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

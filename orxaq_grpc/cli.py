@@ -34,16 +34,25 @@ def _env_int(name: str, default: int) -> int:
         raise SystemExit(f"orxaq-grpc: {name}={value!r} is not a whole number") from None
 
 
+def _address(default: str, help: str | None = None) -> argparse.ArgumentParser:
+    """A parent parser holding `--address`, its one definition: `serve` listens there, the rest call it."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--address", default=default, help=help)
+    return parent
+
+
 def _parser() -> argparse.ArgumentParser:
+    """Each command's parser sets `run`, the function `main` hands the parsed arguments to."""
     parser = argparse.ArgumentParser(prog="orxaq-grpc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    serve = commands.add_parser("serve", help="run the routing service")
-    serve.add_argument(
-        "--address",
-        default=os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS),
-        help="host:port to listen on; port 0 picks a free one (env ORXAQ_ADDRESS; default %(default)s)",
+    address = os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS)
+    listens = _address(
+        address, "host:port to listen on; port 0 picks a free one (env ORXAQ_ADDRESS; default %(default)s)"
     )
+    calls = _address(address)
+
+    serve = commands.add_parser("serve", parents=[listens], help="run the routing service")
+    serve.set_defaults(run=_serve)
     serve.add_argument(
         "--config",
         type=Path,
@@ -72,10 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default=os.environ.get("ORXAQ_LOG_LEVEL", "INFO"))
 
     check = commands.add_parser("check-config", help="validate a config directory; non-zero exit on problems")
+    check.set_defaults(run=_check_config)
     check.add_argument("directory", nargs="?", type=Path, default=Path(DEFAULT_CONFIG_DIR))
 
-    route = commands.add_parser("route", help="ask a running service which model a task should use")
-    route.add_argument("--address", default=os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS))
+    route = commands.add_parser(
+        "route", parents=[calls], help="ask a running service which model a task should use"
+    )
+    route.set_defaults(run=_route)
     route.add_argument("--timeout", type=float, default=10.0, help="seconds before the call gives up")
     route.add_argument("--lane", required=True)
     route.add_argument("--task-id", default="")
@@ -102,20 +114,21 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--json", action="store_true", help="print the decision as JSON")
 
     economics = commands.add_parser(
-        "economics", help="spend, tokens, cost per 1M and rates from a running service"
+        "economics", parents=[calls], help="spend, tokens, cost per 1M and rates from a running service"
     )
-    economics.add_argument("--address", default=os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS))
+    economics.set_defaults(run=_economics)
     economics.add_argument("--timeout", type=float, default=10.0)
     economics.add_argument("--window", choices=ECONOMICS_WINDOWS, default="today", help="default %(default)s")
     economics.add_argument("--json", action="store_true", help="print the whole response as JSON")
 
     scale = commands.add_parser(
         "scale",
+        parents=[calls],
         help="ask whether a lane or group may grow (NPV gate)",
         description="Value and cost each take one form: --X-once USD[@DAY], --X-daily USD --horizon DAYS, "
         "or --X-flow DAY:USD repeated (a schedule).",
     )
-    scale.add_argument("--address", default=os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS))
+    scale.set_defaults(run=_scale)
     scale.add_argument("--timeout", type=float, default=10.0)
     target = scale.add_mutually_exclusive_group(required=True)
     target.add_argument("--lane")
@@ -148,8 +161,10 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--request-id", default="")
     scale.add_argument("--json", action="store_true")
 
-    stop_loss = commands.add_parser("stop-loss", help="show, enter or end stop-loss on a running service")
-    stop_loss.add_argument("--address", default=os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS))
+    stop_loss = commands.add_parser(
+        "stop-loss", parents=[calls], help="show, enter or end stop-loss on a running service"
+    )
+    stop_loss.set_defaults(run=_stop_loss)
     stop_loss.add_argument("--timeout", type=float, default=10.0)
     action = stop_loss.add_mutually_exclusive_group()
     action.add_argument("--enter", action="store_true", help="roll back to static routing now")
@@ -157,8 +172,10 @@ def _parser() -> argparse.ArgumentParser:
     stop_loss.add_argument("--note", default="", help="why, for the decision log")
     stop_loss.add_argument("--json", action="store_true")
 
-    health = commands.add_parser("health", help="detection states, breakers and budgets of a running service")
-    health.add_argument("--address", default=os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS))
+    health = commands.add_parser(
+        "health", parents=[calls], help="detection states, breakers and budgets of a running service"
+    )
+    health.set_defaults(run=_health)
     health.add_argument("--timeout", type=float, default=10.0)
     health.add_argument("--json", action="store_true")
     health.add_argument(
@@ -167,9 +184,11 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--heartbeat", type=float, default=0.0, help="--watch: seconds between heartbeats")
 
     monitor = commands.add_parser(
-        "monitor", help="live view: states, economics by provider and lane, budgets, guardrails, decisions"
+        "monitor",
+        parents=[calls],
+        help="live view: states, economics by provider and lane, budgets, guardrails, decisions",
     )
-    monitor.add_argument("--address", default=os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS))
+    monitor.set_defaults(run=_monitor)
     monitor.add_argument("--refresh", type=float, default=2.0, help="seconds between frames (0.1-3600)")
     monitor.add_argument("--window", choices=ECONOMICS_WINDOWS, default="today")
     monitor.add_argument("--once", action="store_true", help="print one frame and exit (for scripts)")
@@ -178,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
         help="drive the service with a simulated fleet (config/scenarios/*.toml) and print its KPIs; "
         "exit 1 when one of the scenario's expectations does not hold",
     )
+    simulate.set_defaults(run=_simulate)
     simulate.add_argument(
         "scenario", type=Path, help="a scenario file, e.g. config/scenarios/budget-race.toml"
     )
@@ -202,28 +222,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        return _serve(args)
-    if args.command == "check-config":
-        return _check_config(args.directory)
-    if args.command == "economics":
-        return _economics(args)
-    if args.command == "health":
-        return _health(args)
-    if args.command == "scale":
-        return _scale(args)
-    if args.command == "stop-loss":
-        return _stop_loss(args)
-    if args.command == "monitor":
-        return _monitor(args)
-    if args.command == "simulate":
-        return _simulate(args)
-    return _route(args)
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from orxaq_grpc.config.load import ConfigError
-    from orxaq_grpc.service.server import LOG_FORMAT, serve
+    from orxaq_grpc.service.server import LOG_FORMAT
+    from orxaq_grpc.service.workers import serve
     from orxaq_grpc.store import StoreError
     from orxaq_grpc.telemetry.export import TelemetryConfigError
 
@@ -473,9 +479,10 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0 if all(v["holds"] for v in kpis["expectations"]) else 1
 
 
-def _check_config(directory: Path) -> int:
+def _check_config(args: argparse.Namespace) -> int:
     from orxaq_grpc.config.load import ConfigError, load_config
 
+    directory: Path = args.directory
     try:
         config = load_config(directory)
     except ConfigError as exc:

@@ -76,12 +76,16 @@ def test_failure_rate_needs_min_reports(clock: FakeClock) -> None:
     breakers = make(clock)
     feed(breakers, [FAIL, FAIL, OK] * 3)  # 6 of 9, but only 9 reports
     assert breakers.blocked() == NONE
+    feed(breakers, [FAIL])  # the tenth report: 7 of 10
+    assert model_blocked(breakers)
 
 
 def test_failure_rate_below_threshold_stays_closed(clock: FakeClock) -> None:
     breakers = make(clock)
     feed(breakers, [OK] + [OK, FAIL] * 5)  # 5 of 11
     assert breakers.blocked() == NONE
+    feed(breakers, [FAIL])  # 6 of 12: at the threshold
+    assert model_blocked(breakers)
 
 
 def test_success_resets_the_consecutive_count(clock: FakeClock) -> None:

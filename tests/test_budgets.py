@@ -21,7 +21,7 @@ from orxaq_grpc.outcomes.budgets import Budgets, BudgetView
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import Router
 from orxaq_grpc.routing.types import Decision, RouteRequest, Task
-from orxaq_grpc.service.server import budgets_in_a_worker
+from orxaq_grpc.service.workers import budgets_in_a_worker
 from orxaq_grpc.store import SqliteStore
 from tests.conftest import FakeClock, report_success, set_toml
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from orxaq_grpc.config.model import Config
+from orxaq_grpc.routing import explain
 from orxaq_grpc.routing.router import BudgetExhausted, Router, expected_cost_usd, expected_latency_s
 from orxaq_grpc.routing.types import (
     Constraints,
@@ -397,9 +398,9 @@ def test_a_non_finite_score_is_a_router_error(
     shipped_config: Config, kernel: type, caplog: pytest.LogCaptureFixture
 ) -> None:
     class NaNKernel(kernel):  # type: ignore[misc, valid-type]
-        def score(self, *args):  # type: ignore[no-untyped-def]
-            eligible = super().score(*args)
-            score, order = args[SCORE_ARG], args[SCORE_ARG + 1]
+        def score(self, **kwargs):  # type: ignore[no-untyped-def]
+            eligible = super().score(**kwargs)
+            score, order = kwargs["score"], kwargs["order"]
             score[order[0]] = math.nan  # the best candidate's score
             return eligible
 
@@ -409,10 +410,6 @@ def test_a_non_finite_score_is_a_router_error(
     assert decision.fallback_reason == FallbackReason.ROUTER_ERROR
     assert decision.model == shipped_config.lanes["codex"].static_fallback
     assert "ArithmeticError: score of" in caplog.text and "is nan" in caplog.text  # caught for this reason
-
-
-# kernel.score(status, unhealthy, bias, cost, latency, cost_score, speed_score, penalty, score, order, ...)
-SCORE_ARG = 8
 
 
 @pytest.mark.parametrize(
@@ -481,14 +478,14 @@ def test_a_failure_after_scoring_is_a_router_error_too(
     shipped_config: Config, make_router: MakeRouter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     router = make_router(shipped_config)
-    original = Router._rationale
+    original = explain.rationale
 
-    def failing_for_scored(self: Router, ctx, model, strategy, *rest):  # type: ignore[no-untyped-def]
+    def failing_for_scored(catalog, ctx, model, strategy, *rest, **kwargs):  # type: ignore[no-untyped-def]
         if strategy != Strategy.STATIC_FALLBACK:
             raise KeyError("simulated")
-        return original(self, ctx, model, strategy, *rest)
+        return original(catalog, ctx, model, strategy, *rest, **kwargs)
 
-    monkeypatch.setattr(Router, "_rationale", failing_for_scored)
+    monkeypatch.setattr(explain, "rationale", failing_for_scored)
     decision = router.route(RouteRequest(lane="gemini", task=Task(title="x")))
     assert (decision.strategy, decision.fallback_reason) == (
         Strategy.STATIC_FALLBACK,

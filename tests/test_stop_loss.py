@@ -127,6 +127,10 @@ def test_a_pass_rate_drop_must_stand_out_of_the_noise(
 def test_pass_rate_needs_reports_on_both_sides(stop_settings: StopLossSettings) -> None:
     inputs = dataclasses.replace(CALM, recent=sample(reports=19, pass_rate=0.0))
     assert not reading(inputs, stop_settings, Trigger.PASS_RATE).holding
+    inputs = dataclasses.replace(CALM, recent=sample(reports=20, pass_rate=0.0))
+    assert reading(inputs, stop_settings, Trigger.PASS_RATE).holding  # min_reports (20) reached
+    inputs = dataclasses.replace(CALM, baseline=sample(reports=19), recent=sample(reports=20, pass_rate=0.0))
+    assert not reading(inputs, stop_settings, Trigger.PASS_RATE).holding
 
 
 @pytest.mark.parametrize(
@@ -283,6 +287,7 @@ def test_disabled_never_enters_by_itself(stop_settings: StopLossSettings) -> Non
     machine = StopLoss(FakeClock(0.0))
     assert step(machine, HOT, dataclasses.replace(stop_settings, enabled=False)) is None
     assert not machine.active
+    assert step(machine, HOT, stop_settings) is not None and machine.active  # the same figures, enabled
 
 
 def test_the_baseline_is_frozen_while_active(stop_settings: StopLossSettings) -> None:

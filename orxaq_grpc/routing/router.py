@@ -1,4 +1,5 @@
 """The routing decision: filter, score with the kernel, or fall back deterministically.
+How a decision is worded (rationale, filter details, explain-mode lists) is `explain.py`'s.
 
 A Router is immutable and built per config load, so it is safe to share between
 threads and a reload swaps it whole.
@@ -10,25 +11,21 @@ import logging
 import math
 import uuid
 from array import array
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable
 
 from orxaq_grpc.config.model import Config, ModelSpec
 from orxaq_grpc.kernel import Codes, Doubles, KernelFactory
-from orxaq_grpc.routing.catalog import CompiledCatalog, LaneArrays
-from orxaq_grpc.routing.objective import ObjectiveResolver, ResolvedObjective, TaskEstimate
+from orxaq_grpc.routing import explain
+from orxaq_grpc.routing.catalog import CompiledCatalog
+from orxaq_grpc.routing.context import Guards, RequestContext, Scores
+from orxaq_grpc.routing.objective import ObjectiveResolver
 from orxaq_grpc.routing.types import (
-    CandidateScore,
     Decision,
     FallbackReason,
     Filter,
-    FilteredModel,
-    Profile,
     RouteRequest,
     Strategy,
     StrongOrWeak,
-    enum_name,
 )
 from orxaq_grpc.routing.validation import Violation, validate_route_request
 from orxaq_grpc.scoring import CatalogKernel
@@ -38,31 +35,6 @@ log = logging.getLogger(__name__)
 
 def new_decision_id() -> str:
     return uuid.uuid4().hex
-
-
-class Guards(Protocol):
-    """Live state that constrains routing: circuit breakers, daily budgets, stop-loss, and the
-    acceptance lanes report per model."""
-
-    def stop_loss_active(self) -> bool:
-        """True: every decision is the lane's static chain (reason stop_loss_static)."""
-        ...
-
-    def pass_rates(self) -> Mapping[str, tuple[int, int]]:
-        """Per model (validation passes, reports) over the calibration window."""
-        ...
-
-    def blocked(self) -> tuple[frozenset[str], frozenset[str]]:
-        """(models, providers) behind an open circuit right now."""
-        ...
-
-    def headroom(self, lane: str) -> tuple[float, dict[str, float]]:
-        """USD left for the lane (overall and lane budgets) and per budgeted provider."""
-        ...
-
-    def try_reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> bool:
-        """Books usd against every budget that applies if it fits them all; False books nothing."""
-        ...
 
 
 class BudgetExhausted(Exception):
@@ -91,46 +63,6 @@ def expected_latency_s(model: ModelSpec, output_tokens: int) -> float:
     return model.ttft_s + output_tokens / model.output_tokens_per_s
 
 
-@dataclass(slots=True)
-class _Request:
-    """What every decision path shares about one request."""
-
-    request: RouteRequest
-    lane: LaneArrays
-    estimate: TaskEstimate
-    objective: ResolvedObjective
-    profile: Profile
-    decision_id: str
-    guards: Guards | None
-
-
-@dataclass(slots=True)
-class _Scores:
-    """One kernel call's outputs, indexed by catalog position."""
-
-    status: bytearray
-    cost: Doubles
-    latency: Doubles
-    cost_score: Doubles
-    speed_score: Doubles
-    penalty: Doubles
-    score: Doubles
-    ranked: list[int]  # eligible indices, best first (all of them when explaining)
-    eligible: int
-    lane_headroom: float = math.inf
-    provider_headroom: Doubles | None = None
-
-    @property
-    def budgeted(self) -> bool:
-        return self.lane_headroom != math.inf or self.provider_headroom is not None
-
-    def fits_budget(self, index: int, slot: int) -> bool:
-        limit = self.lane_headroom
-        if self.provider_headroom is not None:
-            limit = min(limit, self.provider_headroom[slot])
-        return self.cost[index] <= limit
-
-
 class Router:
     def __init__(
         self,
@@ -152,7 +84,7 @@ class Router:
         estimated cost is reserved."""
         lane = self.catalog.lanes[request.lane]
         estimate = self.resolver.estimate(request.task)
-        ctx = _Request(
+        ctx = RequestContext(
             request=request,
             lane=lane,
             estimate=estimate,
@@ -163,7 +95,7 @@ class Router:
         )
         return self._decide(ctx)
 
-    def _decide(self, ctx: _Request) -> Decision:
+    def _decide(self, ctx: RequestContext) -> Decision:
         if not self.config.policy.routing_enabled:
             return self._static(ctx, FallbackReason.ROUTING_DISABLED)
         if ctx.guards is not None and ctx.guards.stop_loss_active():
@@ -191,14 +123,14 @@ class Router:
             )
             return self._static(ctx, FallbackReason.ROUTER_ERROR)
 
-    def _score(self, ctx: _Request) -> _Scores:
+    def _score(self, ctx: RequestContext) -> Scores:
         catalog = self.catalog
         policy = self.config.policy
         request = ctx.request
         constraints = request.constraints
         estimate = ctx.estimate
         want = catalog.size if request.explain else min(catalog.size, policy.max_alternatives + 2)
-        scores = _Scores(
+        scores = Scores(
             status=bytearray(ctx.lane.status_template),
             cost=array("d", catalog.zeros),
             latency=array("d", catalog.zeros),
@@ -215,40 +147,40 @@ class Router:
         ref = catalog.reference(estimate.input_tokens, estimate.output_tokens)
         weights = catalog.weights[(ctx.objective.objective, ctx.profile)]
         scores.eligible = catalog.kernel.score(
-            scores.status,
-            unhealthy,
-            ctx.lane.bias,
-            scores.cost,
-            scores.latency,
-            scores.cost_score,
-            scores.speed_score,
-            scores.penalty,
-            scores.score,
-            order,
-            float(estimate.input_tokens),
-            float(estimate.output_tokens),
-            weights.cost,
-            weights.speed,
-            weights.quality,
-            ref.log_cost_lo,
-            ref.log_cost_span,
-            ref.floor_cost,
-            ref.log_latency_lo,
-            ref.log_latency_span,
-            policy.context_ramp_start,
-            policy.context_ramp_penalty,
-            catalog.capability_mask(constraints.required_capabilities),
-            ctx.lane.spec.quality_floor,
-            0.0 if constraints.min_quality is None else constraints.min_quality,
-            math.inf if constraints.max_cost_usd is None else constraints.max_cost_usd,
-            math.inf if constraints.max_latency_s is None else constraints.max_latency_s,
-            provider_headroom,
-            lane_headroom,
+            status=scores.status,
+            unhealthy=unhealthy,
+            bias=ctx.lane.bias,
+            cost=scores.cost,
+            latency=scores.latency,
+            cost_score=scores.cost_score,
+            speed_score=scores.speed_score,
+            penalty=scores.penalty,
+            score=scores.score,
+            order=order,
+            input_tokens=float(estimate.input_tokens),
+            output_tokens=float(estimate.output_tokens),
+            w_cost=weights.cost,
+            w_speed=weights.speed,
+            w_quality=weights.quality,
+            log_cost_lo=ref.log_cost_lo,
+            log_cost_span=ref.log_cost_span,
+            floor_cost=ref.floor_cost,
+            log_latency_lo=ref.log_latency_lo,
+            log_latency_span=ref.log_latency_span,
+            ramp_start=policy.context_ramp_start,
+            ramp_penalty=policy.context_ramp_penalty,
+            required_capabilities=catalog.capability_mask(constraints.required_capabilities),
+            lane_floor=ctx.lane.spec.quality_floor,
+            min_quality=0.0 if constraints.min_quality is None else constraints.min_quality,
+            max_cost=math.inf if constraints.max_cost_usd is None else constraints.max_cost_usd,
+            max_latency=math.inf if constraints.max_latency_s is None else constraints.max_latency_s,
+            provider_headroom=provider_headroom,
+            lane_headroom=lane_headroom,
         )
         scores.ranked = list(order[: min(scores.eligible, want)])
         return scores
 
-    def _guard_inputs(self, ctx: _Request) -> tuple[Codes, Doubles, float]:
+    def _guard_inputs(self, ctx: RequestContext) -> tuple[Codes, Doubles, float]:
         """The kernel's view of the guards: models behind open circuits, budget headroom."""
         catalog = self.catalog
         if ctx.guards is None:
@@ -272,7 +204,7 @@ class Router:
                     provider_headroom[slot] = usd
         return unhealthy, provider_headroom, lane_headroom
 
-    def _scored(self, ctx: _Request, scores: _Scores) -> Decision:
+    def _scored(self, ctx: RequestContext, scores: Scores) -> Decision:
         catalog = self.catalog
         requested = ctx.request.requested_model
         reason = FallbackReason.NONE
@@ -320,7 +252,7 @@ class Router:
             comparison=comparison,
         )
 
-    def _strong_or_weak(self, ctx: _Request, scores: _Scores, value_usd: float) -> StrongOrWeak:
+    def _strong_or_weak(self, ctx: RequestContext, scores: Scores, value_usd: float) -> StrongOrWeak:
         """The best quality eligible model (strong) against the cheapest (weak). Success chances are
         catalog quality / 100, or reported acceptance where a model has enough reports."""
         settings = self.config.policy.strong_or_weak
@@ -372,7 +304,7 @@ class Router:
             chose_strong=strong == weak or net >= settings.threshold_usd,
         )
 
-    def _nothing_left_reason(self, ctx: _Request, scores: _Scores) -> FallbackReason:
+    def _nothing_left_reason(self, ctx: RequestContext, scores: Scores) -> FallbackReason:
         """Circuit and budget filters run last, so a model they removed passed all the
         others: they are what left the lane with nothing. A model behind an open circuit
         that the budget could pay for makes it a health problem (it passes), not a budget
@@ -391,7 +323,7 @@ class Router:
             return self._budget_exhausted(ctx)
         return FallbackReason.NO_ELIGIBLE_CANDIDATE
 
-    def _budget_exhausted(self, ctx: _Request) -> FallbackReason:
+    def _budget_exhausted(self, ctx: RequestContext) -> FallbackReason:
         if self.config.policy.budgets.on_exhausted == "error":
             estimate = ctx.estimate
             raise BudgetExhausted(
@@ -399,7 +331,7 @@ class Router:
             )
         return FallbackReason.BUDGET_EXHAUSTED
 
-    def _static(self, ctx: _Request, reason: FallbackReason, scores: _Scores | None = None) -> Decision:
+    def _static(self, ctx: RequestContext, reason: FallbackReason, scores: Scores | None = None) -> Decision:
         """The deterministic chain: requested model if allowed and healthy (not in stop-loss), the
         lane's static pin, then the lane's allowed models in their configured order. Healthy models
         (enabled, not behind an open circuit) come first; with none healthy, the first enabled one.
@@ -442,7 +374,7 @@ class Router:
             scores=scores,
         )
 
-    def _first_affordable(self, ctx: _Request, chain: list[str]) -> int:
+    def _first_affordable(self, ctx: RequestContext, chain: list[str]) -> int:
         """The position of the first model in `chain` whose estimate the budgets can still pay for,
         reserved for this decision; without guards, the first."""
         guards = ctx.guards
@@ -459,7 +391,7 @@ class Router:
 
     def _decision(
         self,
-        ctx: _Request,
+        ctx: RequestContext,
         model: ModelSpec,
         strategy: Strategy,
         reason: FallbackReason,
@@ -468,7 +400,7 @@ class Router:
         latency: float,
         score: float,
         alternatives: list[str],
-        scores: _Scores | None,
+        scores: Scores | None,
         comparison: StrongOrWeak | None = None,
     ) -> Decision:
         estimate = ctx.estimate
@@ -497,152 +429,21 @@ class Router:
             difficulty=estimate.difficulty,
             difficulty_estimated=estimate.difficulty_estimated,
             eligible_count=scores.eligible if scores is not None else 0,
-            rationale=self._rationale(ctx, model, strategy, reason, cost, latency, score, scores, comparison),
-            candidates=self._candidates(ctx, explained) if explained is not None else (),
-            filtered=self._filtered(ctx, explained) if explained is not None else (),
-            filter_summary=self._filter_summary(ctx, scores),
+            rationale=explain.rationale(
+                self.catalog,
+                ctx,
+                model,
+                strategy,
+                reason,
+                cost=cost,
+                latency=latency,
+                score=score,
+                scores=scores,
+                comparison=comparison,
+            ),
+            candidates=explain.candidates(self.catalog, ctx, explained) if explained is not None else (),
+            filtered=explain.filtered(self.catalog, ctx, explained) if explained is not None else (),
+            filter_summary=explain.filter_summary(self.catalog, ctx, scores),
             value_usd=ctx.request.task.value_usd,
             strong_or_weak=comparison,
         )
-
-    def _filter_summary(self, ctx: _Request, scores: _Scores | None) -> str:
-        if scores is None:
-            return ""
-        status = scores.status
-        models = self.catalog.models
-        return ",".join(
-            f"{models[i].id}:{enum_name(Filter(status[i]))}" for i in ctx.lane.allowed if status[i]
-        )
-
-    def _rationale(
-        self,
-        ctx: _Request,
-        model: ModelSpec,
-        strategy: Strategy,
-        reason: FallbackReason,
-        cost: float,
-        latency: float,
-        score: float,
-        scores: _Scores | None,
-        comparison: StrongOrWeak | None,
-    ) -> str:
-        estimate = ctx.estimate
-        objective = f"objective {enum_name(ctx.objective.objective)} ({ctx.objective.detail})"
-        profile = f"profile {enum_name(ctx.profile)}"
-        if strategy == Strategy.STATIC_FALLBACK:
-            head = f"Static fallback to {model.id} ({model.provider}): {enum_name(reason).replace('_', ' ')}"
-            if scores is not None:
-                head += (
-                    f", {len(self.catalog.models) - scores.eligible} of {self.catalog.size} models filtered"
-                )
-            head += f"; {objective}, {profile}."
-        else:
-            index = self.catalog.index[model.id]
-            weights = self.catalog.weights[(ctx.objective.objective, ctx.profile)]
-            assert scores is not None
-            how = {
-                Strategy.REQUESTED: "requested and eligible",
-                Strategy.STRONG_OR_WEAK: "strong-or-weak choice",
-            }.get(strategy, "best score")
-            head = (
-                f"{model.id} ({model.provider}), {how} of {scores.eligible} eligible; "
-                f"{objective}, {profile}; "
-                f"score {score:.3f} = cost {scores.cost_score[index]:.2f}x{weights.cost:.2f}"
-                f" + speed {scores.speed_score[index]:.2f}x{weights.speed:.2f}"
-                f" + quality {self.catalog.quality_score[index]:.2f}x{weights.quality:.2f}"
-            )
-            bias = ctx.lane.bias[index]
-            if bias:
-                head += f" + bias {bias:+.2f}"
-            if scores.penalty[index]:
-                head += f" - context penalty {scores.penalty[index]:.3f}"
-            head += "."
-            if reason != FallbackReason.NONE:
-                head += f" Requested {ctx.request.requested_model!r}: {enum_name(reason).replace('_', ' ')}."
-            if comparison is not None:
-                head += " " + _comparison_text(comparison)
-        given = {True: "estimated", False: "given"}
-        return (
-            f"{head} Expected cost ${cost:.4f} for {estimate.input_tokens} input "
-            f"({given[estimate.input_estimated]}) + {estimate.output_tokens} output tokens "
-            f"({given[estimate.output_estimated]}) at ${model.input_usd_per_mtok:g}/"
-            f"${model.output_usd_per_mtok:g} per 1M; expected latency {latency:.1f} s "
-            f"(first token {model.ttft_s:g} s + {estimate.output_tokens} tokens at "
-            f"{model.output_tokens_per_s:g} tok/s)."
-        )
-
-    def _candidates(self, ctx: _Request, scores: _Scores) -> tuple[CandidateScore, ...]:
-        models = self.catalog.models
-        bias = ctx.lane.bias
-        return tuple(
-            CandidateScore(
-                model=models[i].id,
-                provider=models[i].provider,
-                score=scores.score[i],
-                cost_score=scores.cost_score[i],
-                speed_score=scores.speed_score[i],
-                quality_score=self.catalog.quality_score[i],
-                bias=bias[i],
-                context_penalty=scores.penalty[i],
-                estimated_cost_usd=scores.cost[i],
-                estimated_latency_s=scores.latency[i],
-            )
-            for i in scores.ranked
-        )
-
-    def _filtered(self, ctx: _Request, scores: _Scores) -> tuple[FilteredModel, ...]:
-        models = self.catalog.models
-        return tuple(
-            FilteredModel(models[i].id, Filter(code), self._filter_detail(ctx, scores, i, Filter(code)))
-            for i, code in enumerate(scores.status)
-            if code != Filter.ELIGIBLE
-        )
-
-    def _filter_detail(self, ctx: _Request, scores: _Scores, index: int, code: Filter) -> str:
-        model = self.catalog.models[index]
-        estimate = ctx.estimate
-        constraints = ctx.request.constraints
-        match code:
-            case Filter.NOT_ALLOWED:
-                return f"not on lane {ctx.lane.spec.id!r} allow-list"
-            case Filter.DISABLED:
-                return "disabled in the catalog"
-            case Filter.CONTEXT_WINDOW:
-                need = estimate.input_tokens + estimate.output_tokens
-                return f"needs {need} tokens, window {model.context_window}"
-            case Filter.OUTPUT_LIMIT:
-                return f"expects {estimate.output_tokens} output tokens, max {model.max_output_tokens}"
-            case Filter.CAPABILITY:
-                missing = sorted(set(constraints.required_capabilities) - model.capabilities)
-                return f"lacks {', '.join(missing)}"
-            case Filter.LANE_QUALITY_FLOOR:
-                return f"quality {model.quality:g} below lane floor {ctx.lane.spec.quality_floor:g}"
-            case Filter.MIN_QUALITY:
-                return f"quality {model.quality:g} below min_quality {constraints.min_quality:g}"
-            case Filter.MAX_COST:
-                return f"expected ${scores.cost[index]:.4f} over max ${constraints.max_cost_usd:.4f}"
-            case Filter.MAX_LATENCY:
-                return f"expected {scores.latency[index]:.1f} s over max {constraints.max_latency_s:.1f} s"
-            case Filter.CIRCUIT_OPEN:
-                return f"circuit open for {model.id} or provider {model.provider}"
-            case Filter.BUDGET:
-                return f"expected ${scores.cost[index]:.4f} over the daily budget left"
-        return enum_name(code)
-
-
-def _comparison_text(c: StrongOrWeak) -> str:
-    def source(calibrated: bool, reports: int) -> str:
-        return f"acceptance over {reports} reports" if calibrated else "catalog quality"
-
-    if c.strong_model == c.weak_model:
-        both = "is both the strongest and the cheapest eligible"
-        return f"Task value ${c.value_usd:,.2f}: {c.strong_model} {both}."
-    verdict = "strong" if c.chose_strong else "weak"
-    relation = ">=" if c.chose_strong else "<"
-    return (
-        f"Task value ${c.value_usd:,.2f}: strong {c.strong_model} (p {c.p_strong:.3f}, "
-        f"{source(c.strong_calibrated, c.strong_reports)}) vs weak {c.weak_model} (p {c.p_weak:.3f}, "
-        f"{source(c.weak_calibrated, c.weak_reports)}): ${c.value_usd:,.2f} x {c.p_strong - c.p_weak:+.3f}"
-        f" - (${c.cost_strong_usd:.4f} - ${c.cost_weak_usd:.4f}) - penalty ${c.uncertainty_penalty_usd:.4f}"
-        f" = ${c.net_gain_usd:,.4f} {relation} threshold ${c.threshold_usd:,.2f}: {verdict}."
-    )

@@ -1,0 +1,133 @@
+"""What each RPC does, as plain Python over core types: no grpc, no protobuf.
+
+Route: validate, decide, record the decision, release its reservation if it cannot be delivered,
+observe. Report: validate and price, write, count once durable. Scale and stop-loss: validate and
+decide against one config snapshot. The edge converts messages to these calls and their results
+(and exceptions) back; telemetry hears about what happened through an `Observer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Protocol, TypeVar
+
+from orxaq_grpc.application.outcomes import EconomicsView, HealthView, Outcomes
+from orxaq_grpc.config.model import Config
+from orxaq_grpc.outcomes.records import ReportInput, ReportRecord
+from orxaq_grpc.outcomes.validation import validate_report
+from orxaq_grpc.routing.live import LiveRouter
+from orxaq_grpc.routing.router import BudgetExhausted
+from orxaq_grpc.routing.types import Decision, RouteRequest
+from orxaq_grpc.scale.types import ScaleDecision, ScaleRequest
+from orxaq_grpc.scale.validation import validate_scale_request
+from orxaq_grpc.vocabulary import RequestInvalid, Violation
+
+T = TypeVar("T")
+
+
+class Observer(Protocol):
+    """What the workflow tells telemetry (spans and metrics live above this layer)."""
+
+    def routed(self, decision: Decision) -> None: ...
+
+    def refused(self, refusal: BudgetExhausted) -> None: ...
+
+    def counted_report(self, record: ReportRecord) -> None: ...
+
+    def scaled(self, decision: ScaleDecision) -> None: ...
+
+
+class Unobserved:
+    """An Observer that hears nothing: no telemetry configured."""
+
+    def routed(self, decision: Decision) -> None:
+        pass
+
+    def refused(self, refusal: BudgetExhausted) -> None:
+        pass
+
+    def counted_report(self, record: ReportRecord) -> None:
+        pass
+
+    def scaled(self, decision: ScaleDecision) -> None:
+        pass
+
+
+class RoutingWorkflow:
+    def __init__(self, live: LiveRouter, outcomes: Outcomes, observer: Observer | None = None) -> None:
+        self.live = live
+        self.outcomes = outcomes
+        self.observer: Observer = observer or Unobserved()
+
+    @property
+    def config(self) -> Config:
+        return self.live.current.config
+
+    def route(self, request: RouteRequest, deliver: Callable[[Decision], T], wire: list[Violation]) -> T:
+        """Decides, logs and counts; `deliver` builds the answer. Whatever keeps the answer from the
+        lane after the decision reserved its cost (a failed log write, a failed conversion) frees
+        that reservation. `wire` are problems the edge found decoding the request."""
+        router = self.live.current  # one snapshot: a reload must not change the config mid-request
+        if violations := merge_violations(wire, router.validate(request)):
+            raise RequestInvalid(violations)
+        try:
+            decision = router.route(request, guards=self.outcomes)
+        except BudgetExhausted as refusal:
+            self.outcomes.record_refusal(refusal)  # a refused lane shows in economics and detection
+            self.observer.refused(refusal)
+            raise
+        try:
+            self.outcomes.record_decision(decision)
+            answer = deliver(decision)
+        except BaseException:
+            self.outcomes.abandon(decision)  # the lane never got it: free what Route reserved
+            raise
+        self.observer.routed(decision)
+        return answer
+
+    def prepare_report(self, report: ReportInput, wire: list[Violation]) -> ReportRecord:
+        """Validates, stamps and prices a report; changes nothing yet."""
+        if violations := merge_violations(wire, validate_report(report, self.config)):
+            raise RequestInvalid(violations)
+        return self.outcomes.prepare_report(report)
+
+    def write_report(self, record: ReportRecord) -> Future[bool]:
+        """Resolves True once durable and new, False for a decision already reported."""
+        return self.outcomes.write_report(record)
+
+    def count_report(self, record: ReportRecord) -> None:
+        """A durable, new report: into economics, budgets and breakers, and telemetry."""
+        self.outcomes.apply_report(record)
+        self.observer.counted_report(record)
+
+    def scale(self, request: ScaleRequest) -> tuple[ScaleDecision, Future[bool]]:
+        """Decides and queues the decision for the log; answer once the future says it is durable."""
+        config = self.config  # one snapshot: a reload must not move a group under it
+        if violations := validate_scale_request(request, config):
+            raise RequestInvalid(violations)
+        return self.outcomes.guardrails.scale(request, config)
+
+    def scaled(self, decision: ScaleDecision) -> None:
+        """A Scale decision is durable and answered."""
+        self.observer.scaled(decision)
+
+    def set_stop_loss(self, active: bool, note: str) -> bool:
+        """An operator's call; True when the state changed (it is in the log by then)."""
+        limit = self.config.policy.limits.max_title_chars
+        if len(note) > limit:
+            raise RequestInvalid([Violation("note", f"is {len(note)} characters; at most {limit}")])
+        return self.outcomes.guardrails.set_stop_loss(active, note) is not None
+
+    def economics(self) -> EconomicsView:
+        return self.outcomes.economics()
+
+    def health(self) -> HealthView:
+        return self.outcomes.health()
+
+
+def merge_violations(wire: list[Violation], core: list[Violation]) -> list[Violation]:
+    """Wire problems (an enum number nobody knows) first; the core's view of the same field, which
+    saw it as unset, adds nothing."""
+    seen = {v.field for v in wire}
+    return wire + [v for v in core if v.field not in seen]
