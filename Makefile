@@ -6,10 +6,12 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: install serve test lint check-config bench clean
 
-# Reinstall when the build inputs change: the kernel and generated code come from them.
-$(INSTALLED): pyproject.toml setup.py _scoring.pyx $(shell find protos -name '*.proto')
+# Reinstall when the build inputs change: the kernel, the generated code and the packaged default
+# config (orxaq_grpc/_defaults/, from config/ and protos/) come from them. The exact tested versions
+# come from constraints.txt; pyproject.toml holds only ranges.
+$(INSTALLED): pyproject.toml setup.py constraints.txt _scoring.pyx $(shell find protos config -type f)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(INSTALLED)
@@ -40,5 +42,5 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/fleet.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info orxaq _scoring.c _scoring.html orxaq_grpc/*.so
+	rm -rf $(VENV) build *.egg-info orxaq orxaq_grpc/_defaults _scoring.c _scoring.html orxaq_grpc/*.so
 	find . -name __pycache__ -prune -exec rm -rf {} +

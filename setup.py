@@ -2,6 +2,10 @@
 
 - `protos/**/*.proto` -> `orxaq/**/*_pb2.py`, `*_pb2.pyi`, `*_pb2_grpc.py` (the `orxaq.routing.v1`
   package, named like the proto package), made by grpcio-tools before the Python files are collected.
+- `config/` (the three TOML files, `dashboards/`, `scenarios/`) and `protos/` -> package data under
+  `orxaq_grpc/_defaults/` (`config/`, `protos/`), the defaults an installed `orxaq-grpc` falls back to
+  and `orxaq-grpc init` copies out. Generated, never committed: the top-level `config/` stays the one
+  source. Regenerated whole on every build, so a file removed from `config/` leaves no stale copy.
 - `_scoring.pyx` -> the extension `orxaq_grpc._scoring`, with release directives (bounds checks and
   wraparound off); `ORXAQ_CYTHON_DEBUG=1` turns the checks back on. No fused multiply-add
   contraction, so the compiled kernel does the pure-Python twin's arithmetic exactly.
@@ -11,6 +15,7 @@ accident. `ORXAQ_NO_EXTENSIONS=1` at build time skips it on purpose.
 """
 
 import os
+import shutil
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,6 +25,10 @@ from setuptools.command.egg_info import egg_info
 
 ROOT = Path(__file__).resolve().parent
 PROTO_ROOT = ROOT / "protos"
+CONFIG_ROOT = ROOT / "config"
+DEFAULTS = Path("orxaq_grpc") / "_defaults"  # relative: under ROOT, and under build_lib
+# What of config/ ships: the three files, the dashboards and the scenarios (not local leftovers).
+CONFIG_PATTERNS = ("catalog.toml", "lanes.toml", "policy.toml", "dashboards/*.json", "scenarios/*.toml")
 
 
 class BuildProtos(Command):
@@ -57,9 +66,42 @@ class BuildProtos(Command):
                 package = package.parent
 
 
+class BuildDefaults(Command):
+    description = "copy config/ and protos/ into orxaq_grpc/_defaults/ (package data)"
+    user_options: ClassVar[list] = []
+
+    def initialize_options(self) -> None:
+        pass
+
+    def finalize_options(self) -> None:
+        pass
+
+    def run(self) -> None:
+        target = ROOT / DEFAULTS
+        if not CONFIG_ROOT.is_dir():
+            if (target / "config").is_dir():
+                return  # building from an sdist, which carries the generated copy
+            raise RuntimeError(f"{CONFIG_ROOT} is missing: nothing to package as the default config")
+        shutil.rmtree(target, ignore_errors=True)
+        for pattern in CONFIG_PATTERNS:
+            for source in sorted(CONFIG_ROOT.glob(pattern)):
+                _copy(source, target / "config" / source.relative_to(CONFIG_ROOT))
+        for source in sorted(PROTO_ROOT.rglob("*.proto")):
+            _copy(source, target / "protos" / source.relative_to(PROTO_ROOT))
+
+
+def _copy(source: Path, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, destination)
+
+
 class BuildPyWithProtos(build_py):
     def run(self) -> None:
         self.run_command("build_protos")
+        self.run_command("build_defaults")
+        # build_py only adds files: drop a copy left in build/ by an earlier build, so the wheel
+        # carries exactly what config/ holds now.
+        shutil.rmtree(Path(self.build_lib) / DEFAULTS, ignore_errors=True)
         super().run()
 
 
@@ -68,6 +110,7 @@ class EggInfoWithProtos(egg_info):
 
     def run(self) -> None:
         self.run_command("build_protos")
+        self.run_command("build_defaults")
         super().run()
 
 
@@ -92,5 +135,10 @@ def extensions() -> list:
 
 setup(
     ext_modules=extensions(),
-    cmdclass={"build_protos": BuildProtos, "build_py": BuildPyWithProtos, "egg_info": EggInfoWithProtos},
+    cmdclass={
+        "build_protos": BuildProtos,
+        "build_defaults": BuildDefaults,
+        "build_py": BuildPyWithProtos,
+        "egg_info": EggInfoWithProtos,
+    },
 )

@@ -1,4 +1,7 @@
-"""`orxaq-grpc`: run the service, ask it for a route or a capacity decision, watch it, check a config."""
+"""`orxaq-grpc`: run the service, ask it for a route or a capacity decision, watch it, check a config.
+
+Without --config (or ORXAQ_CONFIG_DIR), serve, check-config and simulate use ./config when it exists,
+else the default config the package carries; `orxaq-grpc init DIR` writes an editable copy of it."""
 
 from __future__ import annotations
 
@@ -15,10 +18,11 @@ if TYPE_CHECKING:  # the commands import what they need when they run: `--help` 
 
     from orxaq.routing.v1 import routing_pb2 as pb
     from orxaq_grpc.client import CallFailed, RoutingClient
+    from orxaq_grpc.defaults import ConfigChoice
     from orxaq_grpc.simulate.kpis import Collector
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-DEFAULT_CONFIG_DIR = "config"
+CONFIG_DEFAULT_HELP = "default ./config if it exists, else the packaged defaults"
 DEFAULT_DATA_DIR = "data"
 SIMULATIONS_DIR = "simulations"  # where `simulate` writes its KPIs unless told
 ECONOMICS_WINDOWS = ("last_hour", "today", "7d", "30d")  # as the service names them
@@ -34,6 +38,25 @@ def _env_int(name: str, default: int) -> int:
         raise SystemExit(f"orxaq-grpc: {name}={value!r} is not a whole number") from None
 
 
+class _Version(argparse.Action):
+    """`--version`: looks the installed version up only when asked, so `--help` stays fast."""
+
+    def __init__(
+        self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object
+    ) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("orxaq-grpc")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            installed = "unknown (not installed)"
+        print(f"{parser.prog} {installed}")
+        parser.exit()
+
+
 def _address(default: str, help: str | None = None) -> argparse.ArgumentParser:
     """A parent parser holding `--address`, its one definition: `serve` listens there, the rest call it."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -44,6 +67,7 @@ def _address(default: str, help: str | None = None) -> argparse.ArgumentParser:
 def _parser() -> argparse.ArgumentParser:
     """Each command's parser sets `run`, the function `main` hands the parsed arguments to."""
     parser = argparse.ArgumentParser(prog="orxaq-grpc", description=__doc__)
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     address = os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS)
     listens = _address(
@@ -56,8 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--config",
         type=Path,
-        default=Path(os.environ.get("ORXAQ_CONFIG_DIR", DEFAULT_CONFIG_DIR)),
-        help="config directory (env ORXAQ_CONFIG_DIR; default %(default)s)",
+        help=f"config directory (env ORXAQ_CONFIG_DIR; {CONFIG_DEFAULT_HELP})",
     )
     serve.add_argument(
         "--data-dir",
@@ -82,7 +105,23 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config directory; non-zero exit on problems")
     check.set_defaults(run=_check_config)
-    check.add_argument("directory", nargs="?", type=Path, default=Path(DEFAULT_CONFIG_DIR))
+    check.add_argument(
+        "directory",
+        nargs="?",
+        type=Path,
+        help=f"the directory serve would use: env ORXAQ_CONFIG_DIR, {CONFIG_DEFAULT_HELP}",
+    )
+
+    init = commands.add_parser(
+        "init",
+        help="write an editable copy of the packaged default config (and the protos) into DIR",
+        description="Writes the default config into DIR (then: orxaq-grpc serve --config DIR) and the "
+        ".proto files into DIR/protos. Refuses, writing nothing, when any of those files exists, "
+        "unless --force.",
+    )
+    init.set_defaults(run=_init)
+    init.add_argument("target", type=Path, metavar="DIR", help="created if missing")
+    init.add_argument("--force", action="store_true", help="overwrite files that exist")
 
     route = commands.add_parser(
         "route", parents=[calls], help="ask a running service which model a task should use"
@@ -199,7 +238,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     simulate.set_defaults(run=_simulate)
     simulate.add_argument(
-        "scenario", type=Path, help="a scenario file, e.g. config/scenarios/budget-race.toml"
+        "scenario",
+        type=Path,
+        help="a scenario file, e.g. config/scenarios/budget-race.toml, or a shipped scenario's name "
+        "(budget-race); with no ./config, config/... and names are found in the packaged defaults",
     )
     simulate.add_argument(
         "--set",
@@ -226,6 +268,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(args)
 
 
+def _config_choice(explicit: Path | None, option: str) -> ConfigChoice | None:
+    """The config directory a command uses (see orxaq_grpc.defaults); None, said, when there is none."""
+    from orxaq_grpc.defaults import DefaultsError, choose_config_dir
+
+    try:
+        return choose_config_dir(explicit, option=option)
+    except DefaultsError as exc:
+        print(f"orxaq-grpc: no ./config here and {exc}", file=sys.stderr)
+        return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from orxaq_grpc.config.load import ConfigError
     from orxaq_grpc.service.server import LOG_FORMAT
@@ -238,8 +291,12 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("orxaq-grpc: --workers must be at least 1", file=sys.stderr)
         return 2
+    choice = _config_choice(args.config, "--config")
+    if choice is None:
+        return 2
+    logging.getLogger("orxaq_grpc.cli").info("%s", choice.describe())
     try:
-        serve(args.config, args.data_dir, args.address, args.workers, args.grace, args.drain)
+        serve(choice.directory, args.data_dir, args.address, args.workers, args.grace, args.drain)
     except ConfigError as exc:
         print(f"orxaq-grpc: config refused:\n{exc}", file=sys.stderr)
         return 2
@@ -434,6 +491,7 @@ def _simulate(args: argparse.Namespace) -> int:
     import importlib.util
     import json
 
+    from orxaq_grpc.defaults import find_scenario
     from orxaq_grpc.simulate.engine import run_scenario
     from orxaq_grpc.simulate.render import kpi_table, plot
     from orxaq_grpc.simulate.scenario import ScenarioError, load_scenario, parse_assignments
@@ -449,8 +507,11 @@ def _simulate(args: argparse.Namespace) -> int:
         if path is not None and not path.parent.is_dir():
             print(f"orxaq-grpc: cannot write {path}: {path.parent} is not a directory", file=sys.stderr)
             return 2
+    scenario_path, found_in = find_scenario(args.scenario)
+    if found_in is not None and not args.quiet:
+        print(f"simulate: scenario {scenario_path} (from the {found_in.describe()})", file=sys.stderr)
     try:
-        scenario = load_scenario(args.scenario, parse_assignments(args.set))
+        scenario = load_scenario(scenario_path, parse_assignments(args.set))
         last_shown = [-1]
 
         def progress(t: float, kpis: Collector) -> None:
@@ -463,7 +524,7 @@ def _simulate(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
 
-        kpis = run_scenario(scenario, args.scenario, progress)
+        kpis = run_scenario(scenario, scenario_path, progress)
     except ScenarioError as exc:
         print(f"{len(exc.problems)} problem(s) in the scenario:", file=sys.stderr)
         for problem in exc.problems:
@@ -482,7 +543,12 @@ def _simulate(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     from orxaq_grpc.config.load import ConfigError, load_config
 
-    directory: Path = args.directory
+    choice = _config_choice(args.directory, "argument")
+    if choice is None:
+        return 1
+    directory = choice.directory
+    if choice.source != "argument":
+        print(f"checking {choice.describe()}", file=sys.stderr)
     try:
         config = load_config(directory)
     except ConfigError as exc:
@@ -494,6 +560,24 @@ def _check_config(args: argparse.Namespace) -> int:
     print(
         f"{directory}: ok, version {config.version}: {len(config.models)} models ({enabled} enabled), "
         f"{len(config.lanes)} lanes ({', '.join(config.lanes)})"
+    )
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from orxaq_grpc.defaults import DefaultsError, write_defaults
+
+    try:
+        written = write_defaults(args.target, force=args.force)
+    except DefaultsError as exc:
+        print(f"orxaq-grpc: init {args.target}: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    print(
+        f"\n{len(written)} files written. Edit them, then: orxaq-grpc check-config {args.target} && "
+        f"orxaq-grpc serve --config {args.target}",
+        file=sys.stderr,
     )
     return 0
 

@@ -19,7 +19,7 @@ from typing import TextIO
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.client import CallFailed, RoutingClient
-from orxaq_grpc.render import enum_word, money, stop_loss_line, table, when
+from orxaq_grpc.render import enum_word, money, share, stop_loss_line, table, when
 
 # Alternate screen and hidden cursor while live; home, then each line cleared to its end.
 _ENTER, _LEAVE = "\x1b[?1049h\x1b[?25l", "\x1b[?25h\x1b[?1049l"
@@ -32,10 +32,6 @@ def _window(economics: pb.EconomicsResponse, name: str) -> pb.EconomicsWindow | 
 
 def _per_mtok(usd_per_mtok: float, tokens: int) -> str:
     return f"${usd_per_mtok:.3f}/1M" if tokens else "-"
-
-
-def _rate(value: float, decisions: int) -> str:
-    return f"{value:.1%}" if decisions else "-"
 
 
 def frame(
@@ -88,8 +84,8 @@ def _economics_lines(
         f"economics ({window_name}): {o.decisions} decisions, est. tokens {o.estimated_tokens:,}, "
         f"est. spend {money(o.estimated_cost_usd)} ({estimated})",
         f"  reported tokens {o.reported_tokens:,}, spend {money(o.spend_usd)}, blended {blended}, "
-        f"fallback {_rate(o.fallback_rate, o.decisions)}, "
-        f"router errors {_rate(o.router_error_rate, o.decisions)}, errors {_rate(o.error_rate, o.reports)}",
+        f"fallback {share(o.fallback_rate, o.decisions)}, "
+        f"router errors {share(o.router_error_rate, o.decisions)}, errors {share(o.error_rate, o.reports)}",
     ]
     provider_states = {p.name: p.state for p in health.providers} if health else {}
     rows = [
@@ -97,8 +93,8 @@ def _economics_lines(
             p.name,
             provider_states.get(p.name, "-"),
             f"{p.figures.decisions / o.decisions:.1%}" if o.decisions else "-",
-            _rate(p.figures.fallback_rate, p.figures.decisions),
-            _rate(p.figures.error_rate, p.figures.reports),
+            share(p.figures.fallback_rate, p.figures.decisions),
+            share(p.figures.error_rate, p.figures.reports),
             f"{p.figures.estimated_tokens:,}",
             _per_mtok(p.figures.blended_usd_per_mtok, p.figures.reported_tokens),
             money(p.figures.spend_usd),
@@ -119,10 +115,10 @@ def _economics_lines(
                 lane.name,
                 lane_states.get(lane.name, "-"),
                 f"{f.decisions}",
-                _rate(f.fallback_rate, f.decisions),
-                _rate(f.disruptive_fallback_rate, f.decisions),
-                _rate(f.router_error_rate, f.decisions),
-                _rate(f.error_rate, f.reports),
+                share(f.fallback_rate, f.decisions),
+                share(f.disruptive_fallback_rate, f.decisions),
+                share(f.router_error_rate, f.decisions),
+                share(f.error_rate, f.reports),
                 money(f.spend_usd),
                 f"{budget.used_share:.0%}" if budget else "-",
             )

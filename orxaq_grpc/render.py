@@ -108,6 +108,11 @@ def money(usd: float) -> str:
     return f"{sign}${size:,.4f}" if size < 100 else f"{sign}${size:,.2f}"
 
 
+def share(value: float, of: int) -> str:
+    """A rate as a percentage, or "-" when there was nothing to take it over (not a real 0.0%)."""
+    return f"{value:.1%}" if of else "-"
+
+
 def _figures_row(name: str, f: pb.Figures) -> tuple[str, ...]:
     return (
         name,
@@ -116,12 +121,12 @@ def _figures_row(name: str, f: pb.Figures) -> tuple[str, ...]:
         f"{f.reports}",
         f"{f.reported_tokens:,}",
         money(f.spend_usd),
-        f"{f.blended_usd_per_mtok:.3f}",
-        f"{f.fallback_rate:.1%}",
-        f"{f.router_error_rate:.1%}",
-        f"{f.error_rate:.1%}",
-        f"{f.first_time_pass_rate:.1%}",
-        f"{f.acceptance_rate:.1%}",
+        f"{f.blended_usd_per_mtok:.3f}" if f.reported_tokens else "-",
+        share(f.fallback_rate, f.decisions),
+        share(f.router_error_rate, f.decisions),
+        share(f.error_rate, f.reports),
+        share(f.first_time_pass_rate, f.reports),
+        share(f.acceptance_rate, f.reports),
     )
 
 
@@ -162,7 +167,7 @@ def economics_text(response: pb.EconomicsResponse, window_name: str) -> str:
                 f"{h.figures.decisions}",
                 f"{h.figures.reports}",
                 money(h.figures.spend_usd),
-                f"{h.figures.disruptive_fallback_rate:.1%}",
+                share(h.figures.disruptive_fallback_rate, h.figures.decisions),
             )
             for h in busy
         ]

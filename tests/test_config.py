@@ -192,6 +192,35 @@ def test_every_problem_is_reported_at_once(config_dir: Path) -> None:
     assert {Path(p.split(":")[0]).name for p in found} == {"policy.toml", "lanes.toml", "catalog.toml"}
 
 
+def test_a_rule_between_fields_is_checked_beside_a_wrong_field(config_dir: Path) -> None:
+    edit(config_dir, "lanes.toml", "quality_floor = 75", 'quality_floor = "high"')
+    edit(config_dir, "lanes.toml", 'static_fallback = "claude-sonnet-5-5"', 'static_fallback = "gpt-6-luna"')
+    assert problems(config_dir) == [
+        f"{config_dir / 'lanes.toml'}: lanes.claude.quality_floor: must be a number, not str",
+        f"{config_dir / 'lanes.toml'}: lanes.claude.static_fallback: 'gpt-6-luna' is not in allowed_models",
+    ]
+
+
+def test_a_problem_in_one_file_hides_none_in_another(config_dir: Path) -> None:
+    edit(config_dir, "catalog.toml", "quality = 84.8", 'quality = "high"')  # gpt-6-astra still exists
+    edit(config_dir, "lanes.toml", 'default_profile = "strong"', 'default_profile = "turbo"')  # claude too
+    edit(config_dir, "policy.toml", 'hosted = ["codex"', 'hosted = ["cdx"')
+    assert problems(config_dir) == [
+        f"{config_dir / 'catalog.toml'}: models[0].quality: must be a number, not str",
+        f"{config_dir / 'lanes.toml'}: lanes.claude.default_profile: 'turbo' is not one of fast, strong",
+        f"{config_dir / 'policy.toml'}: scale.groups.hosted: 'cdx' is not a lane",
+    ]
+
+
+def test_optional_fields_take_their_defaults(shipped_config: Config) -> None:
+    models = {m.id: m for m in shipped_config.models}
+    assert models["gpt-6-astra"].ttft_s == shipped_config.policy.default_ttft_s  # no ttft_s in the catalog
+    assert models["claude-opus-5-5"].ttft_s == 12.49
+    local = shipped_config.lanes["local"]
+    assert (local.quality_floor, local.critical, local.enabled, local.origin_bias) == (0.0, False, True, {})
+    assert shipped_config.policy.budgets.lane_daily_usd == {}
+
+
 def test_missing_and_malformed_files(config_dir: Path) -> None:
     (config_dir / "lanes.toml").unlink()
     (config_dir / "policy.toml").write_text("[routing\nenabled = true\n")

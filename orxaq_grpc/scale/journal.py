@@ -1,53 +1,35 @@
-"""Guardrail events to and from the JSON the decision log keeps."""
+"""Guardrail events to and from the JSON the decision log keeps, by pydantic from their dataclasses.
+
+Entries already written still read: a field added since takes its default, one since removed is
+ignored, and a value pydantic cannot make into its field's type is a ValueError (the guardrails log
+and skip such an entry).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import json
-import types
-import typing
-from functools import cache
 from typing import Any, TypeVar
+
+from pydantic import TypeAdapter
+from pydantic_core import to_json
 
 T = TypeVar("T")
 
 
-def to_payload(event: Any) -> str:
-    """A frozen dataclass (nested ones, tuples, enums as their values) as compact JSON."""
-    return json.dumps(dataclasses.asdict(event), separators=(",", ":"))
+def to_payload(event: object) -> str:
+    """A frozen dataclass (nested ones, tuples, enums as their values) as compact JSON.
+
+    `to_json` keeps an infinite figure as `Infinity`, the way `json.dumps` wrote it; a TypeAdapter's
+    `dump_json` would write null, which no float field reads back.
+    """
+    return to_json(event).decode()
 
 
 def from_payload(kind: type[T], payload: str) -> T:
-    built: T = _build(kind, json.loads(payload))
+    adapter = _ADAPTERS.get(kind)
+    if adapter is None:  # built once per kind; a race builds it twice, harmlessly
+        adapter = _ADAPTERS[kind] = TypeAdapter(kind)
+    built: T = adapter.validate_json(payload)
     return built
 
 
-@cache
-def _hints(kind: type) -> dict[str, Any]:
-    return typing.get_type_hints(kind)
-
-
-def _build(kind: Any, value: Any) -> Any:
-    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
-        # A field added since the entry was written takes its default (KeyError if it has none).
-        hints = _hints(kind)
-        return kind(
-            **{
-                f.name: _build(hints[f.name], value[f.name])
-                for f in dataclasses.fields(kind)
-                if f.name in value
-            }
-        )
-    origin = typing.get_origin(kind)
-    if origin is tuple:
-        (item, *_) = typing.get_args(kind)
-        return tuple(_build(item, v) for v in value)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        (real,) = [arg for arg in typing.get_args(kind) if arg is not type(None)]
-        return _build(real, value)
-    if isinstance(kind, type) and issubclass(kind, enum.Enum):
-        return kind(value)
-    return value
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}

@@ -22,6 +22,7 @@ from orxaq_grpc.application.outcomes import Outcomes
 from orxaq_grpc.application.workflow import RoutingWorkflow
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.scoring import KIND as SCORING_KERNEL
+from orxaq_grpc.service.health import HealthServicer
 from orxaq_grpc.service.interceptor import TelemetryInterceptor
 from orxaq_grpc.service.servicer import RoutingHandlers, RoutingServicer
 from orxaq_grpc.store import SqliteStore
@@ -93,14 +94,16 @@ async def start_server(
     # grpcio-tools writes the *_pb2_grpc module without annotations.
     routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingServicer(handlers), server)  # type: ignore[no-untyped-call]
 
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()  # with List, and a name per lane (service/health.py)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.update_lanes(outcomes)  # each lane's name is there from the first call
 
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(address)  # raises RuntimeError when it cannot bind
     await server.start()
+    health_servicer.follow_lanes(outcomes)
     ticker = asyncio.create_task(
         _check_guardrails(live, outcomes) if tick_guardrails else _idle(), name="guardrails"
     )
