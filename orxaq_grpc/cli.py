@@ -28,6 +28,7 @@ SIMULATIONS_DIR = "simulations"  # where `simulate` writes its KPIs unless told
 ECONOMICS_WINDOWS = ("last_hour", "today", "7d", "30d")  # as the service names them
 
 _Response = TypeVar("_Response", bound="Message")
+TIMEOUT_HELP = "seconds before the call gives up (default %(default)s)"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -73,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     listens = _address(
         address, "host:port to listen on; port 0 picks a free one (env ORXAQ_ADDRESS; default %(default)s)"
     )
-    calls = _address(address)
+    calls = _address(address, "host:port of the service (env ORXAQ_ADDRESS; default %(default)s)")
 
     serve = commands.add_parser("serve", parents=[listens], help="run the routing service")
     serve.set_defaults(run=_serve)
@@ -101,7 +102,11 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="seconds to report NOT_SERVING before refusing new calls (give load balancers time)",
     )
-    serve.add_argument("--log-level", default=os.environ.get("ORXAQ_LOG_LEVEL", "INFO"))
+    serve.add_argument(
+        "--log-level",
+        default=os.environ.get("ORXAQ_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR (env ORXAQ_LOG_LEVEL; default %(default)s)",
+    )
 
     check = commands.add_parser("check-config", help="validate a config directory; non-zero exit on problems")
     check.set_defaults(run=_check_config)
@@ -127,13 +132,18 @@ def _parser() -> argparse.ArgumentParser:
         "route", parents=[calls], help="ask a running service which model a task should use"
     )
     route.set_defaults(run=_route)
-    route.add_argument("--timeout", type=float, default=10.0, help="seconds before the call gives up")
-    route.add_argument("--lane", required=True)
-    route.add_argument("--task-id", default="")
-    route.add_argument("--kind", default="")
-    route.add_argument("--title", default="")
+    route.add_argument("--timeout", type=float, default=10.0, help=TIMEOUT_HELP)
+    route.add_argument("--lane", required=True, help="the lane asking, as lanes.toml names it")
+    route.add_argument("--task-id", default="", help="the lane's own id for the task, for the logs")
+    route.add_argument(
+        "--kind",
+        default="",
+        help="the task's kind; the policy's task kinds (test, docs, architecture, ...) decide the "
+        "objective, any other kind only labels the task (the answer says which rule decided)",
+    )
+    route.add_argument("--title", default="", help="the task's title (keywords in it count)")
     prompt = route.add_mutually_exclusive_group()
-    prompt.add_argument("--prompt", default="")
+    prompt.add_argument("--prompt", default="", help="the task's prompt text")
     prompt.add_argument("--prompt-file", type=Path, help="read the prompt from a file ('-' for stdin)")
     route.add_argument("--label", action="append", default=[], help="repeatable")
     route.add_argument("--input-tokens", type=int, default=0, help="0 estimates from the text")
@@ -142,8 +152,10 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument(
         "--value-usd", type=float, help="what a successful task is worth: decides strong or weak model"
     )
-    route.add_argument("--objective", choices=["cost_speed", "balanced", "quality"])
-    route.add_argument("--profile", choices=["fast", "strong"])
+    route.add_argument(
+        "--objective", choices=["cost_speed", "balanced", "quality"], help="omitted: the policy decides"
+    )
+    route.add_argument("--profile", choices=["fast", "strong"], help="omitted: the lane's default")
     route.add_argument("--model", default="", help="requested model")
     route.add_argument("--max-cost", type=float, help="USD, expected cost of this request")
     route.add_argument("--min-quality", type=float, help="0-100")
@@ -156,9 +168,13 @@ def _parser() -> argparse.ArgumentParser:
         "economics", parents=[calls], help="spend, tokens, cost per 1M and rates from a running service"
     )
     economics.set_defaults(run=_economics)
-    economics.add_argument("--timeout", type=float, default=10.0)
-    economics.add_argument("--window", choices=ECONOMICS_WINDOWS, default="today", help="default %(default)s")
-    economics.add_argument("--json", action="store_true", help="print the whole response as JSON")
+    economics.add_argument("--timeout", type=float, default=10.0, help=TIMEOUT_HELP)
+    economics.add_argument(
+        "--window",
+        choices=ECONOMICS_WINDOWS,
+        help="the window to print (default today; with --json, every window unless one is named)",
+    )
+    economics.add_argument("--json", action="store_true", help="print the response as JSON")
 
     scale = commands.add_parser(
         "scale",
@@ -168,9 +184,9 @@ def _parser() -> argparse.ArgumentParser:
         "or --X-flow DAY:USD repeated (a schedule).",
     )
     scale.set_defaults(run=_scale)
-    scale.add_argument("--timeout", type=float, default=10.0)
+    scale.add_argument("--timeout", type=float, default=10.0, help=TIMEOUT_HELP)
     target = scale.add_mutually_exclusive_group(required=True)
-    target.add_argument("--lane")
+    target.add_argument("--lane", help="the lane to grow")
     target.add_argument("--group", help="a scaling group from policy.toml")
     scale.add_argument("--agents", type=int, required=True, help="current parallel agents")
     scale.add_argument("--to", type=int, required=True, help="requested parallel agents")
@@ -197,26 +213,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     scale.add_argument("--confidence", type=float, help="0-1, with --uncertainty-ratio")
     scale.add_argument("--discount-rate", type=float, help="annual; default: the policy's")
-    scale.add_argument("--request-id", default="")
-    scale.add_argument("--json", action="store_true")
+    scale.add_argument("--request-id", default="", help="the supervisor's own id, for the decision log")
+    scale.add_argument("--json", action="store_true", help="print the decision as JSON")
 
     stop_loss = commands.add_parser(
         "stop-loss", parents=[calls], help="show, enter or end stop-loss on a running service"
     )
     stop_loss.set_defaults(run=_stop_loss)
-    stop_loss.add_argument("--timeout", type=float, default=10.0)
+    stop_loss.add_argument("--timeout", type=float, default=10.0, help=TIMEOUT_HELP)
     action = stop_loss.add_mutually_exclusive_group()
     action.add_argument("--enter", action="store_true", help="roll back to static routing now")
     action.add_argument("--exit", action="store_true", help="end stop-loss now")
     stop_loss.add_argument("--note", default="", help="why, for the decision log")
-    stop_loss.add_argument("--json", action="store_true")
+    stop_loss.add_argument("--json", action="store_true", help="print the answer as JSON")
 
     health = commands.add_parser(
         "health", parents=[calls], help="detection states, breakers and budgets of a running service"
     )
     health.set_defaults(run=_health)
-    health.add_argument("--timeout", type=float, default=10.0)
-    health.add_argument("--json", action="store_true")
+    health.add_argument("--timeout", type=float, default=10.0, help=TIMEOUT_HELP)
+    health.add_argument("--json", action="store_true", help="print each snapshot as JSON")
     health.add_argument(
         "--watch", action="store_true", help="print a snapshot on every change (Ctrl-C stops)"
     )
@@ -229,7 +245,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     monitor.set_defaults(run=_monitor)
     monitor.add_argument("--refresh", type=float, default=2.0, help="seconds between frames (0.1-3600)")
-    monitor.add_argument("--window", choices=ECONOMICS_WINDOWS, default="today")
+    monitor.add_argument(
+        "--window",
+        choices=ECONOMICS_WINDOWS,
+        default="today",
+        help="the economics window (default %(default)s)",
+    )
     monitor.add_argument("--once", action="store_true", help="print one frame and exit (for scripts)")
     simulate = commands.add_parser(
         "simulate",
@@ -357,13 +378,37 @@ def _route(args: argparse.Namespace) -> int:
         constraints=constraints,
         explain=args.explain,
     )
-    return _show(args, lambda client: client.route(request), decision_text)
+
+    def routed(client: RoutingClient) -> pb.RouteDecision:
+        decision = client.route(request)
+        if args.kind and not args.objective and decision.objective_rule != pb.OBJECTIVE_RULE_TASK_KIND:
+            rule = pb.ObjectiveRule.Name(decision.objective_rule).removeprefix("OBJECTIVE_RULE_").lower()
+            print(
+                f"orxaq-grpc: note: --kind {args.kind!r} is none of the policy's task kinds; the objective "
+                f"was decided by {rule}",
+                file=sys.stderr,
+            )
+        return decision
+
+    return _show(args, routed, decision_text)
 
 
 def _economics(args: argparse.Namespace) -> int:
     from orxaq_grpc.render import economics_text
 
-    return _show(args, lambda client: client.economics(), lambda r: economics_text(r, args.window))
+    def only_the_window(response: pb.EconomicsResponse) -> pb.EconomicsResponse:
+        """With --json and a named window, that window (and the hourly series) alone."""
+        if args.window:
+            kept = [w for w in response.windows if w.window == args.window]
+            del response.windows[:]
+            response.windows.extend(kept)
+        return response
+
+    return _show(
+        args,
+        lambda client: only_the_window(client.economics()),
+        lambda r: economics_text(r, args.window or "today"),
+    )
 
 
 def _health(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from orxaq_grpc.config.model import Config
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.service.runtime import check_protobuf_backend
 from orxaq_grpc.service.server import LOG_FORMAT, _run
-from orxaq_grpc.telemetry.export import TelemetrySettings
+from orxaq_grpc.telemetry.export import TelemetryConfigError, TelemetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,12 @@ def serve(
 ) -> None:
     """Runs the service in this process, or supervises `workers` processes on one port."""
     check_protobuf_backend()
-    TelemetrySettings.from_env(os.environ)  # a bad OTEL_* variable fails here, once, before any worker
+    telemetry = TelemetrySettings.from_env(os.environ)  # a bad OTEL_* variable fails here, before any worker
+    if workers > 1 and telemetry.metrics.exporter == "prometheus":
+        raise TelemetryConfigError(
+            "OTEL_METRICS_EXPORTER=prometheus: one process serves /metrics on one port; "
+            "run one worker, or export OTLP to a collector"
+        )
     live = LiveRouter.from_directory(config_dir)  # a bad config fails here, once, before any worker
     if workers == 1:
         asyncio.run(_run(live, data_dir, address, grace_s, drain_s, reuse_port=False))

@@ -1,8 +1,12 @@
-"""Tracer and meter providers from the standard OTEL_* variables, exporting over OTLP.
+"""Tracer and meter providers from the standard OTEL_* variables, exporting over OTLP, or metrics
+for a Prometheus to scrape.
 
 Off unless configured: a signal exports when its exporter is named (`OTEL_TRACES_EXPORTER`,
 `OTEL_METRICS_EXPORTER`) or an OTLP endpoint is given (`OTEL_EXPORTER_OTLP_ENDPOINT` or the
-per-signal one). `OTEL_SDK_DISABLED=true` turns everything off. The protocol is
+per-signal one). `OTEL_SDK_DISABLED=true` turns everything off. `OTEL_METRICS_EXPORTER=prometheus`
+serves `/metrics` on `OTEL_EXPORTER_PROMETHEUS_HOST`:`OTEL_EXPORTER_PROMETHEUS_PORT` (localhost:9464;
+port 0 picks a free one, and the settings then name the port bound); a scrape collects, so no
+interval applies. One process binds the port, so it suits a single worker. The protocol is
 `OTEL_EXPORTER_OTLP[_<SIGNAL>]_PROTOCOL`: `http/protobuf` (the specification's default) or
 `grpc`. Endpoint, headers, timeout, compression and certificates are read by the OTLP
 exporters themselves; the sampler (`OTEL_TRACES_SAMPLER[_ARG]`), the span queue
@@ -18,12 +22,13 @@ retry warnings with one warning when an export first fails and one line when it 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
@@ -31,6 +36,7 @@ from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
     MetricExportResult,
+    MetricReader,
     MetricsData,
     PeriodicExportingMetricReader,
 )
@@ -51,7 +57,11 @@ log = logging.getLogger(__name__)
 DEFAULT_SERVICE_NAME = "orxaq-grpc"
 INSTRUMENTATION_SCOPE = "orxaq_grpc"
 PROTOCOLS = ("http/protobuf", "grpc")
-EXPORTERS = ("otlp", "console", "none")
+EXPORTERS = {"traces": ("otlp", "console", "none"), "metrics": ("otlp", "prometheus", "console", "none")}
+PROMETHEUS_HOST = "OTEL_EXPORTER_PROMETHEUS_HOST"
+PROMETHEUS_PORT = "OTEL_EXPORTER_PROMETHEUS_PORT"
+DEFAULT_PROMETHEUS_HOST = "localhost"  # the specification's defaults
+DEFAULT_PROMETHEUS_PORT = 9464
 # Stopping waits this long for the last batch; a collector that is down must not hold a shutdown.
 SHUTDOWN_TIMEOUT_S = 3.0
 _INTERNAL_METRICS = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
@@ -65,15 +75,19 @@ class TelemetryConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class SignalSettings:
     signal: str  # "traces" or "metrics"
-    exporter: str  # one of EXPORTERS
+    exporter: str  # one of EXPORTERS[signal]
     protocol: str  # one of PROTOCOLS, for "otlp"
-    endpoint: str  # as configured, for the log; "" means the exporter's default
+    # For "otlp" as configured, for the log ("" means the exporter's default); for "prometheus"
+    # host:port to serve /metrics on (an IPv6 host in brackets), the bound port once it serves.
+    endpoint: str
 
     @property
     def enabled(self) -> bool:
         return self.exporter != "none"
 
     def describe(self) -> str:
+        if self.exporter == "prometheus":
+            return f"prometheus http://{self.endpoint}/metrics"
         if self.exporter != "otlp":
             return self.exporter
         return f"otlp {self.protocol} {self.endpoint or '(default endpoint)'}"
@@ -102,10 +116,12 @@ def _signal_settings(signal: str, env: Mapping[str, str], disabled: bool) -> Sig
     named = env.get(f"OTEL_{upper}_EXPORTER", "").strip().lower()
     # The specification defaults the exporter to otlp; here it is off until something is configured.
     exporter = "none" if disabled else named or ("otlp" if endpoint else "none")
-    if exporter not in EXPORTERS:
+    if exporter not in EXPORTERS[signal]:
         raise TelemetryConfigError(
-            f"OTEL_{upper}_EXPORTER: {named!r} is not supported; use one of {', '.join(EXPORTERS)}"
+            f"OTEL_{upper}_EXPORTER: {named!r} is not supported; use one of {', '.join(EXPORTERS[signal])}"
         )
+    if exporter == "prometheus":
+        return SignalSettings(signal, exporter, "", _prometheus_address(env))
     protocol_variable = f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL"
     if protocol_variable not in env:
         protocol_variable = "OTEL_EXPORTER_OTLP_PROTOCOL"
@@ -115,6 +131,21 @@ def _signal_settings(signal: str, env: Mapping[str, str], disabled: bool) -> Sig
             f"{protocol_variable}: {protocol!r} is not supported; use one of {', '.join(PROTOCOLS)}"
         )
     return SignalSettings(signal, exporter, protocol, endpoint)
+
+
+def _prometheus_address(env: Mapping[str, str]) -> str:
+    """host:port from OTEL_EXPORTER_PROMETHEUS_HOST and _PORT (unset or empty: the defaults)."""
+    host = env.get(PROMETHEUS_HOST, "").strip().removeprefix("[").removesuffix("]") or DEFAULT_PROMETHEUS_HOST
+    given = env.get(PROMETHEUS_PORT, "").strip()
+    if given and not (given.isascii() and given.isdecimal() and int(given) <= 65535):
+        raise TelemetryConfigError(
+            f"{PROMETHEUS_PORT}: {given!r} is not a port; use a number from 0 to 65535 (0 picks a free one)"
+        )
+    return _host_port(host, int(given) if given else DEFAULT_PROMETHEUS_PORT)
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class ExportWatch(logging.Filter):
@@ -230,6 +261,56 @@ def _metric_exporter(settings: SignalSettings) -> MetricExporter:
     return OverHttp()
 
 
+@dataclass(frozen=True, slots=True)
+class _MetricsEndpoint:
+    """The running /metrics server: where it listens, and how to stop it."""
+
+    address: str  # host:port, the port as bound
+    stop: Callable[[], None]
+
+
+def _prometheus_reader(address: str) -> tuple[MetricReader, _MetricsEndpoint]:
+    """A reader that collects when Prometheus scrapes, and the /metrics server it answers on.
+
+    The registry is the reader's own (no other Telemetry's series, in a process that builds two)
+    with the Python client's process and runtime series beside ours."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import (
+        GC_COLLECTOR,
+        PLATFORM_COLLECTOR,
+        PROCESS_COLLECTOR,
+        CollectorRegistry,
+        start_http_server,
+    )
+
+    host, _, port = address.rpartition(":")
+    bare_host = host.removeprefix("[").removesuffix("]")
+    registry = CollectorRegistry(auto_describe=True)
+    for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(standard)
+    reader = PrometheusMetricReader(registry=registry)
+    try:
+        server, thread = start_http_server(int(port), bare_host, registry)
+    except OSError as exc:
+        reader.shutdown()
+        detail = exc.strerror or str(exc)
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            raise TelemetryConfigError(
+                f"{PROMETHEUS_HOST}: cannot serve /metrics on {address}: {detail}"
+            ) from None
+        raise TelemetryConfigError(
+            f"{PROMETHEUS_PORT}: cannot serve /metrics on {address}: {detail} (one process per port: "
+            "`serve --workers N` with more than one worker cannot export to Prometheus)"
+        ) from None
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    return reader, _MetricsEndpoint(_host_port(bare_host, server.server_port), stop)
+
+
 def service_resource() -> Resource:
     """The SDK's resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) over our defaults."""
     detected = Resource.create()
@@ -254,6 +335,7 @@ class Telemetry:
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     watch: ExportWatch = field(default_factory=ExportWatch)
+    metrics_endpoint: _MetricsEndpoint | None = None  # the /metrics server, for "prometheus"
 
     def meter(self) -> Meter | None:
         if self.meter_provider is None:
@@ -267,6 +349,8 @@ class Telemetry:
             return
 
         def flush_and_stop() -> None:
+            if self.metrics_endpoint is not None:
+                self.metrics_endpoint.stop()  # no scrape of a provider that is shutting down
             for provider in providers:
                 provider.shutdown()
 
@@ -279,7 +363,8 @@ class Telemetry:
 
 
 def configure(env: Mapping[str, str] | None = None) -> Telemetry:
-    """Builds the providers the environment asks for; raises TelemetryConfigError on a bad variable."""
+    """Builds the providers the environment asks for (and, for "prometheus", starts serving
+    /metrics); raises TelemetryConfigError on a bad variable or a /metrics address it cannot bind."""
     env = os.environ if env is None else env
     settings = TelemetrySettings.from_env(env)
     telemetry = Telemetry(settings)
@@ -288,12 +373,19 @@ def configure(env: Mapping[str, str] | None = None) -> Telemetry:
     # The SDK's own counts of spans queued, dropped and exported: on unless the operator says no.
     os.environ.setdefault(_INTERNAL_METRICS, "true")
     resource = service_resource()
-    if settings.metrics.enabled:
+    if settings.metrics.exporter == "prometheus":
+        reader, telemetry.metrics_endpoint = _prometheus_reader(settings.metrics.endpoint)
+        # The port as bound (port 0 picked one): the start-up log says where to scrape.
+        metrics = replace(settings.metrics, endpoint=telemetry.metrics_endpoint.address)
+        telemetry.settings = settings = replace(settings, metrics=metrics)
+    elif settings.metrics.enabled:
         exporter = _WatchedMetricExporter(
             _metric_exporter(settings.metrics), telemetry.watch, settings.metrics.describe()
         )
+        reader = PeriodicExportingMetricReader(exporter)
+    if settings.metrics.enabled:
         telemetry.meter_provider = MeterProvider(
-            metric_readers=[PeriodicExportingMetricReader(exporter)],
+            metric_readers=[reader],
             resource=resource,
             shutdown_on_exit=False,  # shutdown() bounds the wait; an exit hook would not
         )

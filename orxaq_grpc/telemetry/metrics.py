@@ -6,8 +6,11 @@ a reader collects, as are detection states, breaker states, budgets and stop-los
 from the live view. Attribute
 sets are bounded by the config: lanes, providers, models and closed enums.
 
-Names as a Prometheus-style backend shows them (the collector's translation): dots become
-underscores, counters gain `_total`, a unit of `s` gains `_seconds`, braced units add nothing.
+Names as Prometheus shows them, scraped from the service's own /metrics (the Python exporter) or
+through a collector (its translation): dots become underscores, counters gain `_total`, a unit of
+`s` gains `_seconds`, braced units add nothing. The two differ on a gauge of unit `1` (a collector
+adds `_ratio`, the Python exporter nothing), so the budget's share is in `{share}`, an annotated 1:
+`orxaq_budget_used` either way.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ BREAKER_STATE = Instrument(
 BUDGET_REMAINING = Instrument(
     "orxaq.budget.remaining", "{USD}", "Daily budget left after spend and reservations"
 )
-BUDGET_USED = Instrument("orxaq.budget.used", "1", "Share of the daily budget spent or reserved")
+BUDGET_USED = Instrument("orxaq.budget.used", "{share}", "Share of the daily budget spent or reserved")
 STOP_LOSS = Instrument(
     "orxaq.stop_loss.active", "{state}", "1 while stop-loss holds routing on the static pins"
 )
