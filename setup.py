@@ -31,8 +31,9 @@ DEFAULTS = Path("orxaq_grpc") / "_defaults"  # relative: under ROOT, and under b
 CONFIG_PATTERNS = ("catalog.toml", "lanes.toml", "policy.toml", "dashboards/*.json", "scenarios/*.toml")
 
 
-class BuildProtos(Command):
-    description = "generate Python modules and stubs from protos/"
+class _Step(Command):
+    """A build step with no options of its own."""
+
     user_options: ClassVar[list] = []
 
     def initialize_options(self) -> None:
@@ -40,6 +41,10 @@ class BuildProtos(Command):
 
     def finalize_options(self) -> None:
         pass
+
+
+class BuildProtos(_Step):
+    description = "generate Python modules and stubs from protos/"
 
     def run(self) -> None:
         import grpc_tools
@@ -66,15 +71,8 @@ class BuildProtos(Command):
                 package = package.parent
 
 
-class BuildDefaults(Command):
+class BuildDefaults(_Step):
     description = "copy config/ and protos/ into orxaq_grpc/_defaults/ (package data)"
-    user_options: ClassVar[list] = []
-
-    def initialize_options(self) -> None:
-        pass
-
-    def finalize_options(self) -> None:
-        pass
 
     def run(self) -> None:
         target = ROOT / DEFAULTS
