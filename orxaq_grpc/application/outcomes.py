@@ -257,13 +257,17 @@ class Outcomes:
 
     # -- views ---------------------------------------------------------------------
 
-    def health(self) -> HealthView:
-        policy = self.config.policy
+    def detection(self) -> Detection:
+        """The detection states alone (the lanes' health names follow them): no model breakdown."""
+        config = self.config
         now = self._clock()
-        window = self.book.breakdown(now - policy.detection.window_s)
-        providers = sorted({m.provider for m in self.config.models})
+        window = self.book.breakdown(now - config.policy.detection.window_s, groups=("lanes", "providers"))
+        providers = sorted({m.provider for m in config.models})
+        return detect(window, config.policy.detection, config.lanes, providers, now)
+
+    def health(self) -> HealthView:
         return HealthView(
-            detection=detect(window, policy.detection, self.config.lanes, providers, now),
+            detection=self.detection(),
             breakers=tuple(self.breakers.views()),
             budgets=tuple(self.budgets.views()),
             ledger=self.store.stats(),

@@ -88,7 +88,7 @@ class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]  # grpc_h
         the config no longer has."""
         lanes = outcomes.config.lanes
         wanted: dict[str, int] = {}
-        for state in outcomes.health().detection.lanes:
+        for state in outcomes.detection().lanes:
             spec = lanes.get(state.name)
             if spec is None:  # removed by a reload between the two reads: gone
                 continue
