@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 # Reinstall when the build inputs change: the kernel, the generated code and the packaged default
 # config (orxaq_grpc/_defaults/, from config/ and protos/) come from them. The exact tested versions
 # come from constraints.txt; pyproject.toml holds only ranges.
-$(INSTALLED): pyproject.toml setup.py constraints.txt _scoring.pyx $(shell find protos config -type f)
+$(INSTALLED): pyproject.toml setup.py constraints.txt _scoring.pyx _learning.pyx $(shell find protos config -type f)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
@@ -42,5 +42,5 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/fleet.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info orxaq orxaq_grpc/_defaults _scoring.c _scoring.html orxaq_grpc/*.so
+	rm -rf $(VENV) build *.egg-info orxaq orxaq_grpc/_defaults _scoring.c _scoring.html _learning.c _learning.html orxaq_grpc/*.so
 	find . -name __pycache__ -prune -exec rm -rf {} +

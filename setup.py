@@ -1,4 +1,4 @@
-"""Build steps pyproject.toml cannot express: protobuf code generation and the Cython kernel.
+"""Build steps pyproject.toml cannot express: protobuf code generation and the Cython kernels.
 
 - `protos/**/*.proto` -> `orxaq/**/*_pb2.py`, `*_pb2.pyi`, `*_pb2_grpc.py` (the `orxaq.routing.v1`
   package, named like the proto package), made by grpcio-tools before the Python files are collected.
@@ -6,12 +6,13 @@
   `orxaq_grpc/_defaults/` (`config/`, `protos/`), the defaults an installed `orxaq-grpc` falls back to
   and `orxaq-grpc init` copies out. Generated, never committed: the top-level `config/` stays the one
   source. Regenerated whole on every build, so a file removed from `config/` leaves no stale copy.
-- `_scoring.pyx` -> the extension `orxaq_grpc._scoring`, with release directives (bounds checks and
-  wraparound off); `ORXAQ_CYTHON_DEBUG=1` turns the checks back on. No fused multiply-add
-  contraction, so the compiled kernel does the pure-Python twin's arithmetic exactly.
+- `_scoring.pyx` and `_learning.pyx` -> the extensions `orxaq_grpc._scoring` and
+  `orxaq_grpc._learning`, with release directives (bounds checks and wraparound off);
+  `ORXAQ_CYTHON_DEBUG=1` turns the checks back on. No fused multiply-add contraction, so the
+  compiled kernels do their pure-Python twins' arithmetic exactly.
 
-The kernel is not optional: a build that cannot compile it fails, so nobody ships the slow twin by
-accident. `ORXAQ_NO_EXTENSIONS=1` at build time skips it on purpose.
+The kernels are not optional: a build that cannot compile them fails, so nobody ships a slow twin by
+accident. `ORXAQ_NO_EXTENSIONS=1` at build time skips them on purpose.
 """
 
 import os
@@ -119,13 +120,16 @@ def extensions() -> list:
 
     debug = bool(os.environ.get("ORXAQ_CYTHON_DEBUG"))
     return cythonize(
-        [Extension("orxaq_grpc._scoring", ["_scoring.pyx"], extra_compile_args=["-O3", "-ffp-contract=off"])],
+        [
+            Extension(f"orxaq_grpc.{name}", [f"{name}.pyx"], extra_compile_args=["-O3", "-ffp-contract=off"])
+            for name in ("_scoring", "_learning")
+        ],
         compiler_directives={
             "language_level": 3,
             "boundscheck": debug,
             "wraparound": debug,
             "initializedcheck": debug,
-            "cdivision": True,  # divisors are validated config values (> 0)
+            "cdivision": True,  # divisors are validated config values (> 0) or checked in the kernel
             "embedsignature": True,
         },
     )

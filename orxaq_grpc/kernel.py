@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from array import array
 
 Doubles: TypeAlias = "array[float]"  # typecode 'd', one per catalog model
+Floats: TypeAlias = "array[float]"  # typecode 'f' (the success model's weights: half the memory)
 Int64s: TypeAlias = "array[int]"  # typecode 'q' (order, provider slots)
 UInt64s: TypeAlias = "array[int]"  # typecode 'Q' (capability masks)
 Codes: TypeAlias = bytes | bytearray  # one byte per model (status codes, health flags)

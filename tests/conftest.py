@@ -209,7 +209,7 @@ class LoopbackServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)
         self._loop.close()
-        self.outcomes.store.close()
+        self.outcomes.close()
         if self.telemetry is not None:
             self.telemetry.shutdown()
 

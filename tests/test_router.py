@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from orxaq_grpc.config.model import Config
+from orxaq_grpc.learning import SuccessModel
 from orxaq_grpc.routing import explain
 from orxaq_grpc.routing.router import BudgetExhausted, Router, expected_cost_usd, expected_latency_s
 from orxaq_grpc.routing.types import (
@@ -503,7 +504,9 @@ class FixedGuards:
         lane_headroom: float = math.inf,
         stop_loss: bool = False,
         rates: dict[str, tuple[int, int]] | None = None,
+        success: SuccessModel | None = None,
     ) -> None:
+        self.success = success
         self.models = models
         self.lane_headroom = lane_headroom
         self.stop_loss = stop_loss
@@ -515,6 +518,9 @@ class FixedGuards:
 
     def pass_rates(self) -> dict[str, tuple[int, int]]:
         return self.rates
+
+    def success_model(self) -> SuccessModel | None:
+        return self.success
 
     def blocked(self) -> tuple[frozenset[str], frozenset[str]]:
         return self.models, frozenset()

@@ -18,7 +18,7 @@ from orxaq_grpc.client import CallFailed, RoutingClient
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.scale.journal import from_payload
 from orxaq_grpc.scale.types import ScaleAction, ScaleDecision
-from tests.conftest import CLI, CONFIG_DIR, LoopbackServer, ServerProcess
+from tests.conftest import CLI, CONFIG_DIR, LoopbackServer, ServerProcess, set_toml
 
 
 @pytest.fixture(scope="module")
@@ -233,8 +233,9 @@ def test_cli_scale_and_stop_loss(serve: type[ServerProcess]) -> None:
     assert run("stop-loss", *address, "--exit").stdout.startswith("stop-loss off")
 
 
-def test_calibration_is_summed_only_once_a_valued_route_asks(tmp_path: Path) -> None:
-    server = LoopbackServer(LiveRouter.from_directory(CONFIG_DIR), tmp_path / "data")
+def test_calibration_is_summed_only_once_a_valued_route_asks(tmp_path: Path, config_dir: Path) -> None:
+    set_toml(config_dir / "policy.toml", "learning", "mode", '"off"')  # acceptance decides only without it
+    server = LoopbackServer(LiveRouter.from_directory(config_dir), tmp_path / "data")
     try:
         guardrails = server.outcomes.guardrails
         with RoutingClient(server.address) as client:

@@ -13,8 +13,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
+from pathlib import Path
 
+from orxaq_grpc.application.learning import Learner
 from orxaq_grpc.config.model import Config
+from orxaq_grpc.learning import SuccessModel
 from orxaq_grpc.outcomes.breakers import Breakers, BreakerView
 from orxaq_grpc.outcomes.budgets import Budgets, BudgetView
 from orxaq_grpc.outcomes.detection import Detection, detect
@@ -47,6 +50,13 @@ class EconomicsView:
 
 
 @dataclass(frozen=True, slots=True)
+class LearningView:
+    mode: str
+    ledger_position: int  # the last report learned
+    models: tuple[tuple[str, int, int], ...]  # (model, outcomes, passes) learned from
+
+
+@dataclass(frozen=True, slots=True)
 class HealthView:
     detection: Detection
     breakers: tuple[BreakerView, ...]
@@ -54,6 +64,7 @@ class HealthView:
     ledger: StoreStats
     guardrails: GuardrailView
     recent_decisions: tuple[DecisionRecord, ...] = ()  # newest first; not part of the fingerprint
+    learning: LearningView | None = None
 
     def fingerprint(self) -> tuple[object, ...]:
         """What a watcher compares: every state, not the figures that wobble under it."""
@@ -75,8 +86,10 @@ class Outcomes:
         store: Store,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        model_path: Path | None = None,
     ) -> None:
-        """`clock` is wall time (days, windows, the ledger), `monotonic` the breakers' time; the fleet
+        """`model_path` is where the success model is saved (None: rebuilt from the ledger on each start).
+        `clock` is wall time (days, windows, the ledger), `monotonic` the breakers' time; the fleet
         simulator passes its own simulated pair. Breaker settings are read once, here: changing them
         takes a restart. Prices, lanes, budget limits and detection thresholds follow config reloads."""
         self._live = live
@@ -96,7 +109,9 @@ class Outcomes:
         self.guardrails = Guardrails(lambda: self.config, self.book, self.budgets, store, clock)
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._shown: deque[DecisionRecord] = deque(maxlen=SHOWN_DECISIONS)
+        self.learner = Learner(store, self.config, model_path, clock)
         live.on_reload(self._follow_budgets)
+        live.on_reload(self.learner.reconfigure)
 
     def _follow_budgets(self, config: Config) -> None:
         """After a reload: the new budget limits apply at once, a new budget counting today's spend."""
@@ -125,6 +140,21 @@ class Outcomes:
     def pass_rates(self) -> Mapping[str, tuple[int, int]]:
         return self.guardrails.pass_rates()
 
+    def success_model(self) -> SuccessModel | None:
+        return self.learner.model if self.config.policy.learning.learns else None
+
+    def check(self) -> None:
+        """The periodic round: stop-loss triggers, and the success model catches up with the ledger."""
+        self.guardrails.check()
+        if self.config.policy.learning.learns:
+            self.learner.tick()
+
+    def close(self) -> None:
+        """Saves what the success model learned, then drains and closes the ledger."""
+        if self.config.policy.learning.learns:
+            self.learner.save()
+        self.store.close()
+
     # -- decisions and reports ---------------------------------------------------------
 
     def record_decision(self, decision: Decision) -> None:
@@ -143,6 +173,7 @@ class Outcomes:
             estimated_cost_usd=decision.estimated_cost_usd,
             filtered=decision.filter_summary,
             value_usd=decision.value_usd,
+            task=decision.task,
         )
         self.store.record_decision(record)  # first: a closed store raises before anything is counted
         self.book.add_decision(record)
@@ -273,6 +304,15 @@ class Outcomes:
             ledger=self.store.stats(),
             guardrails=self.guardrails.view(),
             recent_decisions=tuple(self._shown),  # copied in C, under the GIL: safe beside appends
+            learning=self.learning_view(),
+        )
+
+    def learning_view(self) -> LearningView:
+        model = self.learner.model
+        return LearningView(
+            mode=self.config.policy.learning.mode,
+            ledger_position=model.position,
+            models=tuple((name, n, passes) for name, (passes, n) in model.outcomes().items()),
         )
 
     def economics(self) -> EconomicsView:

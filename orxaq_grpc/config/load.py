@@ -20,6 +20,7 @@ from orxaq_grpc.config.model import (
     Config,
     DetectionSettings,
     LaneSpec,
+    LearningSettings,
     Limits,
     ModelSpec,
     Policy,
@@ -202,5 +203,6 @@ def _policy(policy: PolicyFile) -> Policy:
         ),
         stop_loss=StopLossSettings(**policy.stop_loss.model_dump()),
         strong_or_weak=StrongOrWeakSettings(**policy.strong_or_weak.model_dump()),
+        learning=LearningSettings(**policy.learning.model_dump()),
         ledger_retention_days=policy.ledger.retention_days,
     )

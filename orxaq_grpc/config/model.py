@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from orxaq_grpc.vocabulary import Objective, Profile
 
@@ -174,6 +175,29 @@ class StrongOrWeakSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LearningSettings:
+    """The success model: what it learns from, and how far its predictions may steer."""
+
+    mode: Literal["off", "shadow", "apply"]  # shadow: learns and predicts, decides as off
+    feature_bits: int  # 2^bits hashed features per model
+    prior_sd: float  # of each weight before any outcome
+    noise_sd: float  # the probit's noise: larger learns more cautiously
+    max_text_chars: int  # of title and prompt kept as features (and in the ledger)
+    explore_share: float  # of strong-or-weak decisions that take the other choice, to learn its outcome
+    explore_max_usd: float  # an exploring decision costs at most this above the rule's choice
+    quality_from_model: bool  # the scored path's quality sub-score is the predicted pass chance
+    save_interval_s: float  # how often the model is written to the data directory
+
+    @property
+    def learns(self) -> bool:
+        return self.mode != "off"
+
+    @property
+    def applies(self) -> bool:
+        return self.mode == "apply"
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     routing_enabled: bool
     max_alternatives: int
@@ -200,6 +224,7 @@ class Policy:
     scale: ScaleSettings
     stop_loss: StopLossSettings
     strong_or_weak: StrongOrWeakSettings
+    learning: LearningSettings
     ledger_retention_days: int
 
 

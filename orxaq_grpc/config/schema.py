@@ -379,6 +379,18 @@ class Ledger(Table):
     retention_days: Whole = Field(ge=1, le=3650)
 
 
+class Learning(Table):
+    mode: Literal["off", "shadow", "apply"]
+    feature_bits: Whole = Field(ge=10, le=22)
+    prior_sd: Number = Field(gt=0, le=10)
+    noise_sd: Number = Field(gt=0, le=10)
+    max_text_chars: Whole = Field(ge=0, le=100_000)
+    explore_share: Number = Field(ge=0, le=0.5)
+    explore_max_usd: Usd
+    quality_from_model: Flag
+    save_interval_s: Number = Field(ge=1, le=DAY_S)
+
+
 class PolicyFile(Table):
     """policy.toml. Every field is required, but for budgets' and scale's tables of lanes, providers
     and groups, and scale.health_window_s."""
@@ -394,6 +406,7 @@ class PolicyFile(Table):
     breakers: Breakers
     budgets: Budgets
     strong_or_weak: StrongOrWeak
+    learning: Learning
     scale: Scale
     stop_loss: StopLoss
     ledger: Ledger

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from orxaq_grpc.learning import TaskFeatures
+
 
 class Outcome(enum.IntEnum):
     """How a task's model call ended; values equal the proto's Outcome numbers."""
@@ -39,6 +41,7 @@ class DecisionRecord:
     estimated_cost_usd: float
     filtered: str = ""  # "model:filter,..." for the lane's models a filter removed
     value_usd: float | None = None  # what the task said it is worth, when it did
+    task: TaskFeatures | None = None  # what the success model reads of the task; None when learning is off
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +90,15 @@ class JournalEntry:
     kind: str  # "scale", "stop_loss"
     subject: str  # the lane or group scaled; the stop-loss transition ("enter" or "exit")
     payload: str  # JSON
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerOutcome:
+    """A committed report as the success model learns it: joined to its decision's task features."""
+
+    position: int  # increases in commit order
+    at: float
+    model: str
+    outcome: Outcome
+    validation_passed: bool
+    task: TaskFeatures | None  # None: the decision is unknown, or it was logged with learning off

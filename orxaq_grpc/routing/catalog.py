@@ -55,12 +55,10 @@ class CompiledCatalog:
         self.provider_models = {
             name: tuple(i for i, m in enumerate(models) if m.provider == name) for name in self.providers
         }
-        quality_lo = min(m.quality for m in models)
-        quality_span = max(m.quality for m in models) - quality_lo
+        self._quality_lo = min(m.quality for m in models)
+        self._quality_span = max(m.quality for m in models) - self._quality_lo
         # Quality is linear, cost and speed are logarithmic; all three use catalog-wide ranges.
-        self.quality_score = array(
-            "d", ((m.quality - quality_lo) / quality_span if quality_span > 0 else 1.0 for m in models)
-        )
+        self.quality_score = array("d", (self.quality_on_scale(m.quality) for m in models))
         self.kernel = kernel(
             array("d", (m.input_usd_per_mtok for m in models)),
             array("d", (m.output_usd_per_mtok for m in models)),
@@ -95,6 +93,12 @@ class CompiledCatalog:
         self.zeros = array("d", bytes(8 * self.size))
         self.healthy = bytes(self.size)
         self.unlimited = array("d", [math.inf] * len(self.providers))
+
+    def quality_on_scale(self, quality: float) -> float:
+        """A 0-100 quality as the kernel's 0-1 sub-score (catalog-wide range, clamped)."""
+        if self._quality_span <= 0:
+            return 1.0
+        return min(max((quality - self._quality_lo) / self._quality_span, 0.0), 1.0)
 
     def capability_mask(self, names: Iterable[str]) -> int:
         mask = 0

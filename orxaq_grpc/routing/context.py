@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from orxaq_grpc.kernel import Doubles
+from orxaq_grpc.learning import SuccessModel, TaskFeatures, Vector
 from orxaq_grpc.routing.catalog import LaneArrays
 from orxaq_grpc.routing.objective import ResolvedObjective, TaskEstimate
 from orxaq_grpc.routing.types import Profile, RouteRequest
@@ -24,6 +25,10 @@ class Guards(Protocol):
 
     def pass_rates(self) -> Mapping[str, tuple[int, int]]:
         """Per model (validation passes, reports) over the calibration window."""
+        ...
+
+    def success_model(self) -> SuccessModel | None:
+        """The success model, when the policy has learning on."""
         ...
 
     def blocked(self) -> tuple[frozenset[str], frozenset[str]]:
@@ -50,6 +55,15 @@ class RequestContext:
     profile: Profile
     decision_id: str
     guards: Guards | None
+    task: TaskFeatures | None = None  # with learning on
+    _vector: Vector | None = None
+
+    def vector(self, model: SuccessModel) -> Vector:
+        """The task's feature vector, hashed once per request."""
+        assert self.task is not None
+        if self._vector is None or self._vector.dim != model.dim:
+            self._vector = Vector.of(self.task, model.dim)
+        return self._vector
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ Text only: nothing here changes which model is chosen (`router.py` decides).
 
 from __future__ import annotations
 
-from orxaq_grpc.config.model import ModelSpec
+from orxaq_grpc.config.model import LearningSettings, ModelSpec
 from orxaq_grpc.routing.catalog import CompiledCatalog
 from orxaq_grpc.routing.context import RequestContext, Scores
 from orxaq_grpc.routing.types import (
@@ -32,6 +32,7 @@ def rationale(
     score: float,
     scores: Scores | None,
     comparison: StrongOrWeak | None,
+    learning: LearningSettings,
 ) -> str:
     """One paragraph: what was chosen and how, the score's terms, the expected cost and latency."""
     estimate = ctx.estimate
@@ -74,8 +75,17 @@ def rationale(
         f"({given[estimate.output_estimated]}) at ${model.input_usd_per_mtok:g}/"
         f"${model.output_usd_per_mtok:g} per 1M; expected latency {latency:.1f} s "
         f"(first token {model.ttft_s:g} s + {estimate.output_tokens} tokens at "
-        f"{model.output_tokens_per_s:g} tok/s)."
+        f"{model.output_tokens_per_s:g} tok/s). {_learning_text(ctx, learning, comparison)}"
     )
+
+
+def _learning_text(ctx: RequestContext, learning: LearningSettings, comparison: StrongOrWeak | None) -> str:
+    text = f"Success model: {learning.mode}"
+    if learning.applies and learning.quality_from_model:
+        text += ", predicted pass chance as the quality sub-score"
+    if ctx.request.router and (comparison is None or not comparison.router):
+        text += f"; {ctx.request.router} not used (it needs mode apply and a strong-or-weak choice)"
+    return text + "."
 
 
 def filter_summary(catalog: CompiledCatalog, ctx: RequestContext, scores: Scores | None) -> str:
@@ -152,19 +162,35 @@ def _filter_detail(
     return enum_name(code)
 
 
-def _comparison_text(c: StrongOrWeak) -> str:
-    def source(calibrated: bool, reports: int) -> str:
-        return f"acceptance over {reports} reports" if calibrated else "catalog quality"
+def _source(c: StrongOrWeak, calibrated: bool, reports: int) -> str:
+    if c.learned:
+        return f"success model, {reports} outcomes"
+    return f"acceptance over {reports} reports" if calibrated else "catalog quality"
 
+
+def _comparison_text(c: StrongOrWeak) -> str:
     if c.strong_model == c.weak_model:
         both = "is both the strongest and the cheapest eligible"
         return f"Task value ${c.value_usd:,.2f}: {c.strong_model} {both}."
     verdict = "strong" if c.chose_strong else "weak"
-    relation = ">=" if c.chose_strong else "<"
-    return (
-        f"Task value ${c.value_usd:,.2f}: strong {c.strong_model} (p {c.p_strong:.3f}, "
-        f"{source(c.strong_calibrated, c.strong_reports)}) vs weak {c.weak_model} (p {c.p_weak:.3f}, "
-        f"{source(c.weak_calibrated, c.weak_reports)}): ${c.value_usd:,.2f} x {c.p_strong - c.p_weak:+.3f}"
+    chances = (
+        f"strong {c.strong_model} (p {c.p_strong:.3f}, {_source(c, c.strong_calibrated, c.strong_reports)})"
+        f" vs weak {c.weak_model} (p {c.p_weak:.3f}, {_source(c, c.weak_calibrated, c.weak_reports)})"
+    )
+    if c.router:
+        relation = ">=" if c.chose_strong else "<"
+        return (
+            f"{c.router}: {chances}: win probability {c.win_probability:.3f} {relation} threshold: {verdict}."
+        )
+    # Exploring inverts the rule's verdict: the relation shown is the rule's own.
+    relation = ">=" if c.chose_strong != c.exploring else "<"
+    text = (
+        f"Task value ${c.value_usd:,.2f}: {chances}: ${c.value_usd:,.2f} x {c.p_strong - c.p_weak:+.3f}"
         f" - (${c.cost_strong_usd:.4f} - ${c.cost_weak_usd:.4f}) - penalty ${c.uncertainty_penalty_usd:.4f}"
         f" = ${c.net_gain_usd:,.4f} {relation} threshold ${c.threshold_usd:,.2f}: {verdict}."
     )
+    if c.exploring:
+        text += f" Exploring: took {verdict}, the choice the rule did not make, to learn its outcome."
+    if c.shadow:
+        text += f" Shadow: the success model would choose {c.shadow}."
+    return text

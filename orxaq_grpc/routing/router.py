@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+import zlib
 from array import array
 from collections.abc import Callable
 
 from orxaq_grpc.config.model import Config, ModelSpec
 from orxaq_grpc.kernel import Codes, Doubles, KernelFactory
+from orxaq_grpc.learning import SuccessModel, task_features
 from orxaq_grpc.routing import explain
 from orxaq_grpc.routing.catalog import CompiledCatalog
 from orxaq_grpc.routing.context import Guards, RequestContext, Scores
@@ -27,7 +29,7 @@ from orxaq_grpc.routing.types import (
     Strategy,
     StrongOrWeak,
 )
-from orxaq_grpc.routing.validation import Violation, validate_route_request
+from orxaq_grpc.routing.validation import Violation, parse_router, validate_route_request
 from orxaq_grpc.scoring import CatalogKernel
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,11 @@ log = logging.getLogger(__name__)
 
 def new_decision_id() -> str:
     return uuid.uuid4().hex
+
+
+def _explores(decision_id: str, share: float) -> bool:
+    """Whether this decision is one of the exploring share: a hash, so it is the same on replay."""
+    return zlib.crc32(decision_id.encode()) < share * 4_294_967_296.0
 
 
 class BudgetExhausted(Exception):
@@ -84,14 +91,30 @@ class Router:
         estimated cost is reserved."""
         lane = self.catalog.lanes[request.lane]
         estimate = self.resolver.estimate(request.task)
+        objective = self.resolver.resolve(request, lane.spec, estimate)
+        learning = self.config.policy.learning
+        task = request.task
         ctx = RequestContext(
             request=request,
             lane=lane,
             estimate=estimate,
-            objective=self.resolver.resolve(request, lane.spec, estimate),
+            objective=objective,
             profile=request.profile or lane.spec.default_profile,
             decision_id=self._new_id(),
             guards=guards,
+            task=task_features(
+                title=task.title,
+                prompt=task.prompt,
+                kind=task.kind,
+                labels=task.labels,
+                lane=request.lane,
+                objective=objective.objective.name.lower(),
+                input_tokens=estimate.input_tokens,
+                output_tokens=estimate.output_tokens,
+                max_text_chars=learning.max_text_chars,
+            )
+            if learning.learns
+            else None,
         )
         return self._decide(ctx)
 
@@ -178,7 +201,31 @@ class Router:
             lane_headroom=lane_headroom,
         )
         scores.ranked = list(order[: min(scores.eligible, want)])
+        if self._quality_from_model(ctx) is not None:
+            self._rescore_quality(ctx, scores, weights.quality)
         return scores
+
+    def _quality_from_model(self, ctx: RequestContext) -> SuccessModel | None:
+        """The success model when the policy has it decide the scored path's quality sub-score."""
+        learning = self.config.policy.learning
+        if not (learning.applies and learning.quality_from_model) or ctx.guards is None:
+            return None
+        return ctx.guards.success_model()
+
+    def _rescore_quality(self, ctx: RequestContext, scores: Scores, w_quality: float) -> None:
+        """The kernel's score is linear in the quality sub-score: swap the catalog's for the predicted
+        pass chance on the same catalog-wide scale, and rank again with the kernel's tie-breaks."""
+        model = self._quality_from_model(ctx)
+        assert model is not None
+        catalog = self.catalog
+        vector = ctx.vector(model)
+        eligible = [i for i, code in enumerate(scores.status) if code == Filter.ELIGIBLE]
+        for i in eligible:
+            predicted = catalog.quality_on_scale(100.0 * model.predict(catalog.models[i].id, vector).p)
+            scores.score[i] += w_quality * (predicted - catalog.quality_score[i])
+        models = catalog.models
+        eligible.sort(key=lambda i: (-scores.score[i], -models[i].quality, scores.cost[i], i))
+        scores.ranked = eligible[: len(scores.ranked)] if not ctx.request.explain else eligible
 
     def _guard_inputs(self, ctx: RequestContext) -> tuple[Codes, Doubles, float]:
         """The kernel's view of the guards: models behind open circuits, budget headroom."""
@@ -221,8 +268,9 @@ class Router:
         if scores.eligible == 0:
             return self._static(ctx, self._nothing_left_reason(ctx, scores), scores)
         comparison = None
-        if chosen < 0 and ctx.request.task.value_usd is not None:
-            comparison = self._strong_or_weak(ctx, scores, ctx.request.task.value_usd)
+        value = ctx.request.task.value_usd
+        if chosen < 0 and (value is not None or self._named_router(ctx) is not None):
+            comparison = self._strong_or_weak(ctx, scores, value or 0.0)
             chosen = catalog.index[
                 comparison.strong_model if comparison.chose_strong else comparison.weak_model
             ]
@@ -252,10 +300,18 @@ class Router:
             comparison=comparison,
         )
 
+    def _named_router(self, ctx: RequestContext) -> float | None:
+        """The threshold of the RouteLLM router the request names, when the success model applies."""
+        if not ctx.request.router or not self.config.policy.learning.applies:
+            return None
+        return parse_router(ctx.request.router)
+
     def _strong_or_weak(self, ctx: RequestContext, scores: Scores, value_usd: float) -> StrongOrWeak:
-        """The best quality eligible model (strong) against the cheapest (weak). Success chances are
-        catalog quality / 100, or reported acceptance where a model has enough reports."""
+        """The best quality eligible model (strong) against the cheapest (weak). Success chances come
+        from the success model when it applies, else catalog quality / 100, or reported acceptance
+        where a model has enough reports (and the success model, in shadow, says what it would do)."""
         settings = self.config.policy.strong_or_weak
+        learning = self.config.policy.learning
         models = self.catalog.models
         cost = scores.cost
         status = scores.status
@@ -268,24 +324,70 @@ class Router:
                 strong = i
             if weak < 0 or c < cost[weak] or (c == cost[weak] and q > models[weak].quality):
                 weak = i
-        rates = ctx.guards.pass_rates() if ctx.guards is not None else {}
+        extra_cost = cost[strong] - cost[weak]
 
-        def chance(index: int) -> tuple[float, bool, int]:
-            passed, reports = rates.get(models[index].id, (0, 0))
-            if reports >= settings.calibration_min_reports:
-                return passed / reports, True, reports
-            return models[index].quality / 100.0, False, reports
+        def rule(p_strong: float, p_weak: float, ratio: float) -> tuple[float, float, bool]:
+            gain = value_usd * (p_strong - p_weak)
+            penalty = max(0.0, gain) * ratio
+            net = gain - extra_cost - penalty
+            return penalty, net, strong == weak or net >= settings.threshold_usd
 
-        p_strong, strong_calibrated, strong_reports = chance(strong)
-        p_weak, weak_calibrated, weak_reports = chance(weak)
-        gain = value_usd * (p_strong - p_weak)
-        ratio = (
-            settings.calibrated_uncertainty_ratio
-            if strong_calibrated and weak_calibrated
-            else settings.uncertainty_ratio
-        )
-        penalty = max(0.0, gain) * ratio
-        net = gain - (cost[strong] - cost[weak]) - penalty
+        success = ctx.guards.success_model() if ctx.guards is not None and ctx.task is not None else None
+        if success is not None:
+            vector = ctx.vector(success)
+            said_strong = success.predict(models[strong].id, vector)
+            said_weak = success.predict(models[weak].id, vector)
+            # The uncertainty left for this task moves the penalty from the catalog's ratio to the
+            # calibrated one: a model that has learned nothing is exactly as unsure as the catalog.
+            certainty = min(said_strong.certainty, said_weak.certainty)
+            ratio = settings.calibrated_uncertainty_ratio + (1.0 - certainty) * (
+                settings.uncertainty_ratio - settings.calibrated_uncertainty_ratio
+            )
+            learned = (said_strong.p, said_weak.p, ratio)
+            learned_counts = (said_strong.outcomes, said_weak.outcomes)
+
+        if success is not None and learning.applies:
+            p_strong, p_weak, ratio = learned
+            strong_calibrated = weak_calibrated = True
+            strong_reports, weak_reports = learned_counts
+        else:
+            rates = ctx.guards.pass_rates() if ctx.guards is not None else {}
+
+            def chance(index: int) -> tuple[float, bool, int]:
+                passed, reports = rates.get(models[index].id, (0, 0))
+                if reports >= settings.calibration_min_reports:
+                    return passed / reports, True, reports
+                return models[index].quality / 100.0, False, reports
+
+            p_strong, strong_calibrated, strong_reports = chance(strong)
+            p_weak, weak_calibrated, weak_reports = chance(weak)
+            ratio = (
+                settings.calibrated_uncertainty_ratio
+                if strong_calibrated and weak_calibrated
+                else settings.uncertainty_ratio
+            )
+        penalty, net, chose_strong = rule(p_strong, p_weak, ratio)
+        win = 0.5 + (p_strong - p_weak) / 2
+        router = ""
+        exploring = False
+        shadow = ""
+        if success is not None and learning.applies:
+            threshold = self._named_router(ctx)
+            if threshold is not None:
+                router = ctx.request.router
+                chose_strong = strong == weak or win >= threshold
+            elif strong != weak and _explores(ctx.decision_id, learning.explore_share):
+                # Bounded exploration: never below a critical lane's choice, never dearer than the cap.
+                if chose_strong and not ctx.lane.spec.critical:
+                    chose_strong, exploring = False, True
+                elif not chose_strong and extra_cost <= learning.explore_max_usd:
+                    chose_strong, exploring = True, True
+        elif success is not None:
+            _, shadow_net, shadow_strong = rule(*learned)
+            shadow = (
+                f"{models[strong].id if shadow_strong else models[weak].id} "
+                f"(p {learned[0]:.3f} vs {learned[1]:.3f}, net ${shadow_net:,.4f})"
+            )
         return StrongOrWeak(
             strong_model=models[strong].id,
             weak_model=models[weak].id,
@@ -301,7 +403,12 @@ class Router:
             uncertainty_penalty_usd=penalty,
             net_gain_usd=net,
             threshold_usd=settings.threshold_usd,
-            chose_strong=strong == weak or net >= settings.threshold_usd,
+            chose_strong=chose_strong,
+            learned=success is not None and learning.applies,
+            win_probability=win,
+            router=router,
+            exploring=exploring,
+            shadow=shadow,
         )
 
     def _nothing_left_reason(self, ctx: RequestContext, scores: Scores) -> FallbackReason:
@@ -440,10 +547,13 @@ class Router:
                 score=score,
                 scores=scores,
                 comparison=comparison,
+                learning=self.config.policy.learning,
             ),
             candidates=explain.candidates(self.catalog, ctx, explained) if explained is not None else (),
             filtered=explain.filtered(self.catalog, ctx, explained) if explained is not None else (),
             filter_summary=explain.filter_summary(self.catalog, ctx, scores),
             value_usd=ctx.request.task.value_usd,
             strong_or_weak=comparison,
+            learning=self.config.policy.learning.mode,
+            task=ctx.task,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from orxaq_grpc.learning import TaskFeatures
 from orxaq_grpc.vocabulary import Filter, Objective, Profile, enum_name
 
 __all__ = [
@@ -98,6 +99,7 @@ class RouteRequest:
     requested_model: str = ""
     constraints: Constraints = field(default_factory=Constraints)
     explain: bool = False
+    router: str = ""  # RouteLLM's "router-<name>-<threshold>": strong when the win probability reaches it
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,11 @@ class StrongOrWeak:
     net_gain_usd: float  # of the strong model over the weak one, after the penalty
     threshold_usd: float
     chose_strong: bool
+    learned: bool = False  # p from the success model (reports counts its outcomes)
+    win_probability: float = 0.5  # of strong over weak: 0.5 + (p_strong - p_weak) / 2
+    router: str = ""  # the named router that decided instead of the NPV rule
+    exploring: bool = False  # took the choice the rule did not make, to learn its outcome
+    shadow: str = ""  # in shadow mode: what the success model would have chosen
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,3 +181,5 @@ class Decision:
     filter_summary: str = ""  # "model:filter,..." over the lane's allowed models, for the decision log
     value_usd: float | None = None  # the task's, as given
     strong_or_weak: StrongOrWeak | None = None
+    learning: str = "off"  # the success model's mode when deciding
+    task: TaskFeatures | None = None  # what the success model reads of the task (logged with the decision)

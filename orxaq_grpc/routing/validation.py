@@ -12,7 +12,31 @@ from orxaq_grpc.config.model import Config
 from orxaq_grpc.routing.types import RouteRequest
 from orxaq_grpc.vocabulary import RequestInvalid, Violation, range_problem
 
-__all__ = ["RequestInvalid", "Violation", "range_problem", "validate_route_request"]
+__all__ = ["RequestInvalid", "Violation", "parse_router", "range_problem", "validate_route_request"]
+
+# RouteLLM's named routers: "router-<name>-<threshold>". The success model is the one router here.
+ROUTERS = ("learned",)
+_ROUTER_PREFIX = "router-"
+
+
+def router_problem(name: str) -> str | None:
+    """What is wrong with a named router, or None."""
+    head, _, threshold = name.rpartition("-")
+    router = head.removeprefix(_ROUTER_PREFIX)
+    if not head.startswith(_ROUTER_PREFIX) or not router or not threshold:
+        return f"{name[:64]!r} is not router-<name>-<threshold>, e.g. router-learned-0.55"
+    if router not in ROUTERS:
+        return f"unknown router {router[:64]!r}; known: {', '.join(ROUTERS)}"
+    try:
+        value = float(threshold)
+    except ValueError:
+        return f"threshold {threshold[:64]!r} is not a number"
+    return range_problem(value, lo=0.0, hi=1.0)
+
+
+def parse_router(name: str) -> float:
+    """The threshold of a named router that passed validation."""
+    return float(name.rpartition("-")[2])
 
 
 def validate_route_request(
@@ -59,6 +83,8 @@ def validate_route_request(
     _number(out, "task.value_usd", task.value_usd, lo=0.0)
 
     text("requested_model", request.requested_model, limits.max_text_field_chars)
+    if request.router and (problem := router_problem(request.router)):
+        out.append(Violation("router", problem))
 
     constraints = request.constraints
     _number(out, "constraints.max_cost_usd", constraints.max_cost_usd, above=0.0)

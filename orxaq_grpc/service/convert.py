@@ -12,7 +12,7 @@ import enum
 from typing import TypeVar, cast
 
 from orxaq.routing.v1 import routing_pb2 as pb
-from orxaq_grpc.application.outcomes import EconomicsView, HealthView
+from orxaq_grpc.application.outcomes import EconomicsView, HealthView, LearningView
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.outcomes.detection import DetectionState
 from orxaq_grpc.outcomes.economics import Breakdown, Figures
@@ -80,6 +80,7 @@ def route_request_from_proto(message: pb.RouteRequest) -> tuple[RouteRequest, li
             required_capabilities=tuple(c.required_capabilities),
         ),
         explain=message.explain,
+        router=message.router,
     )
     return request, violations
 
@@ -131,6 +132,7 @@ def decision_to_proto(d: Decision) -> pb.RouteDecision:
             for f in d.filtered
         ],
         strong_or_weak=pb.StrongOrWeak(**dataclasses.asdict(d.strong_or_weak)) if d.strong_or_weak else None,
+        learning=d.learning,
     )
 
 
@@ -320,6 +322,16 @@ def _detection(d: DetectionState) -> pb.DetectionState:
     )
 
 
+def _learning(view: LearningView | None) -> pb.Learning | None:
+    if view is None:
+        return None
+    return pb.Learning(
+        mode=view.mode,
+        ledger_position=view.ledger_position,
+        models=[pb.ModelOutcomes(model=m, outcomes=n, passes=p) for m, n, p in view.models],
+    )
+
+
 def health_to_proto(
     config: Config,
     view: HealthView,
@@ -401,6 +413,7 @@ def health_to_proto(
             for b in view.budgets
         ],
         budget_warning=any(b.warning for b in view.budgets),
+        learning=_learning(view.learning),
         ledger=pb.LedgerStatus(
             location=view.ledger.location,
             queued=view.ledger.queued,

@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from orxaq.routing.v1 import routing_pb2, routing_pb2_grpc
+from orxaq_grpc.application.learning import FILE_NAME as LEARNER_FILE
 from orxaq_grpc.application.outcomes import Outcomes
 from orxaq_grpc.application.workflow import RoutingWorkflow
 from orxaq_grpc.routing.live import LiveRouter
@@ -123,7 +124,7 @@ async def _check_guardrails(live: LiveRouter, outcomes: Outcomes) -> None:
     while True:
         await asyncio.sleep(live.current.config.policy.stop_loss.check_interval_s)
         try:
-            await asyncio.to_thread(outcomes.guardrails.check)
+            await asyncio.to_thread(outcomes.check)
         except Exception:
             log.exception("evaluating the stop-loss triggers failed; trying again next round")
 
@@ -136,7 +137,7 @@ def open_outcomes(
 ) -> Outcomes:
     """The ledger under `data_dir` (created on first start) and economics rebuilt from it."""
     store = SqliteStore(data_dir, live.current.config.policy.ledger_retention_days, clock=clock)
-    outcomes = Outcomes(live, store, clock, monotonic)
+    outcomes = Outcomes(live, store, clock, monotonic, model_path=data_dir / LEARNER_FILE)
     decisions, reports = outcomes.rebuild()
     log.info("ledger %s: rebuilt from %d decisions and %d reports", store.path, decisions, reports)
     return outcomes
@@ -165,7 +166,7 @@ async def _run(
         running = await start_server(live, outcomes, address, str(data_dir), reuse_port, telemetry)
         await _serve_until(stopping, running, live, address, grace_s, drain_s)
     finally:
-        outcomes.store.close()  # everything acknowledged is already durable; this drains the decision log
+        outcomes.close()  # everything acknowledged is already durable; this drains the decision log
         telemetry.shutdown()
     log.info("stopped")
 

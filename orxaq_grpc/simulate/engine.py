@@ -297,7 +297,7 @@ class Simulation:
         """What the server's own timer does every check_interval_s, on simulated time; then a look
         at Health for the figures."""
         outcomes = self.service.outcomes
-        outcomes.guardrails.check()
+        outcomes.check()
         health = await self.service.stub.Health(pb.HealthRequest(), timeout=RPC_TIMEOUT_S)
         self.kpis.observed(self.clock.t, health)
         if self._progress is not None:

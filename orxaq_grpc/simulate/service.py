@@ -142,4 +142,4 @@ class SimService:
         """A graceful stop, as SIGTERM gives: in-flight calls finish, the ledger drains."""
         await self.channel.close()
         await self.running.stop(grace_s=1.0)
-        self.outcomes.store.close()
+        self.outcomes.close()

@@ -7,7 +7,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
-from orxaq_grpc.outcomes.records import DecisionRecord, JournalEntry, ReportRecord
+from orxaq_grpc.outcomes.records import DecisionRecord, JournalEntry, LedgerOutcome, ReportRecord
 
 
 class StoreError(Exception):
@@ -60,6 +60,11 @@ class Store(Protocol):
     def replay(self, since: float) -> Iterator[DecisionRecord | ReportRecord]:
         """Every committed record with `at >= since`, decisions and reports merged in `at` order,
         for rebuilding in-memory aggregates on start."""
+        ...
+
+    def outcomes_after(self, position: int, limit: int) -> list[LedgerOutcome]:
+        """Up to `limit` committed reports after `position`, in commit order, each with its decision's
+        task features: what the success model learns from."""
         ...
 
     def flush(self, timeout_s: float | None = None) -> None:

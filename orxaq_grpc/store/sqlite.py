@@ -14,6 +14,7 @@ import queue
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -23,7 +24,8 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from orxaq_grpc.outcomes.records import DecisionRecord, JournalEntry, Outcome, ReportRecord
+from orxaq_grpc.learning import TaskFeatures
+from orxaq_grpc.outcomes.records import DecisionRecord, JournalEntry, LedgerOutcome, Outcome, ReportRecord
 from orxaq_grpc.store.base import StoreError, StoreStats
 
 log = logging.getLogger(__name__)
@@ -85,12 +87,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX journal_kind ON journal (kind, id)",
     ),
+    ("ALTER TABLE decisions ADD COLUMN task BLOB",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_DECISION_COLUMNS = tuple(field.name for field in fields(DecisionRecord))
+# A decision's task features are stored encoded, and read back only by the success model's reader.
+_DECISION_COLUMNS = tuple(field.name for field in fields(DecisionRecord) if field.name != "task")
 _REPORT_COLUMNS = tuple(field.name for field in fields(ReportRecord))
-_decision_values = attrgetter(*_DECISION_COLUMNS)
+_decision_fields = attrgetter(*_DECISION_COLUMNS)
+
+
+def _decision_values(record: DecisionRecord) -> tuple[Any, ...]:
+    return (*_decision_fields(record), None if record.task is None else record.task.encode())
+
+
 _report_values = attrgetter(*_REPORT_COLUMNS)
 
 
@@ -108,7 +118,7 @@ def _select_sql(table: str, columns: tuple[str, ...], where: str) -> str:
     return f"SELECT {', '.join(columns)} FROM {table} WHERE {where}"
 
 
-_INSERT_DECISION = _insert_sql("decisions", _DECISION_COLUMNS)
+_INSERT_DECISION = _insert_sql("decisions", (*_DECISION_COLUMNS, "task"))
 _INSERT_REPORT = _insert_sql("reports", _REPORT_COLUMNS)
 _JOURNAL_COLUMNS = tuple(field.name for field in fields(JournalEntry))
 _journal_values = attrgetter(*_JOURNAL_COLUMNS)
@@ -123,6 +133,10 @@ _PRUNE_JOURNAL = (
 _FIND_DECISION = _select_sql("decisions", _DECISION_COLUMNS, "decision_id = ?")
 _DECISIONS_SINCE = _select_sql("decisions", _DECISION_COLUMNS, "at >= ? ORDER BY at")
 _REPORTS_SINCE = _select_sql("reports", _REPORT_COLUMNS, "at >= ? ORDER BY at")
+_OUTCOMES_AFTER = (
+    "SELECT r.rowid, r.at, r.model, r.outcome, r.validation_passed, d.task FROM reports AS r "
+    "LEFT JOIN decisions AS d ON d.decision_id = r.decision_id WHERE r.rowid > ? ORDER BY r.rowid LIMIT ?"
+)
 
 
 def _decision_from_row(row: tuple[Any, ...]) -> DecisionRecord:
@@ -148,6 +162,16 @@ _Item = tuple[_Record | None, Future[bool] | None]
 # What SQLite raises for one row it refuses (a constraint, a value it cannot bind) while leaving the
 # transaction open: that row fails alone, the rest of the batch commits.
 _ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError)
+
+
+def _task(blob: bytes | None) -> TaskFeatures | None:
+    if blob is None:
+        return None
+    try:
+        return TaskFeatures.decode(blob)
+    except (ValueError, zlib.error) as exc:
+        log.warning("a decision's task features cannot be read (%s); its outcome teaches nothing", exc)
+        return None
 
 
 def _running_future() -> Future[bool]:
@@ -258,6 +282,15 @@ class SqliteStore:
     def replay(self, since: float) -> Iterator[DecisionRecord | ReportRecord]:
         self._check_open()  # here, not at the first next()
         return self._replay(since)
+
+    def outcomes_after(self, position: int, limit: int) -> list[LedgerOutcome]:
+        with self._reader_lock:
+            self._check_open()
+            rows = self._reader.execute(_OUTCOMES_AFTER, (position, limit)).fetchall()
+        return [
+            LedgerOutcome(rowid, at, model, Outcome(outcome), bool(passed), _task(blob))
+            for rowid, at, model, outcome, passed, blob in rows
+        ]
 
     def flush(self, timeout_s: float | None = None) -> None:
         marker = _running_future()
