@@ -284,7 +284,7 @@ def update(
     with nogil:
         cdf = 0.5 * erfc(-t * _SQRT_HALF)
         # v(t) = pdf(t) / cdf(t) loses precision far in the tail, where it tends to -t.
-        vt = _INV_SQRT_2PI * exp(-0.5 * t * t) / cdf if t > -30.0 else -t
+        vt = _INV_SQRT_2PI * exp(-0.5 * t * t) / cdf if t > -30.0 else -t - 1.0 / t + 2.0 / (t * t * t)
         wt = vt * (vt + t)
         for k in range(n):
             i = indices[k]

@@ -119,7 +119,13 @@ def server_process(
             process.wait()
 
 
-def connect(stack: ExitStack, name: str, pid: int, port: int) -> Server:
+def connect(
+    stack: ExitStack,
+    name: str,
+    pid: int,
+    port: int,
+    route_request: routing_pb2.RouteRequest = ROUTE_REQUEST,
+) -> Server:
     # Entered after the server process, so it closes first, cancelling any call in flight.
     channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
     grpc.channel_ready_future(channel).result(timeout=CALL_TIMEOUT_S)
@@ -129,7 +135,7 @@ def connect(stack: ExitStack, name: str, pid: int, port: int) -> Server:
         name,
         pid,
         {
-            "Route": functools.partial(route, ROUTE_REQUEST, timeout=CALL_TIMEOUT_S),
+            "Route": functools.partial(route, route_request, timeout=CALL_TIMEOUT_S),
             "Check": functools.partial(check, CHECK_REQUEST, timeout=CALL_TIMEOUT_S),
         },
     )

@@ -127,11 +127,11 @@ def _announce(port: int) -> None:
     print(port, flush=True)
 
 
-def _serve_sync(port: int, workers: int) -> None:
+def _serve_sync(port: int, workers: int, config_dir: Path) -> None:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # SIGINT: Ctrl-C when run by hand
         signal.signal(sig, lambda _s, _f: stopping.set())
-    live = LiveRouter.from_directory(CONFIG_DIR)
+    live = LiveRouter.from_directory(config_dir)
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as data_dir:
         outcomes = open_outcomes(live, Path(data_dir))
         server, health_servicer, bound = _start_sync_server(live, outcomes, f"127.0.0.1:{port}", workers)
@@ -143,13 +143,13 @@ def _serve_sync(port: int, workers: int) -> None:
         outcomes.store.close()
 
 
-async def _serve_asyncio(port: int) -> None:
+async def _serve_asyncio(port: int, config_dir: Path) -> None:
     """The production server, exactly as `start_server` builds it, telemetry included."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    live = LiveRouter.from_directory(CONFIG_DIR)
+    live = LiveRouter.from_directory(config_dir)
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as data_dir:
         outcomes = open_outcomes(live, Path(data_dir))
         telemetry = configure()  # OTEL_* as in production: off unless set (benchmarks/tracing.py sets it)
@@ -284,14 +284,20 @@ def main() -> None:
         "--serve", choices=FLAVOURS, help="only run this server flavour (the benchmark's own use)"
     )
     parser.add_argument("--port", type=int, default=0, help="port for --serve; 0 picks a free one")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=CONFIG_DIR,
+        help="config directory for --serve (default: the shipped config/)",
+    )
     args = parser.parse_args()
 
     if args.serve:
         check_protobuf_backend()
         if args.serve == "sync":
-            _serve_sync(args.port, args.workers)
+            _serve_sync(args.port, args.workers, args.config)
         else:
-            asyncio.run(_serve_asyncio(args.port))
+            asyncio.run(_serve_asyncio(args.port, args.config))
         return
     if min(args.calls, args.concurrency, args.workers, args.rounds) < 1 or args.rounds > args.calls:
         parser.error("--calls, --concurrency, --workers and --rounds must be positive, rounds <= calls")

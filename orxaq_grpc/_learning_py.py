@@ -6,7 +6,9 @@ Both twins take the same arguments and do the same operations in the same order,
 are identical and their figures agree to 1e-12; a change to one is a change to both.
 
 Features. `features` reads lower-cased UTF-8 text and a few tags (kind, labels, lane, ...):
-- a token is a run of bytes in [a-z0-9_] or >= 0x80 (so any non-ASCII letter); ASCII A-Z fold to a-z;
+- a token is a run of bytes in [a-z0-9_] or >= 0x80 (any non-ASCII character, punctuation included:
+  the kernel reads bytes, not Unicode classes); ASCII A-Z fold to a-z, and callers lower-case the
+  text first so that non-ASCII capitals fold too;
 - each token gives a word feature, each pair of neighbours a bigram feature, and each token of at
   most `MAX_SUBWORD_TOKEN` bytes the character trigrams of `<token>`;
 - a tag gives one feature, value 1;
@@ -155,8 +157,9 @@ def update(
     sign = 1.0 if passed else -1.0
     t = sign * m / s
     cdf = 0.5 * erfc(-t * _SQRT_HALF)
-    # v(t) = pdf(t) / cdf(t) loses precision far in the tail, where it tends to -t.
-    vt = _INV_SQRT_2PI * exp(-0.5 * t * t) / cdf if t > -30.0 else -t
+    # v(t) = pdf(t) / cdf(t) loses precision far in the tail: there its asymptotic series, whose
+    # first term alone (-t) would make w(t) = 0 and stop the variance from shrinking.
+    vt = _INV_SQRT_2PI * exp(-0.5 * t * t) / cdf if t > -30.0 else -t - 1.0 / t + 2.0 / (t * t * t)
     wt = vt * (vt + t)
     for k in range(n):
         i = indices[k]

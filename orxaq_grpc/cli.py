@@ -76,19 +76,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     calls = _address(address, "host:port of the service (env ORXAQ_ADDRESS; default %(default)s)")
 
-    serve = commands.add_parser("serve", parents=[listens], help="run the routing service")
-    serve.set_defaults(run=_serve)
-    serve.add_argument(
+    configured = argparse.ArgumentParser(add_help=False)
+    configured.add_argument(
         "--config",
         type=Path,
         help=f"config directory (env ORXAQ_CONFIG_DIR; {CONFIG_DEFAULT_HELP})",
     )
-    serve.add_argument(
+    ledger = argparse.ArgumentParser(add_help=False)
+    ledger.add_argument(
         "--data-dir",
         type=Path,
         default=Path(os.environ.get("ORXAQ_DATA_DIR", DEFAULT_DATA_DIR)),
         help="where the ledger lives, created on first start (env ORXAQ_DATA_DIR; default %(default)s)",
     )
+    serve = commands.add_parser(
+        "serve", parents=[listens, configured, ledger], help="run the routing service"
+    )
+    serve.set_defaults(run=_serve)
     serve.add_argument(
         "--workers",
         type=int,
@@ -280,6 +284,48 @@ def _parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--plot", type=Path, metavar="PATH", help="also draw the run over time as a PNG")
     simulate.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[configured],
+        help="the success model as a strong-or-weak router on held-out per-prompt outcomes: "
+        "APGR and CPT against random routing and the oracle",
+        description="Learns the training part of OUTCOMES through the ledger path reports take, routes "
+        "the rest, and prints RouteLLM's figures. OUTCOMES: JSON Lines, one prompt per line, "
+        '{"prompt": "...", "outcomes": {"model-a": true, "model-b": false}} with optional id, title, '
+        "kind and labels.",
+    )
+    evaluate.set_defaults(run=_evaluate)
+    evaluate.add_argument("outcomes", type=Path, metavar="OUTCOMES", help="the outcomes file")
+    evaluate.add_argument(
+        "--train-share", type=float, default=0.5, help="share of prompts learned (default %(default)s)"
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="of the split (default %(default)s)")
+    evaluate.add_argument(
+        "--models",
+        metavar="STRONG,WEAK",
+        help="the pair to route between (default: the most and least accurate on the training part)",
+    )
+    evaluate.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
+    evaluate.add_argument("--plot", type=Path, metavar="PATH", help="draw the curves (.png or .svg)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        parents=[configured, ledger],
+        help="the router-learned-<threshold> that would have sent a share of recent traffic to the "
+        "strong model",
+    )
+    calibrate.set_defaults(run=_calibrate)
+    calibrate.add_argument(
+        "--strong-share", type=float, required=True, help="share of recent tasks for the strong model, 0-1"
+    )
+    calibrate.add_argument(
+        "--recent",
+        type=int,
+        default=1000,
+        help="how many recent decisions to calibrate on (default %(default)s)",
+    )
     return parser
 
 
@@ -533,7 +579,6 @@ def _failed(exc: CallFailed) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    import importlib.util
     import json
 
     from orxaq_grpc.defaults import find_scenario
@@ -545,13 +590,9 @@ def _simulate(args: argparse.Namespace) -> int:
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     # What would fail after the run fails before it.
-    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
-        print("orxaq-grpc: --plot needs matplotlib: pip install 'orxaq-grpc[plot]'", file=sys.stderr)
+    if problem := _plot_problem(args.plot, args.json):
+        print(f"orxaq-grpc: {problem}", file=sys.stderr)
         return 2
-    for path in (args.json, args.plot):
-        if path is not None and not path.parent.is_dir():
-            print(f"orxaq-grpc: cannot write {path}: {path.parent} is not a directory", file=sys.stderr)
-            return 2
     scenario_path, found_in = find_scenario(args.scenario)
     if found_in is not None and not args.quiet:
         print(f"simulate: scenario {scenario_path} (from the {found_in.describe()})", file=sys.stderr)
@@ -572,8 +613,8 @@ def _simulate(args: argparse.Namespace) -> int:
         kpis = run_scenario(scenario, scenario_path, progress)
     except ScenarioError as exc:
         print(f"{len(exc.problems)} problem(s) in the scenario:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        for scenario_problem in exc.problems:
+            print(f"  {scenario_problem}", file=sys.stderr)
         return 2
     print(kpi_table(kpis))
     out = args.json or Path(SIMULATIONS_DIR) / f"{scenario.name}-seed{scenario.seed}.json"
@@ -583,6 +624,100 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.plot is not None:
         plot(kpis, args.plot)
     return 0 if all(v["holds"] for v in kpis["expectations"]) else 1
+
+
+def _plot_problem(path: Path | None, *more: Path | None) -> str | None:
+    """Why the figures could not be written after a long run: checked before it starts."""
+    import importlib.util
+
+    if path is not None and importlib.util.find_spec("matplotlib") is None:
+        return "--plot needs matplotlib: pip install 'orxaq-grpc[plot]'"
+    for out in (path, *more):
+        if out is not None and not out.parent.is_dir():
+            return f"cannot write {out}: {out.parent} is not a directory"
+    return None
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from orxaq_grpc.config.load import ConfigError, load_config
+    from orxaq_grpc.evaluate.outcomes_file import read_outcomes
+    from orxaq_grpc.evaluate.render import as_dict, plot, table
+    from orxaq_grpc.evaluate.run import evaluate
+
+    if problem := _plot_problem(args.plot, args.json):
+        print(f"orxaq-grpc: {problem}", file=sys.stderr)
+        return 2
+    if not 0.0 < args.train_share < 1.0:
+        print("orxaq-grpc: --train-share must be between 0 and 1", file=sys.stderr)
+        return 2
+    choice = _config_choice(args.config, "--config")
+    if choice is None:
+        return 2
+    try:
+        config = load_config(choice.directory)
+        prompts = read_outcomes(args.outcomes)
+    except ConfigError as exc:
+        print(f"orxaq-grpc: refused:\n{exc}", file=sys.stderr)
+        return 2
+    pair = None
+    if args.models:
+        names = tuple(args.models.split(","))
+        known = sorted(prompts[0].outcomes)
+        if len(names) != 2 or any(n not in known for n in names):
+            print(f"orxaq-grpc: --models must be STRONG,WEAK of {', '.join(known)}", file=sys.stderr)
+            return 2
+        pair = (names[0], names[1])
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if not args.quiet:
+            print(f"evaluate: {stage} {done:,} of {total:,} prompts", file=sys.stderr)
+
+    result = evaluate(
+        prompts, config, train_share=args.train_share, seed=args.seed, pair=pair, progress=progress
+    )
+    print(table(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(as_dict(result), indent=2) + "\n", encoding="utf-8")
+    if args.plot is not None:
+        plot(result, args.plot)
+        print(f"curves drawn in {args.plot}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from orxaq_grpc.application.learning import FILE_NAME, Learner
+    from orxaq_grpc.config.load import ConfigError, load_config
+    from orxaq_grpc.evaluate.calibrate import calibrate
+    from orxaq_grpc.store import SqliteStore, StoreError
+
+    if not 0.0 <= args.strong_share <= 1.0 or args.recent < 1:
+        print("orxaq-grpc: --strong-share must be within 0-1 and --recent at least 1", file=sys.stderr)
+        return 2
+    choice = _config_choice(args.config, "--config")
+    if choice is None:
+        return 2
+    if not args.data_dir.is_dir():
+        print(f"orxaq-grpc: no ledger: {args.data_dir} is not a directory", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(choice.directory)
+        with SqliteStore(args.data_dir, config.policy.ledger_retention_days) as store:
+            learner = Learner(store, config, args.data_dir / FILE_NAME)
+            learner.catch_up()  # what the service has learned, and since its last save
+            found = calibrate(store, learner.model, config, args.strong_share, args.recent)
+    except ConfigError as exc:
+        print(f"orxaq-grpc: config refused:\n{exc}", file=sys.stderr)
+        return 2
+    except (StoreError, ValueError) as exc:
+        print(f"orxaq-grpc: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{found.router}: sends {found.strong_share:.1%} of the last {found.tasks} tasks to the strong model "
+        f"(success model: {found.outcomes} outcomes learned)"
+    )
+    return 0
 
 
 def _check_config(args: argparse.Namespace) -> int:

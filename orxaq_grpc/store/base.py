@@ -7,6 +7,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
+from orxaq_grpc.learning import TaskFeatures
 from orxaq_grpc.outcomes.records import DecisionRecord, JournalEntry, LedgerOutcome, ReportRecord
 
 
@@ -65,6 +66,10 @@ class Store(Protocol):
     def outcomes_after(self, position: int, limit: int) -> list[LedgerOutcome]:
         """Up to `limit` committed reports after `position`, in commit order, each with its decision's
         task features: what the success model learns from."""
+        ...
+
+    def recent_tasks(self, limit: int) -> list[tuple[DecisionRecord, TaskFeatures]]:
+        """The last `limit` committed decisions that carry task features, newest first."""
         ...
 
     def flush(self, timeout_s: float | None = None) -> None:

@@ -133,6 +133,10 @@ _PRUNE_JOURNAL = (
 _FIND_DECISION = _select_sql("decisions", _DECISION_COLUMNS, "decision_id = ?")
 _DECISIONS_SINCE = _select_sql("decisions", _DECISION_COLUMNS, "at >= ? ORDER BY at")
 _REPORTS_SINCE = _select_sql("reports", _REPORT_COLUMNS, "at >= ? ORDER BY at")
+_RECENT_TASKS = (
+    f"SELECT {', '.join(_DECISION_COLUMNS)}, task FROM decisions WHERE task IS NOT NULL "
+    "ORDER BY at DESC LIMIT ?"
+)
 _OUTCOMES_AFTER = (
     "SELECT r.rowid, r.at, r.model, r.outcome, r.validation_passed, d.task FROM reports AS r "
     "LEFT JOIN decisions AS d ON d.decision_id = r.decision_id WHERE r.rowid > ? ORDER BY r.rowid LIMIT ?"
@@ -291,6 +295,13 @@ class SqliteStore:
             LedgerOutcome(rowid, at, model, Outcome(outcome), bool(passed), _task(blob))
             for rowid, at, model, outcome, passed, blob in rows
         ]
+
+    def recent_tasks(self, limit: int) -> list[tuple[DecisionRecord, TaskFeatures]]:
+        with self._reader_lock:
+            self._check_open()
+            rows = self._reader.execute(_RECENT_TASKS, (limit,)).fetchall()
+        found = ((_decision_from_row(row[:-1]), _task(row[-1])) for row in rows)
+        return [(decision, task) for decision, task in found if task is not None]
 
     def flush(self, timeout_s: float | None = None) -> None:
         marker = _running_future()
