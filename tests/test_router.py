@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from orxaq_grpc.config.model import Config
+from orxaq_grpc.config.model import Config, Weights
 from orxaq_grpc.learning import SuccessModel
 from orxaq_grpc.routing import explain
 from orxaq_grpc.routing.router import BudgetExhausted, Router, expected_cost_usd, expected_latency_s
@@ -505,8 +505,10 @@ class FixedGuards:
         stop_loss: bool = False,
         rates: dict[str, tuple[int, int]] | None = None,
         success: SuccessModel | None = None,
+        tuned: dict[Objective, Weights] | None = None,
     ) -> None:
         self.success = success
+        self.tuned = tuned
         self.models = models
         self.lane_headroom = lane_headroom
         self.stop_loss = stop_loss
@@ -521,6 +523,9 @@ class FixedGuards:
 
     def success_model(self) -> SuccessModel | None:
         return self.success
+
+    def objective_weights(self) -> dict[Objective, Weights] | None:
+        return self.tuned
 
     def blocked(self) -> tuple[frozenset[str], frozenset[str]]:
         return self.models, frozenset()

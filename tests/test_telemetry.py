@@ -89,6 +89,7 @@ def test_a_route_span_joins_the_lanes_trace_and_says_what_was_decided(
         "orxaq.estimated_output_tokens": decision.output_tokens,
         "orxaq.candidates": decision.eligible_count,
         "orxaq.config.version": decision.config_version,
+        "orxaq.learning.mode": "apply",
     }
 
 

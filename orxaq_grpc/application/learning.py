@@ -53,6 +53,7 @@ class Learner:
         self._clock = clock
         self._settings = config.policy.learning
         self._lock = threading.Lock()  # one catch-up at a time
+        self._listeners: list[Callable[[LedgerOutcome], None]] = []
         self._saved_position = -1
         self._saved_at = clock()
         self.model = self._open(shape_of(self._settings), priors_of(config))
@@ -69,6 +70,10 @@ class Learner:
                 return loaded
             log.info("success model: none saved with this shape; learning from the whole ledger")
         return SuccessModel(shape, priors)
+
+    def on_outcome(self, listener: Callable[[LedgerOutcome], None]) -> None:
+        """Hears every outcome the model learns, in ledger order, on the catching-up thread."""
+        self._listeners.append(listener)
 
     def reconfigure(self, config: Config) -> None:
         """A reload: new priors; a new shape starts a new model, learned again from the ledger."""
@@ -105,6 +110,8 @@ class Learner:
         if row.task is None or row.outcome not in _QUALITY_OUTCOMES:
             return False
         model.learn(row.model, Vector.of(row.task, model.dim), row.validation_passed)
+        for listener in self._listeners:
+            listener(row)
         return True
 
     def tick(self) -> None:

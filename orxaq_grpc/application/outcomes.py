@@ -15,8 +15,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from orxaq_grpc.application.adaptive import AdaptiveWeights
 from orxaq_grpc.application.learning import Learner
-from orxaq_grpc.config.model import Config
+from orxaq_grpc.config.model import Config, Weights
 from orxaq_grpc.learning import SuccessModel
 from orxaq_grpc.outcomes.breakers import Breakers, BreakerView
 from orxaq_grpc.outcomes.budgets import Budgets, BudgetView
@@ -25,7 +26,7 @@ from orxaq_grpc.outcomes.economics import DAY, HOUR, Breakdown, EconomicsBook, F
 from orxaq_grpc.outcomes.records import DecisionRecord, ReportInput, ReportRecord
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import BudgetExhausted, expected_cost_usd
-from orxaq_grpc.routing.types import Decision, FallbackReason, Strategy
+from orxaq_grpc.routing.types import Decision, FallbackReason, Objective, Strategy
 from orxaq_grpc.scale.guardrails import Guardrails, GuardrailView
 from orxaq_grpc.store.base import Store, StoreStats
 
@@ -110,8 +111,11 @@ class Outcomes:
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._shown: deque[DecisionRecord] = deque(maxlen=SHOWN_DECISIONS)
         self.learner = Learner(store, self.config, model_path, clock)
+        self.adaptive = AdaptiveWeights(self.config, store, clock)
+        self.learner.on_outcome(self.adaptive.observe)
         live.on_reload(self._follow_budgets)
         live.on_reload(self.learner.reconfigure)
+        live.on_reload(self.adaptive.reconfigure)
 
     def _follow_budgets(self, config: Config) -> None:
         """After a reload: the new budget limits apply at once, a new budget counting today's spend."""
@@ -143,11 +147,15 @@ class Outcomes:
     def success_model(self) -> SuccessModel | None:
         return self.learner.model if self.config.policy.learning.learns else None
 
+    def objective_weights(self) -> Mapping[Objective, Weights] | None:
+        return self.adaptive.current() if self.config.policy.adaptive_weights.enabled else None
+
     def check(self) -> None:
         """The periodic round: stop-loss triggers, and the success model catches up with the ledger."""
         self.guardrails.check()
         if self.config.policy.learning.learns:
             self.learner.tick()
+            self.adaptive.tick()
 
     def close(self) -> None:
         """Saves what the success model learned, then drains and closes the ledger."""

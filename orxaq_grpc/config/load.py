@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from orxaq_grpc.config.model import (
+    AdaptiveWeightsSettings,
     BreakerSettings,
     BudgetSettings,
     Config,
@@ -204,5 +205,6 @@ def _policy(policy: PolicyFile) -> Policy:
         stop_loss=StopLossSettings(**policy.stop_loss.model_dump()),
         strong_or_weak=StrongOrWeakSettings(**policy.strong_or_weak.model_dump()),
         learning=LearningSettings(**policy.learning.model_dump()),
+        adaptive_weights=AdaptiveWeightsSettings(**policy.adaptive_weights.model_dump()),
         ledger_retention_days=policy.ledger.retention_days,
     )

@@ -198,6 +198,20 @@ class LearningSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdaptiveWeightsSettings:
+    """Objective weights tuned from the outcomes lanes report, within bounds."""
+
+    enabled: bool
+    interval_s: float  # between rounds
+    min_reports: int  # an objective's outcomes in a round before it is judged
+    target_pass_rate: float  # below it, weight moves to quality
+    target_latency_s: float  # above it (and passing), weight moves to speed
+    step: float  # of weight moved per round
+    min_weight: float  # every weight stays within these
+    max_weight: float
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     routing_enabled: bool
     max_alternatives: int
@@ -225,6 +239,7 @@ class Policy:
     stop_loss: StopLossSettings
     strong_or_weak: StrongOrWeakSettings
     learning: LearningSettings
+    adaptive_weights: AdaptiveWeightsSettings
     ledger_retention_days: int
 
 

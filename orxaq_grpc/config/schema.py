@@ -379,6 +379,21 @@ class Ledger(Table):
     retention_days: Whole = Field(ge=1, le=3650)
 
 
+class AdaptiveWeights(Table):
+    enabled: Flag
+    interval_s: Number = Field(ge=1, le=DAY_S)
+    min_reports: Count
+    target_pass_rate: Ratio
+    target_latency_s: Number = Field(gt=0)
+    step: Number = Field(gt=0, le=0.5)
+    min_weight: Ratio
+    max_weight: Share
+
+    def _relations(self, known: Known) -> Problems:
+        if self._given("min_weight", "max_weight") and self.min_weight > self.max_weight:
+            yield ("min_weight",), "is above max_weight"
+
+
 class Learning(Table):
     mode: Literal["off", "shadow", "apply"]
     feature_bits: Whole = Field(ge=10, le=22)
@@ -407,6 +422,7 @@ class PolicyFile(Table):
     budgets: Budgets
     strong_or_weak: StrongOrWeak
     learning: Learning
+    adaptive_weights: AdaptiveWeights
     scale: Scale
     stop_loss: StopLoss
     ledger: Ledger

@@ -8,6 +8,7 @@ an accuracy for each strong-call share k/n. The performance gap recovered, PGR =
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,10 @@ class Curve:
         return area
 
     def cpt(self, target: float) -> float:
-        """The smallest strong-call share whose PGR reaches `target` (1.0 when none does)."""
+        """The smallest strong-call share whose PGR reaches `target` (1.0 when none does; NaN with
+        no gap)."""
+        if math.isnan(self.pgr[-1]):
+            return math.nan
         for share, pgr in zip(self.shares, self.pgr, strict=True):
             if pgr >= target - 1e-12:
                 return share
@@ -47,8 +51,12 @@ def curve(name: str, order: Sequence[int], strong: Sequence[bool], weak: Sequenc
         correct += strong[index] - weak[index]
         shares.append(k / n)
         accuracy.append(correct / n)
-    pgr = tuple((a - weak_acc) / gap if gap else 0.0 for a in accuracy)
-    return Curve(name, tuple(shares), tuple(accuracy), pgr)
+    return Curve(name, tuple(shares), tuple(accuracy), _pgr(accuracy, weak_acc, gap))
+
+
+def _pgr(accuracy: Sequence[float], weak_acc: float, gap: float) -> tuple[float, ...]:
+    """NaN throughout when both models are equally accurate: there is no gap to recover."""
+    return tuple((a - weak_acc) / gap if gap else math.nan for a in accuracy)
 
 
 def ranked(
@@ -74,5 +82,4 @@ def random_routing(strong: Sequence[bool], weak: Sequence[bool]) -> Curve:
     weak_acc, strong_acc = sum(weak) / n, sum(strong) / n
     shares = tuple(k / n for k in range(n + 1))
     accuracy = tuple(weak_acc + s * (strong_acc - weak_acc) for s in shares)
-    gap = strong_acc - weak_acc
-    return Curve("random", shares, accuracy, tuple((a - weak_acc) / gap if gap else 0.0 for a in accuracy))
+    return Curve("random", shares, accuracy, _pgr(accuracy, weak_acc, strong_acc - weak_acc))

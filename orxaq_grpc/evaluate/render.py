@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ def as_dict(e: Evaluation) -> dict[str, Any]:
         "strong_accuracy": e.strong_accuracy,
         "weak_accuracy": e.weak_accuracy,
         "routers": {
-            c.name: {"apgr": c.apgr, **{f"cpt{round(t * 100)}": c.cpt(t) for t in TARGETS}} for c in e.curves
+            c.name: {"apgr": _figure(c.apgr), **{f"cpt{round(t * 100)}": _figure(c.cpt(t)) for t in TARGETS}}
+            for c in e.curves
         },
     }
 
@@ -30,9 +32,23 @@ def table(e: Evaluation) -> str:
         f"weak {e.weak} on {e.weak_accuracy:.1%}",
         f"{'router':<16}{'APGR':>8}" + "".join(f"{f'CPT({t:.0%})':>11}" for t in TARGETS),
     ]
+    if e.strong_accuracy == e.weak_accuracy:
+        lines.append("(both models are equally accurate on the test part: there is no gap to recover)")
     for c in e.curves:
-        lines.append(f"{c.name:<16}{c.apgr:>8.3f}" + "".join(f"{c.cpt(t):>11.1%}" for t in TARGETS))
+        lines.append(
+            f"{c.name:<16}{_shown(c.apgr, '.3f'):>8}"
+            + "".join(f"{_shown(c.cpt(t), '.1%'):>11}" for t in TARGETS)
+        )
     return "\n".join(lines)
+
+
+def _figure(value: float) -> float | None:
+    """JSON has no NaN: an undefined figure is null."""
+    return None if math.isnan(value) else value
+
+
+def _shown(value: float, spec: str) -> str:
+    return "-" if math.isnan(value) else format(value, spec)
 
 
 def plot(e: Evaluation, path: Path) -> None:

@@ -101,4 +101,5 @@ class LedgerOutcome:
     model: str
     outcome: Outcome
     validation_passed: bool
+    latency_s: float
     task: TaskFeatures | None  # None: the decision is unknown, or it was logged with learning off

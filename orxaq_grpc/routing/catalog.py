@@ -143,3 +143,13 @@ def combine_weights(base: Weights, multipliers: Weights) -> Weights:
     quality = base.quality * multipliers.quality
     total = cost + speed + quality
     return Weights(cost / total, speed / total, quality / total)
+
+
+def floor_quality(tuned: Weights, configured: Weights) -> Weights:
+    """A critical lane's objective weights: tuned, but never less quality than configured (the
+    difference taken from cost and speed in proportion)."""
+    if tuned.quality >= configured.quality:
+        return tuned
+    rest = tuned.cost + tuned.speed
+    keep = (1.0 - configured.quality) / rest if rest else 0.0
+    return Weights(cost=tuned.cost * keep, speed=tuned.speed * keep, quality=configured.quality)

@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from orxaq_grpc.config.model import Weights
 from orxaq_grpc.kernel import Doubles
 from orxaq_grpc.learning import SuccessModel, TaskFeatures, Vector
 from orxaq_grpc.routing.catalog import LaneArrays
 from orxaq_grpc.routing.objective import ResolvedObjective, TaskEstimate
-from orxaq_grpc.routing.types import Profile, RouteRequest
+from orxaq_grpc.routing.types import Objective, Profile, RouteRequest
 
 
 class Guards(Protocol):
@@ -29,6 +30,10 @@ class Guards(Protocol):
 
     def success_model(self) -> SuccessModel | None:
         """The success model, when the policy has learning on."""
+        ...
+
+    def objective_weights(self) -> Mapping[Objective, Weights] | None:
+        """Objective weights tuned from outcomes; None: the configured ones."""
         ...
 
     def blocked(self) -> tuple[frozenset[str], frozenset[str]]:
@@ -79,6 +84,7 @@ class Scores:
     score: Doubles
     ranked: list[int]  # eligible indices, best first (all of them when explaining)
     eligible: int
+    weights: Weights  # the objective's, after the profile: what scored
     lane_headroom: float = math.inf
     provider_headroom: Doubles | None = None
 

@@ -45,8 +45,8 @@ def rationale(
         head += f"; {objective}, {profile}."
     else:
         index = catalog.index[model.id]
-        weights = catalog.weights[(ctx.objective.objective, ctx.profile)]
         assert scores is not None
+        weights = scores.weights
         how = {
             Strategy.REQUESTED: "requested and eligible",
             Strategy.STRONG_OR_WEAK: "strong-or-weak choice",

@@ -14,11 +14,11 @@ import zlib
 from array import array
 from collections.abc import Callable
 
-from orxaq_grpc.config.model import Config, ModelSpec
+from orxaq_grpc.config.model import Config, ModelSpec, Weights
 from orxaq_grpc.kernel import Codes, Doubles, KernelFactory
 from orxaq_grpc.learning import SuccessModel, task_features
 from orxaq_grpc.routing import explain
-from orxaq_grpc.routing.catalog import CompiledCatalog
+from orxaq_grpc.routing.catalog import CompiledCatalog, combine_weights, floor_quality
 from orxaq_grpc.routing.context import Guards, RequestContext, Scores
 from orxaq_grpc.routing.objective import ObjectiveResolver
 from orxaq_grpc.routing.types import (
@@ -163,12 +163,14 @@ class Router:
             score=array("d", catalog.zeros),
             ranked=[],
             eligible=0,
+            weights=catalog.weights[(ctx.objective.objective, ctx.profile)],
         )
         order = array("q", bytes(8 * want))
         unhealthy, provider_headroom, lane_headroom = self._guard_inputs(ctx)
         scores.lane_headroom, scores.provider_headroom = lane_headroom, provider_headroom
         ref = catalog.reference(estimate.input_tokens, estimate.output_tokens)
-        weights = catalog.weights[(ctx.objective.objective, ctx.profile)]
+        weights = self._weights(ctx)
+        scores.weights = weights
         scores.eligible = catalog.kernel.score(
             status=scores.status,
             unhealthy=unhealthy,
@@ -204,6 +206,18 @@ class Router:
         if self._quality_from_model(ctx) is not None:
             self._rescore_quality(ctx, scores, weights.quality)
         return scores
+
+    def _weights(self, ctx: RequestContext) -> Weights:
+        """The objective's weights after the profile: tuned from outcomes when the guards have tuned
+        them (a critical lane keeping its configured quality), else the configured ones."""
+        objective = ctx.objective.objective
+        tuned = ctx.guards.objective_weights() if ctx.guards is not None else None
+        if tuned is None:
+            return self.catalog.weights[(objective, ctx.profile)]
+        base = tuned[objective]
+        if ctx.lane.spec.critical:
+            base = floor_quality(base, self.config.policy.weights[objective])
+        return combine_weights(base, self.config.policy.profile_multipliers[ctx.profile])
 
     def _quality_from_model(self, ctx: RequestContext) -> SuccessModel | None:
         """The success model when the policy has it decide the scored path's quality sub-score."""

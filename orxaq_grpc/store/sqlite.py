@@ -138,7 +138,7 @@ _RECENT_TASKS = (
     "ORDER BY at DESC LIMIT ?"
 )
 _OUTCOMES_AFTER = (
-    "SELECT r.rowid, r.at, r.model, r.outcome, r.validation_passed, d.task FROM reports AS r "
+    "SELECT r.rowid, r.at, r.model, r.outcome, r.validation_passed, r.latency_s, d.task FROM reports AS r "
     "LEFT JOIN decisions AS d ON d.decision_id = r.decision_id WHERE r.rowid > ? ORDER BY r.rowid LIMIT ?"
 )
 
@@ -292,8 +292,8 @@ class SqliteStore:
             self._check_open()
             rows = self._reader.execute(_OUTCOMES_AFTER, (position, limit)).fetchall()
         return [
-            LedgerOutcome(rowid, at, model, Outcome(outcome), bool(passed), _task(blob))
-            for rowid, at, model, outcome, passed, blob in rows
+            LedgerOutcome(rowid, at, model, Outcome(outcome), bool(passed), latency, _task(blob))
+            for rowid, at, model, outcome, passed, latency, blob in rows
         ]
 
     def recent_tasks(self, limit: int) -> list[tuple[DecisionRecord, TaskFeatures]]:

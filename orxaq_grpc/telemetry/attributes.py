@@ -51,6 +51,9 @@ SCALE_BLOCKING = "orxaq.scale.blocking"
 SCALE_PARALLEL_AGENTS = "orxaq.scale.allowed_parallel_agents"
 SCALE_SUBAGENTS = "orxaq.scale.allowed_subagents_per_agent"
 STOP_LOSS_ACTIVE = "orxaq.stop_loss.active"
+LEARNING_MODE = "orxaq.learning.mode"
+WIN_PROBABILITY = "orxaq.strong_or_weak.win_probability"
+EXPLORING = "orxaq.strong_or_weak.exploring"
 
 
 def word(value: enum.Enum) -> str:
@@ -59,7 +62,7 @@ def word(value: enum.Enum) -> str:
 
 
 def route_attributes(decision: Decision) -> Attributes:
-    return {
+    attributes: Attributes = {
         PROVIDER: decision.provider,
         REQUEST_MODEL: decision.model,
         LANE: decision.lane,
@@ -74,7 +77,12 @@ def route_attributes(decision: Decision) -> Attributes:
         ESTIMATED_OUTPUT_TOKENS: decision.output_tokens,
         CANDIDATES: decision.eligible_count,
         CONFIG_VERSION: decision.config_version,
+        LEARNING_MODE: decision.learning,
     }
+    if (comparison := decision.strong_or_weak) is not None:
+        attributes[WIN_PROBABILITY] = comparison.win_probability
+        attributes[EXPLORING] = comparison.exploring
+    return attributes
 
 
 def report_attributes(record: ReportRecord, new: bool) -> Attributes:
