@@ -48,13 +48,14 @@ def shifted(weights: Weights, to: str, step: float, low: float, high: float) -> 
     moving to speed, so quality never pays for speed), each weight kept within [low, high]."""
     values = dataclasses.asdict(weights)
     donors = ["cost", "speed"] if to == "quality" else ["cost"]
-    room = min(step, high - values[to], sum(max(0.0, values[d] - low) for d in donors))
+    gives = {donor: max(0.0, values[donor] - low) for donor in donors}
+    spare = sum(gives.values())
+    room = min(step, high - values[to], spare)
     if room <= 0:
         return weights
     values[to] += room
-    for donor in donors:  # proportionally to what each can give
-        spare = sum(max(0.0, values[d] - low) for d in donors)
-        values[donor] -= room * max(0.0, values[donor] - low) / spare if spare else 0.0
+    for donor in donors:  # in proportion to what each can give
+        values[donor] -= room * gives[donor] / spare
     return Weights(**values)
 
 

@@ -214,10 +214,9 @@ class Router:
         tuned = ctx.guards.objective_weights() if ctx.guards is not None else None
         if tuned is None:
             return self.catalog.weights[(objective, ctx.profile)]
-        base = tuned[objective]
-        if ctx.lane.spec.critical:
-            base = floor_quality(base, self.config.policy.weights[objective])
-        return combine_weights(base, self.config.policy.profile_multipliers[ctx.profile])
+        configured = self.catalog.weights[(objective, ctx.profile)]
+        weights = combine_weights(tuned[objective], self.config.policy.profile_multipliers[ctx.profile])
+        return floor_quality(weights, configured) if ctx.lane.spec.critical else weights
 
     def _quality_from_model(self, ctx: RequestContext) -> SuccessModel | None:
         """The success model when the policy has it decide the scored path's quality sub-score."""
