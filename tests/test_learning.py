@@ -521,3 +521,29 @@ def test_a_confident_model_proved_wrong_still_narrows_its_uncertainty() -> None:
     learning_kernel.update(mean, var, vector.indices, vector.values, vector.size, 40.0, 1.0, False)
     assert var[0] < 0.9
     assert mean[0] < 0.0
+
+
+def test_workers_sharing_a_ledger_hold_the_same_model(tmp_path: Path) -> None:
+    """Two followers of one ledger, catching up at different moments, end with identical weights."""
+    from orxaq_grpc.evaluate.run import decision_record, report_record
+
+    config = load_config(CONFIG_DIR)
+    from orxaq_grpc.store import SqliteStore
+
+    with SqliteStore(tmp_path, 30) as store:
+        early, late = Learner(store, config, None), Learner(store, config, None)
+        at = time.time() - 60
+        for i, (_, task, strong, weak) in enumerate(planted(200, seed=11)):
+            for name, passed in (("gpt-6-luna", strong), ("gpt-6-luna-mini", weak)):
+                store.record_decision(decision_record(f"{i}-{name}", at, name, task))
+                store.record_report(report_record(f"{i}-{name}", at, name, passed))
+            if i % 37 == 0:
+                store.flush()
+                early.catch_up()
+        store.flush()
+        early.catch_up()
+        assert late.catch_up() == 400
+    assert early.model.position == late.model.position
+    assert early.model.outcomes() == late.model.outcomes()
+    for name, (mean, var) in late.model._weights.items():
+        assert early.model._weights[name] == (mean, var)

@@ -85,8 +85,8 @@ def learn(
         task = features_of(prompt, config)
         for model, passed in sorted(prompt.outcomes.items()):
             decision_id = f"{prompt.line}:{model}"
-            store.record_decision(_decision(decision_id, at, model, task))
-            store.record_report(_report(decision_id, at, model, passed))
+            store.record_decision(decision_record(decision_id, at, model, task))
+            store.record_report(report_record(decision_id, at, model, passed))
         if done % 500 == 0 or done == total:
             store.flush()
             learner.catch_up()
@@ -137,7 +137,7 @@ def evaluate(
     )
 
 
-def _decision(decision_id: str, at: float, model: str, task: TaskFeatures) -> DecisionRecord:
+def decision_record(decision_id: str, at: float, model: str, task: TaskFeatures) -> DecisionRecord:
     return DecisionRecord(
         decision_id=decision_id,
         at=at,
@@ -155,7 +155,7 @@ def _decision(decision_id: str, at: float, model: str, task: TaskFeatures) -> De
     )
 
 
-def _report(decision_id: str, at: float, model: str, passed: bool) -> ReportRecord:
+def report_record(decision_id: str, at: float, model: str, passed: bool) -> ReportRecord:
     return ReportRecord(
         decision_id=decision_id,
         at=at,

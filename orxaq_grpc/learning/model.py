@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import threading
 import zipfile
@@ -134,7 +135,8 @@ class SuccessModel:
                 "models": dict(self._outcomes),
             }
             blobs = {name: (mean.tobytes(), var.tobytes()) for name, (mean, var) in self._weights.items()}
-        partial = path.with_name(path.name + ".partial")
+        # Workers sharing a data directory save the same model: each through its own partial file.
+        partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
             archive.writestr("meta.json", json.dumps(meta, sort_keys=True))
             for number, (name, (mean, var)) in enumerate(sorted(blobs.items())):
