@@ -66,8 +66,15 @@ def _health_lines(h: pb.HealthResponse) -> list[str]:
         f"overall {overall.state.upper()}: {overall.reason}",
         f"config {h.config_version}, up {h.uptime_s:.0f} s, {h.scoring_kernel} kernel, "
         f"routing {'on' if h.routing_enabled else 'OFF'}, pid {h.pid}",
+        _learning_line(h.learning),
         stop_loss_line(h.guardrails),
     ]
+
+
+def _learning_line(learning: pb.Learning) -> str:
+    learned = sum(m.outcomes for m in learning.models)
+    detail = ", ".join(f"{m.model} {m.passes}/{m.outcomes}" for m in learning.models[:4])
+    return f"success model {learning.mode}: {learned} outcomes learned" + (f" ({detail})" if detail else "")
 
 
 def _economics_lines(

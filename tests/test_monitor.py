@@ -50,6 +50,7 @@ def test_one_frame_shows_what_operators_follow(server: LoopbackServer) -> None:
     text = shown.stdout
     assert "overall HEALTHY" in text
     assert "stop-loss off" in text
+    assert "success model apply: 0 outcomes learned" in text  # reports are learned on the server's tick
     assert "economics (today): 2 decisions, est. tokens" in text
     assert f"spend ${ack.cost_usd:,.4f}" in text
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()}
