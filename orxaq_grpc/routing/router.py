@@ -10,17 +10,17 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-import zlib
 from array import array
 from collections.abc import Callable
 
 from orxaq_grpc.config.model import Config, ModelSpec, Weights
 from orxaq_grpc.kernel import Codes, Doubles, KernelFactory
 from orxaq_grpc.learning import SuccessModel, task_features
-from orxaq_grpc.routing import explain
+from orxaq_grpc.routing import explain, strong_or_weak
 from orxaq_grpc.routing.catalog import CompiledCatalog, combine_weights, floor_quality
 from orxaq_grpc.routing.context import Guards, RequestContext, Scores
 from orxaq_grpc.routing.objective import ObjectiveResolver
+from orxaq_grpc.routing.strong_or_weak import named_threshold
 from orxaq_grpc.routing.types import (
     Decision,
     FallbackReason,
@@ -29,7 +29,7 @@ from orxaq_grpc.routing.types import (
     Strategy,
     StrongOrWeak,
 )
-from orxaq_grpc.routing.validation import Violation, parse_router, validate_route_request
+from orxaq_grpc.routing.validation import Violation, validate_route_request
 from orxaq_grpc.scoring import CatalogKernel
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,6 @@ log = logging.getLogger(__name__)
 
 def new_decision_id() -> str:
     return uuid.uuid4().hex
-
-
-def _explores(decision_id: str, share: float) -> bool:
-    """Whether this decision is one of the exploring share: a hash, so it is the same on replay."""
-    return zlib.crc32(decision_id.encode()) < share * 4_294_967_296.0
 
 
 class BudgetExhausted(Exception):
@@ -282,8 +277,8 @@ class Router:
             return self._static(ctx, self._nothing_left_reason(ctx, scores), scores)
         comparison = None
         value = ctx.request.task.value_usd
-        if chosen < 0 and (value is not None or self._named_router(ctx) is not None):
-            comparison = self._strong_or_weak(ctx, scores, value or 0.0)
+        if chosen < 0 and (value is not None or named_threshold(ctx, self.config.policy) is not None):
+            comparison = strong_or_weak.compare(ctx, self.config.policy, catalog.models, scores, value or 0.0)
             chosen = catalog.index[
                 comparison.strong_model if comparison.chose_strong else comparison.weak_model
             ]
@@ -311,117 +306,6 @@ class Router:
             alternatives=alternatives,
             scores=scores,
             comparison=comparison,
-        )
-
-    def _named_router(self, ctx: RequestContext) -> float | None:
-        """The threshold of the RouteLLM router the request names, when the success model applies."""
-        if not ctx.request.router or not self.config.policy.learning.applies:
-            return None
-        return parse_router(ctx.request.router)
-
-    def _strong_or_weak(self, ctx: RequestContext, scores: Scores, value_usd: float) -> StrongOrWeak:
-        """The best quality eligible model (strong) against the cheapest (weak). Success chances come
-        from the success model when it applies, else catalog quality / 100, or reported acceptance
-        where a model has enough reports (and the success model, in shadow, says what it would do)."""
-        settings = self.config.policy.strong_or_weak
-        learning = self.config.policy.learning
-        models = self.catalog.models
-        cost = scores.cost
-        status = scores.status
-        strong = weak = -1
-        for i in ctx.lane.allowed:  # catalog order: ties go to the lower index
-            if status[i] != Filter.ELIGIBLE:
-                continue
-            q, c = models[i].quality, cost[i]
-            if strong < 0 or q > models[strong].quality or (q == models[strong].quality and c < cost[strong]):
-                strong = i
-            if weak < 0 or c < cost[weak] or (c == cost[weak] and q > models[weak].quality):
-                weak = i
-        extra_cost = cost[strong] - cost[weak]
-
-        def rule(p_strong: float, p_weak: float, ratio: float) -> tuple[float, float, bool]:
-            gain = value_usd * (p_strong - p_weak)
-            penalty = max(0.0, gain) * ratio
-            net = gain - extra_cost - penalty
-            return penalty, net, strong == weak or net >= settings.threshold_usd
-
-        success = ctx.guards.success_model() if ctx.guards is not None and ctx.task is not None else None
-        if success is not None:
-            vector = ctx.vector(success)
-            said_strong = success.predict(models[strong].id, vector)
-            said_weak = success.predict(models[weak].id, vector)
-            # The uncertainty left for this task moves the penalty from the catalog's ratio to the
-            # calibrated one: a model that has learned nothing is exactly as unsure as the catalog.
-            certainty = min(said_strong.certainty, said_weak.certainty)
-            ratio = settings.calibrated_uncertainty_ratio + (1.0 - certainty) * (
-                settings.uncertainty_ratio - settings.calibrated_uncertainty_ratio
-            )
-            learned = (said_strong.p, said_weak.p, ratio)
-            learned_counts = (said_strong.outcomes, said_weak.outcomes)
-
-        if success is not None and learning.applies:
-            p_strong, p_weak, ratio = learned
-            strong_calibrated = weak_calibrated = True
-            strong_reports, weak_reports = learned_counts
-        else:
-            rates = ctx.guards.pass_rates() if ctx.guards is not None else {}
-
-            def chance(index: int) -> tuple[float, bool, int]:
-                passed, reports = rates.get(models[index].id, (0, 0))
-                if reports >= settings.calibration_min_reports:
-                    return passed / reports, True, reports
-                return models[index].quality / 100.0, False, reports
-
-            p_strong, strong_calibrated, strong_reports = chance(strong)
-            p_weak, weak_calibrated, weak_reports = chance(weak)
-            ratio = (
-                settings.calibrated_uncertainty_ratio
-                if strong_calibrated and weak_calibrated
-                else settings.uncertainty_ratio
-            )
-        penalty, net, chose_strong = rule(p_strong, p_weak, ratio)
-        win = 0.5 + (p_strong - p_weak) / 2
-        router = ""
-        exploring = False
-        shadow = ""
-        if success is not None and learning.applies:
-            threshold = self._named_router(ctx)
-            if threshold is not None:
-                router = ctx.request.router
-                chose_strong = strong == weak or win >= threshold
-            elif strong != weak and _explores(ctx.decision_id, learning.explore_share):
-                # Bounded exploration: never below a critical lane's choice, never dearer than the cap.
-                if chose_strong and not ctx.lane.spec.critical:
-                    chose_strong, exploring = False, True
-                elif not chose_strong and extra_cost <= learning.explore_max_usd:
-                    chose_strong, exploring = True, True
-        elif success is not None:
-            _, shadow_net, shadow_strong = rule(*learned)
-            shadow = (
-                f"{models[strong].id if shadow_strong else models[weak].id} "
-                f"(p {learned[0]:.3f} vs {learned[1]:.3f}, net ${shadow_net:,.4f})"
-            )
-        return StrongOrWeak(
-            strong_model=models[strong].id,
-            weak_model=models[weak].id,
-            p_strong=p_strong,
-            p_weak=p_weak,
-            strong_calibrated=strong_calibrated,
-            weak_calibrated=weak_calibrated,
-            strong_reports=strong_reports,
-            weak_reports=weak_reports,
-            cost_strong_usd=cost[strong],
-            cost_weak_usd=cost[weak],
-            value_usd=value_usd,
-            uncertainty_penalty_usd=penalty,
-            net_gain_usd=net,
-            threshold_usd=settings.threshold_usd,
-            chose_strong=chose_strong,
-            learned=success is not None and learning.applies,
-            win_probability=win,
-            router=router,
-            exploring=exploring,
-            shadow=shadow,
         )
 
     def _nothing_left_reason(self, ctx: RequestContext, scores: Scores) -> FallbackReason:
