@@ -10,7 +10,7 @@ release, on with ORXAQ_CYTHON_DEBUG=1), so every index is checked here by hand.
 
 from libc.math cimport erfc, exp, sqrt
 from libc.stdint cimport int64_t, uint64_t
-from libc.stdlib cimport free, malloc, qsort
+from libc.stdlib cimport free, malloc
 
 cdef enum:
     _MAX_SUBWORD = 24
@@ -51,10 +51,40 @@ cdef inline bint _is_word_byte(unsigned char b) noexcept nogil:
     return 0x61 <= b <= 0x7A or 0x30 <= b <= 0x39 or b == 0x5F or b >= 0x80
 
 
-cdef int _compare(const void *a, const void *b) noexcept nogil:
-    cdef uint64_t x = (<const uint64_t *>a)[0]
-    cdef uint64_t y = (<const uint64_t *>b)[0]
-    return (x > y) - (x < y)
+cdef enum:
+    _RADIX_BITS = 11
+    _RADIX = 1 << _RADIX_BITS
+
+
+cdef void _radix_sort(uint64_t *keys, uint64_t *spare, Py_ssize_t n, uint64_t largest) noexcept nogil:
+    """Sorts keys ascending, least significant digit first, as many passes as `largest` needs. A
+    comparison sort's callbacks cost more than the hashing they follow; this is a few linear passes."""
+    cdef Py_ssize_t counts[_RADIX]
+    cdef Py_ssize_t i, total, count
+    cdef unsigned int shift = 0
+    cdef uint64_t *source = keys
+    cdef uint64_t *target = spare
+    cdef uint64_t *swap
+    while shift == 0 or (shift < 64 and (largest >> shift) != 0):
+        for i in range(_RADIX):
+            counts[i] = 0
+        for i in range(n):
+            counts[(source[i] >> shift) & (_RADIX - 1)] += 1
+        total = 0
+        for i in range(_RADIX):
+            count = counts[i]
+            counts[i] = total
+            total += count
+        for i in range(n):
+            target[counts[(source[i] >> shift) & (_RADIX - 1)]] = source[i]
+            counts[(source[i] >> shift) & (_RADIX - 1)] += 1
+        swap = source
+        source = target
+        target = swap
+        shift += _RADIX_BITS
+    if source != keys:
+        for i in range(n):
+            keys[i] = source[i]
 
 
 def capacity(text, tags):
@@ -131,7 +161,8 @@ def features(const unsigned char[::1] text, tags, int64_t dim, int64_t[::1] indi
     cdef const unsigned char[::1] tag
     # Every occurrence as one sortable key: the slot, shifted left, and a low bit set for a tag.
     # Slots are below 2**63, so the shift loses nothing.
-    cdef uint64_t *keys = <uint64_t *>malloc((room if room > 0 else 1) * sizeof(uint64_t))
+    # The keys and the radix sort's spare buffer, in one allocation.
+    cdef uint64_t *keys = <uint64_t *>malloc(2 * (room if room > 0 else 1) * sizeof(uint64_t))
     if keys == NULL:
         raise MemoryError()
     try:
@@ -143,7 +174,7 @@ def features(const unsigned char[::1] text, tags, int64_t dim, int64_t[::1] indi
             keys[j] = (<uint64_t>_slot(h, modulus) << 1) | 1
         with nogil:
             filled = n_tags + _text_keys(text, modulus, keys + n_tags)
-            qsort(keys, filled, sizeof(uint64_t), _compare)
+            _radix_sort(keys, keys + (room if room > 0 else 1), filled, (<uint64_t>dim << 1) | 1)
             # Text counts squared in ascending slot order, as the twin sums them.
             squares = 0.0
             unique = 0

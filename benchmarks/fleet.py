@@ -4,11 +4,14 @@ The test suite runs the scenarios shortened; this runs them as shipped, plus the
 guarantees name: the budget race with stop-loss on and off, either exhaustion policy and the
 shipped stop-loss threshold, and rate-limit noise at 1% and 5%. For each run it prints the KPIs
 that decide (spend against budgets, scored share, time in stop-loss and its trigger, the outage
-figures) and every expectation of the scenario file. Exit 1 if any expectation fails. Figures, not
-timings: the simulated clock makes every run's decisions the same on every machine (the same seed
-gives the same run); only the wall-clock columns vary.
+figures) and every expectation of the scenario file. A scenario that compares runs ([[compare]],
+e.g. learning off against apply) prints a row per run and the candidate against the baseline.
+Exit 1 if any expectation fails. Figures, not timings: the simulated clock makes every run's
+decisions the same on every machine (the same seed gives the same run); only the wall-clock
+columns vary.
 
-Run from the repository root (about a minute and a half on 2 cores):
+Run from the repository root (about two and a half minutes on 2 cores, the learning comparison
+half a minute of it):
 
     .venv/bin/python benchmarks/fleet.py
     .venv/bin/python benchmarks/fleet.py --plots build/fleet   # a PNG of each run over time
@@ -45,7 +48,24 @@ RUNS: list[tuple[str, str, tuple[str, ...]]] = [
     ("price-drift", "", ()),
     ("quality-regression", "", ()),
     ("slowdown", "", ()),
+    ("learning", "", ()),
 ]
+
+
+def rows(name: str, variant: str, k: dict[str, Any]) -> list[str]:
+    """One row per run; compared runs also the candidate against the baseline, and the wall time of
+    all of them side by side."""
+    if "runs" not in k:
+        return [row(name, variant, k)]
+    label = f"{name} ({variant})" if variant else name
+    held = sum(v["holds"] for v in k["expectations"])
+    v = k["versus"]
+    return [
+        *(row(label, run, kpis) for run, kpis in k["runs"].items()),
+        f"{'':<4}{v['candidate']} against {v['baseline']}: cost per passed task "
+        f"{v['cost_per_pass_change']:+.1%}, pass rate {100 * v['pass_rate_gain']:+.1f} points; "
+        f"{held}/{len(k['expectations'])} held; {len(k['runs'])} runs in {k['wall_s']:.1f} s",
+    ]
 
 
 def row(name: str, variant: str, k: dict[str, Any]) -> str:
@@ -81,7 +101,7 @@ def main() -> int:
     for name, variant, assignments in RUNS:
         path = SCENARIOS / f"{name}.toml"
         kpis = run_scenario(load_scenario(path, parse_assignments(list(assignments))), path)
-        print(row(name, variant, kpis), flush=True)
+        print("\n".join(rows(name, variant, kpis)), flush=True)
         failures += [
             f"{name} {variant}: {v['name']}: {v['detail']}" for v in kpis["expectations"] if not v["holds"]
         ]

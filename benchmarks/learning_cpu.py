@@ -11,13 +11,13 @@ included, and stops if it does not. Then it measures Route with a ~2 KB prompt a
 (the apply server hashes title and prompt into features and asks the model about the strong and
 the weak model; the off server takes catalog quality or reported acceptance) and the no-op
 (grpc.health.v1 Health/Check) on both, reading each server's CPU time from /proc/<pid>/stat.
-Servers are started fresh every round (each round well under the model's save_interval_s, so no
-save lands in a cell); cells are pooled over the rounds.
+Servers are started fresh every round (a round runs well under `[learning] save_interval_s`, so no
+model save lands in a cell; the output says if one might have); cells are pooled over the rounds.
 
 Bar (issue): Route with the success model on costs at most 1.25x the server CPU per call of
 Route with it off. Exit 1 if the pooled ratio misses it.
 
-Run from the repository root (--quick is about 45 s, the default about 3 minutes on 2 cores):
+Run from the repository root (--quick takes 30-45 s, the default about 2 minutes on 2 cores):
 
     .venv/bin/python benchmarks/learning_cpu.py
     .venv/bin/python benchmarks/learning_cpu.py --quick
@@ -42,6 +42,7 @@ from pathlib import Path
 import grpc
 
 from orxaq.routing.v1 import routing_pb2, routing_pb2_grpc
+from orxaq_grpc import learning_kernel
 from orxaq_grpc.application.learning import SETTLE_S
 
 from cells import CALL_TIMEOUT_S, ROUTE_REQUEST, Cell, Server, connect, drive, measure, pooled, server_process
@@ -85,8 +86,12 @@ _TASKS = {
     ),
 }
 # Chance validation passes, by task kind and by whether the lane called the cheap (weak) model.
-_PASS_CHANCE = {("docs", True): 0.90, ("docs", False): 0.95, ("architecture", True): 0.15}
-_PASS_CHANCE[("architecture", False)] = 0.80
+_PASS_CHANCE = {
+    ("docs", True): 0.90,
+    ("docs", False): 0.95,
+    ("architecture", True): 0.15,
+    ("architecture", False): 0.80,
+}
 _VALUES_USD = (0.5, 50.0)  # the low value routes to the weak model, the high one to the strong
 
 
@@ -130,9 +135,12 @@ def _route_and_report(stub: routing_pb2_grpc.RoutingServiceStub, index: int) -> 
     )
 
 
-def _learned(stub: routing_pb2_grpc.RoutingServiceStub) -> dict[str, tuple[int, int]]:
-    """Model -> (outcomes, passes) the server's success model has learned, from Health."""
+def _learned(stub: routing_pb2_grpc.RoutingServiceStub, mode: str) -> dict[str, tuple[int, int]]:
+    """Model -> (outcomes, passes) the server's success model has learned, from Health; checks that
+    the server runs the success model in `mode`."""
     learning = stub.Health(routing_pb2.HealthRequest(), timeout=CALL_TIMEOUT_S).learning
+    if learning.mode != mode:
+        raise RuntimeError(f"the {mode} server's Health says learning mode {learning.mode!r}")
     return {m.model: (m.outcomes, m.passes) for m in learning.models}
 
 
@@ -167,7 +175,7 @@ def _warm_up(
             for mode, port in ports.items()
         }
         chunk = -(-tasks // concurrency)
-        for mode, stub in stubs.items():
+        for stub in stubs.values():
 
             def batch(start: int, stub: routing_pb2_grpc.RoutingServiceStub = stub) -> None:
                 for index in range(start, min(start + chunk, tasks)):
@@ -175,13 +183,11 @@ def _warm_up(
 
             for future in [pool.submit(batch, start) for start in range(0, tasks, chunk)]:
                 future.result()
-            if mode == "off" and _learned(stub):
-                raise RuntimeError("the off server's success model learned outcomes")
 
         reported = time.monotonic()
         deadline = reported + SETTLE_S + 2 * interval_s + 5.0
         while True:
-            learned = _learned(stubs["apply"])
+            learned = _learned(stubs["apply"], "apply")
             if sum(n for n, _ in learned.values()) >= tasks:
                 break
             if time.monotonic() > deadline:
@@ -192,6 +198,8 @@ def _warm_up(
                 )
             time.sleep(0.25)
         wait_s = time.monotonic() - reported
+        if off := _learned(stubs["off"], "off"):
+            raise RuntimeError(f"the off server's success model learned {off}")
 
         excerpts = {}
         for mode, stub in stubs.items():
@@ -245,8 +253,10 @@ def _round(
     calls: int,
     args: argparse.Namespace,
     interval_s: float,
-) -> tuple[dict[tuple[str, str], Cell], Warmed]:
+) -> tuple[dict[tuple[str, str], Cell], Warmed, float]:
+    """One round on a fresh pair of servers; also returns how long they had run by its last cell."""
     with ExitStack() as stack:
+        start = time.monotonic()
         started = {
             mode: stack.enter_context(
                 server_process(SERVER_SCRIPT, "--serve", "asyncio", "--config", str(configs[mode]))
@@ -272,11 +282,16 @@ def _round(
             (mode, rpc): measure(servers[mode], rpc, pool, calls, args.concurrency)
             for mode, rpc in cells[:: -1 if index % 2 else 1]  # no cell always goes first
         }
-        return measured, warmed
+        return measured, warmed, time.monotonic() - start
 
 
 def _report(
-    results: dict[tuple[str, str], list[Cell]], warmed: list[Warmed], args: argparse.Namespace
+    results: dict[tuple[str, str], list[Cell]],
+    warmed: list[Warmed],
+    lifetimes: list[float],
+    save_s: float,
+    load: tuple[float, float],
+    args: argparse.Namespace,
 ) -> bool:
     cells = {key: pooled(per_round) for key, per_round in results.items()}
     rounds = len(warmed)
@@ -287,8 +302,14 @@ def _report(
         f"\n{cells['off', 'Route'].calls} calls a cell over {rounds} rounds of fresh servers, "
         f"{args.concurrency} in flight, {os.cpu_count()} CPUs, 127.0.0.1; Route on lane "
         f"{VALUED_ROUTE.lane!r} with a {len(VALUED_ROUTE.task.prompt)}-char prompt and value_usd "
-        f"${VALUE_USD:g}"
+        f"${VALUE_USD:g}; learning kernel {learning_kernel.KIND}; 1-minute load average "
+        f"{load[0]:.1f} at the start, {load[1]:.1f} at the end"
     )
+    if max(lifetimes) >= save_s:
+        print(
+            f"Note: a round's servers ran up to {max(lifetimes):.0f} s, past [learning] save_interval_s "
+            f"({save_s:g} s): the apply server's model save may have landed in a cell"
+        )
     print(
         f"Warm-up each round: {first.reported} tasks routed and reported on both servers; the apply "
         f"server had learned them {min(waits):.1f}-{max(waits):.1f} s after the last report "
@@ -346,7 +367,7 @@ def main() -> None:
         "--tasks",
         type=int,
         default=240,
-        help="warm-up tasks routed and reported a server (default %(default)s)",
+        help="warm-up tasks routed and reported on each server (default %(default)s)",
     )
     parser.add_argument(
         "--warmup", type=int, default=300, help="unmeasured calls of each RPC a round (default %(default)s)"
@@ -359,12 +380,14 @@ def main() -> None:
         args.calls, args.rounds, args.tasks, args.warmup = 3000, 3, 120, 200
     if min(args.calls, args.rounds, args.concurrency, args.tasks) < 1 or args.rounds > args.calls:
         parser.error("--calls, --rounds, --concurrency and --tasks must be positive, rounds <= calls")
-    interval_s = float(
-        tomllib.loads((CONFIG_DIR / "policy.toml").read_text())["stop_loss"]["check_interval_s"]
-    )
+    policy = tomllib.loads((CONFIG_DIR / "policy.toml").read_text())
+    interval_s = float(policy["stop_loss"]["check_interval_s"])
+    save_s = float(policy["learning"]["save_interval_s"])
+    load_before = os.getloadavg()[0]
 
     results: dict[tuple[str, str], list[Cell]] = {(m, rpc): [] for m in MODES for rpc in RPCS}
     warmed: list[Warmed] = []
+    lifetimes: list[float] = []
     try:
         with (
             tempfile.TemporaryDirectory(prefix="bench-learning-config-") as root,
@@ -373,13 +396,15 @@ def main() -> None:
             configs = {mode: _config_copy(Path(root), mode) for mode in MODES}
             for index in range(args.rounds):
                 share = args.calls // args.rounds + (index < args.calls % args.rounds)
-                measured, warm = _round(index, configs, pool, share, args, interval_s)
+                measured, warm, lifetime = _round(index, configs, pool, share, args, interval_s)
                 warmed.append(warm)
+                lifetimes.append(lifetime)
                 for key, cell in measured.items():
                     results[key].append(cell)
     except KeyboardInterrupt:
         sys.exit(130)
-    if not _report(results, warmed, args):
+    load = (load_before, os.getloadavg()[0])
+    if not _report(results, warmed, lifetimes, save_s, load, args):
         sys.exit(1)
 
 

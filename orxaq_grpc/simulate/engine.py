@@ -8,6 +8,11 @@ traffic takes as long as its calls do, not an hour.
 A lane does what a real one does: Route, call the chosen model, Report what happened; when the
 call fails it Routes again naming the decision's next alternative (a fresh decision, so its cost
 is reserved like any other), up to its attempt limit. A Route refused for budget drops the task.
+
+A scenario with [[compare]] runs its traffic once per entry, each on its own service, config, ledger
+and clock, all in one event loop (one run's calls overlap another's waits): the same seed gives every
+run the same tasks at the same instants and the same draws of the hidden truths, so the runs differ
+only where their policies decide differently.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 import random
 import tempfile
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,8 +36,8 @@ import grpc
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.config.load import ConfigProblem
-from orxaq_grpc.simulate.expectations import judge
-from orxaq_grpc.simulate.kpis import Collector
+from orxaq_grpc.simulate.expectations import judge, judge_versus
+from orxaq_grpc.simulate.kpis import Collector, versus
 from orxaq_grpc.simulate.scenario import (
     Outage,
     Reload,
@@ -40,6 +46,7 @@ from orxaq_grpc.simulate.scenario import (
     ScenarioError,
     SimLane,
     TaskMix,
+    Variant,
     check_against,
 )
 from orxaq_grpc.simulate.service import Layer, SimClock, SimService, write_config
@@ -86,6 +93,7 @@ class Simulation:
         scenario_path: Path,
         workdir: Path,
         progress: Progress | None = None,
+        variant: int | None = None,  # which of the scenario's [[compare]] runs this is
     ) -> None:
         self.scenario = scenario
         self.path = scenario_path
@@ -93,12 +101,16 @@ class Simulation:
         self.data_dir = workdir / "data"
         self.clock = SimClock(scenario.start_unix)
         self._config_source = (scenario_path.parent / scenario.policy.config).resolve()
-        self._base: Layer = ("policy.overrides", scenario.policy.overrides)
-        self.config = write_config(self._config_source, self.config_dir, [self._base], scenario_path)
+        self._layers: list[Layer] = [("policy.overrides", scenario.policy.overrides)]
+        self.variant: Variant | None = None
+        if variant is not None:
+            self.variant = scenario.compare[variant]
+            self._layers.append((f"compare.{variant}.overrides", self.variant.overrides))
+        self.config = write_config(self._config_source, self.config_dir, self._layers, scenario_path)
         check_against(scenario, self.config, scenario_path)
         for i, event in enumerate(scenario.events):  # a reload's config is refused now, not mid-run
             if isinstance(event, Reload):
-                layers = [self._base, (f"events.{i}.overrides", event.overrides)]
+                layers = [*self._layers, (f"events.{i}.overrides", event.overrides)]
                 write_config(self._config_source, workdir / f"reload-{i}", layers, scenario_path)
         self.truths = Truths(scenario, self.config)
         self.kpis = Collector(scenario, self.config.policy.breakers.open_s)
@@ -111,12 +123,16 @@ class Simulation:
             _Lane(spec, random.Random(f"{scenario.seed}:lane:{spec.name}")) for spec in scenario.lanes
         ]
         self._outages = [i for i, f in enumerate(scenario.faults) if isinstance(f, Outage)]
+        # Decision ids from the seed, not uuid4: exploration picks decisions by a hash of their id,
+        # so a run that explores is the same run again. One sequence over restarts: ids stay unique.
+        ids = random.Random(f"{scenario.seed}:decision-ids")
+        self._new_id = lambda: uuid.UUID(int=ids.getrandbits(128), version=4).hex
 
     # -- the loop ---------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
         started = time.perf_counter()
-        self._service = await SimService.start(self.config_dir, self.data_dir, self.clock)
+        self._service = await self._start_service()
         try:
             for lane in self._lanes:
                 self._at(lane.rng.expovariate(lane.spec.arrivals_per_min / 60.0), self._arrive, lane)
@@ -137,7 +153,12 @@ class Simulation:
         summary = self.kpis.summary(version, time.perf_counter() - started)
         verdicts = judge(self.scenario.expect, summary, self.config.policy.breakers.open_s)
         summary["expectations"] = [dataclasses.asdict(v) for v in verdicts]
+        if self.variant is not None:
+            summary["run"] = self.variant.name
         return summary
+
+    async def _start_service(self) -> SimService:
+        return await SimService.start(self.config_dir, self.data_dir, self.clock, self._new_id)
 
     def _at(self, t: float, handler: Callable[..., Any], *args: Any) -> None:
         heapq.heappush(self._queue, (t, next(self._order), lambda: handler(*args)))
@@ -212,7 +233,7 @@ class Simulation:
         now = self.clock.t
         into = [i for i in self._outages if self._in_outage(i, decision.model, now)]
         leaked = bool(into) and not await self._a_probe(decision)
-        self.kpis.routed(now, decision, spent, into if leaked else [])
+        self.kpis.routed(now, decision, spent, into if leaked else [], task.mix.kind)
         task.tried.append(decision.model)
         task.alternatives = [m for m in decision.alternatives if m not in task.tried]
         result = self.truths.call(
@@ -248,7 +269,7 @@ class Simulation:
             if self.truths.affected(self.scenario.faults[i], decision.model)
             and routed_at >= (self.scenario.faults[i].end_s or self.scenario.duration_s)
         ]
-        self.kpis.charged(now, decision.lane, decision.provider, result, healed)
+        self.kpis.charged(now, decision.lane, decision.provider, result, healed, task.mix.kind)
         report = pb.ReportRequest(
             decision_id=decision.decision_id,
             lane=decision.lane,
@@ -271,10 +292,7 @@ class Simulation:
         if retry and len(task.tried) < task.lane.spec.max_attempts:
             await self._attempt(task, task.alternatives[0])
             return
-        if passed:
-            self.kpis.passed += 1
-        else:
-            self.kpis.failed += 1
+        self.kpis.finished(task.mix.kind, passed)
         self._free(task.lane)
 
     def _free(self, lane: _Lane) -> None:
@@ -312,11 +330,11 @@ class Simulation:
             self.kpis.observed(now, health)
             self.kpis.restarted(now)
             await self.service.stop()
-            self._service = await SimService.start(self.config_dir, self.data_dir, self.clock)
+            self._service = await self._start_service()
             return
         before = self.service.live.current.config.version
         index = self.scenario.events.index(event)
-        layers = [self._base, (f"events.{index}.overrides", event.overrides)]
+        layers = [*self._layers, (f"events.{index}.overrides", event.overrides)]
         intended = write_config(self._config_source, self.config_dir, layers, self.path)
         # Budgets are judged on the limits the scenario set, whether or not the service took them.
         self.kpis.budgets_in_force(now, intended.policy.budgets)
@@ -329,8 +347,55 @@ class Simulation:
 
 def run_scenario(scenario: Scenario, scenario_path: Path, progress: Progress | None = None) -> dict[str, Any]:
     """Runs one scenario on a fresh ledger in a temporary directory (in memory where the system
-    has a tmpfs: the simulated fleet writes a ledger as fast as the service can take it)."""
+    has a tmpfs: the simulated fleet writes a ledger as fast as the service can take it). With
+    [[compare]] runs: each of them, side by side, and the comparison."""
     shm = Path("/dev/shm")
     with tempfile.TemporaryDirectory(prefix="orxaq-sim-", dir=shm if shm.is_dir() else None) as workdir:
-        simulation = Simulation(scenario, scenario_path, Path(workdir), progress)
-        return asyncio.run(simulation.run())
+        if not scenario.compare:
+            simulation = Simulation(scenario, scenario_path, Path(workdir), progress)
+            return asyncio.run(simulation.run())
+        return asyncio.run(_compare(scenario, scenario_path, Path(workdir), progress))
+
+
+async def _compare(
+    scenario: Scenario, scenario_path: Path, workdir: Path, progress: Progress | None
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    runs: list[Simulation] = []
+
+    def slowest(_: float, __: Collector) -> None:
+        """Progress is the run furthest behind."""
+        if progress is not None:
+            behind = min(runs, key=lambda run: run.clock.t)
+            progress(behind.clock.t, behind.kpis)
+
+    for i in range(len(scenario.compare)):
+        runs.append(Simulation(scenario, scenario_path, workdir / f"run-{i}", slowest, variant=i))
+    tasks = [asyncio.ensure_future(run.run()) for run in runs]
+    try:
+        summaries = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:  # one run failed: the others stop too, their services shut down
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    by_name = {variant.name: summary for variant, summary in zip(scenario.compare, summaries, strict=True)}
+    baseline, candidate = scenario.versus_runs()
+    side_by_side = versus(by_name, baseline, candidate)
+    verdicts = [
+        {**verdict, "name": f"{name}: {verdict['name']}"}
+        for name, summary in by_name.items()
+        for verdict in summary["expectations"]
+    ]
+    if scenario.expect.versus is not None:
+        verdicts += [dataclasses.asdict(v) for v in judge_versus(scenario.expect.versus, side_by_side)]
+    return {
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "duration_s": scenario.duration_s,
+        "compare": [{"name": v.name, "overrides": v.overrides} for v in scenario.compare],
+        "runs": by_name,
+        "versus": side_by_side,
+        "expectations": verdicts,
+        "wall_s": round(time.perf_counter() - started, 3),
+    }

@@ -1,11 +1,12 @@
-"""A scenario's expectations judged on the KPIs of its run: each one holds or says why not."""
+"""A scenario's expectations judged on the KPIs of its run (or of its [[compare]] runs side by side):
+each one holds or says why not."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from orxaq_grpc.simulate.scenario import Expectations
+from orxaq_grpc.simulate.scenario import Expectations, Versus
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,34 @@ def judge(expect: Expectations, k: dict[str, Any], open_s: float) -> list[Verdic
                 + f" before {first_fault:g} s"
                 if early
                 else f"none before {first_fault:g} s",
+            )
+        )
+    return verdicts
+
+
+def judge_versus(expect: Versus, k: dict[str, Any]) -> list[Verdict]:
+    """The candidate against the baseline, on `kpis.versus` of their runs."""
+    verdicts: list[Verdict] = []
+    base, cand = k["baseline"], k["candidate"]
+    b, c = k["totals"][base], k["totals"][cand]
+    if expect.min_cost_per_pass_cut is not None:
+        cut = -k["cost_per_pass_change"]
+        verdicts.append(
+            Verdict(
+                f"{cand} cheaper per passed task than {base}",
+                c["passed"] > 0 and b["passed"] > 0 and cut >= expect.min_cost_per_pass_cut - 1e-9,
+                f"${c['cost_per_passed_task_usd']:.4f} against ${b['cost_per_passed_task_usd']:.4f}: "
+                f"{cut:.1%} lower (at least {expect.min_cost_per_pass_cut:.0%})",
+            )
+        )
+    if expect.min_pass_rate_gain is not None:
+        gain = k["pass_rate_gain"]
+        verdicts.append(
+            Verdict(
+                f"{cand} passes as often as {base}",
+                c["finished"] > 0 and gain >= expect.min_pass_rate_gain - 1e-9,
+                f"{c['pass_rate']:.1%} against {b['pass_rate']:.1%}: {100 * gain:+.1f} points "
+                f"(at least {100 * expect.min_pass_rate_gain:+.1f})",
             )
         )
     return verdicts

@@ -33,12 +33,25 @@ class _Episode:
 
 
 @dataclass
+class _Kind:
+    """One task kind's figures over the run."""
+
+    finished: int = 0
+    passed: int = 0
+    spend_usd: float = 0.0
+    strong: int = 0  # strong-or-weak decisions for it that chose the strong model
+    weak: int = 0
+
+
+@dataclass
 class _Sample:
     t: float
     decisions: int
     static: int
     passed: int
     finished: int
+    strong: int  # strong-or-weak decisions that chose the strong model ...
+    weak: int  # ... and the weak one
     spend_usd: float
     committed_usd: float  # the overall budget's settled + reserved, as the service says
     stop_loss: bool
@@ -81,9 +94,12 @@ class Collector:
     openings: Counter[str] = field(default_factory=Counter)  # banked over restarts
     _live_openings: dict[str, int] = field(default_factory=dict)
     samples: list[_Sample] = field(default_factory=list)
-    _last_sample: tuple[int, int, int, int] = (0, 0, 0, 0)  # decisions, static, passed, finished
+    # decisions, static, passed, finished, strong, weak at the last sample
+    _last_sample: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
     _static: int = 0
     _decisions: int = 0
+    strong_or_weak: Counter[str] = field(default_factory=Counter)  # strong, weak, exploring, learned
+    kinds: defaultdict[str, _Kind] = field(default_factory=lambda: defaultdict(_Kind))
     # per outage fault: times of decisions routed into it, first healthy answer after it ended
     into_outage: defaultdict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
     recovered: dict[int, tuple[float, float]] = field(default_factory=dict)  # (at, that call's latency)
@@ -91,7 +107,9 @@ class Collector:
 
     # -- during the run ----------------------------------------------------------------
 
-    def routed(self, t: float, decision: pb.RouteDecision, latency_s: float, outages: list[int]) -> None:
+    def routed(
+        self, t: float, decision: pb.RouteDecision, latency_s: float, outages: list[int], kind: str = ""
+    ) -> None:
         strategy = _enum(decision.strategy, pb.Strategy, "STRATEGY_")
         self.decisions_by_strategy[strategy] += 1
         self.decisions_by_reason[_enum(decision.fallback_reason, pb.FallbackReason, "FALLBACK_REASON_")] += 1
@@ -99,6 +117,16 @@ class Collector:
         self.route_latencies_s.append(latency_s)
         self._decisions += 1
         self._static += strategy == "static_fallback"
+        if decision.HasField("strong_or_weak"):
+            choice = decision.strong_or_weak
+            side = "strong" if choice.chose_strong else "weak"
+            self.strong_or_weak[side] += 1
+            self.strong_or_weak["exploring"] += choice.exploring
+            self.strong_or_weak["learned"] += choice.learned
+            if choice.chose_strong:
+                self.kinds[kind].strong += 1
+            else:
+                self.kinds[kind].weak += 1
         for index in outages:
             self.into_outage[index].append(t)
         for scope, name in self._scopes(decision.lane, decision.provider):
@@ -128,10 +156,13 @@ class Collector:
             self.ever_limited[key] = usd
         self.limits = limits
 
-    def charged(self, t: float, lane: str, provider: str, result: CallResult, healed: list[int]) -> None:
+    def charged(
+        self, t: float, lane: str, provider: str, result: CallResult, healed: list[int], kind: str = ""
+    ) -> None:
         self.attempts += 1
         self.outcomes[result.outcome] += 1
         self.spend_usd += result.cost_usd
+        self.kinds[kind].spend_usd += result.cost_usd
         day = self._day(t)
         for key in self._scopes(lane, provider):
             spent = self.spend[(day, *key)] = self.spend[(day, *key)] + result.cost_usd
@@ -142,6 +173,15 @@ class Collector:
         if result.outcome == "success":
             for index in healed:
                 self.recovered.setdefault(index, (t, result.latency_s))
+
+    def finished(self, kind: str, passed: bool) -> None:
+        """A task ended: its last call passed validation, or it gave up."""
+        if passed:
+            self.passed += 1
+        else:
+            self.failed += 1
+        self.kinds[kind].finished += 1
+        self.kinds[kind].passed += passed
 
     def observed(self, t: float, health: pb.HealthResponse) -> None:
         """One look at the service's Health, every stop-loss check."""
@@ -154,21 +194,33 @@ class Collector:
                 committed = b.spent_usd + b.reserved_usd
         self._live_openings = {f"{b.scope} {b.name}": b.openings for b in health.breakers}
         self._follow_stop_loss(t, health.guardrails)
-        last_decisions, last_static, last_passed, last_finished = self._last_sample
+        now = (
+            self._decisions,
+            self._static,
+            self.passed,
+            self.passed + self.failed,
+            self.strong_or_weak["strong"],
+            self.strong_or_weak["weak"],
+        )
+        decisions, static, passed, finished, strong, weak = (
+            a - b for a, b in zip(now, self._last_sample, strict=True)
+        )
         self.samples.append(
             _Sample(
                 t=t,
-                decisions=self._decisions - last_decisions,
-                static=self._static - last_static,
-                passed=self.passed - last_passed,
-                finished=self.passed + self.failed - last_finished,
+                decisions=decisions,
+                static=static,
+                passed=passed,
+                finished=finished,
+                strong=strong,
+                weak=weak,
                 spend_usd=self.spend_usd,
                 committed_usd=committed,
                 stop_loss=health.guardrails.stop_loss_active,
                 open_breakers=sum(b.state != "closed" for b in health.breakers),
             )
         )
-        self._last_sample = (self._decisions, self._static, self.passed, self.passed + self.failed)
+        self._last_sample = now
 
     def restarted(self, t: float) -> None:
         """The service is about to stop: breakers start closed in the next one."""
@@ -228,6 +280,21 @@ class Collector:
                 "by_strategy": dict(sorted(self.decisions_by_strategy.items())),
                 "by_fallback_reason": dict(sorted(self.decisions_by_reason.items())),
                 "by_model": dict(self.decisions_by_model.most_common()),
+                "strong_or_weak": {
+                    key: self.strong_or_weak[key] for key in ("strong", "weak", "exploring", "learned")
+                },
+            },
+            "tasks_by_kind": {
+                kind: {
+                    "finished": k.finished,
+                    "passed": k.passed,
+                    "pass_rate": _ratio(k.passed, k.finished),
+                    "spend_usd": round(k.spend_usd, 6),
+                    "cost_per_passed_task_usd": _ratio(k.spend_usd, k.passed),
+                    "strong": k.strong,
+                    "weak": k.weak,
+                }
+                for kind, k in sorted(self.kinds.items(), key=lambda item: self._kind_order(item[0]))
             },
             "stop_loss": {
                 "time_s": round(sum(self.stop_loss_s.values()), 3),
@@ -257,6 +324,8 @@ class Collector:
                     "static": s.static,
                     "passed": s.passed,
                     "finished": s.finished,
+                    "strong": s.strong,
+                    "weak": s.weak,
                     "spend_usd": round(s.spend_usd, 6),
                     "committed_usd": round(s.committed_usd, 6),
                     "stop_loss": s.stop_loss,
@@ -271,6 +340,10 @@ class Collector:
             "decisions_per_s": round(decisions / self.route_wall_s, 1) if self.route_wall_s else 0.0,
             "wall_s": round(wall_s, 3),
         }
+
+    def _kind_order(self, kind: str) -> int:
+        kinds = self.scenario.kinds()
+        return kinds.index(kind) if kind in kinds else len(kinds)
 
     def _budgets(self) -> list[dict[str, Any]]:
         """Every budget any config of the run had: its worst moment, what the providers charged
@@ -320,6 +393,88 @@ class Collector:
                 }
             )
         return rows
+
+
+# Window widths for figures over time: the narrowest that cuts the run into at most MAX_WINDOWS.
+WINDOWS_S = (60, 300, 600, 900, 1800, 3600, 7200, 10_800, 21_600, 43_200, 86_400)
+MAX_WINDOWS = 12
+
+
+def window_s(duration_s: float) -> float:
+    return next((w for w in WINDOWS_S if duration_s / w <= MAX_WINDOWS), duration_s / MAX_WINDOWS)
+
+
+def versus(runs: dict[str, dict[str, Any]], baseline: str, candidate: str) -> dict[str, Any]:
+    """Runs of the same traffic side by side: per run its totals and, per window of simulated time,
+    pass rate and cost per passed task (of the tasks that ended in the window, the spend charged in
+    it), each also to date; the candidate's change against the baseline."""
+    duration = next(iter(runs.values()))["duration_s"]
+    width = window_s(duration)
+    count = math.ceil(duration / width - 1e-9)
+    totals = {}
+    for name, k in runs.items():
+        tasks, choices = k["tasks"], k["decisions"]["strong_or_weak"]
+        totals[name] = {
+            "pass_rate": tasks["pass_rate"],
+            "cost_per_passed_task_usd": tasks["cost_per_passed_task_usd"],
+            "passed": tasks["passed"],
+            "finished": tasks["passed"] + tasks["failed"],
+            "spend_usd": k["spend_usd"],
+            "strong_share": _ratio(choices["strong"], choices["strong"] + choices["weak"]),
+        }
+    windows = []
+    for i in range(count):
+        start, end = i * width, min(duration, (i + 1) * width)
+        row: dict[str, Any] = {"start_s": start, "end_s": end}
+        for name, k in runs.items():
+            row[name] = _window(k["timeline"], start, end, last=i == count - 1)
+        windows.append(row)
+    base, cand = totals[baseline], totals[candidate]
+    return {
+        "baseline": baseline,
+        "candidate": candidate,
+        "totals": totals,
+        # below 0: the candidate is cheaper per passed task (-0.25: a quarter cheaper)
+        "cost_per_pass_change": _ratio(
+            cand["cost_per_passed_task_usd"] - base["cost_per_passed_task_usd"],
+            base["cost_per_passed_task_usd"],
+        ),
+        "pass_rate_gain": round(cand["pass_rate"] - base["pass_rate"], 6),
+        "window_s": width,
+        "windows": windows,
+    }
+
+
+def _window(samples: list[dict[str, Any]], start: float, end: float, last: bool) -> dict[str, Any]:
+    """One run's figures in [start, end) of simulated time (the run's final sample, at its very end,
+    belongs to its last window), and to date at `end`."""
+
+    def inside(t: float) -> bool:
+        return start <= t < end or (last and t == end)
+
+    sums = dict.fromkeys(("passed", "finished", "strong", "weak"), 0)
+    spend_before = spend_to_date = 0.0
+    passed_to_date = finished_to_date = 0
+    for s in samples:
+        if s["t"] < start:
+            spend_before = s["spend_usd"]
+        if s["t"] < end or inside(s["t"]):
+            spend_to_date = s["spend_usd"]
+            passed_to_date += s["passed"]
+            finished_to_date += s["finished"]
+        if inside(s["t"]):
+            for key in sums:
+                sums[key] += s[key]
+    spend = spend_to_date - spend_before
+    return {
+        **sums,
+        "spend_usd": round(spend, 6),
+        "pass_rate": _ratio(sums["passed"], sums["finished"]),
+        "cost_per_passed_task_usd": _ratio(spend, sums["passed"]),
+        "strong_share": _ratio(sums["strong"], sums["strong"] + sums["weak"]),
+        "pass_rate_to_date": _ratio(passed_to_date, finished_to_date),
+        "cost_per_passed_task_to_date_usd": _ratio(spend_to_date, passed_to_date),
+    }
 
 
 def _ratio(a: float, b: float) -> float:

@@ -1,4 +1,5 @@
-"""The KPIs of a simulated run as an operator reads them: a table, and a plot over time."""
+"""The KPIs of a simulated run as an operator reads them: a table, and a plot over time. Runs
+compared on the same traffic ([[compare]]) read side by side: totals, per task kind, and over time."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from typing import Any
 
 
 def kpi_table(k: dict[str, Any]) -> str:
+    if "runs" in k:
+        return _versus_table(k)
+    return "\n".join(_run_lines(k) + _expectation_lines(k["expectations"]))
+
+
+def _run_lines(k: dict[str, Any]) -> list[str]:
     tasks, decisions, stop_loss = k["tasks"], k["decisions"], k["stop_loss"]
+    choices = decisions.get("strong_or_weak", {})
     lines = [
         f"scenario      {k['scenario']} (seed {k['seed']}, {k['duration_s']:g} s simulated in "
         f"{k['wall_s']:.1f} s, config {k['config_version']})",
@@ -21,6 +29,14 @@ def kpi_table(k: dict[str, Any]) -> str:
         f"static {decisions['static_share']:.1%}; "
         + ", ".join(f"{name} {n}" for name, n in decisions["by_strategy"].items()),
         "fallbacks     " + ", ".join(f"{name} {n}" for name, n in decisions["by_fallback_reason"].items()),
+        *(
+            [
+                f"strong/weak   strong {choices['strong']}, weak {choices['weak']}; "
+                f"{choices['exploring']} exploring, {choices['learned']} on the success model"
+            ]
+            if choices.get("strong") or choices.get("weak")
+            else []
+        ),
         f"stop-loss     {stop_loss['time_s']:.0f} s ({stop_loss['share']:.1%} of the run)"
         + "".join(
             f"; {e['trigger']} at {e['entered_s']:.0f} s"
@@ -58,23 +74,113 @@ def kpi_table(k: dict[str, Any]) -> str:
                 + " ".join(f"{f:>10.4f}" for f in figures)
                 + f" {b['overspend_estimates']:>12.2f}"
             )
-    if k["expectations"]:
-        held = sum(v["holds"] for v in k["expectations"])
-        lines.append("")
-        lines.append(f"expectations  {held} of {len(k['expectations'])} hold")
-        lines.extend(
-            f"  {'holds' if v['holds'] else 'FAILS'}  {v['name']}: {v['detail']}" for v in k["expectations"]
+    return lines
+
+
+def _expectation_lines(expectations: list[dict[str, Any]]) -> list[str]:
+    if not expectations:
+        return []
+    held = sum(v["holds"] for v in expectations)
+    return [
+        "",
+        f"expectations  {held} of {len(expectations)} hold",
+        *(f"  {'holds' if v['holds'] else 'FAILS'}  {v['name']}: {v['detail']}" for v in expectations),
+    ]
+
+
+def _versus_table(k: dict[str, Any]) -> str:
+    """Each run's own figures, then the runs side by side: totals, per task kind, over time."""
+    runs, v = k["runs"], k["versus"]
+    names = list(runs)
+    base, cand = v["baseline"], v["candidate"]
+    lines = [
+        f"scenario      {k['scenario']} (seed {k['seed']}, {k['duration_s']:g} s simulated; "
+        f"{len(runs)} runs of the same traffic side by side in {k['wall_s']:.1f} s)",
+    ]
+    for variant in k["compare"]:
+        lines += ["", f"-- run {variant['name']}: {_settings(variant['overrides']) or 'the policy as it is'}"]
+        lines += _run_lines(runs[variant["name"]])[1:]
+    width = max(12, *(len(name) + 2 for name in names))
+
+    def row(label: str, cells: list[str], change: str = "") -> str:
+        return (
+            f"{label:<22}"
+            + "".join(f"{cell:>{width}}" for cell in cells)
+            + (f"   {change}" if change else "")
         )
-    return "\n".join(lines)
+
+    totals = v["totals"]
+    lines += ["", f"side by side: {cand} against {base}", row("", names, "change")]
+    lines.append(
+        row(
+            "pass rate",
+            [f"{totals[n]['pass_rate']:.1%}" for n in names],
+            f"{100 * v['pass_rate_gain']:+.1f} points",
+        )
+    )
+    lines.append(
+        row(
+            "cost per passed task",
+            [f"${totals[n]['cost_per_passed_task_usd']:.4f}" for n in names],
+            f"{v['cost_per_pass_change']:+.1%}",
+        )
+    )
+    lines.append(row("spend", [f"${totals[n]['spend_usd']:.2f}" for n in names]))
+    lines.append(row("passed / finished", [f"{totals[n]['passed']}/{totals[n]['finished']}" for n in names]))
+    lines.append(
+        row("strong share", [f"{totals[n]['strong_share']:.0%}" for n in names], "of strong-or-weak")
+    )
+
+    def cells(f: dict[str, Any] | None) -> str:
+        """Pass rate, cost per passed task and strong share; "-" where there is nothing to divide."""
+        if f is None:
+            return ""
+        choices = f["strong"] + f["weak"]
+        figures = (
+            f"{f['pass_rate']:.1%}" if f["finished"] else "-",
+            f"{f['cost_per_passed_task_usd']:.4f}" if f["passed"] else "-",
+            f"{f['strong'] / choices:.0%}" if choices else "-",
+        )
+        return f"{figures[0]:>7} {figures[1]:>9} {figures[2]:>6}"
+
+    heading = f"{'pass':>7} {'$/passed':>9} {'strong':>6}"
+    lines += ["", f"{'by task kind':<22}" + "".join(f"   {n:<25}" for n in names)]
+    lines.append(f"{'':<22}" + "".join(f"   {heading}" for _ in names))
+    kinds = list(dict.fromkeys(kind for n in names for kind in runs[n]["tasks_by_kind"]))
+    for kind in kinds:
+        figures = [runs[n]["tasks_by_kind"].get(kind) for n in names]
+        lines.append(f"{kind or '(no kind)':<22}" + "".join(f"   {cells(f):<25}" for f in figures))
+    lines += ["", f"{'over time':<22}" + "".join(f"   {n:<25}" for n in names)]
+    lines.append(f"{'(minutes)':<22}" + "".join(f"   {heading}" for _ in names))
+    for w in v["windows"]:
+        span = f"{w['start_s'] / 60:g}-{w['end_s'] / 60:g}"
+        lines.append(f"{span:<22}" + "".join(f"   {cells(w[n]):<25}" for n in names))
+    return "\n".join(line.rstrip() for line in lines + _expectation_lines(k["expectations"]))
+
+
+def _settings(overrides: dict[str, Any], prefix: str = "") -> str:
+    """Overrides as the dotted assignments `--set` takes: policy.learning.mode=off."""
+    parts = []
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            parts.append(_settings(value, f"{prefix}{key}."))
+        else:
+            parts.append(f"{prefix}{key}={value}")
+    return ", ".join(part for part in parts if part)
 
 
 def plot(k: dict[str, Any], path: Path) -> None:
     """The run over simulated time: pass rate and static share, spend against the overall budget,
-    stop-loss and open breakers; the scenario's faults are shaded in every panel."""
+    stop-loss and open breakers; the scenario's faults are shaded in every panel. Compared runs: one
+    curve per run of pass rate, cost per passed task and strong share, per window and to date."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    if "runs" in k:
+        _plot_versus(k, path, plt)
+        return
 
     faults = [(f"{f['kind']} {f['target']}", f["start_s"], f["end_s"]) for f in k["faults"]]
     bins = _binned(k["timeline"], k["duration_s"])
@@ -109,6 +215,59 @@ def plot(k: dict[str, Any], path: Path) -> None:
         axis.legend(loc="best", fontsize="small")
     if faults:
         rates.set_title(", ".join(f"{label} {start / 60:g}-{end / 60:g} min" for label, start, end in faults))
+    fig.suptitle(f"{k['scenario']} (seed {k['seed']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_versus(k: dict[str, Any], path: Path, plt: Any) -> None:
+    v = k["versus"]
+    windows = v["windows"]
+    minutes = [(w["start_s"] + w["end_s"]) / 120 for w in windows]
+    ends = [w["end_s"] / 60 for w in windows]
+    fig, (rates, costs, strong) = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
+    for i, name in enumerate(k["runs"]):
+        color = f"C{i}"
+        total = v["totals"][name]
+
+        def series(key: str, run: str = name) -> list[float]:
+            return [w[run][key] if w[run]["finished"] else float("nan") for w in windows]
+
+        rates.plot(minutes, series("pass_rate"), color=color, marker="o", label=f"{name} per window")
+        rates.plot(ends, series("pass_rate_to_date"), color=color, ls="--", label=f"{name} to date")
+        costs.plot(
+            minutes,
+            [w[name]["cost_per_passed_task_usd"] if w[name]["passed"] else float("nan") for w in windows],
+            color=color,
+            marker="o",
+            label=f"{name} per window (total ${total['cost_per_passed_task_usd']:.4f})",
+        )
+        costs.plot(
+            ends, series("cost_per_passed_task_to_date_usd"), color=color, ls="--", label=f"{name} to date"
+        )
+        strong.plot(
+            minutes,
+            [
+                w[name]["strong_share"] if w[name]["strong"] + w[name]["weak"] else float("nan")
+                for w in windows
+            ],
+            color=color,
+            marker="o",
+            label=name,
+        )
+    rates.set_ylabel("pass rate")
+    costs.set_ylabel("USD per passed task")
+    costs.set_ylim(bottom=0)
+    strong.set_ylabel("strong share of\nstrong-or-weak")
+    strong.set_ylim(-0.02, 1.02)
+    strong.set_xlabel(f"simulated minutes (windows of {v['window_s'] / 60:g} min)")
+    for axis in (rates, costs, strong):
+        axis.legend(loc="best", fontsize="small")
+    rates.set_title(
+        f"{v['candidate']} against {v['baseline']}: cost per passed task {v['cost_per_pass_change']:+.1%}, "
+        f"pass rate {100 * v['pass_rate_gain']:+.1f} points"
+    )
     fig.suptitle(f"{k['scenario']} (seed {k['seed']})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

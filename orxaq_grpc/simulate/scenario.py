@@ -1,5 +1,5 @@
 """The fleet simulator's scenario file (TOML): lanes and their tasks, hidden model truths, provider
-faults over time, service events, and the policy to try.
+faults over time, service events, and the policy to try (or several, compared on the same traffic).
 
 Validated by pydantic models with bounds beside their fields; unknown fields are errors. A bad file
 is refused with every problem at once, each naming the file, the dotted field and what is wrong,
@@ -95,10 +95,12 @@ class SimLane(_Strict):
 
 
 class ModelTruth(_Strict):
-    """What a model really does, hidden from the service."""
+    """What a model really does, hidden from the service. Its chance that an answer passes validation
+    is `kinds[task kind]`, else `pass_rate`, else catalog quality / 100; less `difficulty_slope` for
+    hard tasks; a quality fault replaces it while it lasts."""
 
-    pass_rate: Share | None = None  # chance its answer passes validation; default catalog quality / 100
-    kinds: dict[str, Share] = {}  # per task kind, instead of pass_rate
+    pass_rate: Share | None = None
+    kinds: dict[str, Share] = {}  # per task kind, e.g. { docs = 0.95, architecture = 0.30 }
     difficulty_slope: Share = 0.2  # the pass rate falls by this much from difficulty 50 to 100
     latency_factor: float = Field(default=1.0, gt=0, le=100)  # x the catalog's expected latency
     latency_spread: float = Field(default=0.25, ge=0, le=3)  # sigma of a log-normal around it
@@ -166,6 +168,17 @@ class Reload(_Strict):
 Event = Annotated[Restart | Reload, Field(discriminator="kind")]
 
 
+class Versus(_Strict):
+    """One [[compare]] run (the candidate) against another (the baseline), on the same traffic."""
+
+    baseline: str = ""  # a [[compare]] run's name; default the first
+    candidate: str = ""  # default the last
+    # The candidate's cost per passed task at least this share below the baseline's ...
+    min_cost_per_pass_cut: float | None = Field(default=None, ge=-1, le=1)
+    # ... at a pass rate at least the baseline's plus this (0: equal or better; -0.01: a point lower).
+    min_pass_rate_gain: float | None = Field(default=None, ge=-1, le=1)
+
+
 class Expectations(_Strict):
     """What must hold at the end of the run; `simulate` exits 1 when any does not."""
 
@@ -181,11 +194,19 @@ class Expectations(_Strict):
     no_provider_breaker: bool = False  # no provider circuit ever opens ...
     providers_never_open: tuple[str, ...] = ()  # ... or none of these
     stop_loss_only_after_a_fault: bool = False  # no stop-loss enters before the first fault starts
+    versus: Versus | None = None  # with [[compare]]: one run against another
 
 
 class PolicyToTry(_Strict):
     config: str = "."  # a config directory, relative to the scenario file
     overrides: Overrides = {}
+
+
+class Variant(_Strict):
+    """One run of a comparison: the scenario's policy with these overrides on top."""
+
+    name: str = Field(min_length=1, max_length=40)
+    overrides: Overrides = {}  # like policy.overrides: {"policy": {"learning": {"mode": "off"}}}
 
 
 class Scenario(_Strict):
@@ -196,6 +217,8 @@ class Scenario(_Strict):
     start: dt.datetime = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)  # the simulated clock's first instant
     call_timeout_s: float = Field(default=120.0, gt=0, le=86_400)  # how long a timed-out call took
     policy: PolicyToTry = PolicyToTry()
+    # Two or more runs of the same seeded traffic, one per entry, side by side; KPIs per run, over time.
+    compare: tuple[Variant, ...] = ()
     tasks: tuple[TaskMix, ...] = ()  # every lane's task mix, unless the lane has its own
     lanes: tuple[SimLane, ...] = Field(min_length=1)
     models: dict[str, ModelTruth] = {}
@@ -223,6 +246,19 @@ class Scenario(_Strict):
 
     def truth(self, model: str) -> ModelTruth:
         return self.models.get(model) or ModelTruth()
+
+    def kinds(self) -> list[str]:
+        """Every task kind the lanes run, in the order the file gives them."""
+        mixes = [*self.tasks, *(mix for lane in self.lanes for mix in lane.tasks)]
+        return list(dict.fromkeys(mix.kind for mix in mixes))
+
+    def versus_runs(self) -> tuple[str, str]:
+        """The baseline's and the candidate's names, for `expect.versus` (with [[compare]] runs)."""
+        versus = self.expect.versus or Versus()
+        return (
+            versus.baseline or self.compare[0].name,
+            versus.candidate or self.compare[-1].name,
+        )
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -268,16 +304,54 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     if overrides:
         data = _merge(data, overrides)
     try:
-        return Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         problems = [_problem(path, error) for error in exc.errors()]
         # A table whose items failed is also reported as too short: its items already say why.
         deeper = {p.field.rsplit(".", n)[0] for p in problems for n in range(1, p.field.count(".") + 1)}
         raise ScenarioError([p for p in problems if p.field not in deeper]) from None
+    if problems := _inconsistencies(scenario, path):
+        raise ScenarioError(problems)
+    return scenario
+
+
+def _inconsistencies(scenario: Scenario, path: Path) -> list[ConfigProblem]:
+    """What each field allows but the fields together do not: truths for kinds no task has (a typo
+    would silently leave the catalog's quality in force), and comparisons that name no run."""
+    problems: list[ConfigProblem] = []
+
+    def problem(field: str, text: str) -> None:
+        problems.append(ConfigProblem(str(path), field, text))
+
+    kinds = scenario.kinds()
+    for model, truth in scenario.models.items():
+        for kind in truth.kinds:
+            if kind not in kinds:
+                known = ", ".join(repr(k) for k in kinds)
+                problem(f"models.{model}.kinds.{kind}", f"no task has kind {kind!r} (the tasks': {known})")
+    names = [variant.name for variant in scenario.compare]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            problem(f"compare.{i}.name", f"{name!r} is used twice")
+    if len(names) == 1:
+        problem("compare", "one run compares with nothing: give two or more")
+    versus = scenario.expect.versus
+    if versus is not None and len(names) < 2:
+        problem("expect.versus", "needs two or more [[compare]] runs")
+    elif versus is not None:
+        for field in ("baseline", "candidate"):
+            name = getattr(versus, field)
+            if name and name not in names:
+                problem(f"expect.versus.{field}", f"{name!r} is not a [[compare]] run ({', '.join(names)})")
+        baseline, candidate = scenario.versus_runs()
+        if baseline == candidate:
+            problem("expect.versus", f"compares {baseline!r} with itself")
+    return problems
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
-    """`field.path=value` pairs (values in TOML syntax; a bare word is a string) as nested tables."""
+    """`field.path=value` pairs (values in TOML syntax; a bare word is a string) as nested tables. The
+    path is a TOML dotted key: a part with a dot in it is quoted (`models."qwen3.6-27b".pass_rate=0.9`)."""
     merged: dict[str, Any] = {}
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
@@ -289,12 +363,25 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
             value = text
         table: dict[str, Any] = {}
         node = table
-        *parents, leaf = key.strip().split(".")
+        *parents, leaf = _dotted(key.strip())
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
         merged = _merge(merged, table)
     return merged
+
+
+def _dotted(key: str) -> list[str]:
+    """The parts of a dotted key, as TOML reads them (quotes keep a dot inside a part)."""
+    try:
+        node: Any = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        return key.split(".")
+    parts = []
+    while isinstance(node, dict) and len(node) == 1:
+        (part, node), *_ = node.items()
+        parts.append(part)
+    return parts
 
 
 def _problem(path: Path, error: Any) -> ConfigProblem:
@@ -304,6 +391,9 @@ def _problem(path: Path, error: Any) -> ConfigProblem:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown field"
+        if len(loc) == 3 and loc[0] == "models":  # [models.qwen3.6-27b] is models.qwen3 in TOML
+            model = f'models."{loc[1]}.{loc[2]}"'
+            message += f"; a model id with a dot needs quotes: [{model}], or {model}.FIELD=... in --set"
     if error["type"] == "no_tasks":  # the scenario's own check: it is about its task mix
         loc = ["tasks"]
     return ConfigProblem(str(path), ".".join(loc), message)

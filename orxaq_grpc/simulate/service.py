@@ -29,6 +29,7 @@ from orxaq_grpc.config.load import (
 )
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.routing.live import LiveRouter
+from orxaq_grpc.routing.router import Router
 from orxaq_grpc.service.server import RunningServer, open_outcomes, start_server
 from orxaq_grpc.simulate.scenario import Overrides, ScenarioError, merge_overrides
 
@@ -131,8 +132,12 @@ class SimService:
         self.stub = routing_pb2_grpc.RoutingServiceStub(channel)  # type: ignore[no-untyped-call]  # generated
 
     @classmethod
-    async def start(cls, config_dir: Path, data_dir: Path, clock: SimClock) -> SimService:
-        live = LiveRouter.from_directory(config_dir)
+    async def start(
+        cls, config_dir: Path, data_dir: Path, clock: SimClock, new_id: Callable[[], str] | None = None
+    ) -> SimService:
+        """`new_id` gives the decision ids (default: the router's own, random)."""
+        config = load_config(config_dir)
+        live = LiveRouter(Router(config) if new_id is None else Router(config, new_id=new_id))
         outcomes = open_outcomes(live, data_dir, clock.wall, clock.monotonic)
         running = await start_server(live, outcomes, "127.0.0.1:0", str(data_dir), tick_guardrails=False)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
