@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from orxaq_grpc import _scoring_py
+from orxaq_grpc.config.load import load_config
 from orxaq_grpc.config.model import Config, Weights
 from orxaq_grpc.learning import SuccessModel
 from orxaq_grpc.routing import explain
@@ -594,3 +597,19 @@ def test_with_no_budget_left_a_lane_falls_to_its_zero_cost_models(
         )
         assert pinned.model == first_free != lane.static_fallback
         assert pinned.estimated_cost_usd == 0.0
+
+
+def test_a_reload_keeps_the_routers_id_source_and_kernel(config_dir: Path) -> None:
+    """Replayable runs (the fleet simulator's) name decisions from a seed; a reload must not lose that."""
+    from orxaq_grpc.routing.live import LiveRouter
+
+    ids = iter(range(1000))
+    live = LiveRouter(
+        Router(
+            load_config(config_dir), new_id=lambda: f"seeded-{next(ids)}", kernel=_scoring_py.CatalogKernel
+        )
+    )
+    assert live.reload()
+    decision = live.current.route(RouteRequest(lane="codex", task=Task(title="fix it")))
+    assert decision.decision_id == "seeded-0"
+    assert isinstance(live.current.catalog.kernel, _scoring_py.CatalogKernel)

@@ -47,7 +47,7 @@ class LiveRouter:
         with self._reload_lock:
             directory = self.current.config.directory
             try:
-                router = Router(load_config(directory))
+                router = self.current.reconfigured(load_config(directory))
             except ConfigError as exc:
                 log.error("config reload refused, keeping version %s:\n%s", self.current.config.version, exc)
                 return False

@@ -76,6 +76,11 @@ class Router:
         self.catalog = CompiledCatalog(config, kernel)
         self.resolver = ObjectiveResolver(config.policy)
         self._new_id = new_id
+        self._kernel = kernel
+
+    def reconfigured(self, config: Config) -> Router:
+        """A router for another config with this one's id source and kernel (a reload keeps both)."""
+        return Router(config, self._new_id, self._kernel)
 
     def validate(self, request: RouteRequest) -> list[Violation]:
         return validate_route_request(request, self.config, self.catalog.capability_bits)
