@@ -19,7 +19,7 @@ from typing import TextIO
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.client import CallFailed, RoutingClient
-from orxaq_grpc.render import enum_word, money, share, stop_loss_line, table, when
+from orxaq_grpc.render import enum_word, learning_line, money, share, stop_loss_line, table, when
 
 # Alternate screen and hidden cursor while live; home, then each line cleared to its end.
 _ENTER, _LEAVE = "\x1b[?1049h\x1b[?25l", "\x1b[?25h\x1b[?1049l"
@@ -66,15 +66,9 @@ def _health_lines(h: pb.HealthResponse) -> list[str]:
         f"overall {overall.state.upper()}: {overall.reason}",
         f"config {h.config_version}, up {h.uptime_s:.0f} s, {h.scoring_kernel} kernel, "
         f"routing {'on' if h.routing_enabled else 'OFF'}, pid {h.pid}",
-        _learning_line(h.learning),
+        learning_line(h.learning),
         stop_loss_line(h.guardrails),
     ]
-
-
-def _learning_line(learning: pb.Learning) -> str:
-    learned = sum(m.outcomes for m in learning.models)
-    detail = ", ".join(f"{m.model} {m.passes}/{m.outcomes}" for m in learning.models[:4])
-    return f"success model {learning.mode}: {learned} outcomes learned" + (f" ({detail})" if detail else "")
 
 
 def _economics_lines(

@@ -175,10 +175,18 @@ def economics_text(response: pb.EconomicsResponse, window_name: str) -> str:
     return "\n".join(lines)
 
 
+def learning_line(learning: pb.Learning) -> str:
+    """The success model's mode and what it has learned, per model (passes/outcomes), in one line."""
+    learned = sum(m.outcomes for m in learning.models)
+    detail = ", ".join(f"{m.model} {m.passes}/{m.outcomes}" for m in learning.models[:4])
+    return f"success model {learning.mode}: {learned} outcomes learned" + (f" ({detail})" if detail else "")
+
+
 def health_text(h: pb.HealthResponse) -> str:
     lines = [
         f"{h.overall.state.upper()}: {h.overall.reason}",
         stop_loss_line(h.guardrails),
+        learning_line(h.learning),
         f"config {h.config_version}, up {h.uptime_s:.0f} s, {h.scoring_kernel} kernel, pid {h.pid}"
         + (f", {h.trigger}" if h.trigger else ""),
         f"ledger {h.ledger.location}: {h.ledger.commits} commits, {h.ledger.queued} queued"

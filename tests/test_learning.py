@@ -334,6 +334,10 @@ def test_the_service_learns_from_reports_and_keeps_it_over_a_restart(tmp_path: P
             time.sleep(SETTLE_S + 0.1)
             server.outcomes.check()  # the server's own tick
             health = client.health()
+        shown = subprocess.run(
+            [*CLI, "health", "--address", server.address], capture_output=True, text=True, check=True
+        ).stdout
+        assert "success model apply: 40 outcomes learned (" in shown
     finally:
         server.stop()
     assert health.learning.mode == "apply"
