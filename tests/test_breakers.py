@@ -22,6 +22,7 @@ SETTINGS = BreakerSettings(
     min_reports=10,
     open_s=30.0,
     half_open_probes=1,
+    max_retry_after_s=900.0,
 )
 OK, FAIL = Outcome.SUCCESS, Outcome.SERVER_ERROR
 NONE: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())

@@ -66,8 +66,10 @@ def test_blended_cost_and_rates_match_hand_computed_figures() -> None:
     book.add_decision(decision(NOON - 50, fallback_reason=1))  # benign
     book.add_decision(decision(NOON - 40, fallback_reason=13, disruptive=True, router_error=True))
     book.add_decision(decision(NOON - 30, fallback_reason=12, disruptive=True))
-    # 4,000 tokens for $0.02 (exact), 2,000 for $0.03 (priced), a timeout, an unknown decision.
+    # 4,000 tokens for $0.02 (exact), 2,000 for $0.03 (priced), a timeout; a report for an unknown
+    # decision counts as one and in no other figure.
     book.add_report(report(NOON - 20))
+    book.add_report(report(NOON - 15, cost_usd=1e6, outcome=Outcome.TIMEOUT, decision_known=False))
     book.add_report(
         report(
             NOON - 10,
@@ -78,7 +80,6 @@ def test_blended_cost_and_rates_match_hand_computed_figures() -> None:
             outcome=Outcome.TIMEOUT,
             validation_passed=False,
             first_time_pass=False,
-            decision_known=False,
         )
     )
     f = book.breakdown(NOON - HOUR).overall

@@ -111,27 +111,56 @@ def test_report_is_durable_idempotent_and_priced(serve: Served, tmp_path: Path) 
     assert overall.error_rate == 0.0  # the duplicate's timeout changed nothing
 
 
-def test_unknown_decisions_are_counted_and_flagged(serve: Served) -> None:
+def test_a_report_for_an_unknown_decision_is_kept_but_moves_nothing(serve: Served, config_dir: Path) -> None:
+    """Nothing tells a report for a decision this service never made from a forgery: it is kept in the
+    ledger and counted as unknown, and moves no spend, budget, breaker or stop-loss figure."""
+    edit(config_dir, "daily_usd = 0\n", "daily_usd = 10\n")
     client = serve()
+    forged = {"lane": "gemini", "provider": "google", "model": "gemini-3.8-flash", "input_tokens": 1_000}
     ack = client.report(
-        pb.ReportRequest(
-            decision_id="from-another-replica",
-            lane="gemini",
-            provider="google",
-            model="gemini-3.8-flash",
-            input_tokens=1_000,
-            output_tokens=1_000,
-            latency_s=3.0,
-            outcome=pb.OUTCOME_SUCCESS,
-            cost_usd=0.25,
-        )
+        pb.ReportRequest(decision_id="never-made", outcome=pb.OUTCOME_SUCCESS, cost_usd=1e6, **forged)
     )
-    assert (ack.decision_known, ack.cost_exact, ack.cost_usd) == (False, True, 0.25)
+    assert (ack.decision_known, ack.cost_exact, ack.duplicate) == (False, True, False)
+    for i in range(12):  # a day-long rate limit, a dozen times over
+        client.report(
+            pb.ReportRequest(
+                decision_id=f"forged-{i}", outcome=pb.OUTCOME_RATE_LIMITED, retry_after_s=86_400, **forged
+            )
+        )
     window = today(client)
-    assert window.overall.unknown_decision_reports == 1
-    assert window.overall.spend_usd == pytest.approx(0.25)
-    assert window.overall.exact_spend_share == pytest.approx(1.0)
-    assert [p.name for p in window.providers] == ["google"]
+    assert window.overall.unknown_decision_reports == 13
+    assert (window.overall.spend_usd, window.overall.reports, window.overall.error_rate) == (0.0, 0, 0.0)
+    health = client.health()
+    assert [b for b in health.breakers if b.state != "closed"] == []
+    overall = next(b for b in health.budgets if b.scope == "overall")
+    assert overall.spent_usd == 0.0 and not overall.exhausted
+    assert not health.guardrails.stop_loss_active
+    assert route(client, lane="gemini").strategy != pb.STRATEGY_STATIC_FALLBACK
+    client = serve(restart=True)  # and a restart rebuilds the same: counted, moving nothing
+    assert today(client).overall.unknown_decision_reports == 13
+    assert today(client).overall.spend_usd == 0.0
+
+
+def test_a_lane_reports_only_its_own_decisions(serve: Served) -> None:
+    client = serve()
+    decision = route(client, lane="codex")
+    before = figures(client)
+    with pytest.raises(CallFailed) as caught:
+        client.report(report_for(decision, lane="claude", provider="anthropic", model="claude-haiku-5-5"))
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    ((field, problem),) = caught.value.violations
+    assert field == "lane" and "was routed on lane 'codex', not 'claude'" in problem
+    assert figures(client) == before
+    assert not client.report(report_for(decision)).duplicate  # its own lane still can
+
+
+def test_a_retry_after_is_honoured_up_to_the_policy_cap(serve: Served) -> None:
+    client = serve()
+    decision = route(client)
+    client.report(report_for(decision, outcome=pb.OUTCOME_RATE_LIMITED, retry_after_s=86_400))
+    (breaker,) = [b for b in client.health().breakers if b.state == "open"]
+    assert (breaker.scope, breaker.name) == ("model", decision.model)
+    assert 800 < breaker.reopens_in_s <= 900  # max_retry_after_s, not a day
 
 
 @pytest.mark.parametrize(

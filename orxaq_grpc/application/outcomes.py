@@ -29,6 +29,7 @@ from orxaq_grpc.routing.router import BudgetExhausted, expected_cost_usd
 from orxaq_grpc.routing.types import Decision, FallbackReason, Objective, Strategy
 from orxaq_grpc.scale.guardrails import Guardrails, GuardrailView
 from orxaq_grpc.store.base import Store, StoreStats
+from orxaq_grpc.vocabulary import RequestInvalid, Violation
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class Outcomes:
         self._budgets_from = self.config  # the config the budget limits were last set from
         self.budgets = Budgets(self._budgets_from.policy.budgets, clock)
         self.guardrails = Guardrails(lambda: self.config, self.book, self.budgets, store, clock)
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recent: OrderedDict[str, str] = OrderedDict()  # decision id: its lane
         self._shown: deque[DecisionRecord] = deque(maxlen=SHOWN_DECISIONS)
         self.learner = Learner(store, self.config, model_path, clock)
         self.adaptive = AdaptiveWeights(self.config, store, clock)
@@ -186,7 +187,7 @@ class Outcomes:
         self.store.record_decision(record)  # first: a closed store raises before anything is counted
         self.book.add_decision(record)
         self.breakers.note_routed(decision.model, decision.provider, decision.decision_id)
-        self._remember(record.decision_id)
+        self._remember(record.decision_id, record.lane)
         self._shown.appendleft(record)
 
     def record_refusal(self, refusal: BudgetExhausted) -> None:
@@ -214,8 +215,8 @@ class Outcomes:
         """Releases the budget a decision reserved when it never reached the lane."""
         self.budgets.settle(decision.decision_id, decision.lane, decision.provider, 0.0)
 
-    def _remember(self, decision_id: str) -> None:
-        self._recent[decision_id] = None
+    def _remember(self, decision_id: str, lane: str) -> None:
+        self._recent[decision_id] = lane
         if len(self._recent) > RECENT_DECISIONS:
             self._recent.popitem(last=False)
 
@@ -228,7 +229,14 @@ class Outcomes:
             catalog = self._live.current.catalog
             model = catalog.models[catalog.index[report.model]]
             cost = expected_cost_usd(model, report.input_tokens, report.output_tokens)
-        known = report.decision_id in self._recent or self.store.find_decision(report.decision_id) is not None
+        lane = self._recent.get(report.decision_id)
+        if lane is None and (decision := self.store.find_decision(report.decision_id)) is not None:
+            lane = decision.lane
+        if lane is not None and lane != report.lane:
+            # A lane reports its own decisions: another lane's budget must not pay for them.
+            problem = f"decision {report.decision_id!r} was routed on lane {lane!r}, not {report.lane!r}"
+            raise RequestInvalid([Violation("lane", problem)])
+        known = lane is not None
         return ReportRecord(
             **{name: getattr(report, name) for name in _CARRIED_REPORT_FIELDS},
             at=self._clock(),
@@ -242,8 +250,13 @@ class Outcomes:
         return self.store.record_report(record)
 
     def apply_report(self, record: ReportRecord) -> None:
-        """Counts a durable, new report: economics, the budget settlement, the breakers."""
+        """Counts a durable, new report: economics, the budget settlement, the breakers. A report for
+        a decision this service has no record of (in memory or in the ledger) is kept in the ledger and
+        counted as unknown, but moves no budget, breaker or stop-loss figure: nothing tells it from a
+        forgery, and one forged report must not be able to stop the fleet."""
         self.book.add_report(record)
+        if not record.decision_known:
+            return
         self.budgets.settle(record.decision_id, record.lane, record.provider, record.cost_usd, at=record.at)
         if self.breakers.record(
             record.model, record.provider, record.outcome, record.retry_after_s, record.decision_id
@@ -263,13 +276,15 @@ class Outcomes:
         for record in self.store.replay(now - REBUILD_DAYS * DAY):
             if isinstance(record, DecisionRecord):
                 self.book.add_decision(record)
-                self._remember(record.decision_id)  # the newest stay: reports for them need no disk read
+                self._remember(record.decision_id, record.lane)  # the newest stay: no disk read for them
                 self._shown.appendleft(record)
                 decisions += 1
                 if record.at > open_after and record.model and record.estimated_cost_usd > 0:
                     unreported[record.decision_id] = record
             else:
                 self.book.add_report(record)
+                if not record.decision_known:
+                    continue
                 self.budgets.settle(
                     record.decision_id, record.lane, record.provider, record.cost_usd, at=record.at
                 )

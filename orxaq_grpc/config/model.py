@@ -83,6 +83,7 @@ class BreakerSettings:
     min_reports: int  # ... once at least this many reports are in it
     open_s: float  # how long an open circuit stays open before a half-open probe
     half_open_probes: int  # decisions let through while half-open, until a report decides
+    max_retry_after_s: float  # a reported retry-after holds a model's circuit open at most this long
 
 
 @dataclass(frozen=True, slots=True)

@@ -254,6 +254,7 @@ class Breakers(Table):
     min_reports: Count
     open_s: Number = Field(gt=0, le=DAY_S)
     half_open_probes: Count
+    max_retry_after_s: Number = Field(gt=0, le=DAY_S)
 
 
 class Budgets(Table):

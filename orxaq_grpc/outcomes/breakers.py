@@ -302,7 +302,8 @@ class Breakers:
             return False
         failed = outcome.is_availability_failure
         rate_limited = outcome is Outcome.RATE_LIMITED
-        retry_after_s = retry_after_s if rate_limited else 0.0
+        # A lane's retry-after is honoured up to the policy's cap: no report can close a model for a day.
+        retry_after_s = min(retry_after_s, self._settings.max_retry_after_s) if rate_limited else 0.0
         with self._lock:
             now = self._advance()
             model_circuit = self._circuit("model", model)

@@ -90,6 +90,10 @@ class Counters:
             self.value_usd += record.value_usd
 
     def add_report(self, record: ReportRecord) -> None:
+        if not record.decision_known:
+            # Nobody can tell it from a forgery: counted as such, and it moves no figure.
+            self.unknown_decisions += 1
+            return
         self.reports += 1
         self.reported_tokens += record.input_tokens + record.output_tokens
         self.spend_usd += record.cost_usd
@@ -97,7 +101,6 @@ class Counters:
         self.failures += record.outcome.is_availability_failure
         self.validation_passed += record.validation_passed
         self.first_time_passes += record.first_time_pass
-        self.unknown_decisions += not record.decision_known
         self.latency_s += record.latency_s
 
 
