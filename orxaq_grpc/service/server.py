@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
-from orxaq.routing.v1 import routing_pb2, routing_pb2_grpc
+from orxaq.routing.v1 import routing_pb2
 from orxaq_grpc.application.learning import FILE_NAME as LEARNER_FILE
 from orxaq_grpc.application.outcomes import Outcomes
 from orxaq_grpc.application.workflow import RoutingWorkflow
@@ -26,6 +26,7 @@ from orxaq_grpc.scoring import KIND as SCORING_KERNEL
 from orxaq_grpc.service.health import HealthServicer
 from orxaq_grpc.service.interceptor import TelemetryInterceptor
 from orxaq_grpc.service.servicer import RoutingHandlers, RoutingServicer
+from orxaq_grpc.service.wire import RefusalLog, register
 from orxaq_grpc.store import SqliteStore
 from orxaq_grpc.telemetry.export import Telemetry, configure
 from orxaq_grpc.telemetry.metrics import RoutingMetrics
@@ -92,11 +93,13 @@ async def start_server(
     )
     observer = Observer(metrics)
     handlers = RoutingHandlers(RoutingWorkflow(live, outcomes, observer), data_dir, observer)
-    # grpcio-tools writes the *_pb2_grpc module without annotations.
-    routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingServicer(handlers), server)  # type: ignore[no-untyped-call]
-
+    # Both services through wire.register: bytes that do not parse are INVALID_ARGUMENT, logged by count.
+    refusals = RefusalLog()
+    register(
+        server, routing_pb2.DESCRIPTOR.services_by_name["RoutingService"], RoutingServicer(handlers), refusals
+    )
     health_servicer = HealthServicer()  # with List, and a name per lane (service/health.py)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    register(server, health_pb2.DESCRIPTOR.services_by_name["Health"], health_servicer, refusals)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.update_lanes(outcomes)  # each lane's name is there from the first call
