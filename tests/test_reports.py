@@ -415,3 +415,31 @@ def test_a_route_that_fails_after_reserving_releases_the_reservation(
     assert caught.value.code == grpc.StatusCode.INTERNAL
     overall = next(b for b in client.health().budgets if b.scope == "overall")
     assert overall.reserved_usd == pytest.approx(0.002)  # the first decision's, nothing from the failed one
+
+
+def test_a_cost_far_above_the_estimate_counts_at_the_bound_and_is_flagged(
+    serve: Served, config_dir: Path, tmp_path: Path
+) -> None:
+    edit(config_dir, "daily_usd = 0\n", "daily_usd = 100\n")
+    client = serve()
+    decision = route(client)
+    bound = max(50 * decision.estimated_cost_usd, 5.0)  # [reports] as shipped
+    ack = client.report(report_for(decision, cost_usd=1_000_000.0))
+    assert ack.cost_bounded and ack.claimed_cost_usd == 1_000_000.0
+    assert ack.cost_usd == pytest.approx(bound)
+    overall = today(client).overall
+    assert overall.spend_usd == pytest.approx(bound)
+    assert overall.bounded_cost_reports == 1
+    health = client.health()
+    assert next(b for b in health.budgets if b.scope == "overall").spent_usd == pytest.approx(bound)
+    assert not health.guardrails.stop_loss_active
+    # Just under the bound is believed as reported.
+    honest = route(client)
+    ack = client.report(report_for(honest, cost_usd=0.9 * max(50 * honest.estimated_cost_usd, 5.0)))
+    assert not ack.cost_bounded and ack.claimed_cost_usd == 0.0
+    with sqlite3.connect(tmp_path / "data" / "ledger.sqlite3") as ledger:
+        rows = ledger.execute(
+            "SELECT cost_usd, claimed_cost_usd, cost_bounded FROM reports ORDER BY at"
+        ).fetchall()
+    assert rows[0] == (pytest.approx(bound), 1_000_000.0, 1)
+    assert rows[1][1:] == (None, 0)

@@ -109,7 +109,7 @@ class Outcomes:
         self._budgets_from = self.config  # the config the budget limits were last set from
         self.budgets = Budgets(self._budgets_from.policy.budgets, clock)
         self.guardrails = Guardrails(lambda: self.config, self.book, self.budgets, store, clock)
-        self._recent: OrderedDict[str, str] = OrderedDict()  # decision id: its lane
+        self._recent: OrderedDict[str, tuple[str, float]] = OrderedDict()  # id: (lane, estimated USD)
         self._shown: deque[DecisionRecord] = deque(maxlen=SHOWN_DECISIONS)
         self.learner = Learner(store, self.config, model_path, clock)
         self.adaptive = AdaptiveWeights(self.config, store, clock)
@@ -187,7 +187,7 @@ class Outcomes:
         self.store.record_decision(record)  # first: a closed store raises before anything is counted
         self.book.add_decision(record)
         self.breakers.note_routed(decision.model, decision.provider, decision.decision_id)
-        self._remember(record.decision_id, record.lane)
+        self._remember(record)
         self._shown.appendleft(record)
 
     def record_refusal(self, refusal: BudgetExhausted) -> None:
@@ -215,8 +215,8 @@ class Outcomes:
         """Releases the budget a decision reserved when it never reached the lane."""
         self.budgets.settle(decision.decision_id, decision.lane, decision.provider, 0.0)
 
-    def _remember(self, decision_id: str, lane: str) -> None:
-        self._recent[decision_id] = lane
+    def _remember(self, decision: DecisionRecord) -> None:
+        self._recent[decision.decision_id] = (decision.lane, decision.estimated_cost_usd)
         if len(self._recent) > RECENT_DECISIONS:
             self._recent.popitem(last=False)
 
@@ -229,20 +229,36 @@ class Outcomes:
             catalog = self._live.current.catalog
             model = catalog.models[catalog.index[report.model]]
             cost = expected_cost_usd(model, report.input_tokens, report.output_tokens)
-        lane = self._recent.get(report.decision_id)
-        if lane is None and (decision := self.store.find_decision(report.decision_id)) is not None:
-            lane = decision.lane
-        if lane is not None and lane != report.lane:
-            # A lane reports its own decisions: another lane's budget must not pay for them.
-            problem = f"decision {report.decision_id!r} was routed on lane {lane!r}, not {report.lane!r}"
-            raise RequestInvalid([Violation("lane", problem)])
-        known = lane is not None
+        decided = self._recent.get(report.decision_id)
+        if decided is None and (decision := self.store.find_decision(report.decision_id)) is not None:
+            decided = (decision.lane, decision.estimated_cost_usd)
+        claimed = None
+        if decided is not None:
+            lane, estimate = decided
+            if lane != report.lane:
+                # A lane reports its own decisions: another lane's budget must not pay for them.
+                problem = f"decision {report.decision_id!r} was routed on lane {lane!r}, not {report.lane!r}"
+                raise RequestInvalid([Violation("lane", problem)])
+            bound = self.config.policy.reports.bound(estimate)
+            if cost > bound:
+                claimed, cost = cost, bound
+                log.warning(
+                    "report for decision %s (lane %s) claims $%.4f, over its bound $%.4f (estimate $%.4f): "
+                    "counted at the bound",
+                    report.decision_id,
+                    report.lane,
+                    claimed,
+                    bound,
+                    estimate,
+                )
         return ReportRecord(
             **{name: getattr(report, name) for name in _CARRIED_REPORT_FIELDS},
             at=self._clock(),
             cost_usd=cost,
             cost_exact=exact,
-            decision_known=known,
+            decision_known=decided is not None,
+            cost_bounded=claimed is not None,
+            claimed_cost_usd=claimed,
         )
 
     def write_report(self, record: ReportRecord) -> Future[bool]:
@@ -276,7 +292,7 @@ class Outcomes:
         for record in self.store.replay(now - REBUILD_DAYS * DAY):
             if isinstance(record, DecisionRecord):
                 self.book.add_decision(record)
-                self._remember(record.decision_id, record.lane)  # the newest stay: no disk read for them
+                self._remember(record)  # the newest stay: reports for them need no disk read
                 self._shown.appendleft(record)
                 decisions += 1
                 if record.at > open_after and record.model and record.estimated_cost_usd > 0:

@@ -199,6 +199,17 @@ class LearningSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportSettings:
+    """How far a report is believed: a cost far above its decision's estimate is bounded."""
+
+    max_cost_over_estimate: float  # a report's cost counts at most this many estimates ...
+    min_bound_usd: float  # ... or this many USD, whichever is more
+
+    def bound(self, estimate_usd: float) -> float:
+        return max(self.max_cost_over_estimate * estimate_usd, self.min_bound_usd)
+
+
+@dataclass(frozen=True, slots=True)
 class AdaptiveWeightsSettings:
     """Objective weights tuned from the outcomes lanes report, within bounds."""
 
@@ -236,6 +247,7 @@ class Policy:
     detection: DetectionSettings
     breakers: BreakerSettings
     budgets: BudgetSettings
+    reports: ReportSettings
     scale: ScaleSettings
     stop_loss: StopLossSettings
     strong_or_weak: StrongOrWeakSettings

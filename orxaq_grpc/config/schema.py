@@ -380,6 +380,11 @@ class Ledger(Table):
     retention_days: Whole = Field(ge=1, le=3650)
 
 
+class Reports(Table):
+    max_cost_over_estimate: Number = Field(ge=1)
+    min_bound_usd: Usd
+
+
 class AdaptiveWeights(Table):
     enabled: Flag
     interval_s: Number = Field(ge=1, le=DAY_S)
@@ -421,6 +426,7 @@ class PolicyFile(Table):
     detection: Detection
     breakers: Breakers
     budgets: Budgets
+    reports: Reports
     strong_or_weak: StrongOrWeak
     learning: Learning
     adaptive_weights: AdaptiveWeights

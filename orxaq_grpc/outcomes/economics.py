@@ -52,6 +52,7 @@ class Counters:
     validation_passed: int = 0
     first_time_passes: int = 0
     unknown_decisions: int = 0
+    bounded_costs: int = 0  # reports whose cost was far above their estimate and counted at the bound
     latency_s: float = 0.0  # summed over reports: the mean is the cycle time stop-loss watches
     valued_decisions: int = 0  # decisions whose task carried value_usd
     value_usd: float = 0.0
@@ -73,6 +74,7 @@ class Counters:
         self.validation_passed += other.validation_passed
         self.first_time_passes += other.first_time_passes
         self.unknown_decisions += other.unknown_decisions
+        self.bounded_costs += other.bounded_costs
         self.latency_s += other.latency_s
         self.valued_decisions += other.valued_decisions
         self.value_usd += other.value_usd
@@ -102,6 +104,7 @@ class Counters:
         self.validation_passed += record.validation_passed
         self.first_time_passes += record.first_time_pass
         self.latency_s += record.latency_s
+        self.bounded_costs += record.cost_bounded
 
 
 @dataclass(frozen=True, slots=True)

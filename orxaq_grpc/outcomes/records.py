@@ -60,7 +60,11 @@ class ReportRecord:
     first_time_pass: bool
     cost_usd: float  # what the task cost: provider-reported when exact, else priced from the catalog
     cost_exact: bool  # True when the provider told the cost
-    decision_known: bool  # False when this server has no record of the decision (restart, other replica)
+    decision_known: bool  # False when no record of the decision exists here: it then moves nothing
+    cost_bounded: bool = (
+        False  # the lane's figure was far above the decision's estimate: cost_usd is the bound
+    )
+    claimed_cost_usd: float | None = None  # the lane's figure, when it was bounded
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,6 +165,8 @@ def report_ack(record: ReportRecord, new: bool) -> pb.ReportAck:
         decision_known=record.decision_known,
         cost_usd=record.cost_usd,
         cost_exact=record.cost_exact,
+        cost_bounded=record.cost_bounded,
+        claimed_cost_usd=record.claimed_cost_usd or 0.0,
     )
 
 
@@ -187,6 +189,7 @@ def figures_to_proto(f: Figures) -> pb.Figures:
         first_time_pass_rate=f.first_time_pass_rate,
         acceptance_rate=f.acceptance_rate,
         unknown_decision_reports=c.unknown_decisions,
+        bounded_cost_reports=c.bounded_costs,
         exact_spend_share=f.exact_spend_share,
     )
 

@@ -88,6 +88,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX journal_kind ON journal (kind, id)",
     ),
     ("ALTER TABLE decisions ADD COLUMN task BLOB",),
+    (
+        "ALTER TABLE reports ADD COLUMN cost_bounded INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE reports ADD COLUMN claimed_cost_usd REAL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -153,7 +157,7 @@ def _decision_from_row(row: tuple[Any, ...]) -> DecisionRecord:
 def _report_from_row(row: tuple[Any, ...]) -> ReportRecord:
     values = dict(zip(_REPORT_COLUMNS, row, strict=True))
     values["outcome"] = Outcome(values["outcome"])
-    for name in ("validation_passed", "first_time_pass", "cost_exact", "decision_known"):
+    for name in ("validation_passed", "first_time_pass", "cost_exact", "decision_known", "cost_bounded"):
         values[name] = bool(values[name])
     return ReportRecord(**values)
 
