@@ -23,12 +23,15 @@ from orxaq_grpc.store import Store
 class Calibration:
     threshold: float
     tasks: int  # recent tasks scored
-    strong_share: float  # of them the threshold sends to the strong model (ties can push it above)
+    strong_share: float  # of them the threshold sends to the strong model (tied tasks go together)
     outcomes: int  # the success model has learned from
 
     @property
     def router(self) -> str:
-        return f"router-learned-{self.threshold:.5f}"
+        """The name, its threshold written to 5 decimals rounded so it keeps the same tasks in: down
+        when some go to the strong model, up when none do."""
+        rounded = (math.floor if self.strong_share > 0 else math.ceil)(self.threshold * 1e5) / 1e5
+        return f"router-learned-{min(rounded, 1.0):.5f}"
 
 
 def pair(config: Config, decision: DecisionRecord) -> tuple[ModelSpec, ModelSpec] | None:
@@ -62,10 +65,15 @@ def calibrate(
         wins.append(0.5 + (strong - weak) / 2)
     if not wins:
         raise ValueError("no recent decision carries task features (is learning on?)")
+    # Tasks alike score alike: the threshold is the distinct win probability whose share of tasks at
+    # or above it comes closest to the one asked for (a plain quantile would take a whole tie group in).
     wins.sort(reverse=True)
-    k = max(1, math.ceil(strong_share * len(wins)))
-    threshold = wins[k - 1] if strong_share > 0 else math.nextafter(wins[0], math.inf)
-    sent = sum(w >= threshold for w in wins)
+    threshold, sent = math.nextafter(wins[0], math.inf), 0
+    for k, win in enumerate(wins, start=1):
+        if k < len(wins) and wins[k] == win:
+            continue  # the end of this tie group decides
+        if abs(k / len(wins) - strong_share) < abs(sent / len(wins) - strong_share):
+            threshold, sent = win, k
     outcomes = sum(n for _, n in model.outcomes().values())
     return Calibration(
         threshold=min(threshold, 1.0), tasks=len(wins), strong_share=sent / len(wins), outcomes=outcomes
