@@ -8,6 +8,7 @@ import subprocess
 import sys
 from array import array
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -164,8 +165,9 @@ def test_compiled_kernel_is_built() -> None:
 
 
 @needs_compiled
-def test_dispatcher_prefers_compiled_and_env_forces_the_twin() -> None:
-    code = "from orxaq_grpc.scoring import KIND; print(KIND)"
+@pytest.mark.parametrize("dispatcher", ["orxaq_grpc.scoring", "orxaq_grpc.learning_kernel"])
+def test_dispatcher_prefers_compiled_and_env_forces_the_twin(dispatcher: str) -> None:
+    code = f"from {dispatcher} import KIND; print(KIND)"
     env = {k: v for k, v in os.environ.items() if k != "ORXAQ_NO_EXTENSIONS"}
     default = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True

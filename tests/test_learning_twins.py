@@ -4,10 +4,7 @@ do what `_learning_py`'s docstring promises."""
 from __future__ import annotations
 
 import math
-import os
 import random
-import subprocess
-import sys
 from array import array
 from types import ModuleType
 
@@ -343,21 +340,3 @@ def test_compiled_learning_kernel_is_built() -> None:
     compiled = TWINS["compiled"]
     assert compiled.__file__ is not None
     assert compiled.__file__.endswith((".so", ".pyd"))
-
-
-@needs_compiled
-def test_dispatcher_prefers_compiled_and_env_forces_the_twin() -> None:
-    code = "from orxaq_grpc.learning_kernel import KIND; print(KIND)"
-    env = {k: v for k, v in os.environ.items() if k != "ORXAQ_NO_EXTENSIONS"}
-    default = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    forced = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**env, "ORXAQ_NO_EXTENSIONS": "1"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert default.stdout.strip() == "compiled"
-    assert forced.stdout.strip() == "python"

@@ -67,6 +67,7 @@ class AdaptiveWeights:
         self._tallies: dict[Objective, _Tally] = {}
         self._configured = dict(config.policy.weights)
         self._current = dict(self._configured)
+        self._tuned: dict[Objective, Weights] | None = None  # _current once it differs: Route reads this
         self._settings = config.policy.adaptive_weights
         self._next_round = clock() + self._settings.interval_s
         self._resume()
@@ -76,6 +77,7 @@ class AdaptiveWeights:
             payload = json.loads(entry.payload)
             if _from_dict(payload["configured"]) == self._configured:
                 self._current = _from_dict(payload["after"])
+                self._tuned = dict(self._current)
                 log.info("adaptive weights: resumed from the change of %s", entry.at)
 
     def reconfigure(self, config: Config) -> None:
@@ -85,15 +87,13 @@ class AdaptiveWeights:
             if dict(config.policy.weights) != self._configured:
                 self._configured = dict(config.policy.weights)
                 self._current = dict(self._configured)
+                self._tuned = None
                 self._tallies.clear()
 
     def current(self) -> dict[Objective, Weights] | None:
-        """The tuned objective weights, or None while nothing differs from the config."""
-        current = self._current
-        return None if current == self._configured else current
-
-    def configured(self, objective: Objective) -> Weights:
-        return self._configured[objective]
+        """The tuned objective weights, or None while nothing differs from the config: kept whole on
+        each change, so every Route reads it without comparing anything."""
+        return self._tuned
 
     def observe(self, row: LedgerOutcome) -> None:
         if row.task is None or row.outcome not in (Outcome.SUCCESS, Outcome.BAD_OUTPUT):
@@ -138,6 +138,7 @@ class AdaptiveWeights:
             if self._current == before:
                 return
             after = dict(self._current)
+            self._tuned = None if after == self._configured else after
         payload = {
             "configured": _as_dict(self._configured),
             "before": _as_dict(before),

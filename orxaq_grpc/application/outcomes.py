@@ -270,14 +270,21 @@ class Outcomes:
         a decision this service has no record of (in memory or in the ledger) is kept in the ledger and
         counted as unknown, but moves no budget, breaker or stop-loss figure: nothing tells it from a
         forgery, and one forged report must not be able to stop the fleet."""
-        self.book.add_report(record)
-        if not record.decision_known:
+        if not self._book(record):
             return
-        self.budgets.settle(record.decision_id, record.lane, record.provider, record.cost_usd, at=record.at)
         if self.breakers.record(
             record.model, record.provider, record.outcome, record.retry_after_s, record.decision_id
         ):
             log.info("breakers changed after a %s report for %s", record.outcome.name.lower(), record.model)
+
+    def _book(self, record: ReportRecord) -> bool:
+        """Economics and the budget settlement, as a report is counted live and on rebuild; False for
+        a report of an unknown decision, which moves nothing more."""
+        self.book.add_report(record)
+        if not record.decision_known:
+            return False
+        self.budgets.settle(record.decision_id, record.lane, record.provider, record.cost_usd, at=record.at)
+        return True
 
     def rebuild(self) -> tuple[int, int]:
         """Replays the ledger's last 31 days into economics and today's spend into budgets, books
@@ -297,13 +304,7 @@ class Outcomes:
                 decisions += 1
                 if record.at > open_after and record.model and record.estimated_cost_usd > 0:
                     unreported[record.decision_id] = record
-            else:
-                self.book.add_report(record)
-                if not record.decision_known:
-                    continue
-                self.budgets.settle(
-                    record.decision_id, record.lane, record.provider, record.cost_usd, at=record.at
-                )
+            elif self._book(record):
                 unreported.pop(record.decision_id, None)  # replay is in time order: after its decision
                 reports += 1
         self._restore_reservations(unreported.values())

@@ -10,12 +10,15 @@ those tasks reach.
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass
 
 from orxaq_grpc.config.model import Config, ModelSpec
 from orxaq_grpc.learning import SuccessModel, Vector
 from orxaq_grpc.outcomes.records import DecisionRecord
+from orxaq_grpc.routing import strong_or_weak
 from orxaq_grpc.routing.router import expected_cost_usd
+from orxaq_grpc.routing.types import Filter
 from orxaq_grpc.store import Store
 
 
@@ -35,20 +38,18 @@ class Calibration:
 
 
 def pair(config: Config, decision: DecisionRecord) -> tuple[ModelSpec, ModelSpec] | None:
-    """The lane's strong and weak model for this decision's size, or None when the lane is gone."""
+    """The lane's strong and weak model for this decision's size, chosen as Route chooses them (every
+    enabled allowed model eligible), or None when the lane is gone or has none."""
     lane = config.lanes.get(decision.lane)
     if lane is None:
         return None
-    models = [m for m in config.models if m.id in lane.allowed_models and m.enabled]
-    if not models:
-        return None
-
-    def cost(m: ModelSpec) -> float:
-        return expected_cost_usd(m, decision.estimated_input_tokens, decision.estimated_output_tokens)
-
-    strong = min(models, key=lambda m: (-m.quality, cost(m)))
-    weak = min(models, key=lambda m: (cost(m), -m.quality))
-    return strong, weak
+    models = config.models  # catalog order, as the router's arrays
+    allowed = [i for i, m in enumerate(models) if m.id in lane.allowed_models]
+    status = bytearray(Filter.ELIGIBLE if m.enabled else Filter.DISABLED for m in models)
+    tokens = decision.estimated_input_tokens, decision.estimated_output_tokens
+    cost = array("d", (expected_cost_usd(m, *tokens) for m in models))
+    strong, weak = strong_or_weak.pair(models, allowed, status, cost)
+    return None if strong < 0 else (models[strong], models[weak])
 
 
 def calibrate(

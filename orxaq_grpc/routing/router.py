@@ -203,18 +203,18 @@ class Router:
             lane_headroom=lane_headroom,
         )
         scores.ranked = list(order[: min(scores.eligible, want)])
-        if self._quality_from_model(ctx) is not None:
-            self._rescore_quality(ctx, scores, weights.quality)
+        if (model := self._quality_from_model(ctx)) is not None:
+            self._rescore_quality(ctx, scores, weights.quality, model)
         return scores
 
     def _weights(self, ctx: RequestContext) -> Weights:
         """The objective's weights after the profile: tuned from outcomes when the guards have tuned
         them (a critical lane keeping its configured quality), else the configured ones."""
         objective = ctx.objective.objective
+        configured = self.catalog.weights[(objective, ctx.profile)]
         tuned = ctx.guards.objective_weights() if ctx.guards is not None else None
         if tuned is None:
-            return self.catalog.weights[(objective, ctx.profile)]
-        configured = self.catalog.weights[(objective, ctx.profile)]
+            return configured
         weights = combine_weights(tuned[objective], self.config.policy.profile_multipliers[ctx.profile])
         return floor_quality(weights, configured) if ctx.lane.spec.critical else weights
 
@@ -225,11 +225,11 @@ class Router:
             return None
         return ctx.guards.success_model()
 
-    def _rescore_quality(self, ctx: RequestContext, scores: Scores, w_quality: float) -> None:
+    def _rescore_quality(
+        self, ctx: RequestContext, scores: Scores, w_quality: float, model: SuccessModel
+    ) -> None:
         """The kernel's score is linear in the quality sub-score: swap the catalog's for the predicted
         pass chance on the same catalog-wide scale, and rank again with the kernel's tie-breaks."""
-        model = self._quality_from_model(ctx)
-        assert model is not None
         catalog = self.catalog
         vector = ctx.vector(model)
         eligible = [i for i, code in enumerate(scores.status) if code == Filter.ELIGIBLE]
