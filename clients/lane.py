@@ -14,6 +14,7 @@ raising `ModelCallFailed` to move on.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from orxaq.routing.v1 import routing_pb2 as pb
+from orxaq_grpc.cli import DEFAULT_ADDRESS, ConnectionSettingsError, add_connection_arguments, connection_from
 from orxaq_grpc.client import CallFailed, RoutingClient
 
 R = TypeVar("R")
@@ -84,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--address", default="127.0.0.1:50051")
+    parser.add_argument("--address", default=os.environ.get("ORXAQ_ADDRESS", DEFAULT_ADDRESS))
+    add_connection_arguments(parser)  # TLS and the lane's token, as for orxaq-grpc
     parser.add_argument("--lane", required=True)
     parser.add_argument("--kind", default="")
     parser.add_argument("--title", default="")
@@ -98,8 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_attempts < 0:
         parser.error("--max-attempts must be 0 (all) or more")
 
+    try:
+        connection = connection_from(args)
+    except ConnectionSettingsError as exc:
+        parser.error(str(exc))
     request = pb.RouteRequest(lane=args.lane, task=pb.Task(id=args.task_id, kind=args.kind, title=args.title))
-    with RoutingClient(args.address) as client:
+    with RoutingClient(connection) as client:
         try:
             run = run_task(client, request, _command_runner(command), args.max_attempts)
         except CallFailed as exc:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run: `--help` 
     from google.protobuf.message import Message
 
     from orxaq.routing.v1 import routing_pb2 as pb
-    from orxaq_grpc.client import CallFailed, RoutingClient
+    from orxaq_grpc.client import CallFailed, Connection, RoutingClient
     from orxaq_grpc.defaults import ConfigChoice
     from orxaq_grpc.simulate.kpis import Collector
 
@@ -37,6 +37,81 @@ def _env_int(name: str, default: int) -> int:
         return int(value) if value else default
     except ValueError:
         raise SystemExit(f"orxaq-grpc: {name}={value!r} is not a whole number") from None
+
+
+class ConnectionSettingsError(Exception):
+    """Settings a connection cannot be made with (a TLS or token file that cannot be read)."""
+
+
+TOKEN_ENV = "ORXAQ_TOKEN"
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags (and variables) that say how to reach the service, for every command that calls it."""
+    env = os.environ.get
+    parser.add_argument(
+        "--tls", action="store_true", default=bool(env("ORXAQ_TLS")), help="call over TLS (env ORXAQ_TLS)"
+    )
+    parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=_path(env("ORXAQ_TLS_CA")),
+        help="PEM CA to trust; implies --tls (env ORXAQ_TLS_CA; default: the system's roots)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=_path(env("ORXAQ_TLS_CLIENT_CERT")),
+        help="PEM client certificate for mutual TLS, with --tls-key (env ORXAQ_TLS_CLIENT_CERT)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        type=Path,
+        default=_path(env("ORXAQ_TLS_CLIENT_KEY")),
+        help="the client certificate's PEM key (env ORXAQ_TLS_CLIENT_KEY)",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=_path(env("ORXAQ_TOKEN_FILE")),
+        help=f"a file holding the bearer token (env ORXAQ_TOKEN_FILE; or the token itself in {TOKEN_ENV})",
+    )
+
+
+def connection_from(args: argparse.Namespace) -> Connection:
+    """The connection the parsed flags describe, its files read now; the token from --token-file,
+    else $ORXAQ_TOKEN. Raises ConnectionSettingsError naming the flag and file that cannot be used."""
+    from orxaq_grpc.client import Connection
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConnectionSettingsError("a client certificate takes its key: give --tls-cert and --tls-key")
+    token = os.environ.get(TOKEN_ENV) or None
+    if args.token_file is not None:
+        token = _read(args.token_file, "--token-file").decode("utf-8", "replace").strip() or None
+    return Connection(
+        args.address,
+        tls=args.tls,
+        ca=_read(args.tls_ca, "--tls-ca") if args.tls_ca else None,
+        cert=_read(args.tls_cert, "--tls-cert") if args.tls_cert else None,
+        key=_read(args.tls_key, "--tls-key") if args.tls_key else None,
+        token=token,
+    )
+
+
+def _read(path: Path, flag: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConnectionSettingsError(f"{flag} {path}: cannot be read: {exc.strerror or exc}") from None
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
 
 
 class _Version(argparse.Action):
@@ -75,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
         address, "host:port to listen on; port 0 picks a free one (env ORXAQ_ADDRESS; default %(default)s)"
     )
     calls = _address(address, "host:port of the service (env ORXAQ_ADDRESS; default %(default)s)")
+    add_connection_arguments(calls)
 
     configured = argparse.ArgumentParser(add_help=False)
     configured.add_argument(
@@ -107,10 +183,45 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds to report NOT_SERVING before refusing new calls (give load balancers time)",
     )
     serve.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=_env_path("ORXAQ_TLS_CERT"),
+        help="PEM certificate chain: serve TLS (env ORXAQ_TLS_CERT; with --tls-key)",
+    )
+    serve.add_argument(
+        "--tls-key", type=Path, default=_env_path("ORXAQ_TLS_KEY"), help="PEM private key (env ORXAQ_TLS_KEY)"
+    )
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=_env_path("ORXAQ_TLS_CLIENT_CA"),
+        help="PEM CA: mutual TLS, clients must show a certificate it signed (env ORXAQ_TLS_CLIENT_CA)",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="listen beyond loopback without TLS or credentials (anyone who reaches the port can steer)",
+    )
+    serve.add_argument(
         "--log-level",
         default=os.environ.get("ORXAQ_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING or ERROR (env ORXAQ_LOG_LEVEL; default %(default)s)",
     )
+
+    token = commands.add_parser(
+        "token",
+        help="make a bearer token and the [[access.credentials]] entry that admits it",
+        description="Prints the entry for policy.toml (the token's SHA-256, never the token) and "
+        "writes the token to FILE (created, readable by its owner only), or prints it with --print.",
+    )
+    token.set_defaults(run=_token)
+    token.add_argument("name", help="who holds it, for the logs (lower-case letters, digits, . _ : / -)")
+    role = token.add_mutually_exclusive_group(required=True)
+    role.add_argument("--lane", help="a lane credential: Route and Report for this lane only")
+    role.add_argument("--operator", action="store_true", help="an operator credential: every call")
+    where = token.add_mutually_exclusive_group(required=True)
+    where.add_argument("--write", type=Path, metavar="FILE", help="write the token here (must not exist)")
+    where.add_argument("--print", action="store_true", help="print the token on standard output")
 
     check = commands.add_parser("check-config", help="validate a config directory; non-zero exit on problems")
     check.set_defaults(run=_check_config)
@@ -331,6 +442,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if hasattr(args, "token_file"):  # a command that calls the service
+        try:
+            args.connection = connection_from(args)
+        except ConnectionSettingsError as exc:
+            print(f"orxaq-grpc: {exc}", file=sys.stderr)
+            return 2
     run: Callable[[argparse.Namespace], int] = args.run
     return run(args)
 
@@ -349,7 +466,8 @@ def _config_choice(explicit: Path | None, option: str) -> ConfigChoice | None:
 def _serve(args: argparse.Namespace) -> int:
     from orxaq_grpc.config.load import ConfigError
     from orxaq_grpc.service.server import LOG_FORMAT
-    from orxaq_grpc.service.workers import serve
+    from orxaq_grpc.service.tls import ServerTls, TlsError
+    from orxaq_grpc.service.workers import ExposureRefused, serve
     from orxaq_grpc.store import StoreError
     from orxaq_grpc.telemetry.export import TelemetryConfigError
 
@@ -362,8 +480,27 @@ def _serve(args: argparse.Namespace) -> int:
     if choice is None:
         return 2
     logging.getLogger("orxaq_grpc.cli").info("%s", choice.describe())
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
+        print(
+            "orxaq-grpc: TLS takes --tls-cert and --tls-key together (and --tls-client-ca with them)",
+            file=sys.stderr,
+        )
+        return 2
+    tls = ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     try:
-        serve(choice.directory, args.data_dir, args.address, args.workers, args.grace, args.drain)
+        serve(
+            choice.directory,
+            args.data_dir,
+            args.address,
+            args.workers,
+            args.grace,
+            args.drain,
+            tls,
+            args.insecure,
+        )
+    except (ExposureRefused, TlsError) as exc:
+        print(f"orxaq-grpc: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"orxaq-grpc: config refused:\n{exc}", file=sys.stderr)
         return 2
@@ -462,7 +599,7 @@ def _health(args: argparse.Namespace) -> int:
     from orxaq_grpc.render import health_text, to_json
 
     show = to_json if args.json else health_text
-    with RoutingClient(args.address, timeout_s=args.timeout) as client:
+    with RoutingClient(args.connection, timeout_s=args.timeout) as client:
         try:
             if not args.watch:
                 print(show(client.health()))
@@ -483,7 +620,7 @@ def _monitor(args: argparse.Namespace) -> int:
     if not 0.1 <= args.refresh <= 3600:
         print("orxaq-grpc: --refresh must be between 0.1 and 3600 seconds", file=sys.stderr)
         return 2
-    return run(args.address, refresh_s=args.refresh, window=args.window, once=args.once)
+    return run(args.connection, refresh_s=args.refresh, window=args.window, once=args.once)
 
 
 def _flows(args: argparse.Namespace, side: str) -> pb.Flows | None:
@@ -561,7 +698,7 @@ def _show(
     from orxaq_grpc.client import CallFailed, RoutingClient
     from orxaq_grpc.render import to_json
 
-    with RoutingClient(args.address, timeout_s=args.timeout) as client:
+    with RoutingClient(args.connection, timeout_s=args.timeout) as client:
         try:
             response = call(client)
         except CallFailed as exc:
@@ -741,6 +878,29 @@ def _check_config(args: argparse.Namespace) -> int:
         f"{directory}: ok, version {config.version}: {len(config.models)} models ({enabled} enabled), "
         f"{len(config.lanes)} lanes ({', '.join(config.lanes)})"
     )
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    import secrets
+
+    from orxaq_grpc.config.model import token_digest
+
+    token = secrets.token_urlsafe(32)  # 256 random bits
+    if args.write is not None:
+        try:
+            with open(os.open(args.write, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+                out.write(token + "\n")
+        except OSError as exc:
+            print(f"orxaq-grpc: cannot write {args.write}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    role = 'role = "operator"' if args.operator else f'role = "lane"\nlane = "{args.lane}"'
+    entry = f'[[access.credentials]]\nname = "{args.name}"\n{role}\nsha256 = "{token_digest(token).hex()}"'
+    if args.print:
+        print(token)
+        print(entry, file=sys.stderr)
+    else:
+        print(entry)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, TypeVar
 
@@ -43,9 +44,39 @@ class _RoutingStub(Protocol):
     SetStopLoss: grpc.UnaryUnaryMultiCallable[pb.SetStopLossRequest, pb.SetStopLossResponse]
 
 
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Where the service is and how to reach it: plaintext, TLS (`tls`, trusting the PEM `ca`, or the
+    system's roots without it) or mutual TLS (`cert` and `key`), with a bearer token or none."""
+
+    address: str
+    tls: bool = False
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+    token: str | None = None
+
+    def channel(self) -> grpc.Channel:
+        if not (self.tls or self.ca or self.cert):
+            return grpc.insecure_channel(self.address)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
+        return grpc.secure_channel(self.address, credentials)
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The bearer token as call metadata (sent over plaintext too: loopback setups use it)."""
+        return ((AUTHORIZATION, f"Bearer {self.token}"),) if self.token else ()
+
+
+AUTHORIZATION = "authorization"
+
+
 class RoutingClient:
-    def __init__(self, address: str, timeout_s: float = 10.0) -> None:
-        self._channel = grpc.insecure_channel(address)
+    def __init__(self, address: str | Connection, timeout_s: float = 10.0) -> None:
+        connection = address if isinstance(address, Connection) else Connection(address)
+        self._channel = connection.channel()
+        self._credentials = connection.metadata()
         # The generated stub is unannotated; _RoutingStub gives its methods their types.
         self._stub: _RoutingStub = routing_pb2_grpc.RoutingServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._timeout_s = timeout_s
@@ -72,16 +103,21 @@ class RoutingClient:
         self, method: grpc.UnaryUnaryMultiCallable[_Request, _Response], request: _Request
     ) -> _Response:
         try:
-            return method(request, timeout=self._timeout_s, metadata=trace_metadata())
+            return method(request, timeout=self._timeout_s, metadata=self._metadata())
         except grpc.RpcError as error:
             raise CallFailed(error) from None
 
     def watch_health(self, heartbeat_s: float = 0.0) -> Iterator[pb.HealthResponse]:
         """Snapshots as the service sends them: now, on every change, and heartbeats; no deadline."""
         try:
-            yield from self._stub.WatchHealth(pb.WatchHealthRequest(heartbeat_s=heartbeat_s))
+            yield from self._stub.WatchHealth(
+                pb.WatchHealthRequest(heartbeat_s=heartbeat_s), metadata=self._metadata()
+            )
         except grpc.RpcError as error:
             raise CallFailed(error) from None
+
+    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        return (self._credentials + (trace_metadata() or ())) or None
 
     def close(self) -> None:
         self._channel.close()

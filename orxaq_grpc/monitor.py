@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from orxaq.routing.v1 import routing_pb2 as pb
-from orxaq_grpc.client import CallFailed, RoutingClient
+from orxaq_grpc.client import CallFailed, Connection, RoutingClient
 from orxaq_grpc.render import enum_word, learning_line, money, share, stop_loss_line, table, when
 
 # Alternate screen and hidden cursor while live; home, then each line cleared to its end.
@@ -215,10 +215,17 @@ class _Feed:
         self._stopped.set()
 
 
-def run(address: str, *, refresh_s: float, window: str, once: bool, out: TextIO = sys.stdout) -> int:
+WATCH_HEARTBEAT_S = 1.0
+
+
+def run(
+    service: str | Connection, *, refresh_s: float, window: str, once: bool, out: TextIO = sys.stdout
+) -> int:
     """Shows the monitor until Ctrl-C (live) or prints one frame (`once`); 1 if the service cannot be read."""
     economics: pb.EconomicsResponse | None  # None in a live frame when the call failed
-    with RoutingClient(address, timeout_s=max(5.0, refresh_s)) as client:
+    connection = service if isinstance(service, Connection) else Connection(service)
+    address = connection.address
+    with RoutingClient(connection, timeout_s=max(5.0, refresh_s)) as client:
         if once:
             try:
                 health, economics = client.health(), client.economics()
@@ -227,7 +234,8 @@ def run(address: str, *, refresh_s: float, window: str, once: bool, out: TextIO 
                 return 1
             print(frame(health, economics, address=address, window=window), file=out)
             return 0
-        feed = _Feed(client, refresh_s)
+        # Changes come at once whatever the heartbeat; the shipped policy's shortest is 1 s.
+        feed = _Feed(client, max(refresh_s, WATCH_HEARTBEAT_S))
         try:
             with _screen(out) as draw:
                 while True:

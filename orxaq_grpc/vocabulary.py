@@ -62,6 +62,11 @@ class RequestInvalid(Exception):
         super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
 
 
+class OtherLanesDecision(RequestInvalid):
+    """A report naming another lane than the one its decision was routed on: an invalid argument
+    from an open service, a permission denied to a lane that proved who it is."""
+
+
 def range_problem(
     value: float, lo: float | None = None, hi: float | None = None, above: float | None = None
 ) -> str | None:

@@ -27,6 +27,7 @@ from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import Router
 from orxaq_grpc.routing.types import Decision, Objective, Profile
 from orxaq_grpc.service.server import open_outcomes, start_server
+from orxaq_grpc.service.tls import ServerTls
 from orxaq_grpc.telemetry.export import Telemetry
 
 T = TypeVar("T")
@@ -187,14 +188,20 @@ class LoopbackServer:
     """The production grpc.aio server on an event loop of its own thread, so tests
     can call it with plain blocking clients."""
 
-    def __init__(self, live: LiveRouter, data_dir: Path, telemetry: Telemetry | None = None) -> None:
+    def __init__(
+        self,
+        live: LiveRouter,
+        data_dir: Path,
+        telemetry: Telemetry | None = None,
+        tls: ServerTls | None = None,
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="test-server", daemon=True)
         self._thread.start()
         self.outcomes = open_outcomes(live, data_dir)
         self.telemetry = telemetry
         self.running = self._call(
-            start_server(live, self.outcomes, "127.0.0.1:0", str(data_dir), telemetry=telemetry)
+            start_server(live, self.outcomes, "127.0.0.1:0", str(data_dir), telemetry=telemetry, tls=tls)
         )
         self.address = f"127.0.0.1:{self.running.port}"
 

@@ -303,7 +303,7 @@ def test_lane_detection_goes_elevated_on_disruptive_fallbacks(serve: Served, con
 
 def test_watch_health_sends_initial_change_and_heartbeat(serve: Served) -> None:
     client = serve()
-    stream = client.watch_health(heartbeat_s=0.2)
+    stream = client.watch_health(heartbeat_s=1.0)  # policy's shortest (ceilings.min_watch_heartbeat_s)
     first = next(stream)
     assert first.trigger == "initial"
     assert next(stream).trigger == "heartbeat"
@@ -324,7 +324,7 @@ def test_watch_health_sends_initial_change_and_heartbeat(serve: Served) -> None:
     assert done.wait(5)
     with pytest.raises(CallFailed) as caught:
         next(client.watch_health(heartbeat_s=-1))
-    assert caught.value.violations == [("heartbeat_s", "must be at least 0.1, got -1")]
+    assert caught.value.violations == [("heartbeat_s", "must be at least 1, got -1")]
 
 
 def test_economics_are_rebuilt_from_the_ledger_after_a_restart(serve: Served, config_dir: Path) -> None:

@@ -14,7 +14,7 @@ from grpc_status import rpc_status
 
 from orxaq.routing.v1 import routing_pb2
 from orxaq_grpc.routing.live import LiveRouter
-from orxaq_grpc.service.wire import Malformed, RefusalLog
+from orxaq_grpc.service.wire import RefusalLog
 from tests.conftest import CONFIG_DIR, LoopbackServer
 
 GARBAGE = b"\xff\xff\xff\xff\x0f"  # field number 0 in a tag: no protobuf message parses it
@@ -84,7 +84,7 @@ def test_a_flood_of_garbage_is_counted_not_logged_each(
 def test_the_refusal_log_says_each_period_once_with_its_count(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
     refusals = RefusalLog(every_s=60.0, clock=lambda: now[0])
-    bad = Malformed("orxaq.routing.v1.RouteRequest", "Error parsing message")
+    bad = "not a orxaq.routing.v1.RouteRequest (Error parsing message)"
     with caplog.at_level(logging.WARNING, logger="orxaq_grpc.service.wire"):
         for second in range(0, 180, 1):
             now[0] = float(second)

@@ -29,7 +29,7 @@ from orxaq_grpc.routing.router import BudgetExhausted, expected_cost_usd
 from orxaq_grpc.routing.types import Decision, FallbackReason, Objective, Strategy
 from orxaq_grpc.scale.guardrails import Guardrails, GuardrailView
 from orxaq_grpc.store.base import Store, StoreStats
-from orxaq_grpc.vocabulary import RequestInvalid, Violation
+from orxaq_grpc.vocabulary import OtherLanesDecision, Violation
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class Outcomes:
             if lane != report.lane:
                 # A lane reports its own decisions: another lane's budget must not pay for them.
                 problem = f"decision {report.decision_id!r} was routed on lane {lane!r}, not {report.lane!r}"
-                raise RequestInvalid([Violation("lane", problem)])
+                raise OtherLanesDecision([Violation("lane", problem)])
             bound = self.config.policy.reports.bound(estimate)
             if cost > bound:
                 claimed, cost = cost, bound

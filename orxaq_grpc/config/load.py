@@ -8,6 +8,7 @@ is wrong, so `orxaq-grpc check-config` can list them all.
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,10 +16,13 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from orxaq_grpc.config.model import (
+    AccessSettings,
     AdaptiveWeightsSettings,
     BreakerSettings,
     BudgetSettings,
+    CeilingSettings,
     Config,
+    Credential,
     DetectionSettings,
     LaneSpec,
     LearningSettings,
@@ -30,11 +34,13 @@ from orxaq_grpc.config.model import (
     StopLossSettings,
     StrongOrWeakSettings,
     Weights,
+    token_digest,
 )
 from orxaq_grpc.config.problems import ConfigError, ConfigProblem, problems_of
 from orxaq_grpc.config.schema import (
     MAX_AGENTS,
     CatalogFile,
+    CredentialEntry,
     LaneEntry,
     LanesFile,
     ModelEntry,
@@ -80,9 +86,10 @@ def load_config(directory: str | Path) -> Config:
     catalog = validate(CatalogFile, CATALOG_FILE)
     lanes = validate(LanesFile, LANES_FILE)
     policy = validate(PolicyFile, POLICY_FILE)
-    if catalog is None or lanes is None or policy is None:
+    access = _access(policy, root, problems) if policy is not None else None
+    if catalog is None or lanes is None or policy is None or access is None:
         raise ConfigError(problems)
-    built = _policy(policy)
+    built = _policy(policy, access)
     return Config(
         directory=root,
         version=version,
@@ -154,7 +161,51 @@ def _weights(table: WeightsTable) -> Weights:
     return Weights(**table.model_dump())
 
 
-def _policy(policy: PolicyFile) -> Policy:
+# A token read from a file or the environment is at least this long: guessing it is out of reach.
+MIN_TOKEN_CHARS = 16
+
+
+def _access(policy: PolicyFile, root: Path, problems: list[ConfigProblem]) -> AccessSettings | None:
+    """The credentials, each token read now from its file or variable (so a reload rotates it);
+    None, with the problems added, when one cannot be read."""
+    path = str(root / POLICY_FILE)
+    credentials: list[Credential] = []
+    found: list[ConfigProblem] = []
+    for index, entry in enumerate(policy.access.credentials):
+        where = f"access.credentials[{index}]"
+        token, problem = _token(entry, root)
+        if problem:
+            found.append(ConfigProblem(path, f"{where}.{problem[0]}", problem[1]))
+            continue
+        digest = bytes.fromhex(entry.sha256) if entry.sha256 else token_digest(token)
+        if clash := next((c.name for c in credentials if c.digest == digest), None):
+            found.append(ConfigProblem(path, where, f"has the same token as credential {clash!r}"))
+        credentials.append(Credential(name=entry.name, role=entry.role, lane=entry.lane, digest=digest))
+    problems.extend(found)
+    if found:
+        return None
+    return AccessSettings(reads_open=policy.access.reads == "open", credentials=tuple(credentials))
+
+
+def _token(entry: CredentialEntry, root: Path) -> tuple[str, tuple[str, str] | None]:
+    """The token of a file or variable credential ("" for a sha256 one), or (field, problem)."""
+    if entry.token_file:
+        try:
+            token = (root / entry.token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            return "", ("token_file", f"cannot be read: {exc}")
+        source = ("token_file", f"{root / entry.token_file} holds")
+    elif entry.token_env:
+        token = os.environ.get(entry.token_env, "").strip()
+        source = ("token_env", f"${entry.token_env} holds")
+    else:
+        return "", None
+    if len(token) < MIN_TOKEN_CHARS:
+        return "", (source[0], f"{source[1]} {len(token)} characters; a token has at least {MIN_TOKEN_CHARS}")
+    return token, None
+
+
+def _policy(policy: PolicyFile, access: AccessSettings) -> Policy:
     objective, estimates, budgets, scale = policy.objective, policy.estimates, policy.budgets, policy.scale
     limits = scale.capacity()
     return Policy(
@@ -209,4 +260,6 @@ def _policy(policy: PolicyFile) -> Policy:
         learning=LearningSettings(**policy.learning.model_dump()),
         adaptive_weights=AdaptiveWeightsSettings(**policy.adaptive_weights.model_dump()),
         ledger_retention_days=policy.ledger.retention_days,
+        access=access,
+        ceilings=CeilingSettings(**policy.ceilings.model_dump()),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -223,6 +224,42 @@ class AdaptiveWeightsSettings:
     max_weight: float
 
 
+def token_digest(token: str) -> bytes:
+    """What a credential keeps of a token: tokens are random, so a plain SHA-256 hides them."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A bearer token the service accepts, by its SHA-256 (the token itself is never kept)."""
+
+    name: str  # who holds it, for logs and answers
+    role: str  # "lane": Route and Report for `lane` only; "operator": every call
+    lane: str  # "" unless a lane credential
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AccessSettings:
+    reads_open: bool  # Health, WatchHealth, Economics, grpc.health.v1 and reflection need no token
+    credentials: tuple[Credential, ...]
+
+    @property
+    def enforced(self) -> bool:
+        """With no credentials the service answers whoever reaches it."""
+        return bool(self.credentials)
+
+
+@dataclass(frozen=True, slots=True)
+class CeilingSettings:
+    max_concurrent_rpcs: int
+    max_watch_streams: int
+    min_watch_heartbeat_s: float
+    lane_requests_per_s: float
+    lane_burst: int
+    retry_after_s: float
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     routing_enabled: bool
@@ -254,6 +291,8 @@ class Policy:
     learning: LearningSettings
     adaptive_weights: AdaptiveWeightsSettings
     ledger_retention_days: int
+    access: AccessSettings
+    ceilings: CeilingSettings
 
 
 @dataclass(frozen=True, slots=True)

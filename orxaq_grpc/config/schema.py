@@ -412,6 +412,62 @@ class Learning(Table):
     save_interval_s: Number = Field(ge=1, le=DAY_S)
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class CredentialEntry(Table):
+    """One [[access.credentials]] entry: a bearer token, held as its SHA-256 or read at each (re)load
+    from a file or an environment variable, and what it may do."""
+
+    name: Identifier  # who holds it: in logs and answers, never the token
+    role: Literal["lane", "operator"]
+    lane: Text = ""  # role lane: the lane it routes and reports for
+    sha256: Text = ""  # hex SHA-256 of the token
+    token_file: Text = ""  # a file holding the token (relative: to the config directory)
+    token_env: Text = ""  # an environment variable holding the token
+
+    def _relations(self, known: Known) -> Problems:
+        if self._given("sha256", "token_file", "token_env"):
+            sources = [name for name in ("sha256", "token_file", "token_env") if getattr(self, name)]
+            if len(sources) != 1:
+                yield (), "needs exactly one of sha256, token_file or token_env"
+            if self.sha256 and not _SHA256.match(self.sha256):
+                yield ("sha256",), "must be 64 lower-case hex digits (orxaq-grpc token prints one)"
+        if self._given("role", "lane"):
+            if self.role == "lane" and not self.lane:
+                yield ("lane",), "a lane credential names its lane"
+            elif self.role != "lane" and self.lane:
+                yield ("lane",), f"only a lane credential names a lane, not a {self.role} one"
+            elif self.lane and known.lanes is not None and self.lane not in known.lanes:
+                yield ("lane",), f"{self.lane!r} is not in lanes.toml"
+
+
+class Access(Table):
+    reads: Literal["open", "token"]  # Health, WatchHealth, Economics, grpc.health.v1, reflection
+    credentials: tuple[CredentialEntry, ...] = ()
+
+    def _relations(self, known: Known) -> Problems:
+        if not self._given("credentials"):
+            return
+        seen: dict[str, int] = {}
+        for index, credential in enumerate(self.credentials):
+            if (first := seen.setdefault(credential.name, index)) != index:
+                yield ("credentials", index, "name"), f"{credential.name!r} is also credential {first}'s name"
+        if self._given("reads") and self.reads == "token" and not self.credentials:
+            yield ("reads",), "is token, but there are no credentials: nobody could read"
+
+
+class Ceilings(Table):
+    """Per server process; beyond a ceiling a call is RESOURCE_EXHAUSTED with a RetryInfo."""
+
+    max_concurrent_rpcs: Whole = Field(ge=1, le=100_000)  # unary calls in flight
+    max_watch_streams: Whole = Field(ge=0, le=100_000)  # open WatchHealth streams
+    min_watch_heartbeat_s: Number = Field(ge=0.05, le=3600)  # the shortest heartbeat a stream may ask
+    lane_requests_per_s: Number = Field(gt=0, le=1_000_000)  # Route and Report per lane, sustained
+    lane_burst: Whole = Field(ge=1, le=10_000_000)  # ... and at once
+    retry_after_s: Number = Field(gt=0, le=3600)  # RetryInfo when too many calls are in flight
+
+
 class PolicyFile(Table):
     """policy.toml. Every field is required, but for budgets' and scale's tables of lanes, providers
     and groups, and scale.health_window_s."""
@@ -433,6 +489,8 @@ class PolicyFile(Table):
     scale: Scale
     stop_loss: StopLoss
     ledger: Ledger
+    access: Access
+    ceilings: Ceilings
 
     def _relations(self, known: Known) -> Problems:
         if not self._given("weights", "profiles"):

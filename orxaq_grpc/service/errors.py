@@ -6,6 +6,7 @@ import time
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -15,6 +16,7 @@ from orxaq_grpc.routing.validation import Violation
 # which keeps the trailers well under gRPC's metadata limit however bad the request.
 _MESSAGE_VIOLATIONS = 5
 _DETAIL_VIOLATIONS = 50
+ERROR_DOMAIN = "orxaq.routing.v1"  # google.rpc.ErrorInfo's domain for this service's own reasons
 
 
 def invalid_argument(what: str, violations: list[Violation]) -> grpc.Status:
@@ -39,17 +41,35 @@ def invalid_argument(what: str, violations: list[Violation]) -> grpc.Status:
 
 def budget_exhausted(message: str) -> grpc.Status:
     """RESOURCE_EXHAUSTED with the quota that ran out and when to retry: the next UTC day."""
-    now = time.time()
-    retry = duration_pb2.Duration(seconds=int(86_400 - now % 86_400) + 1)
+    return resource_exhausted("daily budget", message, 86_400 - time.time() % 86_400 + 1)
+
+
+def resource_exhausted(subject: str, message: str, retry_after_s: float) -> grpc.Status:
+    """RESOURCE_EXHAUSTED with a google.rpc.QuotaFailure naming `subject` and a RetryInfo."""
+    whole = int(retry_after_s)
+    retry = duration_pb2.Duration(seconds=whole, nanos=int((retry_after_s - whole) * 1e9))
     quota = error_details_pb2.QuotaFailure(
-        violations=[error_details_pb2.QuotaFailure.Violation(subject="daily budget", description=message)]
+        violations=[error_details_pb2.QuotaFailure.Violation(subject=subject, description=message)]
     )
-    details = []
-    for detail in (quota, error_details_pb2.RetryInfo(retry_delay=retry)):
-        packed = any_pb2.Any()
-        packed.Pack(detail)
-        details.append(packed)
-    return _to_status(status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=details))
+    return _with_details(
+        code_pb2.RESOURCE_EXHAUSTED, message, quota, error_details_pb2.RetryInfo(retry_delay=retry)
+    )
+
+
+def refused(unauthenticated: bool, reason: str, message: str, metadata: dict[str, str]) -> grpc.Status:
+    """UNAUTHENTICATED or PERMISSION_DENIED with a google.rpc.ErrorInfo: `reason` and what was missing."""
+    code = code_pb2.UNAUTHENTICATED if unauthenticated else code_pb2.PERMISSION_DENIED
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
+    return _with_details(code, message, info)
+
+
+def _with_details(code: int, message: str, *details: Message) -> grpc.Status:
+    packed = []
+    for detail in details:
+        one = any_pb2.Any()
+        one.Pack(detail)
+        packed.append(one)
+    return _to_status(status_pb2.Status(code=code, message=message, details=packed))
 
 
 def _to_status(status: status_pb2.Status) -> grpc.Status:

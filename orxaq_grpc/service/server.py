@@ -23,9 +23,11 @@ from orxaq_grpc.application.outcomes import Outcomes
 from orxaq_grpc.application.workflow import RoutingWorkflow
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.scoring import KIND as SCORING_KERNEL
+from orxaq_grpc.service.gate import Gate
 from orxaq_grpc.service.health import HealthServicer
 from orxaq_grpc.service.interceptor import TelemetryInterceptor
 from orxaq_grpc.service.servicer import RoutingHandlers, RoutingServicer
+from orxaq_grpc.service.tls import ServerTls
 from orxaq_grpc.service.wire import RefusalLog, register
 from orxaq_grpc.store import SqliteStore
 from orxaq_grpc.telemetry.export import Telemetry, configure
@@ -80,17 +82,20 @@ async def start_server(
     reuse_port: bool = False,
     telemetry: Telemetry | None = None,
     tick_guardrails: bool = True,
+    tls: ServerTls | None = None,
 ) -> RunningServer:
     """Serves on `address`. `tick_guardrails=False` leaves the stop-loss checks to the caller (the
     fleet simulator runs them on its simulated clock)."""
     meter = telemetry.meter() if telemetry is not None else None
     metrics = RoutingMetrics(meter, outcomes.health) if meter is not None else None
     tracer = telemetry.tracer if telemetry is not None else None
-    # With both signals off there is no interceptor at all: tracing off costs nothing per call.
-    interceptors = [TelemetryInterceptor(tracer, metrics.rpc_duration if metrics else None)]
-    server = grpc.aio.server(
-        options=server_options(reuse_port), interceptors=interceptors if tracer or metrics else None
-    )
+    # Telemetry outermost, so refused calls are traced and counted too. With both signals off there
+    # is no telemetry interceptor at all: tracing off costs nothing per call.
+    gate = Gate(live)
+    interceptors: list[grpc.aio.ServerInterceptor] = [gate]
+    if tracer or metrics:
+        interceptors.insert(0, TelemetryInterceptor(tracer, metrics.rpc_duration if metrics else None))
+    server = grpc.aio.server(options=server_options(reuse_port), interceptors=interceptors)
     observer = Observer(metrics)
     handlers = RoutingHandlers(RoutingWorkflow(live, outcomes, observer), data_dir, observer)
     # Both services through wire.register: bytes that do not parse are INVALID_ARGUMENT, logged by count.
@@ -105,7 +110,8 @@ async def start_server(
     await health_servicer.update_lanes(outcomes)  # each lane's name is there from the first call
 
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)  # raises RuntimeError when it cannot bind
+    # Both raise RuntimeError when they cannot bind.
+    port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     await server.start()
     health_servicer.follow_lanes(outcomes)
     ticker = asyncio.create_task(
@@ -147,7 +153,13 @@ def open_outcomes(
 
 
 async def _run(
-    live: LiveRouter, data_dir: Path, address: str, grace_s: float, drain_s: float, reuse_port: bool
+    live: LiveRouter,
+    data_dir: Path,
+    address: str,
+    grace_s: float,
+    drain_s: float,
+    reuse_port: bool,
+    tls: ServerTls | None = None,
 ) -> None:
     """Serves until SIGTERM or SIGINT; SIGHUP reloads the config (the last good one stays on error)."""
     loop = asyncio.get_running_loop()
@@ -166,12 +178,22 @@ async def _run(
     telemetry = configure()
     log.info("telemetry: %s", telemetry.settings.describe())
     try:
-        running = await start_server(live, outcomes, address, str(data_dir), reuse_port, telemetry)
+        running = await start_server(live, outcomes, address, str(data_dir), reuse_port, telemetry, tls=tls)
+        log.info("access: %s", _describe_access(live, tls))
         await _serve_until(stopping, running, live, address, grace_s, drain_s)
     finally:
         outcomes.close()  # everything acknowledged is already durable; this drains the decision log
         telemetry.shutdown()
     log.info("stopped")
+
+
+def _describe_access(live: LiveRouter, tls: ServerTls | None) -> str:
+    access = live.current.config.policy.access
+    transport = "plaintext" if tls is None else "mutual TLS" if tls.mutual else "TLS"
+    if not access.enforced:
+        return f"{transport}, no credentials: every call is open"
+    reads = "open" if access.reads_open else "token"
+    return f"{transport}, {len(access.credentials)} credentials, reads {reads}"
 
 
 async def _serve_until(

@@ -9,7 +9,6 @@ thread hop, which is what made asyncio the cheaper server here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -24,6 +23,7 @@ from opentelemetry import trace
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq.routing.v1 import routing_pb2_grpc
 from orxaq_grpc import __version__
+from orxaq_grpc.access.roles import Need
 from orxaq_grpc.application.outcomes import HealthView
 from orxaq_grpc.application.workflow import RoutingWorkflow
 from orxaq_grpc.outcomes.records import ReportRecord
@@ -41,11 +41,13 @@ from orxaq_grpc.service.convert import (
     scale_decision_to_proto,
     scale_request_from_proto,
 )
-from orxaq_grpc.service.errors import budget_exhausted, invalid_argument
+from orxaq_grpc.service.errors import budget_exhausted, invalid_argument, refused
+from orxaq_grpc.service.gate import CALLER, ROUTING_SERVICE
 from orxaq_grpc.service.runtime import protobuf_backend
+from orxaq_grpc.service.watch import HealthBroadcast
 from orxaq_grpc.store import StoreError
 from orxaq_grpc.telemetry.observer import Observer
-from orxaq_grpc.vocabulary import RequestInvalid, Violation, range_problem
+from orxaq_grpc.vocabulary import OtherLanesDecision, RequestInvalid, Violation, range_problem
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class RoutingHandlers:
         self._data_dir = data_dir
         self._started = time.monotonic()
         self.stopping = asyncio.Event()  # set on shutdown: ends WatchHealth streams at once
+        self.broadcast = HealthBroadcast(workflow.health, self.health_of, self.stopping)  # for WatchHealth
 
     def route(self, message: pb.RouteRequest) -> pb.RouteDecision:
         request, wire = route_request_from_proto(message)
@@ -114,6 +117,13 @@ def _statuses(
         ) -> Resp:
             try:
                 return await method(self, request, context)
+            except OtherLanesDecision as exc:
+                caller = CALLER.get()
+                if not caller.is_lane:
+                    await context.abort_with_status(invalid_argument(f"{rpc}Request", exc.violations))
+                message = f"{caller.name!r} speaks for lane {caller.lane!r}: {exc.violations[0].description}"
+                metadata = {"method": f"{ROUTING_SERVICE}/{rpc}", "requires": Need.OPERATOR.value}
+                await context.abort_with_status(refused(False, "OTHER_LANES_DECISION", message, metadata))
             except RequestInvalid as exc:
                 await context.abort_with_status(invalid_argument(f"{rpc}Request", exc.violations))
             except BudgetExhausted as exc:
@@ -209,28 +219,17 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         self,
         request: pb.WatchHealthRequest,
         context: grpc.aio.ServicerContext[pb.WatchHealthRequest, pb.HealthResponse],
-    ) -> AsyncIterator[pb.HealthResponse]:
+    ) -> AsyncIterator[bytes]:
+        """Serialized HealthResponses: one encoding per snapshot, shared by every stream (wire.py
+        sends bytes as they are)."""
         heartbeat_s = request.heartbeat_s or DEFAULT_HEARTBEAT_S
-        if problem := range_problem(heartbeat_s, lo=MIN_HEARTBEAT_S, hi=MAX_HEARTBEAT_S):
+        shortest = self.handlers.workflow.config.policy.ceilings.min_watch_heartbeat_s
+        if problem := range_problem(heartbeat_s, lo=shortest, hi=MAX_HEARTBEAT_S):
             await context.abort_with_status(
                 invalid_argument("WatchHealthRequest", [Violation("heartbeat_s", problem)])
             )
-        workflow = self.handlers.workflow
-        stopping = self.handlers.stopping
-        last_states: tuple[object, ...] | None = None  # the last fingerprint sent: only compared
-        last_sent = 0.0
-        while not stopping.is_set():
-            view = workflow.health()
-            states = view.fingerprint()
-            now = time.monotonic()
-            trigger = "initial" if last_states is None else "change" if states != last_states else "heartbeat"
-            if trigger != "heartbeat" or now - last_sent >= heartbeat_s:
-                snapshot = self.handlers.health_of(view)
-                snapshot.trigger = trigger
-                yield snapshot
-                last_sent, last_states = now, states
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), min(WATCH_POLL_S, heartbeat_s))
+        async for snapshot in self.handlers.broadcast.watch(heartbeat_s):
+            yield snapshot
 
 
 def _count_when_new(
@@ -245,6 +244,4 @@ def _count_when_new(
 
 
 DEFAULT_HEARTBEAT_S = 10.0
-MIN_HEARTBEAT_S, MAX_HEARTBEAT_S = 0.1, 3600.0
-# How often a watcher looks for state changes: breaker and budget changes show within this.
-WATCH_POLL_S = 0.25
+MAX_HEARTBEAT_S = 3600.0  # the shortest is policy's: ceilings.min_watch_heartbeat_s

@@ -39,10 +39,16 @@ class Malformed:
 
 
 class RefusalLog:
-    """Counts malformed requests and says so at most once per `every_s`: the first one at once, then a
-    line with the count of the period, whatever arrives."""
+    """Counts refused calls of one kind and says so at most once per `every_s`: the first one at once,
+    then a line with the count of the period, whatever arrives."""
 
-    def __init__(self, every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        what: str = "malformed request(s)",
+        every_s: float = LOG_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._what = what
         self._every_s = every_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -50,7 +56,7 @@ class RefusalLog:
         self._next = -1.0
         self.total = 0
 
-    def refused(self, method: str, request: Malformed) -> None:
+    def refused(self, method: str, detail: str) -> None:
         with self._lock:
             self.total += 1
             self._count += 1
@@ -59,12 +65,12 @@ class RefusalLog:
                 return
             count, self._count, self._next = self._count, 0, now + self._every_s
         log.warning(
-            "refused %d malformed request(s) in the last %g s; the latest, to %s: not a %s (%s)",
+            "refused %d %s in the last %g s; the latest, to %s: %s",
             count,
+            self._what,
             self._every_s,
             method,
-            request.message,
-            request.problem,
+            detail,
         )
 
 
@@ -80,6 +86,17 @@ def _parser(message_class: type[Message]) -> Callable[[bytes], Message | Malform
     return parse
 
 
+def _serializer(message_class: type[Message]) -> Callable[[Message | bytes], bytes]:
+    """A response's bytes; a handler that sends one message on many streams encodes it once and
+    hands over the bytes (WatchHealth)."""
+    encode = message_class.SerializeToString
+
+    def serialize(response: Message | bytes) -> bytes:
+        return response if isinstance(response, bytes) else encode(response)
+
+    return serialize
+
+
 def _refusal(request: Malformed) -> grpc.Status:
     problem = f"is not a valid {request.message}: {request.problem}"
     return invalid_argument(request.message.rpartition(".")[2], [Violation("request", problem)])
@@ -91,7 +108,7 @@ def _guarded(method: str, handler: Callable[..., Any], refusals: RefusalLog) -> 
 
         async def streamed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             if isinstance(request, Malformed):
-                refusals.refused(method, request)
+                refusals.refused(method, f"not a {request.message} ({request.problem})")
                 await context.abort_with_status(_refusal(request))
             async for item in handler(request, context):
                 yield item
@@ -100,7 +117,7 @@ def _guarded(method: str, handler: Callable[..., Any], refusals: RefusalLog) -> 
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if isinstance(request, Malformed):
-            refusals.refused(method, request)
+            refusals.refused(method, f"not a {request.message} ({request.problem})")
             await context.abort_with_status(_refusal(request))
         return await handler(request, context)
 
@@ -126,6 +143,6 @@ def register(
         handlers[method.name] = make(
             handler,
             request_deserializer=_parser(request_class),
-            response_serializer=response_class.SerializeToString,
+            response_serializer=_serializer(response_class),
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

@@ -14,7 +14,7 @@ import multiprocessing.connection
 import os
 import signal
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
@@ -23,15 +23,24 @@ from orxaq_grpc.config.model import Config
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.service.runtime import check_protobuf_backend
 from orxaq_grpc.service.server import LOG_FORMAT, _run
+from orxaq_grpc.service.tls import ServerTls, exposure_problem
 from orxaq_grpc.telemetry.export import TelemetryConfigError, TelemetrySettings
 
 log = logging.getLogger(__name__)
 
 
 def serve(
-    config_dir: Path, data_dir: Path, address: str, workers: int, grace_s: float, drain_s: float
+    config_dir: Path,
+    data_dir: Path,
+    address: str,
+    workers: int,
+    grace_s: float,
+    drain_s: float,
+    tls: ServerTls | None = None,
+    insecure: bool = False,
 ) -> None:
-    """Runs the service in this process, or supervises `workers` processes on one port."""
+    """Runs the service in this process, or supervises `workers` processes on one port. Refuses
+    (ExposureRefused) to listen beyond loopback without TLS and credentials unless `insecure`."""
     check_protobuf_backend()
     telemetry = TelemetrySettings.from_env(os.environ)  # a bad OTEL_* variable fails here, before any worker
     if workers > 1 and telemetry.metrics.exporter == "prometheus":
@@ -40,8 +49,13 @@ def serve(
             "run one worker, or export OTLP to a collector"
         )
     live = LiveRouter.from_directory(config_dir)  # a bad config fails here, once, before any worker
+    if problem := _exposed(address, tls, insecure)(live.current.config):
+        raise ExposureRefused(problem)
+    if tls is not None:
+        tls.credentials()  # an unreadable file fails here, once, before any worker
     if workers == 1:
-        asyncio.run(_run(live, data_dir, address, grace_s, drain_s, reuse_port=False))
+        live.refuse_when(_exposed(address, tls, insecure))
+        asyncio.run(_run(live, data_dir, address, grace_s, drain_s, reuse_port=False, tls=tls))
         return
     if problem := budgets_in_a_worker(live.current.config):
         raise RuntimeError(problem)
@@ -51,7 +65,16 @@ def serve(
         children = [
             context.Process(
                 target=_worker,
-                args=(config_dir, data_dir, shared, grace_s, drain_s, logging.getLogger().level),
+                args=(
+                    config_dir,
+                    data_dir,
+                    shared,
+                    grace_s,
+                    drain_s,
+                    logging.getLogger().level,
+                    tls,
+                    insecure,
+                ),
                 name=f"worker-{i}",
             )
             for i in range(workers)
@@ -64,6 +87,16 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _FORWARDED = (*_STOP_SIGNALS, signal.SIGHUP)
 
 
+class ExposureRefused(Exception):
+    """Listening beyond loopback without TLS and credentials, and not told --insecure."""
+
+
+def _exposed(address: str, tls: ServerTls | None, insecure: bool) -> Callable[[Config], str | None]:
+    """The exposure check for a config: at start, and on every reload (one that drops the last
+    credential while listening beyond loopback is refused)."""
+    return lambda config: exposure_problem(address, tls, config.policy.access.enforced, insecure)
+
+
 def budgets_in_a_worker(config: Config) -> str | None:
     """Each worker keeps its own reservations: N of them could spend N budgets, so a config with a
     budget is refused with several workers, at start and on every reload."""
@@ -74,14 +107,22 @@ def budgets_in_a_worker(config: Config) -> str | None:
 
 
 def _worker(
-    config_dir: Path, data_dir: Path, address: str, grace_s: float, drain_s: float, log_level: int
+    config_dir: Path,
+    data_dir: Path,
+    address: str,
+    grace_s: float,
+    drain_s: float,
+    log_level: int,
+    tls: ServerTls | None,
+    insecure: bool,
 ) -> None:
     # The supervisor blocks these while it starts workers, and the mask survives exec.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     logging.basicConfig(level=log_level, format=LOG_FORMAT.replace("%(name)s", "%(processName)s %(name)s"))
     live = LiveRouter.from_directory(config_dir)
     live.refuse_when(budgets_in_a_worker)
-    asyncio.run(_run(live, data_dir, address, grace_s, drain_s, reuse_port=True))
+    live.refuse_when(_exposed(address, tls, insecure))
+    asyncio.run(_run(live, data_dir, address, grace_s, drain_s, reuse_port=True, tls=tls))
 
 
 def _supervise(children: Sequence[multiprocessing.process.BaseProcess]) -> None:

@@ -1,0 +1,1 @@
+"""Who may call what, and how often: credentials, roles and per-lane rates, without transport."""

@@ -1,0 +1,191 @@
+"""Admission for every call, before its handler: who is calling, whether its role allows the call
+(`access/roles.py`), and the ceilings on calls in flight, watch streams and each lane's rate.
+
+A refusal is a status with details a client can act on: UNAUTHENTICATED or PERMISSION_DENIED with a
+google.rpc.ErrorInfo (the reason and the token the call needs), RESOURCE_EXHAUSTED with a QuotaFailure
+and a RetryInfo. Refusals are logged by count per period, never a line each: a flood of bad calls is
+no flood of log. Policy is read on every call, so a reload rotates tokens and moves ceilings at once.
+
+The admitted caller is `CALLER` for the rest of the call, so the handlers can tell a lane's own
+credential from an open service (a report for another lane's decision is then PERMISSION_DENIED).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health
+
+from orxaq.routing.v1 import routing_pb2
+from orxaq_grpc.access.rates import LaneRates
+from orxaq_grpc.access.roles import OPEN, Gatekeeper, Need, Principal, Refused
+from orxaq_grpc.config.model import Config
+from orxaq_grpc.routing.live import LiveRouter
+from orxaq_grpc.service.errors import refused, resource_exhausted
+from orxaq_grpc.service.interceptor import Behavior, Context, Handler
+from orxaq_grpc.service.wire import RefusalLog
+
+ROUTING_SERVICE = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
+NEEDS = {
+    f"/{ROUTING_SERVICE}/Route": Need.LANE,
+    f"/{ROUTING_SERVICE}/Report": Need.LANE,
+    f"/{ROUTING_SERVICE}/Scale": Need.OPERATOR,
+    f"/{ROUTING_SERVICE}/SetStopLoss": Need.OPERATOR,
+}  # every other method (Health, WatchHealth, Economics, grpc.health.v1, reflection) is a read
+WATCHES = frozenset({f"/{ROUTING_SERVICE}/WatchHealth", f"/{health.SERVICE_NAME}/Watch"})
+
+# The caller of the call in progress (OPEN where no credentials are configured).
+CALLER: contextvars.ContextVar[Principal] = contextvars.ContextVar("caller", default=OPEN)
+
+AUTHORIZATION = "authorization"
+BEARER = "bearer "
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class Gate(grpc.aio.ServerInterceptor):
+    """Admits or refuses each call; runs on the server's event loop, so its counts need no lock."""
+
+    def __init__(self, live: LiveRouter, clock: Callable[[], float] = time.monotonic) -> None:
+        self._live = live
+        self._config: Config | None = None
+        self._keeper = Gatekeeper(live.current.config.policy.access)
+        self._rates = LaneRates(clock)
+        self.in_flight = 0
+        self.watching = 0
+        self.refusals = RefusalLog("call(s) without the credentials they need")
+        self.exhausted = RefusalLog("call(s) over a ceiling")
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED
+            return handler
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = (handler, self._wrap(handler, method))
+            self._wrapped[method] = cached
+        return cached[1]
+
+    def _wrap(self, handler: Handler, method: str) -> Handler:
+        need = NEEDS.get(method, Need.READ)
+        streaming = handler.request_streaming or handler.response_streaming
+        kind = ("stream_" if handler.request_streaming else "unary_") + (
+            "stream" if handler.response_streaming else "unary"
+        )
+        behavior: Behavior = getattr(handler, kind)
+        if streaming:  # reflection streams requests: a read, admitted before its stream is read
+            wrapped = self._streaming(behavior, method, need, watch=method in WATCHES)
+        else:
+            wrapped = self._unary(behavior, method, need)
+        # grpc's handlers are namedtuples (grpc._utilities.RpcMethodHandler); the stubs know only the ABC.
+        replaced: Handler = handler._replace(**{kind: wrapped})  # type: ignore[attr-defined]
+        return replaced
+
+    def _unary(self, behavior: Behavior, method: str, need: Need) -> Behavior:
+        async def admitted(request: Any, context: Context) -> Any:
+            ceilings = self._current().policy.ceilings
+            if self.in_flight >= ceilings.max_concurrent_rpcs:
+                await self._exhausted(
+                    context,
+                    method,
+                    "concurrent calls",
+                    f"{self.in_flight} calls in flight, the most policy allows",
+                    ceilings.retry_after_s,
+                )
+            caller = await self._admit(request, context, method, need)
+            self.in_flight += 1
+            token = CALLER.set(caller)
+            try:
+                result = behavior(request, context)
+                return await result if inspect.isawaitable(result) else result
+            finally:
+                CALLER.reset(token)
+                self.in_flight -= 1
+
+        return admitted
+
+    def _streaming(self, behavior: Behavior, method: str, need: Need, watch: bool) -> Behavior:
+        async def admitted(request: Any, context: Context) -> AsyncIterator[Any]:
+            ceilings = self._current().policy.ceilings
+            if watch and self.watching >= ceilings.max_watch_streams:
+                await self._exhausted(
+                    context,
+                    method,
+                    "watch streams",
+                    f"{self.watching} watch streams are open, the most policy allows",
+                    ceilings.retry_after_s,
+                )
+            caller = await self._admit(request, context, method, need)
+            self.watching += watch
+            # Each call runs in a task of its own, so the value goes with it; no reset, which would
+            # fail when grpc closes the stream from another context.
+            CALLER.set(caller)
+            try:
+                result = behavior(request, context)
+                if inspect.isawaitable(result):  # a handler that writes with context.write()
+                    await result
+                else:
+                    async for response in result:
+                        yield response
+            finally:
+                self.watching -= watch
+
+        return admitted
+
+    def _current(self) -> Config:
+        """The config in force; the credentials follow it when a reload replaced it."""
+        config = self._live.current.config
+        if config is not self._config:
+            self._config = config
+            if config.policy.access != self._keeper.access:
+                self._keeper = Gatekeeper(config.policy.access)
+            self._rates.forget(config.lanes.keys())
+        return config
+
+    async def _admit(self, request: Any, context: Context, method: str, need: Need) -> Principal:
+        """The caller, after its credential and its lane's rate; else the call ends refused."""
+        lane = getattr(request, "lane", None) if need is Need.LANE else None
+        try:
+            caller = self._keeper.admit(need, _bearer(context), lane)
+        except Refused as refusal:
+            self.refusals.refused(method, f"{refusal.reason}: {refusal}")
+            metadata = {"method": method.lstrip("/"), "requires": refusal.required.value}
+            await context.abort_with_status(
+                refused(refusal.unauthenticated, refusal.reason, str(refusal), metadata)
+            )
+        config = self._current()
+        if lane is not None and lane in config.lanes:
+            ceilings = config.policy.ceilings
+            wait_s = self._rates.wait_s(lane, ceilings.lane_requests_per_s, ceilings.lane_burst)
+            if wait_s > 0:
+                rate = f"lane {lane!r} is over its {ceilings.lane_requests_per_s:g} calls per second"
+                await self._exhausted(context, method, f"lane {lane} request rate", rate, wait_s)
+        return caller
+
+    async def _exhausted(
+        self, context: Context, method: str, subject: str, message: str, retry_s: float
+    ) -> None:
+        self.exhausted.refused(method, message)
+        await context.abort_with_status(resource_exhausted(subject, message, retry_s))
+
+
+def _bearer(context: Context) -> str | None:
+    """The bearer token of the call, or None without one. Metadata keys arrive lower-cased."""
+    for key, value in context.invocation_metadata() or ():
+        if key == AUTHORIZATION:
+            text = value.decode() if isinstance(value, bytes) else value
+            if text[: len(BEARER)].lower() == BEARER:
+                return text[len(BEARER) :].strip() or None
+            return ""  # present but not a bearer token: unknown, not missing
+    return None
