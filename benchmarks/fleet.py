@@ -48,6 +48,7 @@ RUNS: list[tuple[str, str, tuple[str, ...]]] = [
     ("price-drift", "", ()),
     ("quality-regression", "", ()),
     ("slowdown", "", ()),
+    ("forged-reports", "", ()),
     ("learning", "", ()),
 ]
 

@@ -40,15 +40,15 @@ OPEN = Principal(name="", role="open")  # the caller when no credentials are con
 ANONYMOUS = Principal(name="", role="anonymous")  # a read without a token, where reads are open
 
 
-class Refused(Exception):
-    """A call that may not go ahead: `unauthenticated` (no token or an unknown one) or not (a known
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a call may not go ahead: `unauthenticated` (no token or an unknown one) or not (a known
     caller asking for what its role does not allow). `reason` is a stable upper-case word."""
 
-    def __init__(self, unauthenticated: bool, reason: str, message: str, required: Need) -> None:
-        super().__init__(message)
-        self.unauthenticated = unauthenticated
-        self.reason = reason
-        self.required = required
+    unauthenticated: bool
+    reason: str
+    message: str
+    required: Need
 
 
 class Gatekeeper:
@@ -58,33 +58,33 @@ class Gatekeeper:
         self.access = access
         self._by_digest: dict[bytes, Credential] = {c.digest: c for c in access.credentials}
 
-    def admit(self, need: Need, token: str | None, lane: str | None = None) -> Principal:
-        """The caller, or Refused. `lane` is the lane a LANE call names (None when unknown)."""
+    def admit(self, need: Need, token: str | None, lane: str | None = None) -> Principal | Refusal:
+        """The caller, or why it may not. `lane` is the lane a LANE call names (None when unknown)."""
         if not self.access.enforced:
             return OPEN
         if token is None:
             if need is Need.READ and self.access.reads_open:
                 return ANONYMOUS
-            raise Refused(
+            return Refusal(
                 True, "CREDENTIALS_MISSING", f"needs {need.value}: send `authorization: Bearer <token>`", need
             )
         credential = self._by_digest.get(token_digest(token))
         if credential is None:
-            raise Refused(
+            return Refusal(
                 True, "CREDENTIALS_UNKNOWN", "the bearer token is not one this service accepts", need
             )
         caller = Principal(name=credential.name, role=credential.role, lane=credential.lane)
         if caller.role == OPERATOR or need is Need.READ:
             return caller
         if need is Need.OPERATOR:
-            raise Refused(
+            return Refusal(
                 False,
                 "OPERATOR_REQUIRED",
                 f"needs {need.value}; {caller.name!r} is lane {caller.lane!r}'s",
                 need,
             )
         if lane is not None and lane != caller.lane:
-            raise Refused(
+            return Refusal(
                 False,
                 "OTHER_LANE",
                 f"{caller.name!r} speaks for lane {caller.lane!r}, not {lane!r}",

@@ -12,24 +12,36 @@ from grpc_status import rpc_status
 
 from orxaq_grpc.routing.validation import Violation
 
-# Keeps the plain-text message readable; the details carry up to _DETAIL_VIOLATIONS,
-# which keeps the trailers well under gRPC's metadata limit however bad the request.
+# Keeps the plain-text message readable; the details carry up to _DETAIL_VIOLATIONS. The trailers hold
+# the message twice (grpc-message percent-encodes a non-ASCII byte as 3) and the details in base64, and
+# a description may quote what the caller sent, emoji and all: budgets in bytes keep them well under
+# gRPC's default 8 KiB metadata limit however bad the request (past it, the client's own transport
+# answers RESOURCE_EXHAUSTED instead of the violations).
 _MESSAGE_VIOLATIONS = 5
+_MESSAGE_BYTES = 512
 _DETAIL_VIOLATIONS = 50
+_DETAIL_BYTES = 3072
+_DESCRIPTION_BYTES = 512
 ERROR_DOMAIN = "orxaq.routing.v1"  # google.rpc.ErrorInfo's domain for this service's own reasons
 
 
 def invalid_argument(what: str, violations: list[Violation]) -> grpc.Status:
     """INVALID_ARGUMENT with a google.rpc.BadRequest naming every offending field."""
-    bad_request = error_details_pb2.BadRequest(
-        field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description[:512])
-            for v in violations[:_DETAIL_VIOLATIONS]
-        ]
-    )
+    bad_request = error_details_pb2.BadRequest()
+    size = 0
+    for v in violations[:_DETAIL_VIOLATIONS]:
+        one = error_details_pb2.BadRequest.FieldViolation(
+            field=v.field, description=_clip(v.description, _DESCRIPTION_BYTES)
+        )
+        size += one.ByteSize() + 3  # with its tag and length
+        if bad_request.field_violations and size > _DETAIL_BYTES:
+            break
+        bad_request.field_violations.append(one)
     detail = any_pb2.Any()
     detail.Pack(bad_request)
-    summary = "; ".join(f"{v.field}: {v.description}" for v in violations[:_MESSAGE_VIOLATIONS])
+    summary = _clip(
+        "; ".join(f"{v.field}: {v.description}" for v in violations[:_MESSAGE_VIOLATIONS]), _MESSAGE_BYTES
+    )
     if len(violations) > _MESSAGE_VIOLATIONS:
         summary += f"; and {len(violations) - _MESSAGE_VIOLATIONS} more"
     return _to_status(
@@ -37,6 +49,11 @@ def invalid_argument(what: str, violations: list[Violation]) -> grpc.Status:
             code=code_pb2.INVALID_ARGUMENT, message=f"invalid {what}: {summary}", details=[detail]
         )
     )
+
+
+def _clip(text: str, limit: int) -> str:
+    """At most `limit` bytes of `text` in UTF-8, cut at a character boundary."""
+    return text.encode()[:limit].decode(errors="ignore")
 
 
 def budget_exhausted(message: str) -> grpc.Status:
@@ -61,6 +78,12 @@ def refused(unauthenticated: bool, reason: str, message: str, metadata: dict[str
     code = code_pb2.UNAUTHENTICATED if unauthenticated else code_pb2.PERMISSION_DENIED
     info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
     return _with_details(code, message, info)
+
+
+def plain(code: grpc.StatusCode, message: str) -> grpc.Status:
+    """A status with no details."""
+    number: int = code.value[0]
+    return _to_status(status_pb2.Status(code=number, message=message))
 
 
 def _with_details(code: int, message: str, *details: Message) -> grpc.Status:

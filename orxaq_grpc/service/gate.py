@@ -23,7 +23,7 @@ from grpc_health.v1 import health
 
 from orxaq.routing.v1 import routing_pb2
 from orxaq_grpc.access.rates import LaneRates
-from orxaq_grpc.access.roles import OPEN, Gatekeeper, Need, Principal, Refused
+from orxaq_grpc.access.roles import OPEN, Gatekeeper, Need, Principal, Refusal
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.service.errors import refused, resource_exhausted
@@ -156,13 +156,12 @@ class Gate(grpc.aio.ServerInterceptor):
     async def _admit(self, request: Any, context: Context, method: str, need: Need) -> Principal:
         """The caller, after its credential and its lane's rate; else the call ends refused."""
         lane = getattr(request, "lane", None) if need is Need.LANE else None
-        try:
-            caller = self._keeper.admit(need, _bearer(context), lane)
-        except Refused as refusal:
-            self.refusals.refused(method, f"{refusal.reason}: {refusal}")
-            metadata = {"method": method.lstrip("/"), "requires": refusal.required.value}
+        caller = self._keeper.admit(need, _bearer(context), lane)
+        if isinstance(caller, Refusal):
+            self.refusals.refused(method, f"{caller.reason}: {caller.message}")
+            metadata = {"method": method.lstrip("/"), "requires": caller.required.value}
             await context.abort_with_status(
-                refused(refusal.unauthenticated, refusal.reason, str(refusal), metadata)
+                refused(caller.unauthenticated, caller.reason, caller.message, metadata)
             )
         config = self._current()
         if lane is not None and lane in config.lanes:

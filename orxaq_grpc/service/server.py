@@ -21,7 +21,9 @@ from orxaq.routing.v1 import routing_pb2
 from orxaq_grpc.application.learning import FILE_NAME as LEARNER_FILE
 from orxaq_grpc.application.outcomes import Outcomes
 from orxaq_grpc.application.workflow import RoutingWorkflow
+from orxaq_grpc.config.model import Limits
 from orxaq_grpc.routing.live import LiveRouter
+from orxaq_grpc.scale.validation import MAX_SCHEDULE_FLOWS
 from orxaq_grpc.scoring import KIND as SCORING_KERNEL
 from orxaq_grpc.service.gate import Gate
 from orxaq_grpc.service.health import HealthServicer
@@ -37,16 +39,38 @@ from orxaq_grpc.telemetry.observer import Observer
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
-# Prompts are capped well below this by policy (limits.max_prompt_bytes), so an
-# oversized prompt gets a field violation rather than a transport error.
+# What the server sends at most.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Room in a request beyond what `max_request_bytes` counts: tags, length prefixes, numbers, capabilities.
+REQUEST_SLACK_BYTES = 64 * 1024
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def server_options(reuse_port: bool) -> list[tuple[str, int]]:
+def max_request_bytes(limits: Limits) -> int:
+    """The largest request the transport takes: a RouteRequest at every limit of `limits` (the
+    prompt, then the title, each label and text field at UTF-8's 4 bytes a character), or a
+    ScaleRequest with every cash flow it may have, whichever is larger, plus slack. So a prompt
+    over limits.max_prompt_bytes is still read and answered INVALID_ARGUMENT naming task.prompt,
+    while a message well beyond any valid request is RESOURCE_EXHAUSTED before it is read whole."""
+    text_field = 4 * limits.max_text_field_chars + 8
+    route = limits.max_prompt_bytes + 4 * limits.max_title_chars + (limits.max_labels + 8) * text_field
+    scale = 2 * MAX_SCHEDULE_FLOWS * 24  # value and cost, each (day, usd) flow 20 bytes on the wire
+    return min(max(route, scale) + REQUEST_SLACK_BYTES, 2**31 - 1)
+
+
+def server_options(reuse_port: bool, max_receive_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    """`max_receive_bytes` is `max_request_bytes` of the policy at start. Options are fixed when the
+    server starts: a reload that raises the request limits leaves the transport's limit where it was
+    (a prompt between the two is RESOURCE_EXHAUSTED) until the next restart."""
     return [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", max_receive_bytes),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        # No flow-control windows grown by bandwidth probing: on a fast link they grow to megabytes a
+        # stream, taken in before an oversized message is refused (768 such calls at once, on the
+        # receive limit above, still peaked at 1 GiB; benchmarks/hostile.py). Without it a stream's
+        # window keeps its default size; a request within the limit is still read whole, if in more
+        # round trips on a distant link.
+        ("grpc.http2.bdp_probe", 0),
         # Off unless workers share the port on purpose: two servers must never share one by accident.
         ("grpc.so_reuseport", int(reuse_port)),
         # Pings find peers that vanished without a reset, so their WatchHealth streams end.
@@ -95,7 +119,8 @@ async def start_server(
     interceptors: list[grpc.aio.ServerInterceptor] = [gate]
     if tracer or metrics:
         interceptors.insert(0, TelemetryInterceptor(tracer, metrics.rpc_duration if metrics else None))
-    server = grpc.aio.server(options=server_options(reuse_port), interceptors=interceptors)
+    options = server_options(reuse_port, max_request_bytes(live.current.config.policy.limits))
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     observer = Observer(metrics)
     handlers = RoutingHandlers(RoutingWorkflow(live, outcomes, observer), data_dir, observer)
     # Both services through wire.register: bytes that do not parse are INVALID_ARGUMENT, logged by count.

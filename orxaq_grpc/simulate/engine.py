@@ -13,6 +13,10 @@ A scenario with [[compare]] runs its traffic once per entry, each on its own ser
 and clock, all in one event loop (one run's calls overlap another's waits): the same seed gives every
 run the same tasks at the same instants and the same draws of the hidden truths, so the runs differ
 only where their policies decide differently.
+
+With [access] enabled each lane sends its own lane's token, and the simulator's own calls the
+operator's. An intruder ([[events]] of kind forge, forge.py) acts in one instant among the lanes:
+its forged reports name decision ids the service never made and real decisions of other lanes.
 """
 
 from __future__ import annotations
@@ -36,9 +40,12 @@ import grpc
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.config.load import ConfigProblem
+from orxaq_grpc.config.model import token_digest
 from orxaq_grpc.simulate.expectations import judge, judge_versus
+from orxaq_grpc.simulate.forge import Intruder, Metadata, bearer, read_books
 from orxaq_grpc.simulate.kpis import Collector, versus
 from orxaq_grpc.simulate.scenario import (
+    Forge,
     Outage,
     Reload,
     Restart,
@@ -61,6 +68,8 @@ _OUTCOMES = {
     "server_error": pb.OUTCOME_SERVER_ERROR,
 }
 RPC_TIMEOUT_S = 30.0  # real seconds: a hung service fails the run rather than hanging it
+RECENT_REPORTED = 1000  # reported decisions kept for intruders to name
+BOOKS_WINDOW_S = 30 * 86_400.0  # the widest Economics window: the books of runs no longer than it
 Progress = Callable[[float, "Collector"], None]
 
 
@@ -107,6 +116,11 @@ class Simulation:
             self.variant = scenario.compare[variant]
             self._layers.append((f"compare.{variant}.overrides", self.variant.overrides))
         self.config = write_config(self._config_source, self.config_dir, self._layers, scenario_path)
+        self._lane_tokens: dict[str, str] = {}
+        self._operator: Metadata | None = None
+        if scenario.access.enabled:
+            self._layers.append(("access", self._credentials()))
+            self.config = write_config(self._config_source, self.config_dir, self._layers, scenario_path)
         check_against(scenario, self.config, scenario_path)
         for i, event in enumerate(scenario.events):  # a reload's config is refused now, not mid-run
             if isinstance(event, Reload):
@@ -115,6 +129,12 @@ class Simulation:
         self.truths = Truths(scenario, self.config)
         self.kpis = Collector(scenario, self.config.policy.breakers.open_s)
         self.kpis.budgets_in_force(0.0, self.config.policy.budgets)
+        if self._lane_tokens:
+            self.kpis.access = {
+                "lane_tokens": sorted(self._lane_tokens),
+                "operator_token": True,
+                "reads": "open" if self.config.policy.access.reads_open else "token",
+            }
         self._progress = progress
         self._queue: list[tuple[float, int, Callable[[], Any]]] = []
         self._order = itertools.count()
@@ -127,6 +147,34 @@ class Simulation:
         # so a run that explores is the same run again. One sequence over restarts: ids stay unique.
         ids = random.Random(f"{scenario.seed}:decision-ids")
         self._new_id = lambda: uuid.UUID(int=ids.getrandbits(128), version=4).hex
+        # Real decisions an intruder may name: those in flight, and the last ones reported.
+        self._in_flight: dict[str, pb.RouteDecision] = {}
+        self._reported: deque[pb.RouteDecision] = deque(maxlen=RECENT_REPORTED)
+
+    def _credentials(self) -> dict[str, Any]:
+        """One token per lane of the config and one operator token, drawn from the seed; their
+        SHA-256 as the policy's [[access.credentials]]."""
+        rng = random.Random(f"{self.scenario.seed}:tokens")
+
+        def token() -> str:
+            return f"sim-{rng.getrandbits(192):048x}"
+
+        self._lane_tokens = {lane: token() for lane in self.config.lanes}
+        operator = token()
+        self._operator = bearer(operator)
+        entries = [
+            {"name": f"sim-{lane}"[:128], "role": "lane", "lane": lane, "sha256": token_digest(t).hex()}
+            for lane, t in self._lane_tokens.items()
+        ]
+        entries.append({"name": "sim-operator", "role": "operator", "sha256": token_digest(operator).hex()})
+        access: dict[str, Any] = {"credentials": entries}
+        if self.scenario.access.reads is not None:
+            access["reads"] = self.scenario.access.reads
+        return {"policy": {"access": access}}
+
+    def _as_lane(self, lane: str) -> Metadata | None:
+        token = self._lane_tokens.get(lane)
+        return bearer(token) if token else None
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -137,8 +185,11 @@ class Simulation:
             for lane in self._lanes:
                 self._at(lane.rng.expovariate(lane.spec.arrivals_per_min / 60.0), self._arrive, lane)
             self._at(0.0, self._check)
-            for event in self.scenario.events:
-                self._at(event.at_s, self._service_event, event)
+            for i, event in enumerate(self.scenario.events):
+                if isinstance(event, Forge):
+                    self._at(event.at_s, self._intrude, i, event)
+                else:
+                    self._at(event.at_s, self._service_event, event)
             while self._queue:
                 t, _, handler = heapq.heappop(self._queue)
                 if t > self.scenario.duration_s:
@@ -148,6 +199,9 @@ class Simulation:
             self.clock.t = self.scenario.duration_s
             await self._check()
             version = self._service.live.current.config.version
+            if self.kpis.intrusions and self.scenario.duration_s <= BOOKS_WINDOW_S:
+                books = await read_books(self._service.stub, self._operator)
+                self.kpis.booked_usd = books.spend_usd
         finally:
             await self._service.stop()
         summary = self.kpis.summary(version, time.perf_counter() - started)
@@ -218,7 +272,9 @@ class Simulation:
         )
         began = time.perf_counter()
         try:
-            decision = await self.service.stub.Route(request, timeout=RPC_TIMEOUT_S)
+            decision = await self.service.stub.Route(
+                request, timeout=RPC_TIMEOUT_S, metadata=self._as_lane(request.lane)
+            )
         except grpc.aio.AioRpcError as exc:
             spent = time.perf_counter() - began
             self.kpis.route_wall_s += spent
@@ -234,6 +290,7 @@ class Simulation:
         into = [i for i in self._outages if self._in_outage(i, decision.model, now)]
         leaked = bool(into) and not await self._a_probe(decision)
         self.kpis.routed(now, decision, spent, into if leaked else [], task.mix.kind)
+        self._in_flight[decision.decision_id] = decision
         task.tried.append(decision.model)
         task.alternatives = [m for m in decision.alternatives if m not in task.tried]
         result = self.truths.call(
@@ -254,7 +311,9 @@ class Simulation:
     async def _a_probe(self, decision: pb.RouteDecision) -> bool:
         """Whether a decision into an outage was a half-open circuit's probe (what breakers are
         for), rather than one that leaked past closed circuits. Health says, as an operator sees it."""
-        health = await self.service.stub.Health(pb.HealthRequest(), timeout=RPC_TIMEOUT_S)
+        health = await self.service.stub.Health(
+            pb.HealthRequest(), timeout=RPC_TIMEOUT_S, metadata=self._operator
+        )
         mine = {("model", decision.model), ("provider", decision.provider)}
         return any((b.scope, b.name) in mine and b.state == "half_open" for b in health.breakers)
 
@@ -285,9 +344,10 @@ class Simulation:
             cost_usd=result.cost_usd,
         )
         try:
-            await self.service.stub.Report(report, timeout=RPC_TIMEOUT_S)
+            await self.service.stub.Report(report, timeout=RPC_TIMEOUT_S, metadata=self._as_lane(report.lane))
         except grpc.aio.AioRpcError as exc:
             raise self._refused_by_service(task, "Report", exc) from None
+        self._reported.append(self._in_flight.pop(decision.decision_id))
         retry = result.outcome != "success" and task.alternatives
         if retry and len(task.tried) < task.lane.spec.max_attempts:
             await self._attempt(task, task.alternatives[0])
@@ -316,7 +376,9 @@ class Simulation:
         at Health for the figures."""
         outcomes = self.service.outcomes
         outcomes.check()
-        health = await self.service.stub.Health(pb.HealthRequest(), timeout=RPC_TIMEOUT_S)
+        health = await self.service.stub.Health(
+            pb.HealthRequest(), timeout=RPC_TIMEOUT_S, metadata=self._operator
+        )
         self.kpis.observed(self.clock.t, health)
         if self._progress is not None:
             self._progress(self.clock.t, self.kpis)
@@ -326,7 +388,9 @@ class Simulation:
     async def _service_event(self, event: Restart | Reload) -> None:
         now = self.clock.t
         if isinstance(event, Restart):
-            health = await self.service.stub.Health(pb.HealthRequest(), timeout=RPC_TIMEOUT_S)
+            health = await self.service.stub.Health(
+                pb.HealthRequest(), timeout=RPC_TIMEOUT_S, metadata=self._operator
+            )
             self.kpis.observed(now, health)
             self.kpis.restarted(now)
             await self.service.stop()
@@ -343,6 +407,18 @@ class Simulation:
         self.kpis.events.append(
             {"at_s": round(now, 3), "event": "reload", "applied": reloaded, "config": f"{before} -> {after}"}
         )
+
+    async def _intrude(self, index: int, forge: Forge) -> None:
+        """An intruder's burst, in this one instant: the service's books read before and after."""
+        intruder = Intruder(index, forge, self.scenario, self.config, self._lane_tokens)
+        record = intruder.record
+        self.kpis.events.append({"at_s": round(self.clock.t, 3), "event": "forge", "name": record.name})
+        record.before = await read_books(self.service.stub, self._operator)
+        victims = [(d, True) for d in reversed(self._in_flight.values())]
+        victims += [(d, False) for d in reversed(self._reported)]
+        await intruder.attack(self.service.stub, victims)
+        record.after = await read_books(self.service.stub, self._operator)
+        self.kpis.intrusions.append(record)
 
 
 def run_scenario(scenario: Scenario, scenario_path: Path, progress: Progress | None = None) -> dict[str, Any]:

@@ -112,6 +112,66 @@ def judge(expect: Expectations, k: dict[str, Any], open_s: float) -> list[Verdic
                 else f"none before {first_fault:g} s",
             )
         )
+    if "forgery" in k:
+        verdicts += _forgery(expect, k["forgery"])
+    return verdicts
+
+
+def _forgery(expect: Expectations, f: dict[str, Any]) -> list[Verdict]:
+    """The intruders' calls and what moved across their bursts (kpis.Collector._forgery)."""
+    verdicts: list[Verdict] = []
+    if expect.max_forgeries_accepted is not None:
+        taken = ", ".join(f"{call} {n}" for call, n in f["accepted_by_call"].items())
+        answers = ", ".join(f"{code} {n}" for code, n in f["status"].items() if n)
+        verdicts.append(
+            Verdict(
+                "forgeries accepted",
+                f["accepted"] <= expect.max_forgeries_accepted,
+                f"{f['accepted']} of {f['calls']} intruder calls taken into steering"
+                + (f" ({taken})" if taken else "")
+                + f", at most {expect.max_forgeries_accepted}; answered {answers or 'nothing'}",
+            )
+        )
+    if not expect.forgery_moves_nothing:
+        return verdicts
+    moved = f["reports_booked"] or f["spend_moved_usd"] > 1e-9 or f["budgets_moved"]
+    verdicts.append(
+        Verdict(
+            "forgery moves no spend or budget",
+            not moved,
+            f"{f['reports_booked']} forged reports booked, ${f['spend_moved_usd']:.4f} of spend, "
+            f"budgets moved: {', '.join(f['budgets_moved']) or 'none'}; "
+            f"{f['kept_unknown']} kept as reports of unknown decisions",
+        )
+    )
+    breakers, opened = f["breakers_moved"], f["breakers_opened"]
+    verdicts.append(
+        Verdict(
+            "forgery moves no breaker",
+            not breakers,
+            f"moved {', '.join(breakers)}; opened {', '.join(opened) or 'none'}"
+            if breakers
+            else "none moved",
+        )
+    )
+    verdicts.append(
+        Verdict(
+            "forgery does not steer stop-loss",
+            not f["stop_loss_moved_by"],
+            f"moved by {', '.join(f['stop_loss_moved_by'])}" if f["stop_loss_moved_by"] else "unchanged",
+        )
+    )
+    books = f["books"]
+    if books is not None:
+        off = books["off_by_usd"]
+        verdicts.append(
+            Verdict(
+                "the service's books match the providers' charges",
+                abs(off) <= 1e-6 * max(1.0, books["providers_usd"]),
+                f"booked ${books['service_usd']:.4f}, charged ${books['providers_usd']:.4f} "
+                f"(off by ${off:+.4f})",
+            )
+        )
     return verdicts
 
 

@@ -18,6 +18,9 @@ from orxaq_grpc.simulate.scenario import Outage, Scenario
 from orxaq_grpc.simulate.truth import CallResult
 
 SCORED_STRATEGIES = ("scored", "strong_or_weak", "requested")
+# The answers an intruder's calls are counted by (others, should any come, are counted too).
+STATUSES = ("OK", "INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED")
+FORGED_CALLS = ("unknown_report", "cross_lane_report", "set_stop_loss", "scale")
 
 
 def _enum(value: int, enum: Any, prefix: str) -> str:
@@ -56,6 +59,103 @@ class _Sample:
     committed_usd: float  # the overall budget's settled + reserved, as the service says
     stop_loss: bool
     open_breakers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Books:
+    """The service's own figures at one instant, as Health and Economics show them to an operator."""
+
+    spend_usd: float  # booked from reports, over the Economics window that holds the whole run
+    reports: int  # reports booked
+    unknown_reports: int  # kept, for decisions the service never made, and booked nowhere
+    budgets: dict[str, float]  # "overall", "lane codex": settled + reserved
+    breakers: dict[
+        str, tuple[str, int, float, int, int, int]
+    ]  # "model x": state, openings, reopens in, counts
+    stop_loss: tuple[bool, float, str]  # active, since, trigger
+
+    def moved_budgets(self, after: Books) -> dict[str, float]:
+        names = self.budgets.keys() | after.budgets.keys()
+        moved = {name: after.budgets.get(name, 0.0) - self.budgets.get(name, 0.0) for name in names}
+        return {name: round(usd, 6) for name, usd in sorted(moved.items()) if abs(usd) > 1e-9}
+
+    def moved_breakers(self, after: Books) -> list[str]:
+        """Breakers whose state, openings, open time or failure counts changed."""
+        return sorted(name for name, view in after.breakers.items() if self.breakers.get(name) != view)
+
+    def opened_breakers(self, after: Books) -> list[str]:
+        return sorted(
+            name
+            for name, view in after.breakers.items()
+            if view[1] > (self.breakers[name][1] if name in self.breakers else 0)
+        )
+
+    def stop_loss_change(self, after: Books) -> str:
+        if after.stop_loss == self.stop_loss:
+            return "unchanged"
+        if after.stop_loss[0] and self.stop_loss[0]:
+            return "entered again"
+        return "entered" if after.stop_loss[0] else "ended"
+
+
+@dataclass
+class Intrusion:
+    """One intruder's burst ([[events]] of kind forge): its calls by what each was and how the
+    service answered it, what was taken into steering, and the service's books either side."""
+
+    name: str
+    at_s: float
+    credential: str
+    sent_token: bool  # whether it had a token to send
+    answers: Counter[tuple[str, str]] = field(default_factory=Counter)  # (call, status)
+    reasons: Counter[str] = field(default_factory=Counter)  # ErrorInfo reasons, fields refused
+    accepted: Counter[str] = field(default_factory=Counter)  # by call
+    kept_unknown: int = 0  # reports answered OK for decisions the service never made: booked nowhere
+    duplicates: int = 0  # reports answered OK as already reported: changed nothing
+    victims: int = 0  # real decisions of other lanes its cross-lane reports named ...
+    in_flight_victims: int = 0  # ... of which not yet reported by their lane
+    scale_actions: list[str] = field(default_factory=list)
+    before: Books | None = None
+    after: Books | None = None
+
+    def answered(self, call: str, status: str, reason: str = "") -> None:
+        self.answers[(call, status)] += 1
+        if reason:
+            self.reasons[reason] += 1
+
+    def summary(self) -> dict[str, Any]:
+        assert self.before is not None and self.after is not None
+        before, after = self.before, self.after
+        status = Counter(dict.fromkeys(STATUSES, 0))
+        by_call: dict[str, dict[str, int]] = {}
+        for (call, code), n in self.answers.items():
+            status[code] += n
+            by_call.setdefault(call, {})[code] = by_call.get(call, {}).get(code, 0) + n
+        return {
+            "name": self.name,
+            "at_s": self.at_s,
+            "credential": self.credential,
+            "sent_token": self.sent_token,
+            "calls": sum(self.answers.values()),
+            "status": dict(status),
+            "by_call": {call: by_call[call] for call in FORGED_CALLS if call in by_call},
+            "reasons": dict(sorted(self.reasons.items())),
+            "accepted": sum(self.accepted.values()),
+            "accepted_by_call": {call: self.accepted[call] for call in FORGED_CALLS if self.accepted[call]},
+            "kept_unknown": self.kept_unknown,
+            "duplicates": self.duplicates,
+            "victims": self.victims,
+            "in_flight_victims": self.in_flight_victims,
+            "scale_actions": self.scale_actions,
+            # across the burst, from the service's own figures
+            "reports_booked": after.reports - before.reports,
+            "unknown_reports_kept": after.unknown_reports - before.unknown_reports,
+            "spend_moved_usd": round(after.spend_usd - before.spend_usd, 6),
+            "budgets_moved_usd": before.moved_budgets(after),
+            "breakers_moved": before.moved_breakers(after),
+            "breakers_opened": before.opened_breakers(after),
+            "stop_loss": before.stop_loss_change(after),
+        }
 
 
 @dataclass
@@ -104,6 +204,9 @@ class Collector:
     into_outage: defaultdict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
     recovered: dict[int, tuple[float, float]] = field(default_factory=dict)  # (at, that call's latency)
     events: list[dict[str, Any]] = field(default_factory=list)
+    intrusions: list[Intrusion] = field(default_factory=list)
+    access: dict[str, Any] = field(default_factory=dict)  # the credentials the run made, when any
+    booked_usd: float | None = None  # the service's books at the end (runs with intruders)
 
     # -- during the run ----------------------------------------------------------------
 
@@ -339,6 +442,8 @@ class Collector:
             },
             "decisions_per_s": round(decisions / self.route_wall_s, 1) if self.route_wall_s else 0.0,
             "wall_s": round(wall_s, 3),
+            **({"access": self.access} if self.access else {}),
+            **({"forgery": self._forgery()} if self.intrusions else {}),
         }
 
     def _kind_order(self, kind: str) -> int:
@@ -368,6 +473,39 @@ class Collector:
                 }
             )
         return rows
+
+    def _forgery(self) -> dict[str, Any]:
+        """Every intruder's figures, then over all of them: how their calls were answered, how many
+        were taken into steering, what moved across their bursts; and the service's books at the
+        end against what the providers charged (they differ by whatever forgery was booked)."""
+        intruders = [intrusion.summary() for intrusion in self.intrusions]
+        status = Counter(dict.fromkeys(STATUSES, 0))
+        accepted: Counter[str] = Counter()
+        for i in intruders:
+            status.update(i["status"])
+            accepted.update(i["accepted_by_call"])
+        books = None
+        if self.booked_usd is not None:
+            books = {
+                "service_usd": round(self.booked_usd, 6),
+                "providers_usd": round(self.spend_usd, 6),
+                "off_by_usd": round(self.booked_usd - self.spend_usd, 6),
+            }
+        return {
+            "intruders": intruders,
+            "calls": sum(i["calls"] for i in intruders),
+            "status": dict(status),
+            "accepted": sum(accepted.values()),
+            "accepted_by_call": {call: accepted[call] for call in FORGED_CALLS if accepted[call]},
+            "kept_unknown": sum(i["kept_unknown"] for i in intruders),
+            "reports_booked": sum(i["reports_booked"] for i in intruders),
+            "spend_moved_usd": round(sum(abs(i["spend_moved_usd"]) for i in intruders), 6),
+            "budgets_moved": sorted({name for i in intruders for name in i["budgets_moved_usd"]}),
+            "breakers_moved": sorted({name for i in intruders for name in i["breakers_moved"]}),
+            "breakers_opened": sorted({name for i in intruders for name in i["breakers_opened"]}),
+            "stop_loss_moved_by": [i["name"] for i in intruders if i["stop_loss"] != "unchanged"],
+            "books": books,
+        }
 
     def _outages(self) -> list[dict[str, Any]]:
         rows = []

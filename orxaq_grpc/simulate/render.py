@@ -59,9 +59,16 @@ def _run_lines(k: dict[str, Any]) -> list[str]:
             f"{o['routed_around_s']:.1f} s ({o['calls_into_outage']} calls into it), traffic back {back}"
         )
     for e in k["events"]:
-        lines.append(
-            f"event         {e['event']} at {e['at_s']:g} s" + (f": {e['config']}" if "config" in e else "")
-        )
+        if e["event"] != "forge":  # the intruder lines below say more
+            lines.append(
+                f"event         {e['event']} at {e['at_s']:g} s"
+                + (f": {e['config']}" if "config" in e else "")
+            )
+    if access := k.get("access"):
+        lanes = ", ".join(access["lane_tokens"])
+        lines.append(f"access        a token per lane ({lanes}) and an operator's; reads {access['reads']}")
+    if forgery := k.get("forgery"):
+        lines += _forgery_lines(forgery)
     if k["budgets"]:
         lines.append("")
         columns = ("limit", "spent", "peak held", "overspend")
@@ -74,6 +81,31 @@ def _run_lines(k: dict[str, Any]) -> list[str]:
                 + " ".join(f"{f:>10.4f}" for f in figures)
                 + f" {b['overspend_estimates']:>12.2f}"
             )
+    return lines
+
+
+def _forgery_lines(f: dict[str, Any]) -> list[str]:
+    """Per intruder: how its calls were answered and what was taken in; what moved across its burst."""
+    lines = []
+    for i in f["intruders"]:
+        answers = ", ".join(f"{code} {n}" for code, n in i["status"].items() if n)
+        reasons = ", ".join(f"{reason} {n}" for reason, n in i["reasons"].items())
+        token = "" if i["sent_token"] or i["credential"] == "none" else ", no token to send"
+        lines += [
+            f"intruder      {i['name']} ({i['credential']}{token}) at {i['at_s']:g} s: {i['calls']} calls, "
+            + answers
+            + (f" ({reasons})" if reasons else ""),
+            f"              {i['accepted']} accepted into steering, {i['kept_unknown']} kept as unknown "
+            f"decisions, {i['duplicates']} duplicates; moved: ${i['spend_moved_usd']:.4f} spend "
+            f"({i['reports_booked']} reports booked), budgets {', '.join(i['budgets_moved_usd']) or 'none'}, "
+            f"breakers {', '.join(i['breakers_moved']) or 'none'}, stop-loss {i['stop_loss']}",
+        ]
+    if f["books"] is not None:
+        b = f["books"]
+        lines.append(
+            f"books         the service booked ${b['service_usd']:.4f}, the providers charged "
+            f"${b['providers_usd']:.4f} (off by ${b['off_by_usd']:+.4f})"
+        )
     return lines
 
 
@@ -171,8 +203,9 @@ def _settings(overrides: dict[str, Any], prefix: str = "") -> str:
 
 def plot(k: dict[str, Any], path: Path) -> None:
     """The run over simulated time: pass rate and static share, spend against the overall budget,
-    stop-loss and open breakers; the scenario's faults are shaded in every panel. Compared runs: one
-    curve per run of pass rate, cost per passed task and strong share, per window and to date."""
+    stop-loss and open breakers; the scenario's faults are shaded in every panel, intruders marked.
+    Compared runs: one curve per run of pass rate, cost per passed task and strong share, per window
+    and to date."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,9 +242,12 @@ def plot(k: dict[str, Any], path: Path) -> None:
     states.step(sample_minutes, [s["open_breakers"] for s in samples], where="post", label="open breakers")
     states.set_ylabel("count")
     states.set_xlabel("simulated minutes")
+    intruders = [e["at_s"] / 60 for e in k["events"] if e["event"] == "forge"]
     for axis in axes:
         for _, start, end in faults:
             axis.axvspan(start / 60, end / 60, color="tab:red", alpha=0.08)
+        for i, at in enumerate(intruders):
+            axis.axvline(at, color="tab:purple", ls=":", lw=1, label="intruder" if i == 0 else None)
         axis.legend(loc="best", fontsize="small")
     if faults:
         rates.set_title(", ".join(f"{label} {start / 60:g}-{end / 60:g} min" for label, start, end in faults))

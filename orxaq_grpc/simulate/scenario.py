@@ -13,11 +13,12 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from orxaq_grpc.config.load import ConfigProblem
 from orxaq_grpc.config.model import Config
+from orxaq_grpc.outcomes.validation import MAX_REPORTED_COST_USD
 
 NonNegative = Annotated[float, Field(ge=0)]
 Share = Annotated[float, Field(ge=0, le=1)]
@@ -165,7 +166,69 @@ class Reload(_Strict):
     overrides: Overrides = Field(min_length=1)  # on top of the policy's, then SIGHUP's reload
 
 
-Event = Annotated[Restart | Reload, Field(discriminator="kind")]
+NO_TOKEN, UNKNOWN_TOKEN, LANE_TOKEN = "none", "unknown", "lane:"
+
+
+class Forge(_Strict):
+    """An intruder's burst of calls at `at_s`, all in that one instant of simulated time (no lane
+    acts in between, so whatever the service's books, budgets, breakers and stop-loss show moved
+    across it, the intruder moved). It sends:
+
+    - `unknown_reports` reports for decision ids the service never made, each claiming
+      `claimed_cost_usd`; a third rate limited with the longest retry-after a report may carry, a
+      third server errors, a third failed validation;
+    - `cross_lane_reports` reports of real decisions of other lanes than its own (those still in
+      flight first, newest first, then the newest already reported), with the same claims, naming
+      the victim decision's lane, or, with a lane's stolen token, every other one its own lane;
+    - with `scale_and_stop_loss`: SetStopLoss(active=false), a Scale of a lane (its own, or the
+      scenario's first) by one agent for $1M a day of value, then SetStopLoss(active=true).
+
+    `credential`: "none" (no token), "unknown" (a token the service never issued) or
+    "lane:<lane id>" (that lane's token, stolen; with [access] off there is none to steal, and the
+    intruder only names that lane as its own)."""
+
+    kind: Literal["forge"]
+    at_s: float = Field(gt=0)
+    name: str = Field(default="", max_length=40)  # how the KPIs name it; default "events.<index>"
+    credential: str = NO_TOKEN
+    unknown_reports: int = Field(default=0, ge=0, le=10_000)
+    cross_lane_reports: int = Field(default=0, ge=0, le=10_000)
+    scale_and_stop_loss: bool = False
+    claimed_cost_usd: float = Field(default=MAX_REPORTED_COST_USD, ge=0, le=MAX_REPORTED_COST_USD)
+
+    @field_validator("credential")
+    @classmethod
+    def _a_credential(cls, value: str) -> str:
+        if value in (NO_TOKEN, UNKNOWN_TOKEN) or (value.startswith(LANE_TOKEN) and value[len(LANE_TOKEN) :]):
+            return value
+        raise ValueError(f'{value!r} is not "none", "unknown" or "lane:<lane id>"')
+
+    @model_validator(mode="after")
+    def _does_something(self) -> Forge:
+        if not (self.unknown_reports or self.cross_lane_reports or self.scale_and_stop_loss):
+            raise ValueError(
+                "the intruder sends nothing: give unknown_reports, cross_lane_reports or scale_and_stop_loss"
+            )
+        return self
+
+    @property
+    def lane(self) -> str:
+        """The lane whose token it holds, or ""."""
+        return self.credential.removeprefix(LANE_TOKEN) if self.credential.startswith(LANE_TOKEN) else ""
+
+
+Event = Annotated[Restart | Reload | Forge, Field(discriminator="kind")]
+
+
+class AccessToTry(_Strict):
+    """Credentials for the run. Enabled, the simulator makes one random token (drawn from the seed,
+    so the same seed gives the same run) per lane of the config and one operator token, writes
+    their SHA-256 into the run's policy as [[access.credentials]] (replacing any it has), and each
+    simulated lane sends its own lane's token; the simulator's own Health and Economics calls send
+    the operator's."""
+
+    enabled: bool = False
+    reads: Literal["open", "token"] | None = None  # default: the config's own
 
 
 class Versus(_Strict):
@@ -194,6 +257,12 @@ class Expectations(_Strict):
     no_provider_breaker: bool = False  # no provider circuit ever opens ...
     providers_never_open: tuple[str, ...] = ()  # ... or none of these
     stop_loss_only_after_a_fault: bool = False  # no stop-loss enters before the first fault starts
+    # Over the intruders' bursts ([[events]] of kind forge): at most this many of their calls taken
+    # into steering (a report the service booked, an operator call it answered) ...
+    max_forgeries_accepted: int | None = Field(default=None, ge=0)
+    # ... and across every burst no spend, budget, breaker or stop-loss moved, and at the end the
+    # service's books match what the providers charged.
+    forgery_moves_nothing: bool = False
     versus: Versus | None = None  # with [[compare]]: one run against another
 
 
@@ -217,6 +286,7 @@ class Scenario(_Strict):
     start: dt.datetime = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)  # the simulated clock's first instant
     call_timeout_s: float = Field(default=120.0, gt=0, le=86_400)  # how long a timed-out call took
     policy: PolicyToTry = PolicyToTry()
+    access: AccessToTry = AccessToTry()
     # Two or more runs of the same seeded traffic, one per entry, side by side; KPIs per run, over time.
     compare: tuple[Variant, ...] = ()
     tasks: tuple[TaskMix, ...] = ()  # every lane's task mix, unless the lane has its own
@@ -251,6 +321,10 @@ class Scenario(_Strict):
         """Every task kind the lanes run, in the order the file gives them."""
         mixes = [*self.tasks, *(mix for lane in self.lanes for mix in lane.tasks)]
         return list(dict.fromkeys(mix.kind for mix in mixes))
+
+    def forges(self) -> list[tuple[int, Forge]]:
+        """The intruders, with their index among the events."""
+        return [(i, event) for i, event in enumerate(self.events) if isinstance(event, Forge)]
 
     def versus_runs(self) -> tuple[str, str]:
         """The baseline's and the candidate's names, for `expect.versus` (with [[compare]] runs)."""
@@ -346,6 +420,18 @@ def _inconsistencies(scenario: Scenario, path: Path) -> list[ConfigProblem]:
         baseline, candidate = scenario.versus_runs()
         if baseline == candidate:
             problem("expect.versus", f"compares {baseline!r} with itself")
+    forges = scenario.forges()
+    expect = scenario.expect
+    for field, given in (
+        ("max_forgeries_accepted", expect.max_forgeries_accepted is not None),
+        ("forgery_moves_nothing", expect.forgery_moves_nothing),
+    ):
+        if given and not forges:
+            problem(f"expect.{field}", 'no [[events]] of kind "forge" to judge it on')
+    named: dict[str, int] = {}
+    for i, forge in forges:
+        if forge.name and named.setdefault(forge.name, i) != i:
+            problem(f"events.{i}.name", f"{forge.name!r} is also events.{named[forge.name]}'s name")
     return problems
 
 
@@ -399,7 +485,17 @@ def _problem(path: Path, error: Any) -> ConfigProblem:
     return ConfigProblem(str(path), ".".join(loc), message)
 
 
-_KINDS = {"rate_limit", "outage", "slowdown", "quality", "price", "restart", "reload", "function-after"}
+_KINDS = {
+    "rate_limit",
+    "outage",
+    "slowdown",
+    "quality",
+    "price",
+    "restart",
+    "reload",
+    "forge",
+    "function-after",
+}
 
 
 def check_against(scenario: Scenario, config: Config, path: str | Path) -> None:
@@ -432,6 +528,8 @@ def check_against(scenario: Scenario, config: Config, path: str | Path) -> None:
                 )
             )
     for i, event in enumerate(scenario.events):
+        if isinstance(event, Forge):
+            need(config.lanes, event.lane, f"events.{i}.credential", "lane")
         if event.at_s >= scenario.duration_s:
             problems.append(
                 ConfigProblem(
