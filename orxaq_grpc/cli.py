@@ -55,25 +55,25 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tls-ca",
         type=Path,
-        default=_path(env("ORXAQ_TLS_CA")),
+        default=_env_path("ORXAQ_TLS_CA"),
         help="PEM CA to trust; implies --tls (env ORXAQ_TLS_CA; default: the system's roots)",
     )
     parser.add_argument(
         "--tls-cert",
         type=Path,
-        default=_path(env("ORXAQ_TLS_CLIENT_CERT")),
+        default=_env_path("ORXAQ_TLS_CLIENT_CERT"),
         help="PEM client certificate for mutual TLS, with --tls-key (env ORXAQ_TLS_CLIENT_CERT)",
     )
     parser.add_argument(
         "--tls-key",
         type=Path,
-        default=_path(env("ORXAQ_TLS_CLIENT_KEY")),
+        default=_env_path("ORXAQ_TLS_CLIENT_KEY"),
         help="the client certificate's PEM key (env ORXAQ_TLS_CLIENT_KEY)",
     )
     parser.add_argument(
         "--token-file",
         type=Path,
-        default=_path(env("ORXAQ_TOKEN_FILE")),
+        default=_env_path("ORXAQ_TOKEN_FILE"),
         help=f"a file holding the bearer token (env ORXAQ_TOKEN_FILE; or the token itself in {TOKEN_ENV})",
     )
 
@@ -103,10 +103,6 @@ def _read(path: Path, flag: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ConnectionSettingsError(f"{flag} {path}: cannot be read: {exc.strerror or exc}") from None
-
-
-def _path(value: str | None) -> Path | None:
-    return Path(value) if value else None
 
 
 def _env_path(name: str) -> Path | None:

@@ -15,10 +15,9 @@ from __future__ import annotations
 import contextvars
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-import grpc
 from grpc_health.v1 import health
 
 from orxaq.routing.v1 import routing_pb2
@@ -27,7 +26,7 @@ from orxaq_grpc.access.roles import OPEN, Gatekeeper, Need, Principal, Refusal
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.service.errors import refused, resource_exhausted
-from orxaq_grpc.service.interceptor import Behavior, Context, Handler
+from orxaq_grpc.service.interceptor import Behavior, Context, WrappingInterceptor
 from orxaq_grpc.service.wire import RefusalLog
 
 ROUTING_SERVICE = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
@@ -44,14 +43,13 @@ CALLER: contextvars.ContextVar[Principal] = contextvars.ContextVar("caller", def
 
 AUTHORIZATION = "authorization"
 BEARER = "bearer "
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
 
 
-class Gate(grpc.aio.ServerInterceptor):
+class Gate(WrappingInterceptor):
     """Admits or refuses each call; runs on the server's event loop, so its counts need no lock."""
 
     def __init__(self, live: LiveRouter, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
         self._live = live
         self._config: Config | None = None
         self._keeper = Gatekeeper(live.current.config.policy.access)
@@ -60,39 +58,10 @@ class Gate(grpc.aio.ServerInterceptor):
         self.watching = 0
         self.refusals = RefusalLog("call(s) without the credentials they need")
         self.exhausted = RefusalLog("call(s) over a ceiling")
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED
-            return handler
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = (handler, self._wrap(handler, method))
-            self._wrapped[method] = cached
-        return cached[1]
-
-    def _wrap(self, handler: Handler, method: str) -> Handler:
+    def _unary(self, behavior: Behavior, method: str) -> Behavior:
         need = NEEDS.get(method, Need.READ)
-        streaming = handler.request_streaming or handler.response_streaming
-        kind = ("stream_" if handler.request_streaming else "unary_") + (
-            "stream" if handler.response_streaming else "unary"
-        )
-        behavior: Behavior = getattr(handler, kind)
-        if streaming:  # reflection streams requests: a read, admitted before its stream is read
-            wrapped = self._streaming(behavior, method, need, watch=method in WATCHES)
-        else:
-            wrapped = self._unary(behavior, method, need)
-        # grpc's handlers are namedtuples (grpc._utilities.RpcMethodHandler); the stubs know only the ABC.
-        replaced: Handler = handler._replace(**{kind: wrapped})  # type: ignore[attr-defined]
-        return replaced
 
-    def _unary(self, behavior: Behavior, method: str, need: Need) -> Behavior:
         async def admitted(request: Any, context: Context) -> Any:
             ceilings = self._current().policy.ceilings
             if self.in_flight >= ceilings.max_concurrent_rpcs:
@@ -115,7 +84,10 @@ class Gate(grpc.aio.ServerInterceptor):
 
         return admitted
 
-    def _streaming(self, behavior: Behavior, method: str, need: Need, watch: bool) -> Behavior:
+    def _streaming(self, behavior: Behavior, method: str) -> Behavior:
+        # Reflection streams requests: a read, admitted before its stream is read.
+        need, watch = NEEDS.get(method, Need.READ), method in WATCHES
+
         async def admitted(request: Any, context: Context) -> AsyncIterator[Any]:
             ceilings = self._current().policy.ceilings
             if watch and self.watching >= ceilings.max_watch_streams:

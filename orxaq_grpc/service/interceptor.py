@@ -53,12 +53,12 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
-class TelemetryInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, tracer: trace.Tracer | None, duration: Histogram | None) -> None:
-        self._tracer = tracer
-        self._duration = duration
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """An interceptor that wraps each method's behavior once, when the method is first called, and
+    hands out the wrapped handler from then on (a new one only if grpc's handler changes)."""
+
+    def __init__(self) -> None:
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
-        self._point_attributes: dict[tuple[str, grpc.StatusCode], dict[str, str]] = {}
 
     async def intercept_service(
         self,
@@ -71,16 +71,15 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is None or cached[0] is not handler:
-            cached = (handler, self._wrap(handler, method.lstrip("/")))
+            cached = (handler, self._wrap(handler, method))
             self._wrapped[method] = cached
         return cached[1]
 
     def _wrap(self, handler: Handler, method: str) -> Handler:
-        kind = "stream_stream" if handler.request_streaming else "unary_stream"
-        wrap = self._streaming
-        if not handler.response_streaming:
-            kind = "stream_unary" if handler.request_streaming else "unary_unary"
-            wrap = self._unary
+        kind = ("stream_" if handler.request_streaming else "unary_") + (
+            "stream" if handler.response_streaming else "unary"
+        )
+        wrap = self._streaming if handler.response_streaming else self._unary
         # grpc's handlers are namedtuples (grpc._utilities.RpcMethodHandler); the stubs know only the ABC.
         wrapped: Handler = handler._replace(  # type: ignore[attr-defined]
             **{kind: wrap(getattr(handler, kind), method)}
@@ -88,6 +87,24 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _unary(self, behavior: Behavior, method: str) -> Behavior:
+        """`behavior` of a method with one response (`method` is its path, /service/Method), wrapped."""
+        raise NotImplementedError
+
+    def _streaming(self, behavior: Behavior, method: str) -> Behavior:
+        """`behavior` of a method that streams responses, wrapped: an async generator of them."""
+        raise NotImplementedError
+
+
+class TelemetryInterceptor(WrappingInterceptor):
+    def __init__(self, tracer: trace.Tracer | None, duration: Histogram | None) -> None:
+        super().__init__()
+        self._tracer = tracer
+        self._duration = duration
+        self._point_attributes: dict[tuple[str, grpc.StatusCode], dict[str, str]] = {}
+
+    def _unary(self, behavior: Behavior, path: str) -> Behavior:
+        method = path.lstrip("/")
+
         async def observed(request: Any, context: Context) -> Any:
             started = time.perf_counter()
             span, token = self._start(method, context)
@@ -103,7 +120,9 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
 
         return observed
 
-    def _streaming(self, behavior: Behavior, method: str) -> Behavior:
+    def _streaming(self, behavior: Behavior, path: str) -> Behavior:
+        method = path.lstrip("/")
+
         async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
             span, token = self._start(method, context)
