@@ -13,7 +13,6 @@ credential from an open service (a report for another lane's decision is then PE
 from __future__ import annotations
 
 import contextvars
-import inspect
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -26,7 +25,7 @@ from orxaq_grpc.access.roles import OPEN, Gatekeeper, Need, Principal, Refusal
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.service.errors import refused, resource_exhausted
-from orxaq_grpc.service.interceptor import Behavior, Context, WrappingInterceptor
+from orxaq_grpc.service.interceptor import Behavior, Context, WrappingInterceptor, answer, responses
 from orxaq_grpc.service.wire import RefusalLog
 
 ROUTING_SERVICE = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
@@ -76,8 +75,7 @@ class Gate(WrappingInterceptor):
             self.in_flight += 1
             token = CALLER.set(caller)
             try:
-                result = behavior(request, context)
-                return await result if inspect.isawaitable(result) else result
+                return await answer(behavior, request, context)
             finally:
                 CALLER.reset(token)
                 self.in_flight -= 1
@@ -104,12 +102,8 @@ class Gate(WrappingInterceptor):
             # fail when grpc closes the stream from another context.
             CALLER.set(caller)
             try:
-                result = behavior(request, context)
-                if inspect.isawaitable(result):  # a handler that writes with context.write()
-                    await result
-                else:
-                    async for response in result:
-                        yield response
+                async for response in responses(behavior, request, context):
+                    yield response
             finally:
                 self.watching -= watch
 

@@ -95,6 +95,22 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
         raise NotImplementedError
 
 
+async def answer(behavior: Behavior, request: Any, context: Context) -> Any:
+    """The response of a behavior with one, whether it is a coroutine function or a plain one."""
+    result = behavior(request, context)
+    return await result if inspect.isawaitable(result) else result
+
+
+async def responses(behavior: Behavior, request: Any, context: Context) -> AsyncIterator[Any]:
+    """The responses of a streaming behavior, whether it yields them or writes them with context.write()."""
+    result = behavior(request, context)
+    if inspect.isawaitable(result):
+        await result
+        return
+    async for response in result:
+        yield response
+
+
 class TelemetryInterceptor(WrappingInterceptor):
     def __init__(self, tracer: trace.Tracer | None, duration: Histogram | None) -> None:
         super().__init__()
@@ -110,8 +126,7 @@ class TelemetryInterceptor(WrappingInterceptor):
             span, token = self._start(method, context)
             failure: BaseException | None = None
             try:
-                result = behavior(request, context)
-                return await result if inspect.isawaitable(result) else result
+                return await answer(behavior, request, context)
             except BaseException as exc:
                 failure = exc
                 raise
@@ -128,12 +143,8 @@ class TelemetryInterceptor(WrappingInterceptor):
             span, token = self._start(method, context)
             failure: BaseException | None = None
             try:
-                result = behavior(request, context)
-                if inspect.isawaitable(result):  # a handler that writes with context.write()
-                    await result
-                else:
-                    async for response in result:
-                        yield response
+                async for response in responses(behavior, request, context):
+                    yield response
             except BaseException as exc:
                 failure = exc
                 raise
