@@ -64,7 +64,10 @@ def validate_route_request(
     text("task.title", task.title, limits.max_title_chars)
     # UTF-8 takes at most 4 bytes a character: only encode when it could matter.
     if len(task.prompt) * 4 > limits.max_prompt_bytes:
-        size = len(task.prompt.encode("utf-8", "surrogatepass"))
+        # An ASCII string's length is its size (isascii() reads a flag): no megabyte copy to count it.
+        size = (
+            len(task.prompt) if task.prompt.isascii() else len(task.prompt.encode("utf-8", "surrogatepass"))
+        )
         if size > limits.max_prompt_bytes:
             out.append(Violation("task.prompt", f"is {size} bytes; at most {limits.max_prompt_bytes}"))
     if len(task.labels) > limits.max_labels:
@@ -83,7 +86,9 @@ def validate_route_request(
     _number(out, "task.value_usd", task.value_usd, lo=0.0)
 
     text("requested_model", request.requested_model, limits.max_text_field_chars)
-    if request.router and (problem := router_problem(request.router)):
+    if len(request.router) > limits.max_text_field_chars:  # the decision echoes it, twice
+        text("router", request.router, limits.max_text_field_chars)
+    elif request.router and (problem := router_problem(request.router)):
         out.append(Violation("router", problem))
 
     constraints = request.constraints

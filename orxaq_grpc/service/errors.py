@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -93,6 +94,16 @@ def _with_details(code: int, message: str, *details: Message) -> grpc.Status:
         one.Pack(detail)
         packed.append(one)
     return _to_status(status_pb2.Status(code=code, message=message, details=packed))
+
+
+def end_with(context: grpc.aio.ServicerContext[Any, Any], status: grpc.Status) -> None:
+    """Sets the status the call ends with once its handler returns (a unary one returns None).
+    Unlike abort(), no exception: grpc keeps an aborted call's traceback in a reference cycle, and
+    with it the request, until the garbage collector runs; a flood of refused large requests would
+    hold gigabytes that long."""
+    context.set_code(status.code)
+    context.set_details(status.details)
+    context.set_trailing_metadata(status.trailing_metadata)
 
 
 def _to_status(status: status_pb2.Status) -> grpc.Status:

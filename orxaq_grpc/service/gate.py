@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import grpc
 from grpc_health.v1 import health
 
 from orxaq.routing.v1 import routing_pb2
@@ -24,7 +25,7 @@ from orxaq_grpc.access.rates import LaneRates
 from orxaq_grpc.access.roles import OPEN, Gatekeeper, Need, Principal, Refusal
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.routing.live import LiveRouter
-from orxaq_grpc.service.errors import refused, resource_exhausted
+from orxaq_grpc.service.errors import end_with, refused, resource_exhausted
 from orxaq_grpc.service.interceptor import Behavior, Context, WrappingInterceptor, answer, responses
 from orxaq_grpc.service.wire import RefusalLog
 
@@ -64,14 +65,15 @@ class Gate(WrappingInterceptor):
         async def admitted(request: Any, context: Context) -> Any:
             ceilings = self._current().policy.ceilings
             if self.in_flight >= ceilings.max_concurrent_rpcs:
-                await self._exhausted(
-                    context,
-                    method,
-                    "concurrent calls",
-                    f"{self.in_flight} calls in flight, the most policy allows",
-                    ceilings.retry_after_s,
+                message = f"{self.in_flight} calls in flight, the most policy allows"
+                caller: Principal | grpc.Status = self._exhausted(
+                    method, "concurrent calls", message, ceilings.retry_after_s
                 )
-            caller = await self._admit(request, context, method, need)
+            else:
+                caller = self._admit(request, context, method, need)
+            if isinstance(caller, grpc.Status):
+                end_with(context, caller)
+                return None
             self.in_flight += 1
             token = CALLER.set(caller)
             try:
@@ -89,14 +91,15 @@ class Gate(WrappingInterceptor):
         async def admitted(request: Any, context: Context) -> AsyncIterator[Any]:
             ceilings = self._current().policy.ceilings
             if watch and self.watching >= ceilings.max_watch_streams:
-                await self._exhausted(
-                    context,
-                    method,
-                    "watch streams",
-                    f"{self.watching} watch streams are open, the most policy allows",
-                    ceilings.retry_after_s,
+                message = f"{self.watching} watch streams are open, the most policy allows"
+                caller: Principal | grpc.Status = self._exhausted(
+                    method, "watch streams", message, ceilings.retry_after_s
                 )
-            caller = await self._admit(request, context, method, need)
+            else:
+                caller = self._admit(request, context, method, need)
+            if isinstance(caller, grpc.Status):
+                end_with(context, caller)
+                return
             self.watching += watch
             # Each call runs in a task of its own, so the value goes with it; no reset, which would
             # fail when grpc closes the stream from another context.
@@ -119,30 +122,26 @@ class Gate(WrappingInterceptor):
             self._rates.forget(config.lanes.keys())
         return config
 
-    async def _admit(self, request: Any, context: Context, method: str, need: Need) -> Principal:
-        """The caller, after its credential and its lane's rate; else the call ends refused."""
+    def _admit(self, request: Any, context: Context, method: str, need: Need) -> Principal | grpc.Status:
+        """The caller, after its credential and its lane's rate; else the status that refuses it."""
         lane = getattr(request, "lane", None) if need is Need.LANE else None
         caller = self._keeper.admit(need, _bearer(context), lane)
         if isinstance(caller, Refusal):
             self.refusals.refused(method, f"{caller.reason}: {caller.message}")
             metadata = {"method": method.lstrip("/"), "requires": caller.required.value}
-            await context.abort_with_status(
-                refused(caller.unauthenticated, caller.reason, caller.message, metadata)
-            )
+            return refused(caller.unauthenticated, caller.reason, caller.message, metadata)
         config = self._current()
         if lane is not None and lane in config.lanes:
             ceilings = config.policy.ceilings
             wait_s = self._rates.wait_s(lane, ceilings.lane_requests_per_s, ceilings.lane_burst)
             if wait_s > 0:
                 rate = f"lane {lane!r} is over its {ceilings.lane_requests_per_s:g} calls per second"
-                await self._exhausted(context, method, f"lane {lane} request rate", rate, wait_s)
+                return self._exhausted(method, f"lane {lane} request rate", rate, wait_s)
         return caller
 
-    async def _exhausted(
-        self, context: Context, method: str, subject: str, message: str, retry_s: float
-    ) -> None:
+    def _exhausted(self, method: str, subject: str, message: str, retry_s: float) -> grpc.Status:
         self.exhausted.refused(method, message)
-        await context.abort_with_status(resource_exhausted(subject, message, retry_s))
+        return resource_exhausted(subject, message, retry_s)
 
 
 def _bearer(context: Context) -> str | None:

@@ -41,7 +41,7 @@ from orxaq_grpc.service.convert import (
     scale_decision_to_proto,
     scale_request_from_proto,
 )
-from orxaq_grpc.service.errors import budget_exhausted, invalid_argument, plain, refused
+from orxaq_grpc.service.errors import budget_exhausted, end_with, invalid_argument, plain, refused
 from orxaq_grpc.service.gate import CALLER, ROUTING_SERVICE
 from orxaq_grpc.service.runtime import protobuf_backend
 from orxaq_grpc.service.watch import HealthBroadcast
@@ -100,28 +100,29 @@ class RoutingHandlers:
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Method = Callable[["RoutingServicer", Req, "grpc.aio.ServicerContext[Req, Resp]"], Awaitable[Resp]]
+# What `_statuses` makes of one: None when the call ends with the status set on its context.
+Handled = Callable[["RoutingServicer", Req, "grpc.aio.ServicerContext[Req, Resp]"], Awaitable[Resp | None]]
 
 
 def _statuses(
     rpc: str, about: Callable[[Any], tuple[str, str]], router_errors: bool = False
-) -> Callable[[Method[Req, Resp]], Method[Req, Resp]]:
+) -> Callable[[Method[Req, Resp]], Handled[Req, Resp]]:
     """Maps what the core raises to statuses: violations to INVALID_ARGUMENT with a BadRequest, an
     exhausted budget (when policy says error) to RESOURCE_EXHAUSTED, a ledger that refused to
     UNAVAILABLE, anything else to INTERNAL (logged with `about(request)`: the lane and a key; with
     `router_errors`, counted as a router error)."""
 
-    def decorate(method: Method[Req, Resp]) -> Method[Req, Resp]:
+    def decorate(method: Method[Req, Resp]) -> Handled[Req, Resp]:
         @functools.wraps(method)
         async def handled(
             self: RoutingServicer, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
-        ) -> Resp:
+        ) -> Resp | None:
             try:
                 return await method(self, request, context)
             except Exception as exc:
                 status = _failure(rpc, exc, about(request), self.handlers.observer if router_errors else None)
-            # Aborted outside the except block, so the abort does not chain the failure (whose
-            # traceback holds the request): a refused request is freed at once, not by a gc pass.
-            return await context.abort_with_status(status)
+            end_with(context, status)  # outside the except block: the failure is freed with the call
+            return None
 
         return handled
 
@@ -227,9 +228,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         heartbeat_s = request.heartbeat_s or DEFAULT_HEARTBEAT_S
         shortest = self.handlers.workflow.config.policy.ceilings.min_watch_heartbeat_s
         if problem := range_problem(heartbeat_s, lo=shortest, hi=MAX_HEARTBEAT_S):
-            await context.abort_with_status(
-                invalid_argument("WatchHealthRequest", [Violation("heartbeat_s", problem)])
-            )
+            end_with(context, invalid_argument("WatchHealthRequest", [Violation("heartbeat_s", problem)]))
+            return
         async for snapshot in self.handlers.broadcast.watch(heartbeat_s):
             yield snapshot
 

@@ -22,7 +22,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
-from orxaq_grpc.service.errors import invalid_argument
+from orxaq_grpc.service.errors import end_with, invalid_argument
 from orxaq_grpc.vocabulary import Violation
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,8 @@ def _guarded(method: str, handler: Callable[..., Any], refusals: RefusalLog) -> 
         async def streamed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             if isinstance(request, Malformed):
                 refusals.refused(method, f"not a {request.message} ({request.problem})")
-                await context.abort_with_status(_refusal(request))
+                end_with(context, _refusal(request))
+                return
             async for item in handler(request, context):
                 yield item
 
@@ -118,7 +119,8 @@ def _guarded(method: str, handler: Callable[..., Any], refusals: RefusalLog) -> 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if isinstance(request, Malformed):
             refusals.refused(method, f"not a {request.message} ({request.problem})")
-            await context.abort_with_status(_refusal(request))
+            end_with(context, _refusal(request))
+            return None
         return await handler(request, context)
 
     return unary
