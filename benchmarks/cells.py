@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -87,14 +88,16 @@ class Server:
 
 @contextmanager
 def server_process(
-    script: str, *args: str, env: Mapping[str, str] | None = None
+    script: str, *args: str, env: Mapping[str, str] | None = None, stderr: IO[str] | None = None
 ) -> Iterator[tuple[int, int]]:
     """Runs `script --port 0 args...`, which prints its port on the first line and stops when its
-    stdin closes; yields (pid, port) and stops it on the way out, error or not."""
+    stdin closes; yields (pid, port) and stops it on the way out, error or not. Its stderr goes to
+    `stderr` when given, else to this process's."""
     process = subprocess.Popen(
         [sys.executable, script, "--port", "0", *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        stderr=stderr,
         text=True,
         env={**os.environ, **(env or {})},
         # Out of the terminal's process group: Ctrl-C reaches only this process, which then
