@@ -1,9 +1,11 @@
 """A server span and a duration point for every RPC, following the OpenTelemetry RPC conventions.
 
 Written here rather than taken from opentelemetry-instrumentation-grpc: its asyncio interceptor
-records no status for `abort_with_status`, wraps each call's context in a proxy object and re-wraps the handler on every call. This one reads the real status from the
-context once the handler is done (however it was set: refusals here set it, `errors.end_with`), wraps each method's handler once (`WrappingInterceptor`, which
-the gate shares), and starts nothing when its signal is off.
+records no status for `abort_with_status`, wraps each call's context in a proxy object and
+re-wraps the handler on every call. This one reads the real status from the context once the
+handler is done (however it was set: refusals here set it, see `errors.end_with`), wraps each
+method's handler once (`WrappingInterceptor`, which the gate shares), and starts nothing when
+its signal is off.
 
 The span is current while the handler runs, so the servicer adds the routing attributes to
 it; a caller's W3C trace context (`traceparent` metadata) becomes its parent.
