@@ -1,11 +1,14 @@
 """What keeps oversized requests from costing the server memory: a receive limit derived from the
-policy, so the transport refuses what no valid request could be before reading it whole, and no
-flow-control windows grown by bandwidth probing. benchmarks/hostile.py measures the memory itself."""
+policy, so the transport refuses what no valid request could be before reading it whole, no
+flow-control windows grown by bandwidth probing, and freed memory handed back after a burst.
+benchmarks/hostile.py measures the memory itself."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,6 +17,8 @@ from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.config.model import Config, Limits
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.scale.validation import MAX_SCHEDULE_FLOWS
+from orxaq_grpc.service import memory
+from orxaq_grpc.service.memory import release_free_memory
 from orxaq_grpc.service.server import MAX_MESSAGE_BYTES, max_request_bytes, server_options
 from tests.conftest import CONFIG_DIR, LoopbackServer
 
@@ -146,3 +151,26 @@ def test_a_message_over_the_receive_limit_is_resource_exhausted(
         error = refusal(route, route_request_of(size))
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, size  # type: ignore[attr-defined]
     assert route(route_request_of(2048), timeout=30)  # and the server still answers the next call
+
+
+def _rss_mib() -> int:
+    status = Path("/proc/self/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    assert match is not None
+    return int(match.group(1)) // 1024
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/status").exists() or memory._malloc_trim is None,
+    reason="glibc's malloc_trim, and VmRSS from /proc",
+)
+def test_memory_freed_between_live_blocks_goes_back_to_the_system() -> None:
+    """What a flood of refused requests leaves: freed blocks between a few that live on, which the
+    allocator keeps. The guardrails' round returns them (release_free_memory)."""
+    blocks = [bytearray(4096) for _ in range(60_000)]  # about 240 MiB
+    survivors = blocks[::16]
+    del blocks
+    held = _rss_mib()
+    assert release_free_memory()
+    assert _rss_mib() < held - 100
+    assert len(survivors) == 3750

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health
@@ -26,7 +27,7 @@ from orxaq_grpc.access.roles import OPEN, Gatekeeper, Need, Principal, Refusal
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.service.errors import end_with, refused, resource_exhausted
-from orxaq_grpc.service.interceptor import Behavior, Context, WrappingInterceptor, answer, responses
+from orxaq_grpc.service.interceptor import Behavior, Context, Handler, WrappingInterceptor, answer, responses
 from orxaq_grpc.service.wire import RefusalLog
 
 ROUTING_SERVICE = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
@@ -41,7 +42,12 @@ WATCHES = frozenset({f"/{ROUTING_SERVICE}/WatchHealth", f"/{health.SERVICE_NAME}
 # The caller of the call in progress (OPEN where no credentials are configured).
 CALLER: contextvars.ContextVar[Principal] = contextvars.ContextVar("caller", default=OPEN)
 
+# An admitted unary call whose request has not arrived in this long no longer counts as in flight
+# (its caller went away before sending it, and grpc never calls the handler).
+ARRIVAL_S = 30.0
 AUTHORIZATION = "authorization"
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 BEARER = "bearer "
 
 
@@ -54,23 +60,48 @@ class Gate(WrappingInterceptor):
         self._config: Config | None = None
         self._keeper = Gatekeeper(live.current.config.policy.access)
         self._rates = LaneRates(clock)
-        self.in_flight = 0
+        self._clock = clock
+        self.in_flight = 0  # unary calls whose handler runs
+        self._arriving: deque[float] = deque()  # when each admitted unary call began, until it is read
+        self._unread: dict[tuple[str, int, float], Handler] = {}
         self.watching = 0
         self.refusals = RefusalLog("call(s) without the credentials they need")
         self.exhausted = RefusalLog("call(s) over a ceiling")
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
+        """A unary call over the ceiling on calls in flight is refused here, before its request is
+        read: a handler that takes the request as a stream and never reads it. So a flood of large
+        requests holds at most the ceiling's worth of them, whatever the number of connections."""
+        handler = await super().intercept_service(continuation, handler_call_details)
+        if handler is None or handler.request_streaming or handler.response_streaming:
+            return handler
+        ceilings = self._current().policy.ceilings
+        now, arriving = self._clock(), self._arriving
+        while arriving and now - arriving[0] > ARRIVAL_S:
+            arriving.popleft()  # never read (the caller went away first): no longer in flight
+        if self.in_flight + len(arriving) < ceilings.max_concurrent_rpcs:
+            arriving.append(now)
+            return handler
+        method = handler_call_details.method
+        self.exhausted.refused(method, f"{self.in_flight + len(arriving)} calls in flight")
+        key = (method, ceilings.max_concurrent_rpcs, ceilings.retry_after_s)
+        if (unread := self._unread.get(key)) is None:
+            message = f"{ceilings.max_concurrent_rpcs} calls are in flight, the most policy allows"
+            status = resource_exhausted("concurrent calls", message, ceilings.retry_after_s)
+            unread = self._unread[key] = _refusing_unread(status)
+        return cast("grpc.RpcMethodHandler[Req, Resp]", unread)
 
     def _unary(self, behavior: Behavior, method: str) -> Behavior:
         need = NEEDS.get(method, Need.READ)
 
         async def admitted(request: Any, context: Context) -> Any:
-            ceilings = self._current().policy.ceilings
-            if self.in_flight >= ceilings.max_concurrent_rpcs:
-                message = f"{self.in_flight} calls in flight, the most policy allows"
-                caller: Principal | grpc.Status = self._exhausted(
-                    method, "concurrent calls", message, ceilings.retry_after_s
-                )
-            else:
-                caller = self._admit(request, context, method, need)
+            if self._arriving:
+                self._arriving.popleft()  # read: in flight from here on
+            caller = self._admit(request, context, method, need)
             if isinstance(caller, grpc.Status):
                 end_with(context, caller)
                 return None
@@ -142,6 +173,15 @@ class Gate(WrappingInterceptor):
     def _exhausted(self, method: str, subject: str, message: str, retry_s: float) -> grpc.Status:
         self.exhausted.refused(method, message)
         return resource_exhausted(subject, message, retry_s)
+
+
+def _refusing_unread(status: grpc.Status) -> Handler:
+    """A unary method's handler that ends the call with `status` without reading its request."""
+
+    async def refuse(requests: AsyncIterator[Any], context: Context) -> None:
+        end_with(context, status)
+
+    return grpc.stream_unary_rpc_method_handler(refuse)
 
 
 def _bearer(context: Context) -> str | None:

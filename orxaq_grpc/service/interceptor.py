@@ -55,11 +55,13 @@ Resp = TypeVar("Resp")
 
 
 class WrappingInterceptor(grpc.aio.ServerInterceptor):
-    """An interceptor that wraps each method's behavior once, when the method is first called, and
-    hands out the wrapped handler from then on (a new one only if grpc's handler changes)."""
+    """An interceptor that wraps each handler's behavior once, when it is first handed over, and
+    hands out the wrapped handler from then on. Keyed by the handler itself (held, so its id stays
+    its own): grpc hands over the same one for every call of a method, and an inner interceptor
+    may hand over a few of its own (the gate's refusals)."""
 
     def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        self._wrapped: dict[int, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -69,11 +71,9 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED
             return handler
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = (handler, self._wrap(handler, method))
-            self._wrapped[method] = cached
+        cached = self._wrapped.get(id(handler))
+        if cached is None:
+            cached = self._wrapped[id(handler)] = (handler, self._wrap(handler, handler_call_details.method))
         return cached[1]
 
     def _wrap(self, handler: Handler, method: str) -> Handler:

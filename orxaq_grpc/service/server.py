@@ -28,6 +28,7 @@ from orxaq_grpc.scoring import KIND as SCORING_KERNEL
 from orxaq_grpc.service.gate import Gate
 from orxaq_grpc.service.health import HealthServicer
 from orxaq_grpc.service.interceptor import TelemetryInterceptor
+from orxaq_grpc.service.memory import release_free_memory
 from orxaq_grpc.service.servicer import RoutingHandlers, RoutingServicer
 from orxaq_grpc.service.tls import ServerTls
 from orxaq_grpc.service.wire import RefusalLog, register
@@ -154,13 +155,15 @@ async def _idle() -> None:
 
 async def _check_guardrails(live: LiveRouter, outcomes: Outcomes) -> None:
     """Evaluates the stop-loss triggers (and refreshes calibration) every check_interval_s, off the
-    loop: the sums behind them take milliseconds. A failed round is logged and the next one runs."""
+    loop: the sums behind them take milliseconds. A failed round is logged and the next one runs.
+    Each round also hands memory freed since the last back to the system (service/memory.py)."""
     while True:
         await asyncio.sleep(live.current.config.policy.stop_loss.check_interval_s)
         try:
             await asyncio.to_thread(outcomes.check)
         except Exception:
             log.exception("evaluating the stop-loss triggers failed; trying again next round")
+        await asyncio.to_thread(release_free_memory)
 
 
 def open_outcomes(
