@@ -12,6 +12,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from orxaq.routing.v1 import routing_pb2 as pb
@@ -209,6 +210,14 @@ def test_reads_are_open_by_policy_and_guarded_after_a_reload(
             check(health_pb2.HealthCheckRequest(), timeout=10).status
             == health_pb2.HealthCheckResponse.SERVING
         )
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo  # type: ignore[no-untyped-call]
+
+        def services(metadata: tuple[tuple[str, str], ...] = ()) -> list[str]:
+            ask = reflection_pb2.ServerReflectionRequest(list_services="")
+            (answer,) = reflect(iter([ask]), timeout=10, metadata=metadata)
+            return [s.name for s in answer.list_services_response.service]
+
+        assert "orxaq.routing.v1.RoutingService" in services()
         set_toml(config / "policy.toml", "access", "reads", '"token"')
         try:
             assert live.reload()
@@ -222,6 +231,10 @@ def test_reads_are_open_by_policy_and_guarded_after_a_reload(
                 "CREDENTIALS_MISSING",
                 "a token",
             )
+            with pytest.raises(grpc.RpcError) as unlisted:  # reflection is a read too
+                services()
+            assert unlisted.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+            assert "orxaq.routing.v1.RoutingService" in services(bearer(CODEX_TOKEN))
             with connect(served, certificates, CLAUDE_TOKEN) as claude:
                 assert claude.health().config_version  # any valid token reads
         finally:
