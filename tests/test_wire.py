@@ -97,6 +97,29 @@ def test_the_refusal_log_says_each_period_once_with_its_count(caplog: pytest.Log
     assert refusals.total == 1800
 
 
+def test_a_flood_that_stops_is_still_told_whole(caplog: pytest.LogCaptureFixture) -> None:
+    """The guardrails' round flushes a period that is over; shutdown flushes what is left."""
+    now = [0.0]
+    refusals = RefusalLog(every_s=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="orxaq_grpc.service.wire"):
+        for _ in range(1000):  # a burst at 0 s, then nothing
+            refusals.refused("orxaq.routing.v1.RoutingService/Route", "not a RouteRequest")
+        now[0] = 30.0
+        refusals.flush()  # the period is not over: nothing yet
+        now[0] = 61.0
+        refusals.flush()
+        refusals.flush()  # nothing new: nothing more
+        refusals.refused("orxaq.routing.v1.RoutingService/Report", "not a ReportRequest")
+        refusals.flush(force=True)  # shutdown
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(" in the last")[0] for line in lines] == [
+        "refused 1 malformed request(s)",
+        "refused 999 malformed request(s)",
+        "refused 1 malformed request(s)",
+    ]
+    assert lines[2].endswith("to orxaq.routing.v1.RoutingService/Report: not a ReportRequest")
+
+
 def test_a_message_that_parses_still_gets_field_validation(server: LoopbackServer) -> None:
     """Unknown fields parse (protobuf keeps them): such a request is judged by its fields."""
     with grpc.insecure_channel(server.address) as channel, pytest.raises(grpc.RpcError) as caught:

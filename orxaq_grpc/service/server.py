@@ -87,6 +87,7 @@ class RunningServer:
     handlers: RoutingHandlers
     port: int
     guardrails: asyncio.Task[None]
+    refusal_logs: tuple[RefusalLog, ...] = ()
 
     async def stop(self, grace_s: float, drain_s: float = 0.0) -> None:
         """Reports NOT_SERVING, waits `drain_s` for balancers to notice, then lets
@@ -97,6 +98,8 @@ class RunningServer:
         self.handlers.stopping.set()  # watchers end now rather than at the end of the grace
         self.guardrails.cancel()
         await self.server.stop(grace_s)
+        for refusals in self.refusal_logs:  # what the last period counted, told before the end
+            refusals.flush(force=True)
 
 
 async def start_server(
@@ -134,6 +137,7 @@ async def start_server(
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.update_lanes(outcomes)  # each lane's name is there from the first call
+    logs = (refusals, gate.refusals, gate.exhausted)
 
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     # Both raise RuntimeError when they cannot bind.
@@ -141,10 +145,15 @@ async def start_server(
     await server.start()
     health_servicer.follow_lanes(outcomes)
     ticker = asyncio.create_task(
-        _check_guardrails(live, outcomes) if tick_guardrails else _idle(), name="guardrails"
+        _check_guardrails(live, outcomes, logs) if tick_guardrails else _idle(), name="guardrails"
     )
     return RunningServer(
-        server=server, health=health_servicer, handlers=handlers, port=port, guardrails=ticker
+        server=server,
+        health=health_servicer,
+        handlers=handlers,
+        port=port,
+        guardrails=ticker,
+        refusal_logs=logs,
     )
 
 
@@ -153,16 +162,19 @@ async def _idle() -> None:
     await asyncio.Event().wait()
 
 
-async def _check_guardrails(live: LiveRouter, outcomes: Outcomes) -> None:
+async def _check_guardrails(live: LiveRouter, outcomes: Outcomes, logs: tuple[RefusalLog, ...]) -> None:
     """Evaluates the stop-loss triggers (and refreshes calibration) every check_interval_s, off the
     loop: the sums behind them take milliseconds. A failed round is logged and the next one runs.
-    Each round also hands memory freed since the last back to the system (service/memory.py)."""
+    Each round also tells the refusals of a period that is over, and hands memory freed since the
+    last round back to the system (service/memory.py)."""
     while True:
         await asyncio.sleep(live.current.config.policy.stop_loss.check_interval_s)
         try:
             await asyncio.to_thread(outcomes.check)
         except Exception:
             log.exception("evaluating the stop-loss triggers failed; trying again next round")
+        for refusals in logs:
+            refusals.flush()
         await asyncio.to_thread(release_free_memory)
 
 

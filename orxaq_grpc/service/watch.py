@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -73,6 +74,7 @@ class HealthBroadcast:
         self._latest: Tick | None = None
         self._waiting: list[asyncio.Future[None]] = []  # the streams waiting for the next tick
         self._ticker: asyncio.Task[None] | None = None
+        self._phase = random.Random()  # spreads the streams' heartbeats (no seed: nothing to reproduce)
 
     @property
     def watchers(self) -> int:
@@ -90,7 +92,9 @@ class HealthBroadcast:
         first = self._join(heartbeat_s)
         try:
             yield first.message("initial")
-            sent_at, sent_states = first.at, first.states
+            # The first heartbeat at a random point of the first period: a thousand streams opened
+            # together then beat spread over the ticks, not all on the same one.
+            sent_at, sent_states = first.at - self._phase.random() * heartbeat_s, first.states
             while not self._stopping.is_set():
                 await self._next_tick()
                 tick = self._latest

@@ -54,16 +54,32 @@ class RefusalLog:
         self._lock = threading.Lock()
         self._count = 0
         self._next = -1.0
+        self._latest = ("", "")
         self.total = 0
 
     def refused(self, method: str, detail: str) -> None:
         with self._lock:
             self.total += 1
             self._count += 1
+            self._latest = (method, detail)
             now = self._clock()
             if now < self._next:
                 return
             count, self._count, self._next = self._count, 0, now + self._every_s
+        self._say(count, method, detail)
+
+    def flush(self, force: bool = False) -> None:
+        """Says what the period counted once it is over (or now, `force`, on shutdown): a flood that
+        stops is still told whole, not only its first refusal."""
+        with self._lock:
+            now = self._clock()
+            if not self._count or (now < self._next and not force):
+                return
+            count, self._count, self._next = self._count, 0, now + self._every_s
+            method, detail = self._latest
+        self._say(count, method, detail)
+
+    def _say(self, count: int, method: str, detail: str) -> None:
         log.warning(
             "refused %d %s in the last %g s; the latest, to %s: %s",
             count,
