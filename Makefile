@@ -33,13 +33,15 @@ lint: $(INSTALLED)
 check-config: $(INSTALLED)
 	$(BIN)/orxaq-grpc check-config config
 
-## Figures: kernel twins vs NumPy, sync vs asyncio server, Report vs Route, tracing cost, the fleet scenarios.
+## Figures: kernel twins vs NumPy, sync vs asyncio server, Report vs Route, tracing cost, the fleet scenarios,
+## the server under hostile load.
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/kernel.py
 	$(BIN)/python benchmarks/server.py
 	$(BIN)/python benchmarks/report.py
 	$(BIN)/python benchmarks/tracing.py
 	$(BIN)/python benchmarks/fleet.py
+	$(BIN)/python benchmarks/hostile.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info orxaq orxaq_grpc/_defaults _scoring.c _scoring.html _learning.c _learning.html orxaq_grpc/*.so
