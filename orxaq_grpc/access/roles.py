@@ -36,6 +36,9 @@ class Principal:
         return self.role == LANE
 
 
+# A lane name a caller sent is shown up to this long in a refusal: it goes back in the trailers.
+MAX_SHOWN_LANE = 64
+
 OPEN = Principal(name="", role="open")  # the caller when no credentials are configured
 ANONYMOUS = Principal(name="", role="anonymous")  # a read without a token, where reads are open
 
@@ -58,36 +61,44 @@ class Gatekeeper:
         self.access = access
         self._by_digest: dict[bytes, Credential] = {c.digest: c for c in access.credentials}
 
-    def admit(self, need: Need, token: str | None, lane: str | None = None) -> Principal | Refusal:
-        """The caller, or why it may not. `lane` is the lane a LANE call names (None when unknown)."""
+    def identify(self, need: Need, token: str | None) -> Principal | Refusal:
+        """Who is calling, from its token alone (before its request is read), or why it may not make
+        a call that needs `need`. Where reads are open a read is answered whatever the token: a
+        monitor with a stale one still reads."""
         if not self.access.enforced:
             return OPEN
+        credential = self._by_digest.get(token_digest(token)) if token is not None else None
+        if need is Need.READ and self.access.reads_open:
+            return ANONYMOUS if credential is None else _principal(credential)
         if token is None:
-            if need is Need.READ and self.access.reads_open:
-                return ANONYMOUS
             return Refusal(
                 True, "CREDENTIALS_MISSING", f"needs {need.value}: send `authorization: Bearer <token>`", need
             )
-        credential = self._by_digest.get(token_digest(token))
         if credential is None:
             return Refusal(
                 True, "CREDENTIALS_UNKNOWN", "the bearer token is not one this service accepts", need
             )
-        caller = Principal(name=credential.name, role=credential.role, lane=credential.lane)
-        if caller.role == OPERATOR or need is Need.READ:
-            return caller
-        if need is Need.OPERATOR:
+        caller = _principal(credential)
+        if need is Need.OPERATOR and caller.role != OPERATOR:
             return Refusal(
                 False,
                 "OPERATOR_REQUIRED",
                 f"needs {need.value}; {caller.name!r} is lane {caller.lane!r}'s",
                 need,
             )
-        if lane is not None and lane != caller.lane:
-            return Refusal(
-                False,
-                "OTHER_LANE",
-                f"{caller.name!r} speaks for lane {caller.lane!r}, not {lane!r}",
-                need,
-            )
         return caller
+
+    @staticmethod
+    def speaks_for(caller: Principal, lane: str) -> Refusal | None:
+        """Whether `caller` may make a lane's call (Route, Report) for `lane`: an operator may for
+        any, a lane credential for its own only."""
+        if not caller.is_lane or lane == caller.lane:
+            return None
+        shown = lane if len(lane) <= MAX_SHOWN_LANE else lane[:MAX_SHOWN_LANE] + "..."
+        return Refusal(
+            False, "OTHER_LANE", f"{caller.name!r} speaks for lane {caller.lane!r}, not {shown!r}", Need.LANE
+        )
+
+
+def _principal(credential: Credential) -> Principal:
+    return Principal(name=credential.name, role=credential.role, lane=credential.lane)

@@ -437,7 +437,7 @@ class CredentialEntry(Table):
             if self.role == "lane" and not self.lane:
                 yield ("lane",), "a lane credential names its lane"
             elif self.role != "lane" and self.lane:
-                yield ("lane",), f"only a lane credential names a lane, not a {self.role} one"
+                yield ("lane",), f"only a lane credential names a lane, not an {self.role} one"
             elif self.lane and known.lanes is not None and self.lane not in known.lanes:
                 yield ("lane",), f"{self.lane!r} is not in lanes.toml"
 

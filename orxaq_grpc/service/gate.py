@@ -1,6 +1,12 @@
 """Admission for every call, before its handler: who is calling, whether its role allows the call
 (`access/roles.py`), and the ceilings on calls in flight, watch streams and each lane's rate.
 
+A method that takes one request is served as if it took a stream of them, so the gate decides
+before the request is read: a caller without the token the call needs, or one over the ceiling on
+calls in flight, is answered without its request ever being read, and a request that does not
+arrive within ARRIVAL_S frees its place. So a flood of large requests holds at most the ceiling's
+worth of them, however many connections bring them.
+
 A refusal is a status with details a client can act on: UNAUTHENTICATED or PERMISSION_DENIED with a
 google.rpc.ErrorInfo (the reason and the token the call needs), RESOURCE_EXHAUSTED with a QuotaFailure
 and a RetryInfo. Refusals are logged by count per period, never a line each: a flood of bad calls is
@@ -12,11 +18,11 @@ credential from an open service (a report for another lane's decision is then PE
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar, cast
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health
@@ -26,29 +32,40 @@ from orxaq_grpc.access.rates import LaneRates
 from orxaq_grpc.access.roles import OPEN, Gatekeeper, Need, Principal, Refusal
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.routing.live import LiveRouter
-from orxaq_grpc.service.errors import end_with, refused, resource_exhausted
+from orxaq_grpc.service.errors import end_with, invalid_argument, plain, refused, resource_exhausted
 from orxaq_grpc.service.interceptor import Behavior, Context, Handler, WrappingInterceptor, answer, responses
 from orxaq_grpc.service.wire import RefusalLog
+from orxaq_grpc.vocabulary import Violation
 
 ROUTING_SERVICE = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
-NEEDS = {
-    f"/{ROUTING_SERVICE}/Route": Need.LANE,
-    f"/{ROUTING_SERVICE}/Report": Need.LANE,
-    f"/{ROUTING_SERVICE}/Scale": Need.OPERATOR,
-    f"/{ROUTING_SERVICE}/SetStopLoss": Need.OPERATOR,
-}  # every other method (Health, WatchHealth, Economics, grpc.health.v1, reflection) is a read
+_ROUTING_NEEDS = {
+    "Route": Need.LANE,
+    "Report": Need.LANE,
+    "Scale": Need.OPERATOR,
+    "SetStopLoss": Need.OPERATOR,
+    "Health": Need.READ,
+    "WatchHealth": Need.READ,
+    "Economics": Need.READ,
+}
 WATCHES = frozenset({f"/{ROUTING_SERVICE}/WatchHealth", f"/{health.SERVICE_NAME}/Watch"})
 
 # The caller of the call in progress (OPEN where no credentials are configured).
 CALLER: contextvars.ContextVar[Principal] = contextvars.ContextVar("caller", default=OPEN)
 
-# An admitted unary call whose request has not arrived in this long no longer counts as in flight
-# (its caller went away before sending it, and grpc never calls the handler).
+# A request that has not arrived this long after its call began is not waited for: its place goes
+# to another call.
 ARRIVAL_S = 30.0
 AUTHORIZATION = "authorization"
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
 BEARER = "bearer "
+
+
+def need_of(method: str) -> Need:
+    """What a method needs: RoutingService's as listed (one not listed, say a new RPC, needs an
+    operator until it is); the other services' (grpc.health.v1, reflection) are reads."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    if service == ROUTING_SERVICE:
+        return _ROUTING_NEEDS.get(name, Need.OPERATOR)
+    return Need.READ
 
 
 class Gate(WrappingInterceptor):
@@ -60,76 +77,79 @@ class Gate(WrappingInterceptor):
         self._config: Config | None = None
         self._keeper = Gatekeeper(live.current.config.policy.access)
         self._rates = LaneRates(clock)
-        self._clock = clock
-        self.in_flight = 0  # unary calls whose handler runs
-        self._arriving: deque[float] = deque()  # when each admitted unary call began, until it is read
-        self._unread: dict[tuple[str, int, float], Handler] = {}
+        self.in_flight = 0  # calls holding a place: unary calls until answered, streams until read
         self.watching = 0
         self.refusals = RefusalLog("call(s) without the credentials they need")
         self.exhausted = RefusalLog("call(s) over a ceiling")
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
-        """A unary call over the ceiling on calls in flight is refused here, before its request is
-        read: a handler that takes the request as a stream and never reads it. So a flood of large
-        requests holds at most the ceiling's worth of them, whatever the number of connections."""
-        handler = await super().intercept_service(continuation, handler_call_details)
-        if handler is None or handler.request_streaming or handler.response_streaming:
-            return handler
-        ceilings = self._current().policy.ceilings
-        now, arriving = self._clock(), self._arriving
-        while arriving and now - arriving[0] > ARRIVAL_S:
-            arriving.popleft()  # never read (the caller went away first): no longer in flight
-        if self.in_flight + len(arriving) < ceilings.max_concurrent_rpcs:
-            arriving.append(now)
-            return handler
-        method = handler_call_details.method
-        self.exhausted.refused(method, f"{self.in_flight + len(arriving)} calls in flight")
-        key = (method, ceilings.max_concurrent_rpcs, ceilings.retry_after_s)
-        if (unread := self._unread.get(key)) is None:
-            message = f"{ceilings.max_concurrent_rpcs} calls are in flight, the most policy allows"
-            status = resource_exhausted("concurrent calls", message, ceilings.retry_after_s)
-            unread = self._unread[key] = _refusing_unread(status)
-        return cast("grpc.RpcMethodHandler[Req, Resp]", unread)
+    def _wrap(self, handler: Handler, method: str) -> Handler:
+        """A method that takes one request is taken as a stream, read by the gate once it admits
+        the call; one that takes a stream (reflection) is admitted before it is read."""
+        if handler.request_streaming:
+            return super()._wrap(handler, method)
+        deserialize, serialize = handler.request_deserializer, handler.response_serializer
+        # grpc's handler holds the behavior of its kind; the stubs type the sync server's.
+        behavior: Behavior = getattr(handler, "unary_stream" if handler.response_streaming else "unary_unary")
+        if handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(
+                self._read_streaming(behavior, method), deserialize, serialize
+            )
+        return grpc.stream_unary_rpc_method_handler(
+            self._read_unary(behavior, method), deserialize, serialize
+        )
 
-    def _unary(self, behavior: Behavior, method: str) -> Behavior:
-        need = NEEDS.get(method, Need.READ)
+    def _read_unary(self, behavior: Behavior, method: str) -> Behavior:
+        need = need_of(method)
 
-        async def admitted(request: Any, context: Context) -> Any:
-            if self._arriving:
-                self._arriving.popleft()  # read: in flight from here on
-            caller = self._admit(request, context, method, need)
+        async def admitted(requests: AsyncIterator[Any], context: Context) -> Any:
+            caller = self._identify(context, method, need)
             if isinstance(caller, grpc.Status):
                 end_with(context, caller)
                 return None
+            if full := self._over_ceiling(method):
+                end_with(context, full)
+                return None
             self.in_flight += 1
-            token = CALLER.set(caller)
             try:
-                return await answer(behavior, request, context)
+                request = await _read_one(context)
+                if not isinstance(request, grpc.Status):
+                    request = self._lane_checks(caller, request, method, need) or request
+                if isinstance(request, grpc.Status):
+                    end_with(context, request)
+                    return None
+                token = CALLER.set(caller)
+                try:
+                    return await answer(behavior, request, context)
+                finally:
+                    CALLER.reset(token)
             finally:
-                CALLER.reset(token)
                 self.in_flight -= 1
 
         return admitted
 
-    def _streaming(self, behavior: Behavior, method: str) -> Behavior:
-        # Reflection streams requests: a read, admitted before its stream is read.
-        need, watch = NEEDS.get(method, Need.READ), method in WATCHES
+    def _read_streaming(self, behavior: Behavior, method: str) -> Behavior:
+        need, watch = need_of(method), method in WATCHES
 
-        async def admitted(request: Any, context: Context) -> AsyncIterator[Any]:
-            ceilings = self._current().policy.ceilings
-            if watch and self.watching >= ceilings.max_watch_streams:
-                message = f"{self.watching} watch streams are open, the most policy allows"
-                caller: Principal | grpc.Status = self._exhausted(
-                    method, "watch streams", message, ceilings.retry_after_s
-                )
-            else:
-                caller = self._admit(request, context, method, need)
+        async def admitted(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            caller = self._identify(context, method, need)
             if isinstance(caller, grpc.Status):
                 end_with(context, caller)
+                return
+            ceilings = self._current().policy.ceilings
+            refusal = self._over_ceiling(method)
+            if refusal is None and watch and self.watching >= ceilings.max_watch_streams:
+                message = f"{self.watching} watch streams are open, the most policy allows"
+                refusal = self._exhausted(method, "watch streams", message, ceilings.retry_after_s)
+            if refusal is not None:
+                end_with(context, refusal)
+                return
+            self.in_flight += 1  # while its request is read
+            try:
+                request = await _read_one(context)
+            finally:
+                self.in_flight -= 1
+            if isinstance(request, grpc.Status):
+                end_with(context, request)
                 return
             self.watching += watch
             # Each call runs in a task of its own, so the value goes with it; no reset, which would
@@ -143,6 +163,24 @@ class Gate(WrappingInterceptor):
 
         return admitted
 
+    def _unary(self, behavior: Behavior, method: str) -> Behavior:
+        raise AssertionError(f"{method}: a unary method is read by the gate (_read_unary)")
+
+    def _streaming(self, behavior: Behavior, method: str) -> Behavior:
+        """A method that takes a stream (reflection): admitted by its token before it is read."""
+        need = need_of(method)
+
+        async def admitted(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            caller = self._identify(context, method, need)
+            if isinstance(caller, grpc.Status):
+                end_with(context, caller)
+                return
+            CALLER.set(caller)
+            async for response in responses(behavior, requests, context):
+                yield response
+
+        return admitted
+
     def _current(self) -> Config:
         """The config in force; the credentials follow it when a reload replaced it."""
         config = self._live.current.config
@@ -153,35 +191,55 @@ class Gate(WrappingInterceptor):
             self._rates.forget(config.lanes.keys())
         return config
 
-    def _admit(self, request: Any, context: Context, method: str, need: Need) -> Principal | grpc.Status:
-        """The caller, after its credential and its lane's rate; else the status that refuses it."""
+    def _identify(self, context: Context, method: str, need: Need) -> Principal | grpc.Status:
+        """The caller by its token, under the credentials in force now; else the refusal."""
+        self._current()
+        caller = self._keeper.identify(need, _bearer(context))
+        return self._refused(method, caller) if isinstance(caller, Refusal) else caller
+
+    def _over_ceiling(self, method: str) -> grpc.Status | None:
+        ceilings = self._current().policy.ceilings
+        if self.in_flight < ceilings.max_concurrent_rpcs:
+            return None
+        message = f"{self.in_flight} calls in flight, the most policy allows"
+        return self._exhausted(method, "concurrent calls", message, ceilings.retry_after_s)
+
+    def _lane_checks(self, caller: Principal, request: Any, method: str, need: Need) -> grpc.Status | None:
+        """For a lane's call: the lane is the caller's, and within its rate."""
         lane = getattr(request, "lane", None) if need is Need.LANE else None
-        caller = self._keeper.admit(need, _bearer(context), lane)
-        if isinstance(caller, Refusal):
-            self.refusals.refused(method, f"{caller.reason}: {caller.message}")
-            metadata = {"method": method.lstrip("/"), "requires": caller.required.value}
-            return refused(caller.unauthenticated, caller.reason, caller.message, metadata)
+        if not isinstance(lane, str):  # not a lane's call, or a malformed request (wire.py answers it)
+            return None
+        if refusal := self._keeper.speaks_for(caller, lane):
+            return self._refused(method, refusal)
         config = self._current()
-        if lane is not None and lane in config.lanes:
+        if lane in config.lanes:
             ceilings = config.policy.ceilings
             wait_s = self._rates.wait_s(lane, ceilings.lane_requests_per_s, ceilings.lane_burst)
             if wait_s > 0:
                 rate = f"lane {lane!r} is over its {ceilings.lane_requests_per_s:g} calls per second"
                 return self._exhausted(method, f"lane {lane} request rate", rate, wait_s)
-        return caller
+        return None
+
+    def _refused(self, method: str, refusal: Refusal) -> grpc.Status:
+        self.refusals.refused(method, f"{refusal.reason}: {refusal.message}")
+        metadata = {"method": method.lstrip("/"), "requires": refusal.required.value}
+        return refused(refusal.unauthenticated, refusal.reason, refusal.message, metadata)
 
     def _exhausted(self, method: str, subject: str, message: str, retry_s: float) -> grpc.Status:
         self.exhausted.refused(method, message)
         return resource_exhausted(subject, message, retry_s)
 
 
-def _refusing_unread(status: grpc.Status) -> Handler:
-    """A unary method's handler that ends the call with `status` without reading its request."""
-
-    async def refuse(requests: AsyncIterator[Any], context: Context) -> None:
-        end_with(context, status)
-
-    return grpc.stream_unary_rpc_method_handler(refuse)
+async def _read_one(context: Context) -> Any:
+    """The call's one request, or the status that ends a call whose request does not come."""
+    try:
+        async with asyncio.timeout(ARRIVAL_S):
+            request = await context.read()
+    except TimeoutError:
+        return plain(grpc.StatusCode.DEADLINE_EXCEEDED, f"the request did not arrive within {ARRIVAL_S:g} s")
+    if request is grpc.aio.EOF:
+        return invalid_argument("request", [Violation("request", "the call ended before its request")])
+    return request
 
 
 def _bearer(context: Context) -> str | None:
