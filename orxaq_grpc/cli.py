@@ -48,9 +48,8 @@ TOKEN_ENV = "ORXAQ_TOKEN"
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags (and variables) that say how to reach the service, for every command that calls it."""
-    env = os.environ.get
     parser.add_argument(
-        "--tls", action="store_true", default=bool(env("ORXAQ_TLS")), help="call over TLS (env ORXAQ_TLS)"
+        "--tls", action="store_true", default=_env_flag("ORXAQ_TLS"), help="call over TLS (env ORXAQ_TLS=1)"
     )
     parser.add_argument(
         "--tls-ca",
@@ -88,14 +87,17 @@ def connection_from(args: argparse.Namespace) -> Connection:
     token = os.environ.get(TOKEN_ENV) or None
     if args.token_file is not None:
         token = _read(args.token_file, "--token-file").decode("utf-8", "replace").strip() or None
-    return Connection(
-        args.address,
-        tls=args.tls,
-        ca=_read(args.tls_ca, "--tls-ca") if args.tls_ca else None,
-        cert=_read(args.tls_cert, "--tls-cert") if args.tls_cert else None,
-        key=_read(args.tls_key, "--tls-key") if args.tls_key else None,
-        token=token,
-    )
+    try:
+        return Connection(
+            args.address,
+            tls=args.tls,
+            ca=_read(args.tls_ca, "--tls-ca") if args.tls_ca else None,
+            cert=_read(args.tls_cert, "--tls-cert") if args.tls_cert else None,
+            key=_read(args.tls_key, "--tls-key") if args.tls_key else None,
+            token=token,
+        )
+    except ValueError as exc:  # a token that would go out in plaintext
+        raise ConnectionSettingsError(str(exc)) from None
 
 
 def _read(path: Path, flag: str) -> bytes:
@@ -103,6 +105,15 @@ def _read(path: Path, flag: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ConnectionSettingsError(f"{flag} {path}: cannot be read: {exc.strerror or exc}") from None
+
+
+def _env_flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise SystemExit(f"orxaq-grpc: {name}={value!r} is neither 1/true/yes/on nor 0/false/no/off")
 
 
 def _env_path(name: str) -> Path | None:
@@ -881,7 +892,15 @@ def _token(args: argparse.Namespace) -> int:
     import secrets
 
     from orxaq_grpc.config.model import token_digest
+    from orxaq_grpc.config.schema import is_identifier
 
+    for flag, value in (("name", args.name), ("--lane", args.lane)):
+        if value is not None and not is_identifier(value):
+            print(
+                f"orxaq-grpc: {flag} {value!r}: lower-case letters, digits and . _ : / - only",
+                file=sys.stderr,
+            )
+            return 2
     token = secrets.token_urlsafe(32)  # 256 random bits
     if args.write is not None:
         try:

@@ -15,6 +15,7 @@ from opentelemetry import propagate
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq.routing.v1 import routing_pb2_grpc
+from orxaq_grpc.access.addresses import is_loopback
 
 _Request = TypeVar("_Request", bound=Message)
 _Response = TypeVar("_Response", bound=Message)
@@ -56,8 +57,19 @@ class Connection:
     key: bytes | None = None
     token: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.token and not self.secure and not is_loopback(self.address):
+            raise ValueError(
+                f"the bearer token would cross the network in plaintext to {self.address}: "
+                "call over TLS (--tls, or --tls-ca), or on loopback"
+            )
+
+    @property
+    def secure(self) -> bool:
+        return bool(self.tls or self.ca or self.cert)
+
     def channel(self) -> grpc.Channel:
-        if not (self.tls or self.ca or self.cert):
+        if not self.secure:
             return grpc.insecure_channel(self.address)
         credentials = grpc.ssl_channel_credentials(
             root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert

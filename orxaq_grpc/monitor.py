@@ -1,7 +1,7 @@
 """The Routing Monitor: a live terminal view of the service for operators.
 
 Fed by two calls: a `WatchHealth` stream (states, budgets, breakers, stop-loss, the last
-decisions; its heartbeat sets the refresh) and `Economics`, asked again each refresh (tokens,
+decisions; every change comes at once) and `Economics`, asked again each refresh (tokens,
 spend, cost per 1M tokens, routing, fallback and error rates by provider and lane). A frame is
 plain text; live, it is redrawn in place with ANSI cursor moves on the terminal's alternate
 screen, which any terminal over SSH understands. `--once` prints one frame and exits.
@@ -193,11 +193,11 @@ def _recent_lines(h: pb.HealthResponse) -> list[str]:
 class _Feed:
     """The newest WatchHealth snapshot, kept by a thread that reconnects when the stream ends."""
 
-    def __init__(self, client: RoutingClient, heartbeat_s: float) -> None:
+    def __init__(self, client: RoutingClient, retry_s: float) -> None:
         self.latest: pb.HealthResponse | None = None
         self.problem = ""
         self._client = client
-        self._heartbeat_s = heartbeat_s
+        self._retry_s = retry_s
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="watch-health", daemon=True)
         self._thread.start()
@@ -205,17 +205,15 @@ class _Feed:
     def _follow(self) -> None:
         while not self._stopped.is_set():
             try:
-                for snapshot in self._client.watch_health(self._heartbeat_s):
+                # The service's default heartbeat: changes come at once whatever it is.
+                for snapshot in self._client.watch_health():
                     self.latest, self.problem = snapshot, ""
             except CallFailed as exc:
                 self.problem = f"WatchHealth: {exc}"
-            self._stopped.wait(self._heartbeat_s)
+            self._stopped.wait(self._retry_s)
 
     def stop(self) -> None:
         self._stopped.set()
-
-
-WATCH_HEARTBEAT_S = 1.0
 
 
 def run(
@@ -234,8 +232,7 @@ def run(
                 return 1
             print(frame(health, economics, address=address, window=window), file=out)
             return 0
-        # Changes come at once whatever the heartbeat; the shipped policy's shortest is 1 s.
-        feed = _Feed(client, max(refresh_s, WATCH_HEARTBEAT_S))
+        feed = _Feed(client, retry_s=refresh_s)
         try:
             with _screen(out) as draw:
                 while True:

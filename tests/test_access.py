@@ -3,6 +3,7 @@ answers that name what was missing, token rotation by reload, and the transport'
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from collections.abc import Iterator
@@ -441,3 +442,65 @@ def test_a_bad_credential_is_refused_with_its_path_field_and_problem(
     assert checked.returncode != 0
     line = next(line for line in checked.stderr.splitlines() + checked.stdout.splitlines() if field in line)
     assert str(policy) in line and problem in line
+
+
+def test_clients_will_not_send_a_token_in_plaintext_beyond_loopback(tmp_path: Path) -> None:
+    token_file = tmp_path / "codex.token"
+    token_file.write_text(CODEX_TOKEN)
+    remote = cli("health", "--address", "10.1.2.3:50051", "--token-file", str(token_file))
+    assert remote.returncode == 2
+    assert "the bearer token would cross the network in plaintext to 10.1.2.3:50051" in remote.stderr
+    with pytest.raises(ValueError, match="plaintext"):
+        Connection("routing.example.com:443", token=CODEX_TOKEN)
+    assert Connection("localhost:50051", token=CODEX_TOKEN).metadata() == (
+        ("authorization", f"Bearer {CODEX_TOKEN}"),
+    )
+    assert Connection("routing.example.com:443", tls=True, token=CODEX_TOKEN).secure
+
+
+@pytest.mark.parametrize(
+    ("value", "refused"), [("1", False), ("0", False), ("false", False), ("maybe", True)]
+)
+def test_orxaq_tls_is_a_flag_read_as_one(value: str, refused: bool) -> None:
+    run = cli("health", "--address", "127.0.0.1:1", "--timeout", "0.5", env={"ORXAQ_TLS": value})
+    if refused:
+        assert run.returncode != 0 and "ORXAQ_TLS='maybe' is neither" in run.stderr
+    else:  # nothing listens there: the call fails, the flag was read
+        assert run.returncode == 1 and "UNAVAILABLE" in run.stderr
+
+
+def test_token_refuses_a_name_the_config_would_refuse(tmp_path: Path) -> None:
+    bad = cli("token", 'x" \nrole = "operator', "--operator", "--print")
+    assert bad.returncode == 2 and "lower-case letters" in bad.stderr and not bad.stdout
+
+
+def test_open_reads_are_answered_whatever_token_comes_with_them(
+    served: tuple[LoopbackServer, LiveRouter, Path, bool], certificates: Certificates
+) -> None:
+    with connect(served, certificates, "a-stale-token-0123456789") as stale:
+        assert stale.health().config_version
+        with pytest.raises(CallFailed) as refused:
+            stale.route(route_codex())
+        assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_unusable_renewed_certificates_are_said_once_and_the_old_ones_served(
+    certificates: Certificates, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    cert.write_bytes(certificates.server.cert.read_bytes())
+    key.write_bytes(certificates.server.key.read_bytes())
+    server = LoopbackServer(
+        LiveRouter.from_directory(CONFIG_DIR), tmp_path / "data", tls=ServerTls(cert, key)
+    )
+    try:
+        key.write_text("half-written")
+        with caplog.at_level(logging.WARNING, logger="orxaq_grpc.service.tls"):
+            for _ in range(5):  # a new connection each: each handshake looks at the files
+                connection = Connection(server.address, ca=certificates.ca.read_bytes())
+                with RoutingClient(connection) as client:
+                    assert client.health().config_version
+        warnings = [r.getMessage() for r in caplog.records if "cannot be used yet" in r.getMessage()]
+        assert len(warnings) == 1 and "is not PEM" in warnings[0]
+    finally:
+        server.stop()

@@ -4,6 +4,7 @@ RESOURCE_EXHAUSTED with a QuotaFailure naming the ceiling and a RetryInfo saying
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +139,41 @@ def test_ceilings_follow_a_reload(limited: tuple[LoopbackServer, Path]) -> None:
         assert live.reload()
         time.sleep(0.01)  # at 1,000 a second a token is back within a millisecond
         assert client.route(pb.RouteRequest(lane="codex", task=pb.Task(title="x"))).lane == "codex"
+
+
+def test_calls_whose_request_never_comes_hold_no_place_once_they_end(
+    config_dir: Path, tmp_path: Path
+) -> None:
+    """Places are taken before a request is read and given back when the call ends however it
+    ends: callers that open calls and go away lock nobody out, and their requests are never read."""
+    set_toml(config_dir / "policy.toml", "ceilings", "max_concurrent_rpcs", "2")
+    server = LoopbackServer(LiveRouter.from_directory(config_dir), tmp_path / "data")
+    release = threading.Event()
+
+    def never() -> Iterator[bytes]:  # a request stream that sends nothing until told
+        release.wait(30)
+        return
+        yield b""
+
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            hold = channel.stream_unary("/orxaq.routing.v1.RoutingService/Route")
+            held = [hold.future(never(), timeout=30) for _ in range(2)]
+            gate = server.running.gate
+            deadline = time.monotonic() + 10
+            while gate.in_flight < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            health = channel.unary_unary("/orxaq.routing.v1.RoutingService/Health")
+            with pytest.raises(grpc.RpcError) as caught:
+                health(b"", timeout=10)
+            assert exhaustion(caught.value)[0] == "concurrent calls"
+            for call in held:
+                call.cancel()
+            while gate.in_flight:
+                assert time.monotonic() < deadline, "a cancelled call kept its place"
+                time.sleep(0.01)
+            assert health(b"", timeout=10)  # at once, not when some timer frees the places
+    finally:
+        release.set()
+        server.stop()

@@ -1,14 +1,19 @@
-"""The lane wrapper in clients/: route once, then fall through the alternatives."""
+"""The lane wrapper in clients/: route, run the agent, report every attempt, fall through the
+alternatives; against a live loopback server, with fake agents that print each agent's usage."""
 
 from __future__ import annotations
 
+import json
+import stat
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from clients import lane
 from orxaq.routing.v1 import routing_pb2 as pb
+from orxaq_grpc.agents.usage import parse_usage
 from orxaq_grpc.client import RoutingClient
 from orxaq_grpc.routing.live import LiveRouter
 from tests.conftest import CONFIG_DIR, LoopbackServer
@@ -16,18 +21,94 @@ from tests.conftest import CONFIG_DIR, LoopbackServer
 REQUEST = pb.RouteRequest(lane="codex", task=pb.Task(title="Fix the flaky scheduler test"))
 
 
-@pytest.fixture(scope="module")
-def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = LoopbackServer(LiveRouter.from_directory(CONFIG_DIR), tmp_path_factory.mktemp("data"))
+@pytest.fixture
+def address(tmp_path: Path) -> Iterator[str]:
+    """A server of the test's own, so its Economics show that test's reports alone."""
+    server = LoopbackServer(LiveRouter.from_directory(CONFIG_DIR), tmp_path / "data")
     yield server.address
     server.stop()
 
 
+def overall(address: str) -> pb.Figures:
+    with RoutingClient(address) as client:
+        response = client.economics()
+    return next(w for w in response.windows if w.window == "today").overall
+
+
+def per_model(address: str) -> dict[str, pb.Figures]:
+    with RoutingClient(address) as client:
+        response = client.economics()
+    window = next(w for w in response.windows if w.window == "today")
+    return {named.name: named.figures for named in window.models}
+
+
+def first_decision(address: str, request: pb.RouteRequest = REQUEST) -> pb.RouteDecision:
+    """What the lane's own Route will answer: the same request to a server in the same state
+    (its reservation is left to expire; no test here sets a budget)."""
+    with RoutingClient(address) as client:
+        return client.route(request)
+
+
+# What each agent prints, in its documented shape (see tests/test_agent_usage.py).
+def codex_usage(input_tokens: int, cached: int, output: int) -> str:
+    usage = {"input_tokens": input_tokens, "cached_input_tokens": cached, "output_tokens": output}
+    events = [{"type": "thread.started", "thread_id": "t1"}, {"type": "turn.started"}]
+    events += [{"type": "turn.completed", "usage": usage}]
+    return "\n".join(json.dumps(event) for event in events)
+
+
+def claude_usage(uncached: int, cache_read: int, cache_write: int, output: int, cost: float) -> str:
+    usage = {
+        "input_tokens": uncached,
+        "cache_read_input_tokens": cache_read,
+        "cache_creation_input_tokens": cache_write,
+        "output_tokens": output,
+    }
+    return json.dumps({"type": "result", "subtype": "success", "total_cost_usd": cost, "usage": usage})
+
+
+def gemini_usage(prompt: int, cached: int, candidates: int, thoughts: int) -> str:
+    tokens = {"prompt": prompt, "cached": cached, "candidates": candidates, "thoughts": thoughts, "tool": 0}
+    return json.dumps({"response": "done", "stats": {"models": {"gemini-x": {"tokens": tokens}}}}, indent=2)
+
+
+def fake_agent(tmp_path: Path, plan: dict[str, dict[str, object]], name: str = "agent") -> list[str]:
+    """An executable agent command taking the model: per model (or "*"), what it prints on stdout
+    ("usage"), how long it sleeps ("sleep") and its exit status ("exit", or "exits" by run, in the
+    order it runs); it logs on both streams."""
+    script = tmp_path / name
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, pathlib, sys, time\n"
+        "model = sys.argv[1]\n"
+        f"plan = json.loads({json.dumps(plan)!r})\n"
+        'step = plan.get(model, plan.get("*", {}))\n'
+        'print(f"agent: working on {model}", file=sys.stderr)\n'
+        'print(f"agent log: {model} reading the repository", flush=True)\n'
+        'time.sleep(step.get("sleep", 0))\n'
+        f"runs = pathlib.Path({str(script) + '.runs'!r})\n"
+        "run = len(runs.read_text()) if runs.exists() else 0\n"
+        'runs.write_text("x" * (run + 1))\n'
+        'if "usage" in step:\n'
+        '    print(step["usage"], flush=True)\n'
+        'sys.exit(step["exits"][run] if "exits" in step else step.get("exit", 0))\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return [str(script), "{model}"]
+
+
+def lane_args(address: str, *extra: str, request: pb.RouteRequest = REQUEST) -> list[str]:
+    return ["--address", address, "--lane", request.lane, "--title", request.task.title, *extra, "--"]
+
+
+# The library
+
+
 def test_falls_through_to_the_first_alternative_that_works(address: str) -> None:
-    tried: list[str] = []
+    tried: list[tuple[str, str]] = []
 
     def call_model(model: str, provider: str) -> str:
-        tried.append(model)
+        tried.append((model, provider))
         if len(tried) < 3:
             raise lane.ModelCallFailed("rate limited")
         return f"patched by {model}"
@@ -35,34 +116,176 @@ def test_falls_through_to_the_first_alternative_that_works(address: str) -> None
     with RoutingClient(address) as client:
         run = lane.run_task(client, REQUEST, call_model)
     decision = run.decision
-    assert tried == [decision.model, *decision.alternatives[:2]]
+    assert [model for model, _ in tried] == [decision.model, *decision.alternatives[:2]]
+    assert all(provider for _, provider in tried)  # each attempt's own decision names it
     assert run.model == decision.alternatives[1]
     assert run.result == f"patched by {decision.alternatives[1]}"
     assert run.failures == [(decision.model, "rate limited"), (decision.alternatives[0], "rate limited")]
+    # Every attempt reported under a decision of its own, the estimate standing in for usage.
+    assert len({attempt.decision.decision_id for attempt in run.attempts}) == 3
+    assert all(attempt.ack is not None and attempt.ack.decision_known for attempt in run.attempts)
+    assert all(attempt.estimated for attempt in run.attempts)
+    figures = overall(address)
+    assert figures.reports == 3
+    assert figures.acceptance_rate == pytest.approx(1 / 3)
+    assert figures.first_time_pass_rate == 0.0
+    assert figures.error_rate == pytest.approx(2 / 3)  # server errors, the library's default kind
 
 
 def test_max_attempts_and_total_failure(address: str) -> None:
     def always_fails(model: str, provider: str) -> None:
-        raise lane.ModelCallFailed("timeout")
+        raise lane.ModelCallFailed("timeout", pb.OUTCOME_TIMEOUT)
 
     with RoutingClient(address) as client:
         run = lane.run_task(client, REQUEST, always_fails, max_attempts=2)
     assert run.model == "" and run.result is None
     assert len(run.failures) == 2
+    assert [attempt.outcome for attempt in run.attempts] == [pb.OUTCOME_TIMEOUT] * 2
+    assert overall(address).reports == 2
 
 
-def test_command_mode_substitutes_the_model_and_retries_on_failure(
-    address: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_lane_fault_stops_at_once_unreported(address: str) -> None:
+    calls: list[str] = []
+
+    def missing(model: str, provider: str) -> None:
+        calls.append(model)
+        raise lane.LaneFault("agent: command not found")
+
     with RoutingClient(address) as client:
-        decision = client.route(REQUEST)
+        run = lane.run_task(client, REQUEST, missing)
+    assert len(calls) == 1 and run.stopped == "agent: command not found"
+    assert run.attempts[0].report is None and run.failures == []
+    assert overall(address).reports == 0
+
+
+def test_usage_of_a_successful_result_is_reported(address: str) -> None:
+    printed = parse_usage(claude_usage(10, 9000, 1000, 800, cost=0.0421))
+    claude = pb.RouteRequest(lane="claude", task=pb.Task(title="Review the change"))
+    with RoutingClient(address) as client:
+        run = lane.run_task(client, claude, lambda model, provider: "ok", usage_of=lambda _: printed)
+    attempt = run.attempts[0]
+    assert attempt.report is not None and attempt.report.first_time_pass
+    assert (
+        attempt.ack is not None and attempt.ack.cost_exact and attempt.ack.cost_usd == pytest.approx(0.0421)
+    )
+    figures = overall(address)
+    assert figures.reported_tokens == 10 + 9000 + 1000 + 800
+    assert figures.exact_spend_usd == pytest.approx(0.0421)
+
+
+# The command
+
+
+def test_a_failing_first_model_moves_to_the_alternative_and_both_are_reported(
+    address: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    decision = first_decision(address)
     wanted = decision.alternatives[0]
-    succeed_only_on = f"import sys; sys.exit(0 if sys.argv[1] == {wanted!r} else 3)"
-    args = ["--address", address, "--lane", "codex", "--title", REQUEST.task.title, "--"]
-    assert lane.main([*args, sys.executable, "-c", succeed_only_on, "{model}"]) == 0
-    err = capsys.readouterr().err
-    assert f"lane: {decision.model} failed: exit status 3" in err
+    command = fake_agent(
+        tmp_path,
+        {
+            decision.model: {"usage": codex_usage(30_000, 24_000, 500), "exit": 3},
+            wanted: {"usage": codex_usage(41_200, 36_000, 3_900)},
+        },
+    )
+    assert lane.main([*lane_args(address), *command]) == 0
+    out, err = capfd.readouterr()  # the agent's own stderr is the process's
+    assert f"agent log: {decision.model} reading the repository" in out  # passed through
+    assert '"type": "turn.completed"' in out
+    assert f"agent: working on {wanted}" in err
+    assert f"lane: {decision.model}: bad_output (exit status 3)" in err
+    assert "reported 30000 in / 500 out tokens from codex-jsonl" in err
     assert f"lane: done on {wanted}" in err
 
-    assert lane.main([*args, sys.executable, "-c", "raise SystemExit(1)"]) == 1
+    figures = overall(address)
+    assert figures.reports == 2
+    assert figures.reported_tokens == 30_500 + 45_100
+    assert figures.acceptance_rate == 0.5
+    assert figures.first_time_pass_rate == 0.0
+    assert figures.error_rate == 0.0  # the model answered: a bad output, not an availability fault
+    assert figures.spend_usd > 0 and figures.exact_spend_usd == 0  # Codex states no cost: catalog-priced
+    models = per_model(address)
+    assert models[decision.model].reported_tokens == 30_500
+    assert models[wanted].reported_tokens == 45_100 and models[wanted].acceptance_rate == 1.0
+
+
+def test_claude_and_gemini_usage_reach_the_report(address: str, tmp_path: Path) -> None:
+    claude = pb.RouteRequest(lane="claude", task=pb.Task(title="Review the change"))
+    command = fake_agent(
+        tmp_path, {"*": {"usage": claude_usage(12, 51_200, 4_100, 1_830, cost=0.0731)}}, "claude"
+    )
+    assert lane.main([*lane_args(address, request=claude), *command]) == 0
+    figures = overall(address)
+    assert (figures.reports, figures.reported_tokens) == (1, 12 + 51_200 + 4_100 + 1_830)
+    assert figures.exact_spend_usd == pytest.approx(0.0731)
+    assert figures.first_time_pass_rate == 1.0
+
+    gemini = pb.RouteRequest(lane="gemini", task=pb.Task(title="Add a docstring"))
+    command = fake_agent(tmp_path, {"*": {"usage": gemini_usage(24_939, 21_263, 20, 154)}}, "gemini")
+    assert lane.main([*lane_args(address, request=gemini), *command]) == 0
+    figures = overall(address)
+    assert (figures.reports, figures.reported_tokens) == (2, 12 + 51_200 + 4_100 + 1_830 + 24_939 + 174)
+
+
+def test_without_usage_the_estimate_is_reported_and_priced_by_the_catalog(
+    address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    decision = first_decision(address)
+    assert lane.main([*lane_args(address), *fake_agent(tmp_path, {"*": {}})]) == 0
+    assert "estimated: the agent printed no usage" in capsys.readouterr().err
+    figures = overall(address)
+    assert figures.reports == 1
+    assert figures.reported_tokens == decision.input_tokens + decision.output_tokens
+    assert figures.exact_spend_usd == 0.0
+    assert figures.spend_usd == pytest.approx(decision.estimated_cost_usd)
+
+
+def test_the_agents_exit_code_is_kept(
+    address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fails = fake_agent(tmp_path, {"*": {"exit": 3}})
+    assert lane.main([*lane_args(address, "--max-attempts", "2"), *fails]) == 3
+    err = capsys.readouterr().err
+    assert err.count("server_error (exit status 3)") == 2  # no usage printed: no answer from the model
+    assert "every model tried failed" in err
+    figures = overall(address)
+    assert (figures.reports, figures.acceptance_rate, figures.error_rate) == (2, 0.0, 1.0)
+
+    # The last attempt's status: here the second's.
+    mixed = fake_agent(tmp_path, {"*": {"exits": [3, 5]}}, "mixed")
+    assert lane.main([*lane_args(address, "--max-attempts", "2"), *mixed]) == 5
+
+
+def test_a_timeout_is_reported_as_one(address: str, tmp_path: Path) -> None:
+    slow = fake_agent(tmp_path, {"*": {"sleep": 30}})
+    assert lane.main([*lane_args(address, "--max-attempts", "1", "--timeout-s", "0.5"), *slow]) == 124
+    figures = overall(address)
+    assert (figures.reports, figures.error_rate) == (1, 1.0)
+
+
+def test_a_missing_binary_stops_before_routing(
+    address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert lane.main([*lane_args(address), str(tmp_path / "no-such-agent"), "{model}"]) == 127
+    assert "command not found; nothing routed" in capsys.readouterr().err
+    not_executable = tmp_path / "agent.txt"
+    not_executable.write_text("echo hi\n")
+    assert lane.main([*lane_args(address), str(not_executable)]) == 126
+    figures = overall(address)
+    assert (figures.decisions, figures.reports) == (0, 0)
+
+
+def test_a_shell_saying_command_not_found_stops_at_once_unreported(
+    address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = ["sh", "-c", 'exec no-such-agent-binary --model "$0"', "{model}"]
+    assert lane.main([*lane_args(address), *command]) == 127
+    err = capsys.readouterr().err
+    assert err.count("lane: running") == 1  # no other model tried
+    assert "not reported, no other model tried" in err
+    figures = overall(address)
+    assert (figures.decisions, figures.reports) == (1, 0)
+
+
+def test_a_refused_route_is_status_2(address: str) -> None:
     assert lane.main(["--address", address, "--lane", "nope", "--", "true"]) == 2

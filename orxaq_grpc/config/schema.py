@@ -38,8 +38,13 @@ Text = StrictStr
 Date = Annotated[dt.date, Strict()]  # a datetime is not a date here
 
 
+def is_identifier(value: str) -> bool:
+    """A name the config files accept for a lane, a model, a credential."""
+    return bool(_ID.match(value))
+
+
 def _identifier(value: str) -> str:
-    if not _ID.match(value):
+    if not is_identifier(value):
         raise PydanticCustomError(
             RULE, f"{value!r} must be lower-case letters, digits and . _ : / - (at most 128)"
         )

@@ -87,6 +87,7 @@ class RunningServer:
     handlers: RoutingHandlers
     port: int
     guardrails: asyncio.Task[None]
+    gate: Gate
     refusal_logs: tuple[RefusalLog, ...] = ()
 
     async def stop(self, grace_s: float, drain_s: float = 0.0) -> None:
@@ -153,6 +154,7 @@ async def start_server(
         handlers=handlers,
         port=port,
         guardrails=ticker,
+        gate=gate,
         refusal_logs=logs,
     )
 

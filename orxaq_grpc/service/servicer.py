@@ -225,8 +225,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     ) -> AsyncIterator[bytes]:
         """Serialized HealthResponses: one encoding per snapshot, shared by every stream (wire.py
         sends bytes as they are)."""
-        heartbeat_s = request.heartbeat_s or DEFAULT_HEARTBEAT_S
         shortest = self.handlers.workflow.config.policy.ceilings.min_watch_heartbeat_s
+        heartbeat_s = request.heartbeat_s or max(DEFAULT_HEARTBEAT_S, shortest)
         if problem := range_problem(heartbeat_s, lo=shortest, hi=MAX_HEARTBEAT_S):
             end_with(context, invalid_argument("WatchHealthRequest", [Violation("heartbeat_s", problem)]))
             return

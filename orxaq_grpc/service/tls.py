@@ -4,13 +4,14 @@ handshake), so a renewed certificate is served without a restart."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+from orxaq_grpc.access.addresses import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +32,18 @@ class ServerTls:
 
     def credentials(self) -> grpc.ServerCredentials:
         """Credentials that serve the files as they are now, and as they are after a change."""
-        stamp = self._stamp()
+        stamp = broken = self._stamp()
         initial = self._configuration()
 
         def fetch() -> grpc.ServerCertificateConfiguration | None:
-            nonlocal stamp
+            nonlocal stamp, broken
             now = self._stamp()
-            if now == stamp:
+            if now in (stamp, broken):  # unchanged, or the same unusable files: said once already
                 return None
             try:
                 renewed = self._configuration()
             except TlsError as exc:  # half-written during a renewal: keep serving the last good one
+                broken = now
                 log.warning("TLS files changed but cannot be used yet, keeping the current ones: %s", exc)
                 return None
             stamp = now
@@ -81,17 +83,6 @@ def _mtime(path: Path) -> tuple[int, int]:
     except OSError:
         return (-1, -1)
     return (status.st_mtime_ns, status.st_size)
-
-
-def is_loopback(address: str) -> bool:
-    """Whether host:port listens on this machine only (127.0.0.0/8, ::1 or localhost)."""
-    host = address.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name, or empty (every interface): not loopback
-        return False
 
 
 def exposure_problem(address: str, tls: ServerTls | None, credentials: bool, insecure: bool) -> str | None:

@@ -1,0 +1,1 @@
+"""What coding agents print, read without transport: their token usage and cost."""
