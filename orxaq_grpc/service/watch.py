@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 WATCH_POLL_S = 0.25
 # Streams woken per turn of the event loop: a thousand streams' sends at once would hold a Route
 # call back for all of them.
-WAKE_SLICE = 50
+WAKE_SLICE = 10
 
 
 class Tick:
