@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install serve test lint check-config bench clean
+.PHONY: install serve test lint check-config bench clean autonomy-discover autonomy-prepare autonomy-dry-run \
+	autonomy-run autonomy-status
 
 # Reinstall when the build inputs change: the kernel, the generated code and the packaged default
 # config (orxaq_grpc/_defaults/, from config/ and protos/) come from them. The exact tested versions
@@ -42,6 +43,14 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/tracing.py
 	$(BIN)/python benchmarks/fleet.py
 	$(BIN)/python benchmarks/hostile.py
+
+## The autonomy loop over a task queue (README, "Unattended: the autonomy loop"); copy
+## config/autonomy/queue.example.toml to $(QUEUE) to start. ORXAQ_ADDRESS and ORXAQ_TOKEN_FILE say
+## where the service is and who calls.
+QUEUE ?= autonomy/queue.toml
+
+autonomy-discover autonomy-prepare autonomy-dry-run autonomy-run autonomy-status: $(INSTALLED)
+	$(BIN)/orxaq-grpc autonomy $(@:autonomy-%=%) --queue $(QUEUE)
 
 clean:
 	rm -rf $(VENV) build *.egg-info orxaq orxaq_grpc/_defaults _scoring.c _scoring.html _learning.c _learning.html orxaq_grpc/*.so

@@ -444,7 +444,89 @@ def _parser() -> argparse.ArgumentParser:
         default=1000,
         help="how many recent decisions to calibrate on (default %(default)s)",
     )
+    _add_autonomy(commands, calls)
     return parser
+
+
+DEFAULT_QUEUE = "autonomy/queue.toml"  # the queue `autonomy` runs unless told (env ORXAQ_QUEUE)
+
+
+def _add_autonomy(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], calls: argparse.ArgumentParser
+) -> None:
+    """`orxaq-grpc autonomy {discover,prepare,dry-run,run,status}` over a task queue file."""
+    queue = argparse.ArgumentParser(add_help=False)
+    queue.add_argument(
+        "--queue",
+        type=Path,
+        default=Path(os.environ.get("ORXAQ_QUEUE", DEFAULT_QUEUE)),
+        help="the task queue file (env ORXAQ_QUEUE; default %(default)s)",
+    )
+    queue.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where the journal, logs and worktrees go (default: the queue's state_dir, "
+        ".orxaq-autonomy next to the queue file)",
+    )
+    autonomy = commands.add_parser(
+        "autonomy",
+        help="run a queue of tasks unattended: discover, prepare, dry-run, run, status",
+        description="Lanes that run unattended over a task queue file (config/autonomy/queue.example.toml "
+        "documents the format).",
+    )
+    steps = autonomy.add_subparsers(
+        dest="step", required=True, metavar="STEP", help="discover, prepare, dry-run, run or status"
+    )
+    discover = steps.add_parser(
+        "discover", parents=[queue], help="validate the queue and list the ready tasks"
+    )
+    discover.add_argument("--json", action="store_true", help="print the ready tasks as JSON")
+    steps.add_parser(
+        "prepare",
+        parents=[queue, calls],
+        help="preflight: the service serving, each lane's agent found, gates defined, worktrees made",
+    )
+    steps.add_parser(
+        "dry-run",
+        parents=[queue, calls],
+        help="Route every ready task and ask Scale per lane, print the plan; no agent runs (the Routes "
+        "reserve their estimates until the service's reservation_ttl_s)",
+    )
+    run = steps.add_parser(
+        "run",
+        parents=[queue, calls],
+        help="run the queue in cycles until it is done or nothing is ready; one JSON line per cycle",
+    )
+    run.add_argument("--retry-failed", action="store_true", help="give tasks that failed another go")
+    run.add_argument("--max-cycles", type=int, default=0, help="stop after this many cycles (0: no limit)")
+    status = steps.add_parser("status", parents=[queue], help="progress, spend, pass rate, last cycle")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    autonomy.set_defaults(run=_autonomy)
+
+
+def _autonomy(args: argparse.Namespace) -> int:
+    from orxaq_grpc.autonomy import loop
+    from orxaq_grpc.autonomy.queue import QueueError, load_queue
+
+    try:
+        queue = load_queue(args.queue, args.state_dir)
+    except QueueError as exc:
+        print(f"orxaq-grpc: queue refused, {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    if args.step == "discover":
+        return loop.discover(queue, sys.stdout, args.json)
+    if args.step == "status":
+        return loop.status(queue, sys.stdout, args.json)
+    if args.step == "prepare":
+        return loop.prepare(queue, args.connection, sys.stdout)
+    if args.step == "dry-run":
+        return loop.dry_run(queue, args.connection, sys.stdout)
+    if args.max_cycles < 0:
+        print("orxaq-grpc: --max-cycles must be 0 (no limit) or more", file=sys.stderr)
+        return 2
+    return loop.run(queue, args.connection, sys.stdout, sys.stderr, args.retry_failed, args.max_cycles)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
