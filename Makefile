@@ -45,9 +45,9 @@ bench: $(INSTALLED)
 	$(BIN)/python benchmarks/hostile.py
 
 ## The autonomy loop over a task queue (README, "Unattended: the autonomy loop"); copy
-## config/autonomy/queue.example.toml to $(QUEUE) to start. ORXAQ_ADDRESS and ORXAQ_TOKEN_FILE say
-## where the service is and who calls.
-QUEUE ?= autonomy/queue.toml
+## config/autonomy/queue.example.toml to $(QUEUE) to start (QUEUE=..., else ORXAQ_QUEUE, else
+## autonomy/queue.toml). ORXAQ_ADDRESS and ORXAQ_TOKEN_FILE say where the service is and who calls.
+QUEUE ?= $(or $(ORXAQ_QUEUE),autonomy/queue.toml)
 
 autonomy-discover autonomy-prepare autonomy-dry-run autonomy-run autonomy-status: $(INSTALLED)
 	$(BIN)/orxaq-grpc autonomy $(@:autonomy-%=%) --queue $(QUEUE)

@@ -11,7 +11,12 @@ The agent's stdout and stderr pass through; its stdout is also read for the usag
 (`codex exec --json`, `claude -p --output-format json|stream-json`, `gemini -p --output-format
 json|stream-json`), which each attempt's report carries. Exit status: 0 when a model succeeded, the
 last attempt's exit status when every model failed (124 for a timeout), 2 when the route was
-refused, 127 (126) when the agent command is missing (not executable).
+refused, 127 (126) when the agent command is missing (not executable), 143 (130) on SIGTERM (SIGINT),
+the attempt then not reported.
+
+The agent runs in a process group of its own, ended whole (SIGTERM, then SIGKILL 3 s on) when the
+lane is stopped by SIGTERM or SIGINT, when `--timeout-s` runs out, and when the agent exits, for
+anything it left running.
 
 As a library: `run_task(client, request, call_model)` with `call_model(model, provider)` raising
 `ModelCallFailed` to move on and `LaneFault` to stop at once; it lives in
@@ -22,8 +27,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.autonomy.attempts import (
@@ -32,10 +41,12 @@ from orxaq_grpc.autonomy.attempts import (
     EXIT_NOT_FOUND,
     EXIT_REFUSED,
     EXIT_TIMEOUT,
+    Abandoned,
     AgentRun,
     Attempt,
     LaneFault,
     ModelCallFailed,
+    Processes,
     TaskRun,
     command_runner,
     describe,
@@ -63,6 +74,45 @@ __all__ = [
 
 def _announce(argv: list[str]) -> None:
     print(f"lane: running {' '.join(argv)}", file=sys.stderr, flush=True)
+
+
+def _on_attempt(attempt: Attempt) -> None:
+    print(f"lane: {describe(attempt)}", file=sys.stderr, flush=True)
+    stated = attempt.usage.model if attempt.usage is not None else None
+    if stated and stated != attempt.model:
+        # The agent ran another model than the decision's (Gemini CLI falling back to a flash model,
+        # say): the report stays the decision's, the service knowing of no other.
+        print(
+            f"lane: warning: the agent says it ran {stated}, not {attempt.model} as decided; "
+            f"reported as {attempt.model}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+@contextmanager
+def _stopped_by_signals(processes: Processes) -> Iterator[Callable[[], int | None]]:
+    """SIGTERM and SIGINT stop the agent (its whole process group, in a thread: ending it waits)
+    rather than the lane at once, so that none of it outlives the lane; the running attempt then
+    raises `Abandoned`. Yields what tells the signal received, if any."""
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not received:
+            received.append(signum)
+            name = signal.Signals(signum).name
+            print(f"lane: {name}: stopping the agent", file=sys.stderr, flush=True)
+        threading.Thread(target=processes.stop, name="lane-stop", daemon=True).start()
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, on_signal)
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,22 +147,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lane: {missing}; nothing routed", file=sys.stderr)
         return missing.exit_code
     request = pb.RouteRequest(lane=args.lane, task=pb.Task(id=args.task_id, kind=args.kind, title=args.title))
-    with RoutingClient(connection) as client:
+    processes = Processes()
+    with RoutingClient(connection) as client, _stopped_by_signals(processes) as received:
         try:
             run = run_task(
                 client,
                 request,
-                command_runner(command, args.timeout_s, announce=_announce),
+                command_runner(command, args.timeout_s, announce=_announce, processes=processes),
                 args.max_attempts,
                 usage_of=lambda agent: agent.usage,
-                on_attempt=lambda attempt: print(f"lane: {describe(attempt)}", file=sys.stderr, flush=True),
+                on_attempt=_on_attempt,
             )
         except CallFailed as exc:
+            if (signum := received()) is not None:
+                print("lane: stopped before the agent ran", file=sys.stderr)
+                return 128 + signum
             print(f"lane: route refused: {exc}", file=sys.stderr)
             return EXIT_REFUSED
-        except KeyboardInterrupt:
+        except Abandoned:
+            print("lane: interrupted; the attempt is not reported", file=sys.stderr)
+            return 128 + (received() or signal.SIGTERM)
+        except KeyboardInterrupt:  # no handler of ours (not the main thread)
             print("lane: interrupted; the attempt is not reported", file=sys.stderr)
             return EXIT_INTERRUPTED
+        if (signum := received()) is not None:  # after the last attempt ended and was reported
+            print(f"lane: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+            return 128 + signum
     last = run.attempts[-1]
     if run.model:
         print(f"lane: done on {run.model} (decision {last.decision.decision_id})", file=sys.stderr)

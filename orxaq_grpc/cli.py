@@ -6,6 +6,7 @@ else the default config the package carries; `orxaq-grpc init DIR` writes an edi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run: `--help` 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 CONFIG_DEFAULT_HELP = "default ./config if it exists, else the packaged defaults"
 DEFAULT_DATA_DIR = "data"
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a command its reader left
 SIMULATIONS_DIR = "simulations"  # where `simulate` writes its KPIs unless told
 ECONOMICS_WINDOWS = ("last_hour", "today", "7d", "30d")  # as the service names them
 
@@ -520,7 +522,7 @@ def _autonomy(args: argparse.Namespace) -> int:
     if args.step == "status":
         return loop.status(queue, sys.stdout, args.json)
     if args.step == "prepare":
-        return loop.prepare(queue, args.connection, sys.stdout)
+        return loop.prepare(queue, args.connection, sys.stdout, sys.stderr)
     if args.step == "dry-run":
         return loop.dry_run(queue, args.connection, sys.stdout)
     if args.max_cycles < 0:
@@ -538,7 +540,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"orxaq-grpc: {exc}", file=sys.stderr)
             return 2
     run: Callable[[argparse.Namespace], int] = args.run
-    return run(args)
+    try:
+        code = run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # stdout closed early (`| head`): quiet, as a shell reports SIGPIPE
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so exit's flush fails not
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 def _config_choice(explicit: Path | None, option: str) -> ConfigChoice | None:

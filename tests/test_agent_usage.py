@@ -237,13 +237,32 @@ def test_gemini_json_sums_models_with_thoughts_as_output_and_tool_as_input() -> 
 
 
 def test_gemini_stream_json() -> None:
+    # output_tokens is the candidates alone (convertToStreamStats); total_tokens counts the 154
+    # thinking tokens too, billed as output.
     assert parse_usage(jsonl(GEMINI_STREAM)) == Usage(
         source=GEMINI_STREAM_JSON,
         input_tokens=24939,
-        output_tokens=20,
+        output_tokens=25113 - 24939,
         cached_input_tokens=21263,
         model="gemini-2.5-pro",
     )
+
+
+def test_gemini_stream_json_thinking_and_its_absence() -> None:
+    result = GEMINI_STREAM[-1]
+    stats = result["stats"]
+    assert isinstance(stats, dict)
+    no_thinking = [*GEMINI_STREAM[:-1], {**result, "stats": {**stats, "total_tokens": 24939 + 20}}]
+    usage = parse_usage(jsonl(no_thinking))
+    assert usage is not None and (usage.output_tokens, usage.partial) == (20, False)
+    # A total below input + output (it should not be): output_tokens stands.
+    short = [*GEMINI_STREAM[:-1], {**result, "stats": {**stats, "total_tokens": 100}}]
+    usage = parse_usage(jsonl(short))
+    assert usage is not None and (usage.output_tokens, usage.partial) == (20, False)
+    # No total: the thinking is unknown, the count partial.
+    without_total = {key: value for key, value in stats.items() if key != "total_tokens"}
+    usage = parse_usage(jsonl([*GEMINI_STREAM[:-1], {**result, "stats": without_total}]))
+    assert usage is not None and (usage.output_tokens, usage.partial) == (20, True)
 
 
 def test_log_lines_and_a_cut_last_line_are_passed_over() -> None:

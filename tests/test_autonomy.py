@@ -474,3 +474,233 @@ def test_rounds_back_off_for_a_rate_limits_retry_after(server: LoopbackServer, t
     gaps = [later["at"] - later["latency_s"] - earlier["at"] for earlier, later in itertools.pairwise(tried)]
     assert gaps[round_size - 1] >= 0.9  # the retry-after, though backoff_s is 0
     assert max(gaps[: round_size - 1]) < 0.9  # within a round, the next model at once
+
+
+def test_route_estimates_a_whole_agent_session_and_then_the_lanes_observed_mean(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    # A Claude session: 451,000 input tokens (cache reads and writes included), 30,000 out, $9.40.
+    session = claude_usage(1_000, 400_000, 50_000, 30_000, 9.40)
+    plan = {f"t{i}": {"stdout": session} for i in range(5)}
+    body = "".join(
+        f'[[tasks]]\nid = "t{i}"\nlane = "claude"\ntitle = "Task {i}"\nprompt = "go"\nvalue_usd = 100\n\n'
+        for i in range(5)
+    )
+    path = write_queue(tmp_path, plan, body)
+    lane = "[lanes.claude]\nexpected_input_tokens = 300000\nexpected_output_tokens = 20000\n"
+    path.write_text(path.read_text().replace("[lanes.claude]\n", lane))
+    code, cycles = run_loop(path, server.address)
+    assert code == 0
+    assert [c["tasks_run"] for c in cycles] == [[f"t{i}"] for i in range(5)]  # no repo: one at a time
+    tried = attempts(path)
+    assert [(a["estimated_input_tokens"], a["estimated_output_tokens"]) for a in tried] == [
+        (300_000, 20_000)
+    ] * 3 + [(451_000, 30_000)] * 2  # the lane's default, then its mean over 3 reported attempts
+    assert all(a["estimated_cost_usd"] > 1.0 for a in tried)  # a session, not one small call
+    assert [(a["cost_usd"], a["cost_exact"], a["cost_bounded"]) for a in tried] == [(9.40, True, False)] * 5
+    assert economics(server.address).spend_usd == pytest.approx(5 * 9.40)
+
+
+def test_a_task_gives_its_own_token_estimate(tmp_path: Path) -> None:
+    body = '[[tasks]]\nid = "a"\nlane = "codex"\ntitle = "A"\nprompt = "p"\ninput_tokens = 5000\n'
+    queue = load_queue(write_queue(tmp_path, {}, body))
+    request = loop.route_request(queue.tasks[0], queue.lanes["codex"])
+    assert (request.task.input_tokens, request.task.output_tokens) == (5000, 0)
+
+
+def test_a_second_run_or_prepare_on_the_queue_is_refused_naming_the_holder(
+    server: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fcntl
+
+    body = '[[tasks]]\nid = "a"\nlane = "codex"\ntitle = "A"\nprompt = "p"\n'
+    path = write_queue(tmp_path, {"a": {}}, body)
+    lock = tmp_path / ".orxaq-autonomy" / "lock"
+    lock.parent.mkdir()
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242\n")
+        held.flush()
+        for step in ("run", "prepare"):
+            assert cli.main(["autonomy", step, "--queue", str(path), "--address", server.address]) == 2
+            assert f"{lock} is held by pid 4242" in capsys.readouterr().err
+    assert runs(tmp_path, "a") == 0
+    code, _ = run_loop(path, server.address)  # released: it runs, its pid in the lock
+    assert code == 0 and runs(tmp_path, "a") == 1
+    assert lock.read_text().strip() == str(os.getpid())
+
+
+def test_a_gate_that_cannot_run_stops_the_lane_unreported_and_prepare_finds_it(
+    server: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = (
+        '[[tasks]]\nid = "a"\nlane = "codex"\ntitle = "A"\nprompt = "p"\n'
+        'gates = ["true", "no-such-gate-tool --check", "FOO=1 ./missing.sh"]\n'
+    )
+    path = write_queue(tmp_path, {"a": {}}, body)
+    assert cli.main(["autonomy", "prepare", "--queue", str(path), "--address", server.address]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  task a: gate 'no-such-gate-tool --check': no-such-gate-tool: command not found" in out
+    assert "FAIL  task a: gate 'FOO=1 ./missing.sh': ./missing.sh: not found" in out
+    assert "gate 'true'" not in out and "2 check(s) failed" in out
+
+    code, cycles = run_loop(path, server.address)
+    assert code == 1
+    assert "no-such-gate-tool --check' exited 127" in cycles[0]["lanes_stopped"]["codex"]
+    assert [(a["outcome"], a["reported"]) for a in attempts(path)] == [("lane_fault", False)]
+    events = [e["event"] for e in Journal(load_queue(path).state_dir).entries()]
+    assert "task_stopped" in events and "task_finished" not in events
+    assert economics(server.address).reports == 0
+    assert cli.main(["autonomy", "status", "--queue", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ready"] == 1  # the next run tries it again
+
+
+def test_a_reopened_task_is_no_first_time_pass(server: LoopbackServer, tmp_path: Path) -> None:
+    plan = {"once": {"exits": [1, 0]}}
+    body = '[[tasks]]\nid = "once"\nlane = "codex"\ntitle = "Once"\nprompt = "p"\nmax_attempts = 1\n'
+    path = write_queue(tmp_path, plan, body)
+    assert run_loop(path, server.address)[0] == 1
+    code, _ = run_loop(path, server.address, False)
+    assert code == 1  # failed stays failed without --retry-failed
+    out = io.StringIO()
+    assert loop.run(load_queue(path), Connection(server.address), out, io.StringIO(), retry_failed=True) == 0
+    tried = attempts(path, "once")
+    assert [(a["validation_passed"], a["first_time_pass"]) for a in tried] == [(False, False), (True, False)]
+    assert Journal(load_queue(path).state_dir).replay().first_time == 0
+
+
+def test_a_success_journaled_without_task_finished_counts_as_done(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    body = (
+        '[[tasks]]\nid = "a"\nlane = "codex"\ntitle = "A"\nprompt = "p"\n\n'
+        '[[tasks]]\nid = "b"\nlane = "codex"\ntitle = "B"\nprompt = "p"\ndepends_on = ["a"]\n'
+    )
+    path = write_queue(tmp_path, {"a": {}, "b": {}}, body)
+    journal = Journal(load_queue(path).state_dir)
+    journal.append("run", pid=1)
+    journal.append("task_started", task="a", lane="codex", tried_before=0)
+    journal.append("attempt", task="a", lane="codex", model="m", reported=True, validation_passed=True)
+    # killed here, before task_finished
+    code, cycles = run_loop(path, server.address)
+    assert code == 0 and [c["tasks_run"] for c in cycles] == [["b"]]
+    assert (runs(tmp_path, "a"), runs(tmp_path, "b")) == (0, 1)
+
+
+def test_an_entry_after_a_cut_last_line_is_read(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.append("run", pid=1)
+    with journal.path.open("ab") as cut:
+        cut.write(b'{"at": 1, "event": "task_sta')
+    journal.append("run", pid=2)
+    assert [e["pid"] for e in journal.entries()] == [1, 2]
+
+
+def test_ctrl_c_while_git_makes_a_worktree_stops_the_task_unfailed(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    import shutil
+
+    repo = git_repo(tmp_path / "repo")
+    marker = tmp_path / "git.adding"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "git"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'case " $* " in *" worktree add "*) : > "{marker}"; sleep 2;; esac\n'
+        f'exec {shutil.which("git")} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    body = f'[[tasks]]\nid = "a"\nlane = "codex"\ntitle = "A"\nprompt = "p"\nrepo = "{repo}"\n'
+    path = write_queue(tmp_path, {"a": {}}, body)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen(
+        [*CLI, "autonomy", "run", "--queue", str(path), "--address", server.address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends: to the whole foreground group
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    events = [(e["event"], e.get("task")) for e in Journal(load_queue(path).state_dir).entries()]
+    assert ("task_stopped", "a") in events and ("task_finished", "a") not in events
+    assert runs(tmp_path, "a") == 0
+    code, _ = run_loop(path, server.address)  # the next run starts it, in the worktree git made
+    assert code == 0 and runs(tmp_path, "a") == 1
+
+
+def test_route_and_report_are_tried_again_on_a_transient_failure(
+    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import grpc
+
+    from orxaq_grpc.client import CallFailed
+
+    class Failure(grpc.RpcError):
+        def __init__(self, code: grpc.StatusCode) -> None:
+            self._code = code
+
+        def code(self) -> grpc.StatusCode:
+            return self._code
+
+        def details(self) -> str:
+            return "down"
+
+        def trailing_metadata(self) -> None:
+            return None
+
+    failures = [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED]
+    real = RoutingClient.route
+    calls = []
+
+    def flaky(self: RoutingClient, request: pb.RouteRequest) -> pb.RouteDecision:
+        calls.append(request.lane)
+        if failures:
+            raise CallFailed(Failure(failures.pop(0)))
+        return real(self, request)
+
+    monkeypatch.setattr(RoutingClient, "route", flaky)
+    request = pb.RouteRequest(lane="codex", task=pb.Task(title="t", prompt="p"))
+    with loop.PatientClient(Connection(server.address), retry_s=0.01) as client:
+        assert client.route(request).model
+        assert len(calls) == 3
+        failures[:] = [grpc.StatusCode.PERMISSION_DENIED]
+        with pytest.raises(CallFailed, match="PERMISSION_DENIED"):
+            client.route(request)
+        assert len(calls) == 4  # a refusal at once
+        failures[:] = [grpc.StatusCode.UNAVAILABLE] * 5
+        with pytest.raises(CallFailed, match="UNAVAILABLE"):
+            client.route(request)
+        assert len(calls) == 9  # 5 tries in all
+
+
+def test_status_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    body = "".join(
+        f'[[tasks]]\nid = "t{i}"\nlane = "codex"\ntitle = "T"\nprompt = "p"\n\n' for i in range(3000)
+    )
+    path = write_queue(tmp_path, {}, body)
+    process = subprocess.Popen(
+        [*CLI, "autonomy", "status", "--queue", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.read(100)  # as `| head -c 100`
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err

@@ -4,8 +4,12 @@ alternatives; against a live loopback server, with fake agents that print each a
 from __future__ import annotations
 
 import json
+import os
+import signal
 import stat
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +20,7 @@ from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.agents.usage import parse_usage
 from orxaq_grpc.client import RoutingClient
 from orxaq_grpc.routing.live import LiveRouter
-from tests.conftest import CONFIG_DIR, LoopbackServer
+from tests.conftest import CONFIG_DIR, REPO, LoopbackServer
 
 REQUEST = pb.RouteRequest(lane="codex", task=pb.Task(title="Fix the flaky scheduler test"))
 
@@ -289,3 +293,104 @@ def test_a_shell_saying_command_not_found_stops_at_once_unreported(
 
 def test_a_refused_route_is_status_2(address: str) -> None:
     assert lane.main(["--address", address, "--lane", "nope", "--", "true"]) == 2
+
+
+def test_a_model_other_than_the_decisions_is_warned_of_and_the_decisions_reported(
+    address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gemini = pb.RouteRequest(lane="gemini", task=pb.Task(title="Add a docstring"))
+    decision = first_decision(address, gemini)
+    command = fake_agent(tmp_path, {"*": {"usage": gemini_usage(1_000, 0, 20, 10)}}, "gemini")
+    assert lane.main([*lane_args(address, request=gemini), *command]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: the agent says it ran gemini-x, not {decision.model} as decided" in err
+    assert per_model(address)[decision.model].reports == 1
+
+
+# No process of the agent's outlives the lane: its process group is ended whole.
+
+# Starts a process in the background, writes its pid to the file named by $0, then does `then`.
+LEAVES_A_SLEEP = 'sleep {seconds} & echo $! > "$0"; {then}'
+
+
+def sleeper(pid_file: Path, seconds: int, then: str) -> list[str]:
+    return ["sh", "-c", LEAVES_A_SLEEP.format(seconds=seconds, then=then), str(pid_file)]
+
+
+def running(pid: int) -> bool:
+    """Whether the process runs: not gone, nor a zombie (an orphan's, which init may never reap)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def ended(pid: int, within_s: float = 2.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while running(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)  # not left behind by the test either
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def wait_for(path: Path, within_s: float = 20.0) -> int:
+    deadline = time.monotonic() + within_s
+    while not (path.exists() and path.read_text().strip()):
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.05)
+    return int(path.read_text())
+
+
+def test_a_background_process_the_agent_leaves_is_ended(address: str, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    started = time.monotonic()
+    code = lane.main([*lane_args(address), *sleeper(pid_file, 33, "exit 0")])
+    gone = ended(wait_for(pid_file), within_s=0.5)  # first: it kills what it finds left
+    assert code == 0
+    assert gone
+    assert time.monotonic() - started < 5  # not waiting on the pipe it held
+    assert overall(address).reports == 1
+
+
+def test_a_timeout_ends_the_agents_whole_process_group(address: str, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    command = sleeper(pid_file, 37, "wait; echo woke")
+    code = lane.main([*lane_args(address, "--max-attempts", "1", "--timeout-s", "0.5"), *command])
+    gone = ended(wait_for(pid_file), within_s=0.5)  # first: it kills what it finds left
+    assert code == 124
+    assert gone
+    assert overall(address).reports == 1
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_ends_the_agent_and_the_attempt_is_not_reported(
+    address: str, tmp_path: Path, sig: signal.Signals, status: int
+) -> None:
+    pid_file = tmp_path / "pid"
+    command = sleeper(pid_file, 38, "wait")
+    lane_process = subprocess.Popen(
+        [sys.executable, "-m", "clients.lane", *lane_args(address), *command],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pid = wait_for(pid_file)
+        lane_process.send_signal(sig)
+        _, err = lane_process.communicate(timeout=20)
+    finally:
+        lane_process.kill()
+    gone = ended(pid, within_s=0.5)  # first: it kills what it finds left
+    assert lane_process.returncode == status, err
+    assert "the attempt is not reported" in err
+    assert gone
+    figures = overall(address)
+    assert (figures.decisions, figures.reports) == (1, 0)

@@ -4,15 +4,20 @@ a live server: the example prints a decision, the lane client reports every atte
 plaintext on loopback and over TLS with a lane's token. Also `buf lint` on protos/, its exceptions in
 buf.yaml.
 
-Needs node and npm (skipped without them). .ci/run installs the client's packages (`npm ci --prefix
-clients/node`); without node_modules, the build here runs `npm ci` first, and reuses them after.
+Needs node 20 or later and npm (skipped without them, or with an older node: Debian bookworm's nodejs
+is 18). .ci/run installs the client's packages (`npm ci --prefix clients/node`); without
+node_modules, the build here runs `npm ci` first, and reuses them after.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -28,11 +33,33 @@ from tests.conftest import CONFIG_DIR, REPO, LoopbackServer
 
 NODE_CLIENT = REPO / "clients" / "node"
 NODE, NPM = shutil.which("node"), shutil.which("npm")
-pytestmark = pytest.mark.skipif(
-    NODE is None or NPM is None,
-    reason="node and npm are not on PATH: the TypeScript lane client in clients/node is built with "
-    "npm and runs on node (.ci/run expects both on the machine, as Debian's nodejs and npm give them)",
-)
+NODE_MAJOR = 20  # the packages' least: clients/node/package.json's engines
+
+
+def node_version() -> tuple[int, str]:
+    """The node on PATH's major version and its `node --version` (0 when it tells none)."""
+    assert NODE is not None
+    shown = subprocess.run([NODE, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    found = re.match(r"v(\d+)\.", shown.stdout.strip())
+    return (int(found.group(1)) if found else 0), shown.stdout.strip()
+
+
+def node_missing() -> str:
+    """Why clients/node cannot be built and run here, or ""."""
+    if NODE is None or NPM is None:
+        return (
+            "node and npm are not on PATH: the TypeScript lane client in clients/node is built with npm "
+            f"and runs on node >= {NODE_MAJOR} (.ci/run expects both on the machine)"
+        )
+    major, shown = node_version()
+    if major < NODE_MAJOR:
+        return (
+            f"node {shown or '(no version)'} is older than {NODE_MAJOR}, which clients/node needs "
+            f"(its engines; Debian bookworm's nodejs is 18): install node >= {NODE_MAJOR}"
+        )
+    return ""
+
+
 CODEX_TOKEN = "codex-node-token-0123456789abcdef"
 TITLE = "Fix the flaky scheduler test"
 # Fails its first run (exit 3), succeeds after: a model that fails, then an alternative that passes.
@@ -50,7 +77,10 @@ def run(argv: Sequence[str], cwd: Path, timeout_s: float = 300.0) -> subprocess.
 @pytest.fixture(scope="module")
 def built() -> Path:
     """clients/node built: packages installed (kept when node_modules is as the lock says), the code
-    generated from protos/ by buf, then compiled; its dist/ directory."""
+    generated from protos/ by buf, then compiled; its dist/ directory. Skips every test needing it
+    when node or npm is missing, or node is too old."""
+    if why := node_missing():
+        pytest.skip(why)
     assert NPM is not None
     installed = NODE_CLIENT / "node_modules" / ".package-lock.json"  # npm's record of what it installed
     lock = NODE_CLIENT / "package-lock.json"
@@ -96,6 +126,11 @@ def agent(tmp_path: Path, text: str) -> Path:
     script.write_text(text)
     script.chmod(0o755)
     return script
+
+
+def test_the_packages_say_the_node_they_need() -> None:
+    package = json.loads((NODE_CLIENT / "package.json").read_text())
+    assert package["engines"]["node"] == f">={NODE_MAJOR}"
 
 
 def test_buf_lint_is_clean_on_the_protos(built: Path) -> None:
@@ -213,3 +248,97 @@ def test_over_tls_with_a_lane_token(built: Path, tmp_path: Path) -> None:
         assert (overall.decisions, overall.reports, overall.first_time_pass_rate) == (2, 1, 1.0)
     finally:
         server.stop()
+
+
+# No process of the agent's outlives the lane: its process group is ended whole.
+
+# Starts a process in the background, writes its pid to the file named by $0, then does `then`.
+LEAVES_A_SLEEP = 'sleep {seconds} & echo $! > "$0"; {then}'
+
+
+def sleeper(pid_file: Path, seconds: int, then: str) -> list[str]:
+    return ["sh", "-c", LEAVES_A_SLEEP.format(seconds=seconds, then=then), str(pid_file)]
+
+
+def running(pid: int) -> bool:
+    """Whether the process runs: not gone, nor a zombie (an orphan's, which init may never reap)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def ended(pid: int, within_s: float = 2.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while running(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)  # not left behind by the test either
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def wait_for(path: Path, within_s: float = 30.0) -> int:
+    deadline = time.monotonic() + within_s
+    while not (path.exists() and path.read_text().strip()):
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.05)
+    return int(path.read_text())
+
+
+def test_the_lane_client_ends_what_the_agent_leaves_and_a_timed_out_agent(
+    built: Path, address: str, tmp_path: Path
+) -> None:
+    lane, env = built / "lane.js", node_env(address)
+    left = tmp_path / "left.pid"
+    started = time.monotonic()
+    ran = node(lane, "--lane", "codex", "--", *sleeper(left, 33, "exit 0"), env=env)
+    gone = ended(wait_for(left), within_s=0.5)  # first: it kills what it finds left
+    assert ran.returncode == 0, ran.stderr
+    assert gone
+    assert time.monotonic() - started < 20
+
+    slow = tmp_path / "slow.pid"
+    command = sleeper(slow, 37, "wait; echo woke")
+    timed_out = node(
+        lane, "--lane", "codex", "--max-attempts", "1", "--timeout-s", "0.5", "--", *command, env=env
+    )
+    gone = ended(wait_for(slow), within_s=0.5)
+    assert timed_out.returncode == 124, timed_out.stderr
+    assert "woke" not in timed_out.stdout
+    assert gone
+    with RoutingClient(address) as client:
+        assert today(client).overall.reports == 2
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_ends_the_agent_and_the_lane_client_reports_nothing(
+    built: Path, address: str, tmp_path: Path, sig: signal.Signals, status: int
+) -> None:
+    assert NODE is not None
+    pid_file = tmp_path / "pid"
+    lane_process = subprocess.Popen(
+        [NODE, str(built / "lane.js"), "--lane", "codex", "--", *sleeper(pid_file, 38, "wait")],
+        env=node_env(address),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pid = wait_for(pid_file)
+        lane_process.send_signal(sig)
+        _, err = lane_process.communicate(timeout=30)
+    finally:
+        lane_process.kill()
+    gone = ended(pid, within_s=0.5)  # first: it kills what it finds left
+    assert lane_process.returncode == status, err
+    assert "the attempt is not reported" in err
+    assert gone
+    with RoutingClient(address) as client:
+        overall = today(client).overall
+    assert (overall.decisions, overall.reports) == (1, 0)

@@ -24,9 +24,12 @@ Each format as the tool documents it and its source emits it; the fields read he
   {`prompt`, `candidates`, `cached`, `thoughts`, `tool`, `total`}, each summed over that model's
   requests, summed here over the models. `prompt` includes `cached`; thinking is billed as output;
   `tool` (tool-use prompt) tokens are input: total = prompt + candidates + thoughts + tool.
-  `--output-format stream-json` ends with `{"type": "result", "stats": {input_tokens, output_tokens,
-  cached, ...}}` (stream-json-formatter.ts: prompt and candidates summed over the models, thinking
-  not included) and its `init` event names the model.
+  `--output-format stream-json` ends with `{"type": "result", "stats": {total_tokens, input_tokens,
+  output_tokens, cached, ...}}` (convertToStreamStats in packages/core/src/output/
+  stream-json-formatter.ts: `total`, `prompt`, `candidates` and `cached` each summed over the
+  models) and its `init` event names the model. `output_tokens` is candidates alone, thinking left
+  out, while `total_tokens` counts it: the output read here is total_tokens - input_tokens when that
+  is larger (tool-use prompt tokens, which the stream does not break out, fall in it too).
 
 Agent output is untrusted and often untidy (log lines, a stream cut short, fields missing), so
 `parse_usage` never raises: it returns None when no usage is found, and a `Usage` marked `partial`
@@ -290,6 +293,10 @@ def _gemini_stream(events: list[dict[str, Any]]) -> Usage | None:
     fields = _Fields()
     input_tokens = fields.count(stats, "input_tokens")
     output = fields.count(stats, "output_tokens")
+    # output_tokens is the candidates alone; total_tokens counts the thoughts too (billed as output):
+    # without it, the thinking is unknown and the count partial.
+    total = fields.count(stats, "total_tokens")
+    output = max(output, total - input_tokens)
     cached = fields.count(stats, "cached", required=False)
     model = next(
         (str(e["model"]) for e in events if e.get("type") == "init" and isinstance(e.get("model"), str)),

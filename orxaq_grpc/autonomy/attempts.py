@@ -238,7 +238,7 @@ class Processes:
             self._running.add(process)
             stopping = self.stopping
         if stopping:
-            _end(process)
+            end_group(process)
 
     def discard(self, process: subprocess.Popen[bytes]) -> None:
         with self._lock:
@@ -249,20 +249,65 @@ class Processes:
             self.stopping = True
             running = list(self._running)
         for process in running:
-            _end(process)
+            end_group(process)
 
 
-def _end(process: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except (ProcessLookupError, PermissionError):
+GRACE_S = 3.0  # between the SIGTERM to an agent's process group and the SIGKILL
+
+
+def end_group(process: subprocess.Popen[bytes], grace_s: float = GRACE_S) -> None:
+    """Ends the process group `process` leads (it was started in a session of its own): SIGTERM to
+    the group, then SIGKILL to whatever of it is left `grace_s` on; the leader is reaped. Also after
+    the leader has exited, for what it left running in its group (its pid stays the group's id, not
+    reused, while any member lives)."""
+    if not _signal_group(process.pid, signal.SIGTERM):
+        process.poll()
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        process.poll()  # a zombie leader would keep the group alive
+        if not _group_alive(process.pid):
             return
-        try:
-            process.wait(timeout=3)
-            return
-        except subprocess.TimeoutExpired:
+        time.sleep(0.05)
+    _signal_group(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs. A member that died is a zombie, still in the
+    group, until its parent reaps it; an orphan's parent, init, may never (PID 1 of a container
+    often does not reap): so, where /proc tells, a group of zombies alone is over."""
+    if not _signal_group(pgid, 0):
+        return False
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    group, seen = str(pgid).encode(), False
+    for entry in entries:
+        if not entry.isdigit():
             continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()  # after the command's name
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == group:
+            if fields[0] != b"Z":
+                return True
+            seen = True
+    return not seen  # no member in sight (another /proc than ours): as kill(2) says
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Whether the group was there to signal."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member we may not signal (it changed its user): not ours to end
+        return sig == 0
+    return True
 
 
 _RETRY_AFTER = re.compile(rb"retry[-_ ]after\W{0,3}(\d+(?:\.\d+)?)", re.IGNORECASE)
@@ -353,8 +398,10 @@ def run_process(
 ) -> tuple[int, bytes, bool]:
     """Runs a command with its stdout kept and handed to `echo` (default: passed through) and its
     stderr to `stderr` (default: passed through): (exit status, stdout, whether it was stopped for
-    the timeout). Under `processes`, in a process group of its own that a shutdown ends, which
-    raises `Abandoned`."""
+    the timeout). It runs in a session and process group of its own, which a timeout or an
+    interrupt ends whole (SIGTERM, then SIGKILL `GRACE_S` on), and which is ended once the command
+    exits, for anything it left running. Under `processes`, a shutdown ends it too, which raises
+    `Abandoned`."""
     try:
         process = subprocess.Popen(
             argv[0] if shell else argv,
@@ -362,7 +409,7 @@ def run_process(
             stderr=stderr,
             cwd=cwd,
             shell=shell,
-            start_new_session=processes is not None,
+            start_new_session=True,  # a process group of its own, ended whole
         )
     except FileNotFoundError as exc:
         raise LaneFault(f"{argv[0]}: command not found ({exc.strerror})", EXIT_NOT_FOUND) from exc
@@ -393,24 +440,14 @@ def run_process(
         process.wait(timeout=timeout_s or None)
     except subprocess.TimeoutExpired:
         timed_out = True
-        if processes is not None:
-            _end(process)
-        else:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        end_group(process)
     except BaseException:  # interrupted: the agent must not outlive the lane
-        if processes is not None:
-            _end(process)
-        process.kill()
-        process.wait()
+        end_group(process)
         raise
     finally:
         if processes is not None:
             processes.discard(process)
+    end_group(process)  # what the agent left running in its group: it must not outlive the attempt
     reader.join(timeout=5)  # a grandchild may still hold the pipe: keep what came
     if processes is not None and processes.stopping:
         raise Abandoned(f"{argv[0]}: stopped by the lane's shutdown")

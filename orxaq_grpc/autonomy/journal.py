@@ -5,7 +5,7 @@ Events: `run` (a run started), `task_started`, `attempt` (one model tried, as re
 `attempt_abandoned` (stopped by a shutdown, not reported), `task_stopped` (left unfinished: the
 lane cannot run its agent, or a shutdown), `task_finished` (`outcome` "done" or "failed"),
 `task_reopened` (`run --retry-failed`), `cycle` (the cycle's results line) and `stopped` (a signal).
-A last line cut short by a crash is passed over.
+A last line cut short by a crash is passed over, and the next entry starts on a line of its own.
 """
 
 from __future__ import annotations
@@ -32,9 +32,14 @@ class Journal:
         line = (json.dumps(entry, sort_keys=False) + "\n").encode("utf-8")
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, line)
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line  # the last line was cut short: this entry starts a line
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -69,6 +74,11 @@ class Progress:
     finished: dict[str, str] = field(default_factory=dict)  # task -> "done" or "failed"
     models: dict[str, str] = field(default_factory=dict)  # done task -> the model that did it
     attempts: dict[str, int] = field(default_factory=dict)  # reported attempts since (re)opened
+    lifetime: dict[str, int] = field(default_factory=dict)  # reported attempts ever, reopens included
+    # Per lane, over reported attempts: [count, input, output] of those with the agent's own usage,
+    # and [count, booked cost] of those with a booked cost.
+    lane_tokens: dict[str, list[int]] = field(default_factory=dict)
+    lane_cost: dict[str, list[float]] = field(default_factory=dict)
     reported: int = 0
     passed: int = 0
     first_time: int = 0  # tasks done on their first attempt
@@ -89,6 +99,22 @@ class Progress:
         elif event == "attempt":
             if entry.get("reported"):
                 self.attempts[task] = self.attempts.get(task, 0) + 1
+                self.lifetime[task] = self.lifetime.get(task, 0) + 1
+                lane = str(entry.get("lane", ""))
+                if not entry.get("estimated") and entry.get("input_tokens") is not None:
+                    tokens = self.lane_tokens.setdefault(lane, [0, 0, 0])
+                    tokens[0] += 1
+                    tokens[1] += int(entry.get("input_tokens") or 0)
+                    tokens[2] += int(entry.get("output_tokens") or 0)
+                if entry.get("cost_usd") is not None:
+                    cost = self.lane_cost.setdefault(lane, [0, 0.0])
+                    cost[0] += 1
+                    cost[1] += float(entry["cost_usd"])
+                if entry.get("validation_passed") and task not in self.finished:
+                    # Done, though a kill may have come before its task_finished.
+                    self.finished[task] = "done"
+                    if entry.get("model"):
+                        self.models[task] = str(entry["model"])
                 self.reported += 1
                 self.passed += bool(entry.get("validation_passed"))
                 self.first_time += bool(entry.get("first_time_pass"))
@@ -115,6 +141,17 @@ class Progress:
     @property
     def failed(self) -> list[str]:
         return [t for t, outcome in self.finished.items() if outcome != "done"]
+
+    def mean_tokens(self, lane: str, at_least: int) -> tuple[int, int] | None:
+        """The lane's mean (input, output) tokens per reported attempt with the agent's own usage,
+        once there are `at_least` of them."""
+        count, inputs, outputs = self.lane_tokens.get(lane, [0, 0, 0])
+        return (round(inputs / count), round(outputs / count)) if count and count >= at_least else None
+
+    def mean_cost(self, lane: str, at_least: int) -> float | None:
+        """The lane's mean booked cost per reported attempt, once there are `at_least` of them."""
+        count, total = self.lane_cost.get(lane, [0, 0.0])
+        return total / count if count and count >= at_least else None
 
     @property
     def pass_rate(self) -> float | None:

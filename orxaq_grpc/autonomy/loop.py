@@ -5,30 +5,41 @@ Scale how many agents the lane may have (the ready tasks' count, their value and
 and runs that many tasks at once (at least one); each task as `clients/lane.py` runs one (Route,
 the agent, Report per attempt, the alternatives), with the task's gates after the agent, and more
 rounds after a backoff until its attempts are spent. The journal (journal.py) records every step,
-so a run stopped by SIGINT or SIGTERM (exit 130 or 143) or killed resumes where it was.
+so a run stopped by SIGINT or SIGTERM (exit 130 or 143) or killed resumes where it was. `run` and
+`prepare` hold an exclusive lock on `<state>/lock` (exit 2 when another holds it).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import fcntl
 import json
 import math
 import os
+import re
+import shlex
+import shutil
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
-from typing import IO, Any, TextIO
+from typing import IO, Any, TextIO, TypeVar
 
 import grpc
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.autonomy.attempts import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
     Abandoned,
     AgentRun,
     Attempt,
+    LaneFault,
     ModelCallFailed,
     Processes,
     command_runner,
@@ -37,21 +48,98 @@ from orxaq_grpc.autonomy.attempts import (
     run_task,
 )
 from orxaq_grpc.autonomy.journal import Journal, Progress
-from orxaq_grpc.autonomy.queue import Queue, Task
-from orxaq_grpc.autonomy.worktrees import WorktreeError, ensure_worktree
+from orxaq_grpc.autonomy.queue import LaneEntry, Queue, Task
+from orxaq_grpc.autonomy.worktrees import WorktreeError, ensure_worktree, worktree_path
 from orxaq_grpc.client import CallFailed, Connection, RoutingClient
 
 SERVICE_NAME = "orxaq.routing.v1.RoutingService"
 EXIT_FAILED = 1
+EXIT_BUSY = 2
+LOCK_NAME = "lock"
+OBSERVED_AT_LEAST = 3  # reported attempts of a lane before its own means stand in for the estimates
+TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+CALL_TRIES = 5  # a transient Route or Report failure: tried again after 0.5 s, 1 s, 2 s, 4 s
+CALL_RETRY_S = 0.5
 
 
-def route_request(task: Task) -> pb.RouteRequest:
+def route_request(
+    task: Task, lane: LaneEntry | None = None, progress: Progress | None = None
+) -> pb.RouteRequest:
+    """The task's RouteRequest, with the tokens one attempt (an agent session) is expected to take:
+    the task's own `input_tokens`/`output_tokens`, else the lane's mean per reported attempt once the
+    journal has OBSERVED_AT_LEAST of them, else the lane's `expected_*_tokens` (0: Route's estimate)."""
     request = pb.RouteRequest(
         lane=task.lane, task=pb.Task(id=task.id, kind=task.kind, title=task.title, prompt=task.prompt)
     )
     if task.value_usd is not None:
         request.task.value_usd = task.value_usd
+    observed = progress.mean_tokens(task.lane, OBSERVED_AT_LEAST) if progress is not None else None
+    expected = observed or ((lane.expected_input_tokens, lane.expected_output_tokens) if lane else (0, 0))
+    request.task.input_tokens = task.input_tokens or expected[0]
+    request.task.output_tokens = task.output_tokens or expected[1]
     return request
+
+
+class Busy(Exception):
+    """Another run or prepare holds the queue's state directory."""
+
+
+@contextlib.contextmanager
+def exclusive(state_dir: Path) -> Iterator[None]:
+    """An exclusive flock on `<state>/lock`, its holder's pid written in it, or Busy at once."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise Busy(
+                f"{path} is held by pid {holder}: a run or prepare of this queue is going on"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+_R = TypeVar("_R")
+_Q = TypeVar("_Q")
+
+
+class PatientClient(RoutingClient):
+    """Route and Report tried again on a transient failure (UNAVAILABLE, DEADLINE_EXCEEDED), `tries`
+    in all, the wait doubling from `retry_s`, unless `stop` is set; any other failure at once."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        stop: threading.Event | None = None,
+        tries: int = CALL_TRIES,
+        retry_s: float = CALL_RETRY_S,
+    ) -> None:
+        super().__init__(connection)
+        self._stop = stop or threading.Event()
+        self._tries, self._retry_s = tries, retry_s
+
+    def route(self, request: pb.RouteRequest) -> pb.RouteDecision:
+        return self._patient(super().route, request)
+
+    def report(self, request: pb.ReportRequest) -> pb.ReportAck:
+        return self._patient(super().report, request)
+
+    def _patient(self, call: Callable[[_Q], _R], request: _Q) -> _R:
+        delay = self._retry_s
+        for tried in range(1, self._tries + 1):
+            try:
+                return call(request)
+            except CallFailed as exc:
+                if exc.code not in TRANSIENT or tried >= self._tries or self._stop.wait(delay):
+                    raise
+            delay *= 2
+        raise AssertionError("unreachable")
 
 
 def _usd(value: float) -> str:
@@ -98,9 +186,19 @@ def discover(queue: Queue, out: TextIO, as_json: bool = False) -> int:
 # prepare
 
 
-def prepare(queue: Queue, connection: Connection, out: TextIO) -> int:
+def prepare(queue: Queue, connection: Connection, out: TextIO, err: TextIO = sys.stderr) -> int:
     """Preflight: the service serving (and each lane), every agent command found, every task's
-    gates, a worktree for each task naming a repository. Exit 1 when any check fails."""
+    gates (each one's program found), a worktree for each task naming a repository. Exit 1 when any
+    check fails, 2 when a run or another prepare holds the queue."""
+    try:
+        with exclusive(queue.state_dir):
+            return _prepare(queue, connection, out)
+    except Busy as exc:
+        print(f"autonomy: {exc}", file=err)
+        return EXIT_BUSY
+
+
+def _prepare(queue: Queue, connection: Connection, out: TextIO) -> int:
     failures = 0
 
     def check(ok: bool, text: str) -> None:
@@ -124,8 +222,84 @@ def prepare(queue: Queue, connection: Connection, out: TextIO) -> int:
             check(False, f"task {t.id}: worktree: {exc}")
         else:
             check(True, f"task {t.id}: worktree {path} ({'created' if made else 'there'})")
+    for t in queue.tasks:
+        workdir = worktree_path(queue.state_dir, t) if t.repo is not None else queue.path.parent
+        for gate in t.gates:
+            if (why := missing_gate(gate, workdir)) is not None:
+                check(False, f"task {t.id}: gate {gate!r}: {why}")
     print(f"{failures} check(s) failed" if failures else "ready to run", file=out)
     return EXIT_FAILED if failures else 0
+
+
+SHELL_WORDS = frozenset(
+    [
+        "!",
+        ".",
+        ":",
+        "[",
+        "[[",
+        "{",
+        "(",
+        "alias",
+        "bg",
+        "break",
+        "case",
+        "cd",
+        "command",
+        "continue",
+        "echo",
+        "eval",
+        "exec",
+        "exit",
+        "export",
+        "false",
+        "fg",
+        "for",
+        "function",
+        "getopts",
+        "hash",
+        "if",
+        "kill",
+        "printf",
+        "pwd",
+        "read",
+        "readonly",
+        "return",
+        "set",
+        "shift",
+        "source",
+        "test",
+        "times",
+        "trap",
+        "true",
+        "type",
+        "ulimit",
+        "umask",
+        "unalias",
+        "unset",
+        "until",
+        "wait",
+        "while",
+    ]
+)
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*")
+
+
+def missing_gate(gate: str, workdir: Path) -> str | None:
+    """Why the gate's program cannot run (its first word, past any VAR=value), or None: a shell
+    word, a path that exists (from the task's directory) or a program on PATH."""
+    try:
+        words = shlex.split(gate)
+    except ValueError as exc:
+        return f"cannot be read: {exc}"
+    while words and _ASSIGNMENT.fullmatch(words[0]):
+        words.pop(0)
+    if not words or words[0] in SHELL_WORDS:
+        return None
+    program = words[0]
+    if os.sep in program:
+        return None if (workdir / program).exists() else f"{program}: not found"
+    return None if shutil.which(program) is not None else f"{program}: command not found"
 
 
 def _serving(connection: Connection, services: list[str]) -> list[tuple[str, str]]:
@@ -157,7 +331,7 @@ def dry_run(queue: Queue, connection: Connection, out: TextIO) -> int:
     decision reserves its estimate against the budgets until the service's reservation_ttl_s ends."""
     progress = Journal(queue.state_dir).replay(t.id for t in queue.tasks)
     ready = queue.ready(progress.done, progress.finished)
-    with RoutingClient(connection) as client:
+    with PatientClient(connection) as client:
         try:
             health = client.health()  # before the plan's own reservations count in it
         except CallFailed as exc:
@@ -167,7 +341,7 @@ def dry_run(queue: Queue, connection: Connection, out: TextIO) -> int:
         estimates: dict[str, pb.RouteDecision] = {}
         for t in ready:
             try:
-                d = client.route(route_request(t))
+                d = client.route(route_request(t, queue.lanes[t.lane], progress))
             except CallFailed as exc:
                 print(f"  {t.id:<24} {t.lane:<10} refused: {exc}", file=out)
                 continue
@@ -208,7 +382,9 @@ def dry_run(queue: Queue, connection: Connection, out: TextIO) -> int:
         for lane, tasks in _by_lane(ready).items():
             want = _wanted(queue, lane, len(tasks))
             costs = [estimates[t.id].estimated_cost_usd for t in tasks if t.id in estimates]
-            per_task = sum(costs) / len(costs) if costs else 0.0
+            per_task = progress.mean_cost(lane, OBSERVED_AT_LEAST)
+            if per_task is None:
+                per_task = sum(costs) / len(costs) if costs else 0.0
             scale = _ask_scale(client, lane, 1, want, tasks, per_task, "dry-run")
             if isinstance(scale, str):
                 print(f"scale {lane}: {scale}; 1 agent", file=out)
@@ -324,7 +500,7 @@ class Runner:
         self.record("run", pid=os.getpid(), queue=str(self.queue.path), done=len(self.progress.done))
         cycle = int(self.progress.last_cycle["cycle"]) if self.progress.last_cycle else 0
         cycles = 0
-        with RoutingClient(self.connection) as client:
+        with PatientClient(self.connection, self.stop) as client:
             while not self.stop.is_set() and not (max_cycles and cycles >= max_cycles):
                 ready = [
                     t
@@ -361,7 +537,16 @@ class Runner:
             self.say(f"Health: {exc}; no scale-up this cycle")
         chosen: list[tuple[Task, pb.RouteDecision | None]] = []
         notes: dict[str, str] = {}
-        for lane, tasks in _by_lane(ready).items():
+        shared = False  # a task without repo chosen: the next waits (they share the queue's directory)
+        for lane, lane_tasks in _by_lane(ready).items():
+            tasks, own_dir = [], shared
+            for t in lane_tasks:
+                if t.repo is None and own_dir:
+                    continue
+                own_dir = own_dir or t.repo is None
+                tasks.append(t)
+            if not tasks:
+                continue
             if (missing := missing_binary(self.queue.lanes[lane].command)) is not None:
                 self.paused[lane] = str(missing)  # before routing: nothing reserved for it
                 self.record("task_stopped", task=tasks[0].id, lane=lane, why=str(missing))
@@ -372,10 +557,12 @@ class Runner:
                 want = min(want, current)
             first: pb.RouteDecision | None = None
             per_task = 0.0
-            if want > current:  # the estimate the extra tasks' cost is judged by: the lane's first task's
+            # The extra tasks' cost: the lane's mean booked per attempt, else its first task's estimate.
+            if want > current:
                 try:
-                    first = client.route(route_request(tasks[0]))
-                    per_task = first.estimated_cost_usd
+                    first = client.route(route_request(tasks[0], self.queue.lanes[lane], self.progress))
+                    observed = self.progress.mean_cost(lane, OBSERVED_AT_LEAST)
+                    per_task = first.estimated_cost_usd if observed is None else observed
                 except CallFailed as exc:
                     self.paused[lane] = f"route refused: {exc}"
                     self.record("task_stopped", task=tasks[0].id, lane=lane, why=self.paused[lane])
@@ -391,6 +578,7 @@ class Runner:
             allowed = max(1, min(allowed, want))
             self.agents[lane] = allowed
             chosen += [(t, first if i == 0 else None) for i, t in enumerate(tasks[:allowed])]
+            shared = shared or any(t.repo is None for t in tasks[:allowed])
         if self.stop.is_set():
             chosen = []  # stopping already: start nothing
         before = (self.progress.reported, len(self.progress.done), len(self.progress.failed))
@@ -430,23 +618,31 @@ class Runner:
         try:
             return self._run_task(client, task, decision)
         except Exception as exc:  # finished, so that a fault of this machine does not loop forever
+            if self.stop.is_set():
+                self.record("task_stopped", task=task.id, lane=task.lane, why=f"shutdown: {exc!r}")
+                return _Outcome(task.id, "stopped")
             self.record("task_finished", task=task.id, outcome="failed", why=f"error: {exc!r}")
             return _Outcome(task.id, "failed")
 
     def _run_task(self, client: RoutingClient, task: Task, decision: pb.RouteDecision | None) -> _Outcome:
         with self.lock:
             tried_before = self.progress.attempts.get(task.id, 0)
+            lifetime_before = self.progress.lifetime.get(task.id, 0)
+            request = route_request(task, self.queue.lanes[task.lane], self.progress)
         workdir = self.queue.path.parent.resolve()
         if task.repo is not None:
             try:
                 workdir, _ = ensure_worktree(self.queue.state_dir, task)
             except WorktreeError as exc:
-                self.record("task_finished", task=task.id, outcome="failed", why=f"worktree: {exc}")
-                return _Outcome(task.id, "failed")
+                if not self.stop.is_set():
+                    self.record("task_finished", task=task.id, outcome="failed", why=f"worktree: {exc}")
+                    return _Outcome(task.id, "failed")
+            if self.stop.is_set():  # stopped while git made the worktree: the next run starts it
+                self.record("task_stopped", task=task.id, lane=task.lane, why="shutdown")
+                return _Outcome(task.id, "stopped")
         self.record(
             "task_started", task=task.id, lane=task.lane, tried_before=tried_before, workdir=str(workdir)
         )
-        request = route_request(task)
         logs = self.queue.state_dir / "logs" / task.id
         logs.mkdir(parents=True, exist_ok=True)
         attempts = tried_before
@@ -472,7 +668,7 @@ class Runner:
                     max_attempts=task.max_attempts - attempts,
                     usage_of=lambda agent: agent.usage,
                     on_attempt=on_attempt,
-                    first_time=attempts == 0,
+                    first_time=lifetime_before + attempts - tried_before == 0,  # reopens included
                     decision=decision if rounds == 0 else None,
                 )
             except Abandoned:
@@ -540,6 +736,10 @@ class Runner:
                 processes=self.processes,
                 shell=True,
             )
+            if not timed_out and code in (EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE):
+                # The gate cannot run here (the lane's setup): unreported, the lane stops, as for an agent.
+                meaning = "command not found" if code == EXIT_NOT_FOUND else "command not executable"
+                raise LaneFault(f"gate {gate!r} exited {code}, a shell's {meaning!r}", code)
             if timed_out or code != 0:
                 why = (
                     f"timed out after {self.queue.gate_timeout_s:g} s" if timed_out else f"exit status {code}"
@@ -563,6 +763,8 @@ class Runner:
             "exit_code": attempt.exit_code,
             "latency_s": round(attempt.latency_s, 3),
             "estimated_cost_usd": d.estimated_cost_usd,
+            "estimated_input_tokens": d.input_tokens,
+            "estimated_output_tokens": d.output_tokens,
             "reported": sent is not None,
             "log": log,
         }
@@ -577,7 +779,11 @@ class Runner:
                 "usage_source": attempt.usage.source if attempt.usage else None,
             }
         if ack is not None:
-            fields |= {"cost_usd": ack.cost_usd, "cost_exact": ack.cost_exact}
+            fields |= {
+                "cost_usd": ack.cost_usd,
+                "cost_exact": ack.cost_exact,
+                "cost_bounded": ack.cost_bounded,
+            }
         if attempt.report_error:
             fields["report_error"] = attempt.report_error
         self.record("attempt", **fields)
@@ -591,7 +797,13 @@ def run(
     retry_failed: bool = False,
     max_cycles: int = 0,
 ) -> int:
-    return Runner(queue, connection, out, err).run(retry_failed, max_cycles)
+    """Exit 2 at once when another run or prepare holds the queue's state directory."""
+    try:
+        with exclusive(queue.state_dir):
+            return Runner(queue, connection, out, err).run(retry_failed, max_cycles)
+    except Busy as exc:
+        print(f"autonomy: {exc}", file=err)
+        return EXIT_BUSY
 
 
 # status

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PLACEHOLDERS = ("{model}", "{provider}", "{prompt}", "{title}", "{workdir}", "{task}")
 DEFAULT_STATE_DIR = ".orxaq-autonomy"
+MAX_TOKENS = 100_000_000  # per count, as the service takes at most (policy max_tokens)
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # a directory and a git branch name
 
 
@@ -36,6 +37,10 @@ class LaneEntry(_Strict):
     max_agents: int = Field(default=0, ge=0, le=64)  # 0: as many as Scale allows
     timeout_s: float = Field(default=0.0, ge=0)  # per attempt; 0: none
     rate_limited_exit_codes: list[int] = Field(default_factory=list)
+    # What one attempt (an agent session) takes, for Route's estimate until the journal has the
+    # lane's own mean; 0: Route estimates from the prompt (one model call, far below a session).
+    expected_input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    expected_output_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
 
     @field_validator("command")
     @classmethod
@@ -60,6 +65,8 @@ class TaskEntry(_Strict):
     max_attempts: int = Field(default=3, ge=1, le=50)
     repo: str | None = None
     base: str = "HEAD"
+    input_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)  # per attempt, its own estimate
+    output_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _one_prompt(self) -> TaskEntry:
@@ -100,6 +107,8 @@ class Task:
     max_attempts: int
     repo: Path | None
     base: str
+    input_tokens: int | None = None  # the task's own estimate per attempt, if it gives one
+    output_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +213,8 @@ def load_queue(path: Path, state_dir: Path | None = None) -> Queue:
                 max_attempts=task.max_attempts,
                 repo=repo,
                 base=task.base,
+                input_tokens=task.input_tokens,
+                output_tokens=task.output_tokens,
             )
         )
     if problems:

@@ -24,9 +24,17 @@ def worktree_path(state_dir: Path, task: Task) -> Path:
 
 
 def _git(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    # In a session of its own: a terminal's Ctrl-C goes to the loop, which lets git finish (a worktree
+    # half made would be taken for a made one) and then stops the task.
     try:
         return subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            start_new_session=True,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise WorktreeError(f"git {' '.join(args)}: {exc}") from None

@@ -10,9 +10,12 @@
 // prices them from its catalog); a failed attempt is a server_error, a timed-out one a timeout. Exit
 // status: 0 when a model succeeded, the last attempt's status when every model failed (124 for a
 // timeout), 2 when the route was refused, 127 (126) when the agent command is missing (not
-// executable): that stops at once, unreported.
+// executable): that stops at once, unreported; 143 (130) on SIGTERM (SIGINT), the attempt unreported.
+// The agent runs in a process group of its own, ended whole (SIGTERM, then SIGKILL 3 s on) when the
+// lane is stopped by SIGTERM or SIGINT, when --timeout-s runs out, and when the agent exits, for
+// anything it left running.
 import { spawn, type ChildProcess } from "node:child_process";
-import { accessSync, constants, realpathSync, statSync } from "node:fs";
+import { accessSync, constants, readFileSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { constants as osConstants } from "node:os";
 import { delimiter, join, sep } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -194,7 +197,66 @@ async function sendReport(client: RoutingClient, lane: string, attempt: Attempt,
   }
 }
 
-let running: ChildProcess | undefined; // the agent now running, for an interrupt to stop
+let running: ChildProcess | undefined; // the agent now running, for a signal to stop
+let stopping = false; // a signal is stopping the lane: the attempt running is not settled, nor reported
+
+export const GRACE_MS = 3_000; // between the SIGTERM to an agent's process group and the SIGKILL
+
+/** Signals the process group `pgid`: whether it was there. */
+function signalGroup(pgid: number, signal: NodeJS.Signals | 0): boolean {
+  try {
+    process.kill(-pgid, signal);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM" && signal === 0; // a member not ours to signal
+  }
+}
+
+/**
+ * Whether a process of the group still runs. A member that died is a zombie, still in the group,
+ * until its parent reaps it; an orphan's parent, init, may never (PID 1 of a container often does
+ * not): so, where /proc tells, a group of zombies alone is over.
+ */
+function groupAlive(pgid: number): boolean {
+  if (!signalGroup(pgid, 0)) return false;
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return true;
+  }
+  let seen = false;
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    let fields: string[];
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "latin1");
+      fields = stat.slice(stat.lastIndexOf(")") + 1).trim().split(/\s+/); // after the command's name
+    } catch {
+      continue;
+    }
+    if (fields[2] === String(pgid)) {
+      if (fields[0] !== "Z") return true;
+      seen = true;
+    }
+  }
+  return !seen; // no member in sight (another /proc than ours): as kill(2) says
+}
+
+/**
+ * Ends the process group an agent leads (it was spawned detached, in a session of its own): SIGTERM
+ * to the group, then SIGKILL to whatever of it is left `graceMs` on. Also after the agent exited, for
+ * what it left running in its group.
+ */
+export async function endGroup(pgid: number, graceMs = GRACE_MS): Promise<void> {
+  if (!signalGroup(pgid, "SIGTERM")) return;
+  const deadline = performance.now() + graceMs;
+  while (performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    if (!groupAlive(pgid)) return;
+  }
+  signalGroup(pgid, "SIGKILL");
+}
 
 /** Runs the agent command per attempt: resolves with its exit status 0, or rejects as lane.py does. */
 export function commandRunner(template: string[], timeoutS = 0): (model: string, provider: string) => Promise<number> {
@@ -202,21 +264,19 @@ export function commandRunner(template: string[], timeoutS = 0): (model: string,
     new Promise((resolve, reject) => {
       const argv = template.map((part) => part.replaceAll("{model}", model).replaceAll("{provider}", provider));
       process.stderr.write(`lane: running ${argv.join(" ")}\n`);
-      const child = spawn(argv[0], argv.slice(1), { stdio: "inherit" });
+      // detached: a session and process group of its own, ended whole.
+      const child = spawn(argv[0], argv.slice(1), { stdio: "inherit", detached: true });
       running = child;
       let timedOut = false;
-      let killer: NodeJS.Timeout | undefined;
       const timer =
         timeoutS > 0
           ? setTimeout(() => {
               timedOut = true;
-              child.kill("SIGTERM");
-              killer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+              if (child.pid !== undefined) void endGroup(child.pid);
             }, timeoutS * 1000)
           : undefined;
       const settle = () => {
         clearTimeout(timer);
-        clearTimeout(killer);
         running = undefined;
       };
       child.once("error", (error: NodeJS.ErrnoException) => {
@@ -225,8 +285,12 @@ export function commandRunner(template: string[], timeoutS = 0): (model: string,
         else if (error.code === "EACCES") reject(new LaneFault(`${argv[0]}: cannot run it`, EXIT_NOT_EXECUTABLE));
         else reject(error);
       });
-      child.once("exit", (code, signal) => {
+      child.once("exit", async (code, signal) => {
+        clearTimeout(timer);
+        // What the agent left running in its group must not outlive the attempt.
+        if (child.pid !== undefined) await endGroup(child.pid);
         settle();
+        if (stopping) return; // the lane is exiting: the attempt stays unreported
         if (timedOut) {
           reject(new ModelCallFailed(`timed out after ${timeoutS} s`, Outcome.TIMEOUT, EXIT_TIMEOUT));
         } else if (code === EXIT_NOT_FOUND || code === EXIT_NOT_EXECUTABLE) {
@@ -242,6 +306,20 @@ export function commandRunner(template: string[], timeoutS = 0): (model: string,
         }
       });
     });
+}
+
+/** SIGTERM and SIGINT end the running agent's whole process group, then the lane, the attempt unreported. */
+function stopOnSignals(): void {
+  const stop = async (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`lane: ${signal}: stopping the agent\n`);
+    const child = running;
+    if (child?.pid !== undefined) await endGroup(child.pid); // the agent must not outlive the lane
+    process.stderr.write("lane: interrupted; the attempt is not reported\n");
+    process.exit(128 + osConstants.signals[signal]);
+  };
+  for (const signal of ["SIGTERM", "SIGINT"] as const) process.on(signal, (name) => void stop(name));
 }
 
 /** Before routing: the agent command's program, unless it is a template part. */
@@ -337,11 +415,7 @@ export async function main(argv: string[]): Promise<number> {
     lane: values.lane,
     task: create(TaskSchema, { id: values["task-id"], kind: values.kind, title: values.title }),
   });
-  process.once("SIGINT", () => {
-    running?.kill("SIGKILL"); // the agent must not outlive the lane
-    process.stderr.write("lane: interrupted; the attempt is not reported\n");
-    process.exit(EXIT_INTERRUPTED);
-  });
+  stopOnSignals();
   let run: TaskRun<number>;
   try {
     run = await runTask(client, request, commandRunner(command, timeoutS), {
