@@ -122,6 +122,7 @@ def _figures_row(name: str, f: pb.Figures) -> tuple[str, ...]:
         f"{f.reported_tokens:,}",
         money(f.spend_usd),
         f"{f.blended_usd_per_mtok:.3f}" if f.reported_tokens else "-",
+        share(f.cache_share, f.reported_input_tokens),
         share(f.fallback_rate, f.decisions),
         share(f.router_error_rate, f.decisions),
         share(f.error_rate, f.reports),
@@ -138,6 +139,7 @@ _FIGURES_HEADER = (
     "tokens",
     "spend",
     "$/1M",
+    "cached",
     "fallback",
     "router err",
     "errors",
@@ -152,7 +154,8 @@ def economics_text(response: pb.EconomicsResponse, window_name: str) -> str:
     lines = [
         f"{window_name}: {o.decisions} decisions, {o.reports} reports; spend {money(o.spend_usd)} "
         f"({o.exact_spend_share:.0%} exact), blended {o.blended_usd_per_mtok:.3f} $/1M over "
-        f"{o.reported_tokens:,} reported tokens; estimated {o.estimated_tokens:,} tokens, "
+        f"{o.reported_tokens:,} reported tokens ({share(o.cache_share, o.reported_input_tokens)} of input "
+        f"cached); estimated {o.estimated_tokens:,} tokens, "
         f"{money(o.estimated_cost_usd)}; {o.unknown_decision_reports} reports of unknown decisions",
     ]
     for title, groups in (("provider", window.providers), ("lane", window.lanes), ("model", window.models)):

@@ -25,7 +25,9 @@ from orxaq_grpc.autonomy import loop
 from orxaq_grpc.autonomy.journal import Journal
 from orxaq_grpc.autonomy.queue import QueueError, load_queue
 from orxaq_grpc.client import Connection, RoutingClient
+from orxaq_grpc.config.load import load_config
 from orxaq_grpc.routing.live import LiveRouter
+from orxaq_grpc.routing.router import expected_cost_usd
 from tests.conftest import CLI, CONFIG_DIR, REPO, LoopbackServer
 from tests.test_lane_client import claude_usage, codex_usage
 
@@ -496,7 +498,16 @@ def test_route_estimates_a_whole_agent_session_and_then_the_lanes_observed_mean(
     assert [(a["estimated_input_tokens"], a["estimated_output_tokens"]) for a in tried] == [
         (300_000, 20_000)
     ] * 3 + [(451_000, 30_000)] * 2  # the lane's default, then its mean over 3 reported attempts
-    assert all(a["estimated_cost_usd"] > 1.0 for a in tried)  # a session, not one small call
+    assert tried[0]["estimated_cost_usd"] > 1.0  # a session, not one small call
+    # Then priced at the lane's observed cache share (400,000 of 451,000 input tokens cache reads,
+    # priced to the nearest 1%): the cheaper estimate the cached session really costs.
+    share = round(400_000 / 451_000, 2)
+    catalog = {m.id: m for m in load_config(CONFIG_DIR).models}
+    for a in tried[1:]:
+        tokens = (a["estimated_input_tokens"], a["estimated_output_tokens"])
+        expected = expected_cost_usd(catalog[a["model"]], *tokens, share)
+        assert a["estimated_cost_usd"] == pytest.approx(expected, abs=1e-6)
+        assert expected < expected_cost_usd(catalog[a["model"]], *tokens)
     assert [(a["cost_usd"], a["cost_exact"], a["cost_bounded"]) for a in tried] == [(9.40, True, False)] * 5
     assert economics(server.address).spend_usd == pytest.approx(5 * 9.40)
 

@@ -509,7 +509,9 @@ class FixedGuards:
         rates: dict[str, tuple[int, int]] | None = None,
         success: SuccessModel | None = None,
         tuned: dict[Objective, Weights] | None = None,
+        cache_shares: dict[str, float] | None = None,
     ) -> None:
+        self.cache_shares = cache_shares or {}
         self.success = success
         self.tuned = tuned
         self.models = models
@@ -532,6 +534,9 @@ class FixedGuards:
 
     def blocked(self) -> tuple[frozenset[str], frozenset[str]]:
         return self.models, frozenset()
+
+    def cache_share(self, lane: str) -> float:
+        return self.cache_shares.get(lane, 0.0)
 
     def headroom(self, lane: str) -> tuple[float, dict[str, float]]:
         return self.lane_headroom, {}

@@ -8,6 +8,7 @@ says it is durable and new, so a duplicate or a failed write changes nothing.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
@@ -25,7 +26,7 @@ from orxaq_grpc.outcomes.detection import Detection, detect
 from orxaq_grpc.outcomes.economics import DAY, HOUR, Breakdown, EconomicsBook, Figures
 from orxaq_grpc.outcomes.records import DecisionRecord, ReportInput, ReportRecord
 from orxaq_grpc.routing.live import LiveRouter
-from orxaq_grpc.routing.router import BudgetExhausted, expected_cost_usd
+from orxaq_grpc.routing.router import BudgetExhausted, reported_cost_usd
 from orxaq_grpc.routing.types import Decision, FallbackReason, Objective, Strategy
 from orxaq_grpc.scale.guardrails import Guardrails, GuardrailView
 from orxaq_grpc.store.base import Store, StoreStats
@@ -39,6 +40,8 @@ RECENT_DECISIONS = 100_000
 # The last decisions Health shows operators.
 SHOWN_DECISIONS = 20
 REBUILD_DAYS = 31
+# Route prices expected input at its lane's observed cache share, summed again at most this often.
+CACHE_SHARE_REFRESH_S = 1.0
 # What a stored report keeps of the lane's report as it came; the service adds the rest.
 _CARRIED_REPORT_FIELDS = tuple(f.name for f in fields(ReportInput) if f.name != "cost_usd")
 
@@ -111,6 +114,8 @@ class Outcomes:
         self.guardrails = Guardrails(lambda: self.config, self.book, self.budgets, store, clock)
         self._recent: OrderedDict[str, tuple[str, float]] = OrderedDict()  # id: (lane, estimated USD)
         self._shown: deque[DecisionRecord] = deque(maxlen=SHOWN_DECISIONS)
+        self._booked = 0  # reports booked: cache shares are summed again only after one
+        self._cache_shares: tuple[dict[str, float], float, int] = ({}, -math.inf, 0)
         self.learner = Learner(store, self.config, model_path, clock)
         self.adaptive = AdaptiveWeights(self.config, store, clock)
         self.learner.on_outcome(self.adaptive.observe)
@@ -150,6 +155,19 @@ class Outcomes:
 
     def objective_weights(self) -> Mapping[Objective, Weights] | None:
         return self.adaptive.current() if self.config.policy.adaptive_weights.enabled else None
+
+    def cache_share(self, lane: str) -> float:
+        """The lane's cached share of reported input over the detection window: summed again at most
+        every CACHE_SHARE_REFRESH_S, and only after a report was booked, so a Route costs a lookup."""
+        now = self._clock()
+        shares, at, booked = self._cache_shares
+        if (booked != self._booked and now - at >= CACHE_SHARE_REFRESH_S) or now < at:
+            booked = self._booked
+            since = now - self.config.policy.detection.window_s
+            lanes = self.book.breakdown(since, groups=("lanes",)).lanes
+            shares = {name: f.cache_share for name, f in lanes.items() if f.cache_share}
+            self._cache_shares = (shares, now, booked)
+        return shares.get(lane, 0.0)
 
     def check(self) -> None:
         """The periodic round: stop-loss triggers, and the success model catches up with the ledger."""
@@ -228,7 +246,13 @@ class Outcomes:
         else:
             catalog = self._live.current.catalog
             model = catalog.models[catalog.index[report.model]]
-            cost = expected_cost_usd(model, report.input_tokens, report.output_tokens)
+            cost = reported_cost_usd(
+                model,
+                report.input_tokens,
+                report.output_tokens,
+                report.cached_input_tokens,
+                report.cache_write_tokens,
+            )
         decided = self._recent.get(report.decision_id)
         if decided is None and (decision := self.store.find_decision(report.decision_id)) is not None:
             decided = (decision.lane, decision.estimated_cost_usd)
@@ -281,6 +305,7 @@ class Outcomes:
         """Economics and the budget settlement, as a report is counted live and on rebuild; False for
         a report of an unknown decision, which moves nothing more."""
         self.book.add_report(record)
+        self._booked += 1
         if not record.decision_known:
             return False
         self.budgets.settle(record.decision_id, record.lane, record.provider, record.cost_usd, at=record.at)

@@ -196,8 +196,9 @@ def _report(client: RoutingClient, lane: str, attempt: Attempt, first: bool) -> 
         lane=lane,
         provider=decision.provider,
         model=decision.model,
-        # The agent's own counts; total input, cache reads and writes included (the report has no
-        # field for them yet), else the decision's estimate, priced by the service's catalog.
+        # The agent's own counts; total input, cache reads and writes included (and reported apart
+        # too, to be priced at the cache prices), else the decision's estimate, priced by the
+        # service's catalog.
         input_tokens=usage.input_tokens if usage else decision.input_tokens,
         output_tokens=usage.output_tokens if usage else decision.output_tokens,
         latency_s=attempt.latency_s,
@@ -206,8 +207,13 @@ def _report(client: RoutingClient, lane: str, attempt: Attempt, first: bool) -> 
         validation_passed=attempt.outcome == pb.OUTCOME_SUCCESS,
         first_time_pass=first and attempt.outcome == pb.OUTCOME_SUCCESS,
     )
-    if usage is not None and usage.cost_usd is not None:
-        request.cost_usd = usage.cost_usd
+    if usage is not None:
+        # Part of input_tokens; clamped so an untidy count cannot get the report refused.
+        cached = min(max(usage.cached_input_tokens, 0), usage.input_tokens)
+        request.cached_input_tokens = cached
+        request.cache_write_tokens = min(max(usage.cache_write_tokens, 0), usage.input_tokens - cached)
+        if usage.cost_usd is not None:
+            request.cost_usd = usage.cost_usd
     attempt.report = request
     try:
         attempt.ack = client.report(request)

@@ -34,6 +34,7 @@ from orxaq_grpc.config.model import (
     StopLossSettings,
     StrongOrWeakSettings,
     Weights,
+    amortised_usd_per_mtok,
     token_digest,
 )
 from orxaq_grpc.config.problems import ConfigError, ConfigProblem, problems_of
@@ -141,8 +142,12 @@ def _known(tables: dict[str, dict[str, Any]]) -> Known:
 
 
 def _model(entry: ModelEntry, default_ttft_s: float) -> ModelSpec:
+    output = entry.output_usd_per_mtok
+    if entry.hardware_usd_per_hour is not None:
+        output += amortised_usd_per_mtok(entry.hardware_usd_per_hour, entry.output_tokens_per_s)
     return ModelSpec(
-        **entry.model_dump(exclude={"ttft_s", "capabilities"}),
+        **entry.model_dump(exclude={"ttft_s", "capabilities", "output_usd_per_mtok"}),
+        output_usd_per_mtok=output,
         ttft_s=default_ttft_s if entry.ttft_s is None else entry.ttft_s,
         capabilities=frozenset(entry.capabilities),
     )

@@ -30,6 +30,29 @@ class ModelSpec:
     speed_source: str
     speed_date: dt.date
     quality_source: str
+    # Prompt-cache prices; None: priced as input (the provider prices no caching, or it is unknown).
+    cached_input_usd_per_mtok: float | None = None
+    cache_write_usd_per_mtok: float | None = None
+    # A local model's amortised hardware and power; output_usd_per_mtok then includes
+    # hardware_usd_per_hour spread over an hour of output at output_tokens_per_s.
+    hardware_usd_per_hour: float | None = None
+
+    @property
+    def cached_input_price(self) -> float:
+        """USD per 1M input tokens read from a prompt cache."""
+        cached = self.cached_input_usd_per_mtok
+        return self.input_usd_per_mtok if cached is None else cached
+
+    @property
+    def cache_write_price(self) -> float:
+        """USD per 1M input tokens written to a prompt cache."""
+        written = self.cache_write_usd_per_mtok
+        return self.input_usd_per_mtok if written is None else written
+
+
+def amortised_usd_per_mtok(hardware_usd_per_hour: float, output_tokens_per_s: float) -> float:
+    """An hour of hardware and power spread over the output tokens it makes in that hour."""
+    return hardware_usd_per_hour * 1e6 / (3600.0 * output_tokens_per_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from orxaq_grpc.config.tables import RULE, Known, Problems, Table
 MAX_CAPABILITIES = 64  # capabilities are a 64-bit mask in the kernel
 # Sanity bounds: far beyond any real model, near enough that scores stay finite.
 MAX_PRICE_USD_PER_MTOK = 10_000.0
+MAX_HARDWARE_USD_PER_HOUR = 10_000.0
 MIN_SPEED, MAX_SPEED = 0.1, 1_000_000.0  # output tokens per second
 MAX_TTFT_S = 3_600.0
 MAX_TOKENS = 1_000_000_000
@@ -89,6 +90,11 @@ class ModelEntry(Table):
     origin: Origin
     input_usd_per_mtok: Number = Field(ge=0, le=MAX_PRICE_USD_PER_MTOK)
     output_usd_per_mtok: Number = Field(ge=0, le=MAX_PRICE_USD_PER_MTOK)
+    # Prompt caching; absent: priced as input.
+    cached_input_usd_per_mtok: Annotated[Number, Field(ge=0, le=MAX_PRICE_USD_PER_MTOK)] | None = None
+    cache_write_usd_per_mtok: Annotated[Number, Field(ge=0, le=MAX_PRICE_USD_PER_MTOK)] | None = None
+    # Local models: amortised hardware and power per hour, priced over output_tokens_per_s.
+    hardware_usd_per_hour: Annotated[Number, Field(ge=0, le=MAX_HARDWARE_USD_PER_HOUR)] | None = None
     output_tokens_per_s: Number = Field(ge=MIN_SPEED, le=MAX_SPEED)
     ttft_s: Annotated[Number, Field(ge=0, le=MAX_TTFT_S)] | None = None  # None: estimates.default_ttft_s
     quality: Number = Field(ge=0, le=100)
@@ -108,6 +114,15 @@ class ModelEntry(Table):
             and self.max_output_tokens > self.context_window
         ):
             yield ("max_output_tokens",), "is larger than context_window"
+        if (
+            self._given("cached_input_usd_per_mtok", "input_usd_per_mtok")
+            and self.cached_input_usd_per_mtok is not None
+            and self.cached_input_usd_per_mtok > self.input_usd_per_mtok
+        ):
+            yield ("cached_input_usd_per_mtok",), "is above input_usd_per_mtok: a cache read costs less"
+        hardware = self._given("hardware_usd_per_hour", "origin") and self.hardware_usd_per_hour is not None
+        if hardware and self.origin != "local":
+            yield ("hardware_usd_per_hour",), "is for local models; a hosted model has list prices"
 
 
 class CatalogFile(Table):

@@ -46,6 +46,9 @@ class Counters:
     estimated_cost_usd: float = 0.0
     reports: int = 0
     reported_tokens: int = 0
+    reported_input_tokens: int = 0
+    cached_input_tokens: int = 0  # of the reported input, read from a prompt cache
+    cache_write_tokens: int = 0  # of the reported input, written to a prompt cache
     spend_usd: float = 0.0
     exact_spend_usd: float = 0.0
     failures: int = 0  # rate limits, timeouts, server errors
@@ -68,6 +71,9 @@ class Counters:
         self.estimated_cost_usd += other.estimated_cost_usd
         self.reports += other.reports
         self.reported_tokens += other.reported_tokens
+        self.reported_input_tokens += other.reported_input_tokens
+        self.cached_input_tokens += other.cached_input_tokens
+        self.cache_write_tokens += other.cache_write_tokens
         self.spend_usd += other.spend_usd
         self.exact_spend_usd += other.exact_spend_usd
         self.failures += other.failures
@@ -98,6 +104,9 @@ class Counters:
             return
         self.reports += 1
         self.reported_tokens += record.input_tokens + record.output_tokens
+        self.reported_input_tokens += record.input_tokens
+        self.cached_input_tokens += record.cached_input_tokens
+        self.cache_write_tokens += record.cache_write_tokens
         self.spend_usd += record.cost_usd
         self.exact_spend_usd += record.cost_usd if record.cost_exact else 0.0
         self.failures += record.outcome.is_availability_failure
@@ -122,6 +131,7 @@ class Figures:
     first_time_pass_rate: float
     acceptance_rate: float
     exact_spend_share: float
+    cache_share: float  # cached input / reported input
     mean_cycle_time_s: float  # mean reported latency
     value_per_task_usd: float  # mean value_usd over decisions that carried one
 
@@ -139,6 +149,7 @@ class Figures:
             first_time_pass_rate=_ratio(c.first_time_passes, c.reports),
             acceptance_rate=_ratio(c.validation_passed, c.reports),
             exact_spend_share=_ratio(c.exact_spend_usd, c.spend_usd),
+            cache_share=_ratio(c.cached_input_tokens, c.reported_input_tokens),
             mean_cycle_time_s=_ratio(c.latency_s, c.reports),
             value_per_task_usd=_ratio(c.value_usd, c.valued_decisions),
         )

@@ -65,6 +65,8 @@ class ReportRecord:
         False  # the lane's figure was far above the decision's estimate: cost_usd is the bound
     )
     claimed_cost_usd: float | None = None  # the lane's figure, when it was bounded
+    cached_input_tokens: int = 0  # of input_tokens, read from a prompt cache
+    cache_write_tokens: int = 0  # of input_tokens, written to a prompt cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,8 @@ class ReportInput:
     validation_passed: bool
     first_time_pass: bool
     cost_usd: float | None  # the provider's figure, when it gave one
+    cached_input_tokens: int = 0  # of input_tokens, read from a prompt cache
+    cache_write_tokens: int = 0  # of input_tokens, written to a prompt cache
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,20 @@ def validate_report(report: ReportInput, config: Config) -> list[Violation]:
     for field, count in (("input_tokens", report.input_tokens), ("output_tokens", report.output_tokens)):
         if count < 0 or count > limits.max_tokens:
             problem(field, f"must be between 0 and {limits.max_tokens}, got {count}")
+    # Cache reads and writes are part of input_tokens (checked against it once it is valid).
+    total = report.input_tokens if 0 <= report.input_tokens <= limits.max_tokens else None
+    cached, written = report.cached_input_tokens, report.cache_write_tokens
+    for field, count in (("cached_input_tokens", cached), ("cache_write_tokens", written)):
+        if count < 0 or count > limits.max_tokens:
+            problem(field, f"must be between 0 and {limits.max_tokens}, got {count}")
+        elif total is not None and count > total:
+            problem(field, f"is part of input_tokens: at most {total}, got {count}")
+    if total is not None and 0 <= cached <= total and 0 <= written <= total < cached + written:
+        problem(
+            "cache_write_tokens",
+            f"with cached_input_tokens ({cached}) is part of input_tokens: together at most "
+            f"{total}, got {cached + written}",
+        )
     problem("latency_s", range_problem(report.latency_s, lo=0.0, hi=MAX_LATENCY_S))
     if report.outcome == Outcome.UNSPECIFIED:
         problem("outcome", "is required: success or an error class")

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from orxaq_grpc.config.model import Config, LaneSpec, ModelSpec, Weights
-from orxaq_grpc.kernel import Doubles, KernelFactory
+from orxaq_grpc.kernel import Doubles, Kernel, KernelFactory
 from orxaq_grpc.routing.types import Filter
 from orxaq_grpc.scoring import CatalogKernel
 
@@ -40,6 +40,20 @@ class ReferenceRanges:
     log_latency_span: float
 
 
+@dataclass(frozen=True, slots=True)
+class PricedKernel:
+    """The kernel with input priced for one cache share (cache reads at the cached price), and the
+    catalog-wide input price range at that share."""
+
+    kernel: Kernel
+    input_price_lo: float
+    input_price_hi: float
+
+
+# Cache shares are priced in steps of this much, so a catalog holds at most 101 priced kernels.
+CACHE_SHARE_STEPS = 100
+
+
 class CompiledCatalog:
     def __init__(self, config: Config, kernel: KernelFactory = CatalogKernel) -> None:
         """`kernel` is the compiled twin unless the dispatcher picked the pure one;
@@ -59,7 +73,8 @@ class CompiledCatalog:
         self._quality_span = max(m.quality for m in models) - self._quality_lo
         # Quality is linear, cost and speed are logarithmic; all three use catalog-wide ranges.
         self.quality_score = array("d", (self.quality_on_scale(m.quality) for m in models))
-        self.kernel = kernel(
+        self._kernel_factory = kernel
+        self._kernel_arrays = (
             array("d", (m.input_usd_per_mtok for m in models)),
             array("d", (m.output_usd_per_mtok for m in models)),
             array("d", (m.output_tokens_per_s for m in models)),
@@ -71,10 +86,13 @@ class CompiledCatalog:
             array("Q", (self.capability_mask(m.capabilities) for m in models)),
             array("q", (self.provider_slot[m.provider] for m in models)),
         )
+        self.kernel = kernel(*self._kernel_arrays)
         floor = policy.price_floor_usd_per_mtok
         self._price_floor = floor
         self._input_price_lo = max(floor, min(m.input_usd_per_mtok for m in models))
         self._input_price_hi = max(floor, *(m.input_usd_per_mtok for m in models))
+        self._list_priced = PricedKernel(self.kernel, self._input_price_lo, self._input_price_hi)
+        self._priced: dict[int, PricedKernel] = {0: self._list_priced}
         self._output_price_lo = max(floor, min(m.output_usd_per_mtok for m in models))
         self._output_price_hi = max(floor, *(m.output_usd_per_mtok for m in models))
         self._ttft_lo = min(m.ttft_s for m in models)
@@ -106,9 +124,32 @@ class CompiledCatalog:
             mask |= self.capability_bits[name]
         return mask
 
-    def reference(self, input_tokens: float, output_tokens: float) -> ReferenceRanges:
-        cost_lo = (input_tokens * self._input_price_lo + output_tokens * self._output_price_lo) / 1e6
-        cost_hi = (input_tokens * self._input_price_hi + output_tokens * self._output_price_hi) / 1e6
+    def priced(self, cache_share: float) -> PricedKernel:
+        """The kernel pricing expected input with `cache_share` of it read from a prompt cache (to
+        the nearest 1%); built once per step and kept, so a Route with a share costs one lookup."""
+        step = round(min(max(cache_share, 0.0), 1.0) * CACHE_SHARE_STEPS)
+        found = self._priced.get(step)
+        if found is not None:
+            return found
+        share = step / CACHE_SHARE_STEPS
+        prices = array(
+            "d", (m.input_usd_per_mtok * (1.0 - share) + m.cached_input_price * share for m in self.models)
+        )
+        # The other arrays are the list-priced kernel's: only input prices move with the share.
+        priced = PricedKernel(
+            self._kernel_factory(prices, *self._kernel_arrays[1:]),
+            max(self._price_floor, min(prices)),
+            max(self._price_floor, *prices),
+        )
+        self._priced[step] = priced  # a race builds the same kernel twice: harmless
+        return priced
+
+    def reference(
+        self, input_tokens: float, output_tokens: float, priced: PricedKernel | None = None
+    ) -> ReferenceRanges:
+        priced = priced or self._list_priced
+        cost_lo = (input_tokens * priced.input_price_lo + output_tokens * self._output_price_lo) / 1e6
+        cost_hi = (input_tokens * priced.input_price_hi + output_tokens * self._output_price_hi) / 1e6
         latency_lo = self._ttft_lo + output_tokens / self._speed_hi
         latency_hi = self._ttft_hi + output_tokens / self._speed_lo
         log_cost_lo = math.log(cost_lo)

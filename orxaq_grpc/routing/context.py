@@ -48,6 +48,10 @@ class Guards(Protocol):
         """Books usd against every budget that applies if it fits them all; False books nothing."""
         ...
 
+    def cache_share(self, lane: str) -> float:
+        """The share of the lane's reported input read from a prompt cache, recently; 0 with none."""
+        ...
+
 
 @dataclass(slots=True)
 class RequestContext:
@@ -60,6 +64,7 @@ class RequestContext:
     profile: Profile
     decision_id: str
     guards: Guards | None
+    cache_share: float = 0.0  # the lane's observed share of cached input: prices the expected input
     task: TaskFeatures | None = None  # with learning on
     _vector: Vector | None = None
 

@@ -73,9 +73,18 @@ def rationale(
         f"{head} Expected cost ${cost:.4f} for {estimate.input_tokens} input "
         f"({given[estimate.input_estimated]}) + {estimate.output_tokens} output tokens "
         f"({given[estimate.output_estimated]}) at ${model.input_usd_per_mtok:g}/"
-        f"${model.output_usd_per_mtok:g} per 1M; expected latency {latency:.1f} s "
+        f"${model.output_usd_per_mtok:g} per 1M{_cached_text(ctx, model)}; expected latency {latency:.1f} s "
         f"(first token {model.ttft_s:g} s + {estimate.output_tokens} tokens at "
         f"{model.output_tokens_per_s:g} tok/s). {_learning_text(ctx, learning, comparison)}"
+    )
+
+
+def _cached_text(ctx: RequestContext, model: ModelSpec) -> str:
+    """How the lane's observed cache share priced the input, when it did."""
+    if not ctx.cache_share:
+        return ""
+    return (
+        f", {ctx.cache_share:.0%} of input as cache reads at ${model.cached_input_price:g} (the lane's share)"
     )
 
 

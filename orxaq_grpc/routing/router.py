@@ -17,7 +17,7 @@ from orxaq_grpc.config.model import Config, ModelSpec, Weights
 from orxaq_grpc.kernel import Codes, Doubles, KernelFactory
 from orxaq_grpc.learning import SuccessModel, task_features
 from orxaq_grpc.routing import explain, strong_or_weak
-from orxaq_grpc.routing.catalog import CompiledCatalog, combine_weights, floor_quality
+from orxaq_grpc.routing.catalog import CACHE_SHARE_STEPS, CompiledCatalog, combine_weights, floor_quality
 from orxaq_grpc.routing.context import Guards, RequestContext, Scores
 from orxaq_grpc.routing.objective import ObjectiveResolver
 from orxaq_grpc.routing.strong_or_weak import named_threshold
@@ -56,9 +56,34 @@ class BudgetExhausted(Exception):
 _RESERVE_ATTEMPTS = 3
 
 
-def expected_cost_usd(model: ModelSpec, input_tokens: int, output_tokens: int) -> float:
-    """This request's expected cost; the kernel computes the same for every candidate."""
-    return (input_tokens * model.input_usd_per_mtok + output_tokens * model.output_usd_per_mtok) / 1e6
+def expected_cost_usd(
+    model: ModelSpec, input_tokens: int, output_tokens: int, cache_share: float = 0.0
+) -> float:
+    """This request's expected cost, `cache_share` of its input read from a prompt cache (the lane's
+    observed share); the kernel computes the same for every candidate."""
+    input_price = model.input_usd_per_mtok
+    if cache_share:
+        input_price = cached_blend(model, cache_share)
+    return (input_tokens * input_price + output_tokens * model.output_usd_per_mtok) / 1e6
+
+
+def cached_blend(model: ModelSpec, cache_share: float) -> float:
+    """USD per 1M input tokens when `cache_share` of them are cache reads."""
+    return model.input_usd_per_mtok * (1.0 - cache_share) + model.cached_input_price * cache_share
+
+
+def reported_cost_usd(
+    model: ModelSpec, input_tokens: int, output_tokens: int, cached_input_tokens: int, cache_write_tokens: int
+) -> float:
+    """A report's cost from the catalog: uncached input, cache reads, cache writes and output each at
+    their own price (the cache counts are part of input_tokens)."""
+    uncached = max(0, input_tokens - cached_input_tokens - cache_write_tokens)
+    return (
+        uncached * model.input_usd_per_mtok
+        + cached_input_tokens * model.cached_input_price
+        + cache_write_tokens * model.cache_write_price
+        + output_tokens * model.output_usd_per_mtok
+    ) / 1e6
 
 
 def expected_latency_s(model: ModelSpec, output_tokens: int) -> float:
@@ -94,6 +119,7 @@ class Router:
         objective = self.resolver.resolve(request, lane.spec, estimate)
         learning = self.config.policy.learning
         task = request.task
+        share = guards.cache_share(request.lane) if guards is not None else 0.0
         ctx = RequestContext(
             request=request,
             lane=lane,
@@ -102,6 +128,8 @@ class Router:
             profile=request.profile or lane.spec.default_profile,
             decision_id=self._new_id(),
             guards=guards,
+            # To the nearest 1%, as the kernel prices it, so every path prices the same.
+            cache_share=round(min(max(share, 0.0), 1.0) * CACHE_SHARE_STEPS) / CACHE_SHARE_STEPS,
             task=task_features(
                 title=task.title,
                 prompt=task.prompt,
@@ -168,10 +196,11 @@ class Router:
         order = array("q", bytes(8 * want))
         unhealthy, provider_headroom, lane_headroom = self._guard_inputs(ctx)
         scores.lane_headroom, scores.provider_headroom = lane_headroom, provider_headroom
-        ref = catalog.reference(estimate.input_tokens, estimate.output_tokens)
+        priced = catalog.priced(ctx.cache_share)
+        ref = catalog.reference(estimate.input_tokens, estimate.output_tokens, priced)
         weights = self._weights(ctx)
         scores.weights = weights
-        scores.eligible = catalog.kernel.score(
+        scores.eligible = priced.kernel.score(
             status=scores.status,
             unhealthy=unhealthy,
             bias=ctx.lane.bias,
@@ -376,7 +405,7 @@ class Router:
             model,
             Strategy.STATIC_FALLBACK,
             reason,
-            cost=expected_cost_usd(model, estimate.input_tokens, estimate.output_tokens),
+            cost=expected_cost_usd(model, estimate.input_tokens, estimate.output_tokens, ctx.cache_share),
             latency=expected_latency_s(model, estimate.output_tokens),
             score=0.0,
             alternatives=alternatives[: self.config.policy.max_alternatives],
@@ -393,7 +422,7 @@ class Router:
         lane = ctx.lane.spec.id
         for position, name in enumerate(chain):
             model = self.catalog.models[self.catalog.index[name]]
-            cost = expected_cost_usd(model, estimate.input_tokens, estimate.output_tokens)
+            cost = expected_cost_usd(model, estimate.input_tokens, estimate.output_tokens, ctx.cache_share)
             if guards.try_reserve(ctx.decision_id, lane, model.provider, cost):
                 return position
         raise BudgetExhausted(lane, ctx.decision_id, estimate.input_tokens, estimate.output_tokens)

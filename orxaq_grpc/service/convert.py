@@ -151,6 +151,8 @@ def report_input_from_proto(message: pb.ReportRequest) -> tuple[ReportInput, lis
         validation_passed=message.validation_passed,
         first_time_pass=message.first_time_pass,
         cost_usd=message.cost_usd if message.HasField("cost_usd") else None,
+        cached_input_tokens=message.cached_input_tokens,
+        cache_write_tokens=message.cache_write_tokens,
     )
     return report, violations
 
@@ -191,6 +193,10 @@ def figures_to_proto(f: Figures) -> pb.Figures:
         unknown_decision_reports=c.unknown_decisions,
         bounded_cost_reports=c.bounded_costs,
         exact_spend_share=f.exact_spend_share,
+        reported_input_tokens=c.reported_input_tokens,
+        cached_input_tokens=c.cached_input_tokens,
+        cache_write_tokens=c.cache_write_tokens,
+        cache_share=f.cache_share,
     )
 
 

@@ -92,6 +92,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE reports ADD COLUMN cost_bounded INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE reports ADD COLUMN claimed_cost_usd REAL",
     ),
+    (
+        "ALTER TABLE reports ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE reports ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
