@@ -447,7 +447,74 @@ def _parser() -> argparse.ArgumentParser:
         help="how many recent decisions to calibrate on (default %(default)s)",
     )
     _add_autonomy(commands, calls)
+    _add_prices(commands)
     return parser
+
+
+def _add_prices(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`orxaq-grpc prices {check,update}`: the catalog's list prices against a maintained price map."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        help="the config directory (default: ORXAQ_CONFIG_DIR, ./config, else the packaged defaults)",
+    )
+    common.add_argument(
+        "--source",
+        default="litellm",
+        help="'litellm' (the map the installed litellm package ships: pip install 'orxaq-grpc[prices]') "
+        "or a file in LiteLLM's model_prices_and_context_window.json format (default %(default)s)",
+    )
+    prices = commands.add_parser(
+        "prices",
+        help="compare the catalog's prices with LiteLLM's price map (check) and write the drift (update)",
+    )
+    actions = prices.add_subparsers(dest="action", required=True, metavar="ACTION", help="check or update")
+    check = actions.add_parser(
+        "check", parents=[common], help="list where the catalog and the map disagree; exit 1 when they do"
+    )
+    check.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    update = actions.add_parser(
+        "update",
+        parents=[common],
+        help="write the map's figures into catalog.toml with their source and date (validated first)",
+    )
+    update.add_argument("--model", action="append", default=[], help="only this model (repeatable)")
+    update.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        choices=["input", "output", "cached_input", "cache_write"],
+        help="only this price (repeatable)",
+    )
+    update.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
+    prices.set_defaults(run=_prices)
+
+
+def _prices(args: argparse.Namespace) -> int:
+    from orxaq_grpc.prices import commands
+
+    choice = _config_choice(args.config, "--config")
+    if choice is None:
+        return 2
+    if args.action == "check":
+        return commands.check(choice.directory, args.source, sys.stdout, sys.stderr, args.json)
+    if choice.packaged and not args.dry_run:
+        print(
+            f"orxaq-grpc: will not edit the packaged config ({choice.directory}): "
+            "`orxaq-grpc init DIR` writes an editable copy, then --config DIR",
+            file=sys.stderr,
+        )
+        return 2
+    return commands.update(
+        choice.directory,
+        args.source,
+        sys.stdout,
+        sys.stderr,
+        models=args.model,
+        fields=[f"{field}_usd_per_mtok" for field in args.field],
+        dry_run=args.dry_run,
+    )
 
 
 DEFAULT_QUEUE = "autonomy/queue.toml"  # the queue `autonomy` runs unless told (env ORXAQ_QUEUE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,10 +71,13 @@ CONFIG_FILES = (CATALOG_FILE, LANES_FILE, POLICY_FILE)
 File = TypeVar("File", CatalogFile, LanesFile, PolicyFile)
 
 
-def load_config(directory: str | Path) -> Config:
-    """Reads and validates a config directory; raises ConfigError listing every problem."""
+def load_config(directory: str | Path, replacing: Mapping[str, bytes] | None = None) -> Config:
+    """Reads and validates a config directory; raises ConfigError listing every problem.
+
+    `replacing` gives some files' content instead of what is on disk, so an edit can be checked
+    in its directory's context before it is written."""
     root = Path(directory)
-    tables, version = _read(root)
+    tables, version = _read(root, replacing or {})
     problems: list[ConfigProblem] = []
     known = _known(tables)  # lanes name models, policy names lanes and providers
 
@@ -100,7 +104,7 @@ def load_config(directory: str | Path) -> Config:
     )
 
 
-def _read(directory: Path) -> tuple[dict[str, dict[str, Any]], str]:
+def _read(directory: Path, replacing: Mapping[str, bytes]) -> tuple[dict[str, dict[str, Any]], str]:
     """The parsed files, and the config version: a hash of their content."""
     problems: list[ConfigProblem] = []
     tables: dict[str, dict[str, Any]] = {}
@@ -108,7 +112,7 @@ def _read(directory: Path) -> tuple[dict[str, dict[str, Any]], str]:
     for name in CONFIG_FILES:
         path = directory / name
         try:
-            content = path.read_bytes()
+            content = replacing[name] if name in replacing else path.read_bytes()
             tables[name] = tomllib.loads(content.decode("utf-8"))
         except FileNotFoundError:
             problems.append(ConfigProblem(str(path), "", "file not found"))
