@@ -14,6 +14,7 @@ every latency is above 0.
 from __future__ import annotations
 
 from math import log
+from typing import Any
 
 from orxaq_grpc.kernel import Codes, Doubles, Int64s, UInt64s
 from orxaq_grpc.vocabulary import Filter
@@ -148,6 +149,193 @@ class CatalogKernel:
             raise ValueError("order must have room for at least one model")
         if len(provider_headroom) < self.providers:
             raise ValueError("provider_headroom must have one entry per provider slot")
+        return self._row(
+            status,
+            unhealthy,
+            bias,
+            cost,
+            latency,
+            cost_score,
+            speed_score,
+            penalty,
+            score,
+            order,
+            input_tokens,
+            output_tokens,
+            w_cost,
+            w_speed,
+            w_quality,
+            log_cost_lo,
+            log_cost_span,
+            floor_cost,
+            log_latency_lo,
+            log_latency_span,
+            ramp_start,
+            ramp_penalty,
+            required_capabilities,
+            lane_floor,
+            min_quality,
+            max_cost,
+            max_latency,
+            provider_headroom,
+            lane_headroom,
+        )
+
+    def score_many(
+        self,
+        status: bytearray,
+        unhealthy: Codes,
+        bias: Doubles,
+        cost: Doubles,
+        latency: Doubles,
+        cost_score: Doubles,
+        speed_score: Doubles,
+        penalty: Doubles,
+        score: Doubles,
+        order: Int64s,
+        eligible: Int64s,
+        input_tokens: Doubles,
+        output_tokens: Doubles,
+        w_cost: Doubles,
+        w_speed: Doubles,
+        w_quality: Doubles,
+        log_cost_lo: Doubles,
+        log_cost_span: Doubles,
+        floor_cost: Doubles,
+        log_latency_lo: Doubles,
+        log_latency_span: Doubles,
+        ramp_start: float,
+        ramp_penalty: float,
+        required_capabilities: UInt64s,
+        lane_floor: Doubles,
+        min_quality: Doubles,
+        max_cost: Doubles,
+        max_latency: Doubles,
+        provider_headroom: Doubles,
+        lane_headroom: Doubles,
+    ) -> int:
+        """`score` for many requests in one call: request r's arguments are row r of each array.
+
+        With n requests (the length of `input_tokens` and of every other per-request array) and m
+        catalog models, `status`, `unhealthy`, `bias` and the outputs from `cost` to `score` hold n
+        rows of m, request r's at [r * m, (r + 1) * m); `order` holds n rows of k (its length / n),
+        `provider_headroom` n rows of its length / n (at least one per provider slot). Each request's
+        eligible count goes to `eligible[r]`; returns their sum. Row r comes out exactly as `score`
+        would write it for request r alone.
+        """
+        n = len(input_tokens)
+        m = self.size
+        for row in (
+            eligible,
+            output_tokens,
+            w_cost,
+            w_speed,
+            w_quality,
+            log_cost_lo,
+            log_cost_span,
+            floor_cost,
+            log_latency_lo,
+            log_latency_span,
+            required_capabilities,
+            lane_floor,
+            min_quality,
+            max_cost,
+            max_latency,
+            lane_headroom,
+        ):
+            if len(row) != n:
+                raise ValueError("per-request arrays must have one entry per request")
+        for buffer in (status, unhealthy, bias, cost, latency, cost_score, speed_score, penalty, score):
+            if len(buffer) != n * m:
+                raise ValueError("buffers must have one row of one entry per catalog model per request")
+        if n == 0:
+            return 0
+        k, rest = divmod(len(order), n)
+        if k == 0 or rest:
+            raise ValueError("order must have a row of room for at least one model per request")
+        p, rest = divmod(len(provider_headroom), n)
+        if p < self.providers or rest:
+            raise ValueError("provider_headroom must have a row of one entry per provider slot per request")
+        views = [
+            memoryview(buffer)
+            for buffer in (status, unhealthy, bias, cost, latency, cost_score, speed_score, penalty, score)
+        ]
+        rows = memoryview(order)
+        headrooms = memoryview(provider_headroom)
+        total = 0
+        for r in range(n):
+            at = slice(r * m, (r + 1) * m)
+            found = self._row(
+                views[0][at],
+                views[1][at],
+                views[2][at],
+                views[3][at],
+                views[4][at],
+                views[5][at],
+                views[6][at],
+                views[7][at],
+                views[8][at],
+                rows[r * k : (r + 1) * k],
+                input_tokens[r],
+                output_tokens[r],
+                w_cost[r],
+                w_speed[r],
+                w_quality[r],
+                log_cost_lo[r],
+                log_cost_span[r],
+                floor_cost[r],
+                log_latency_lo[r],
+                log_latency_span[r],
+                ramp_start,
+                ramp_penalty,
+                required_capabilities[r],
+                lane_floor[r],
+                min_quality[r],
+                max_cost[r],
+                max_latency[r],
+                headrooms[r * p : (r + 1) * p],
+                lane_headroom[r],
+            )
+            eligible[r] = found
+            total += found
+        return total
+
+    def _row(
+        self,
+        status: Any,
+        unhealthy: Any,
+        bias: Any,
+        cost: Any,
+        latency: Any,
+        cost_score: Any,
+        speed_score: Any,
+        penalty: Any,
+        score: Any,
+        order: Any,
+        input_tokens: float,
+        output_tokens: float,
+        w_cost: float,
+        w_speed: float,
+        w_quality: float,
+        log_cost_lo: float,
+        log_cost_span: float,
+        floor_cost: float,
+        log_latency_lo: float,
+        log_latency_span: float,
+        ramp_start: float,
+        ramp_penalty: float,
+        required_capabilities: int,
+        lane_floor: float,
+        min_quality: float,
+        max_cost: float,
+        max_latency: float,
+        provider_headroom: Any,
+        lane_headroom: float,
+    ) -> int:
+        """One request over the catalog, into buffers already checked (arrays, or memoryviews of
+        one row of `score_many`'s)."""
+        n = self.size
+        k = len(order)
         need = input_tokens + output_tokens
         ramp_width = 1.0 - ramp_start
         filled = 0

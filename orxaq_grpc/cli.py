@@ -179,6 +179,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_serve)
     serve.add_argument(
+        "--ledger",
+        metavar="URL",
+        default=os.environ.get("ORXAQ_LEDGER") or None,
+        # No %(default)s: a URL from the environment may hold a password.
+        help="the ledger: postgresql://user@host/db for one shared by replicas (the postgresql extra), "
+        "or sqlite:DIR (env ORXAQ_LEDGER; default: SQLite in --data-dir)",
+    )
+    serve.add_argument(
+        "--shared",
+        metavar="URL",
+        default=os.environ.get("ORXAQ_SHARED") or None,
+        help="a Redis (redis://host:port/db; the redis extra) the replicas and workers share budgets, "
+        "breakers' evidence, economics and decision lookup through (env ORXAQ_SHARED; default: none)",
+    )
+    serve.add_argument(
         "--workers",
         type=int,
         default=_env_int("ORXAQ_WORKERS", 1),
@@ -287,6 +302,29 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--capability", action="append", default=[], help="required capability; repeatable")
     route.add_argument("--explain", action="store_true", help="list every candidate and filtered model")
     route.add_argument("--json", action="store_true", help="print the decision as JSON")
+
+    route_batch = commands.add_parser(
+        "route-batch",
+        parents=[calls],
+        help="route many tasks in one call: JSON Lines in, one JSON result per line out",
+        description="Reads FILE ('-' for stdin): one route request per line, with the fields `route` takes "
+        "named as its flags (lane, task_id, kind, title, prompt or prompt_file, label, input_tokens, "
+        "output_tokens, difficulty, value_usd, objective, profile, model, max_cost, min_quality, "
+        "max_latency, capability, explain) or in the proto's JSON form (a RouteRequest, with its task). "
+        'Prints one line per request, in order: {"line": N, "decision": {...}} or '
+        '{"line": N, "error": {...}}. A bad line refuses the file (FILE:LINE: field: problem), exit 2; '
+        "exit 1 when any request got an error, else 0.",
+    )
+    route_batch.set_defaults(run=_route_batch)
+    route_batch.add_argument("file", type=Path, metavar="FILE", help="JSON Lines of route requests")
+    route_batch.add_argument("--timeout", type=float, default=30.0, help=TIMEOUT_HELP)
+    route_batch.add_argument("--lane", default="", help="the lane of a line that names none")
+    route_batch.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        help="requests per call, at most the service's limits.max_batch_items (default %(default)s)",
+    )
 
     economics = commands.add_parser(
         "economics", parents=[calls], help="spend, tokens, cost per 1M and rates from a running service"
@@ -633,7 +671,7 @@ def _serve(args: argparse.Namespace) -> int:
     from orxaq_grpc.service.server import LOG_FORMAT
     from orxaq_grpc.service.tls import ServerTls, TlsError
     from orxaq_grpc.service.workers import ExposureRefused, serve
-    from orxaq_grpc.store import StoreError
+    from orxaq_grpc.store import StoreError, check_ledger
     from orxaq_grpc.telemetry.export import TelemetryConfigError
 
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
@@ -641,6 +679,19 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("orxaq-grpc: --workers must be at least 1", file=sys.stderr)
         return 2
+    try:
+        check_ledger(args.ledger)
+    except StoreError as exc:
+        print(f"orxaq-grpc: --ledger: {exc}", file=sys.stderr)
+        return 2
+    if args.shared:
+        from orxaq_grpc.shared import SharedUnavailable, open_link
+
+        try:
+            open_link(args.shared).client.close()  # the URL and the package, before anything starts
+        except SharedUnavailable as exc:
+            print(f"orxaq-grpc: --shared: {exc}", file=sys.stderr)
+            return 2
     choice = _config_choice(args.config, "--config")
     if choice is None:
         return 2
@@ -662,6 +713,8 @@ def _serve(args: argparse.Namespace) -> int:
             args.drain,
             tls,
             args.insecure,
+            args.ledger,
+            args.shared,
         )
     except (ExposureRefused, TlsError) as exc:
         print(f"orxaq-grpc: {exc}", file=sys.stderr)
@@ -739,6 +792,40 @@ def _route(args: argparse.Namespace) -> int:
         return decision
 
     return _show(args, routed, decision_text)
+
+
+def _route_batch(args: argparse.Namespace) -> int:
+    from orxaq.routing.v1 import routing_pb2 as pb
+    from orxaq_grpc.batch_file import parse_requests, read_requests, result_line
+    from orxaq_grpc.client import CallFailed, RoutingClient
+
+    if args.batch_size < 1:
+        print("orxaq-grpc: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    shown = str(args.file)
+    if shown == "-":
+        shown = "<stdin>"
+        requests, problems = parse_requests(sys.stdin.read(), Path.cwd(), args.lane)
+    else:
+        requests, problems = read_requests(args.file, args.lane)
+    for problem in problems:
+        print(f"orxaq-grpc: {problem.text(shown)}", file=sys.stderr)
+    if problems:
+        return 2
+    failed = False
+    with RoutingClient(args.connection, timeout_s=args.timeout) as client:
+        for start in range(0, len(requests), args.batch_size):
+            chunk = requests[start : start + args.batch_size]
+            try:
+                results = client.route_batch(request for _, request in chunk)
+            except CallFailed as exc:
+                lines = f"lines {chunk[0][0]}-{chunk[-1][0]}" if chunk else "the file"
+                print(f"orxaq-grpc: {shown}: {lines} refused", file=sys.stderr)
+                return _failed(exc)
+            for (line, _), result in zip(chunk, results, strict=True):
+                failed = failed or not isinstance(result, pb.RouteDecision)
+                print(result_line(line, result))
+    return 1 if failed else 0
 
 
 def _economics(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, TypeVar
@@ -37,6 +37,7 @@ class _RoutingStub(Protocol):
     so the request and response type of each method are stated here."""
 
     Route: grpc.UnaryUnaryMultiCallable[pb.RouteRequest, pb.RouteDecision]
+    RouteBatch: grpc.UnaryUnaryMultiCallable[pb.RouteBatchRequest, pb.RouteBatchResponse]
     Report: grpc.UnaryUnaryMultiCallable[pb.ReportRequest, pb.ReportAck]
     Economics: grpc.UnaryUnaryMultiCallable[pb.EconomicsRequest, pb.EconomicsResponse]
     Health: grpc.UnaryUnaryMultiCallable[pb.HealthRequest, pb.HealthResponse]
@@ -95,6 +96,21 @@ class RoutingClient:
 
     def route(self, request: pb.RouteRequest) -> pb.RouteDecision:
         return self._unary(self._stub.Route, request)
+
+    def route_batch(
+        self, requests: Iterable[pb.RouteRequest] | pb.RouteBatchRequest
+    ) -> list[pb.RouteDecision | pb.RouteError]:
+        """Many tasks in one call: per request, in order, its decision or its error (what Route would
+        have failed with for it alone, `code` a google.rpc.Code number). Raises CallFailed only when
+        the call itself is refused: no credentials, no requests, more than the policy allows
+        (`requests` in `violations`), an answer too large to send."""
+        batch = (
+            requests
+            if isinstance(requests, pb.RouteBatchRequest)
+            else pb.RouteBatchRequest(requests=requests)
+        )
+        response = self._unary(self._stub.RouteBatch, batch)
+        return [r.decision if r.WhichOneof("outcome") == "decision" else r.error for r in response.results]
 
     def report(self, request: pb.ReportRequest) -> pb.ReportAck:
         return self._unary(self._stub.Report, request)

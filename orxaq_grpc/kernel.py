@@ -20,7 +20,8 @@ Codes: TypeAlias = bytes | bytearray  # one byte per model (status codes, health
 
 
 class Kernel(Protocol):
-    """A built catalog: `score` filters and scores every model for one request."""
+    """A built catalog: `score` filters and scores every model for one request, `score_many` for many
+    requests in one call (row r of its arrays is what `score` takes for request r)."""
 
     @property
     def size(self) -> int: ...
@@ -59,6 +60,40 @@ class Kernel(Protocol):
         max_latency: float,
         provider_headroom: Doubles,
         lane_headroom: float,
+    ) -> int: ...
+
+    def score_many(
+        self,
+        status: bytearray,
+        unhealthy: Codes,
+        bias: Doubles,
+        cost: Doubles,
+        latency: Doubles,
+        cost_score: Doubles,
+        speed_score: Doubles,
+        penalty: Doubles,
+        score: Doubles,
+        order: Int64s,
+        eligible: Int64s,
+        input_tokens: Doubles,
+        output_tokens: Doubles,
+        w_cost: Doubles,
+        w_speed: Doubles,
+        w_quality: Doubles,
+        log_cost_lo: Doubles,
+        log_cost_span: Doubles,
+        floor_cost: Doubles,
+        log_latency_lo: Doubles,
+        log_latency_span: Doubles,
+        ramp_start: float,
+        ramp_penalty: float,
+        required_capabilities: UInt64s,
+        lane_floor: Doubles,
+        min_quality: Doubles,
+        max_cost: Doubles,
+        max_latency: Doubles,
+        provider_headroom: Doubles,
+        lane_headroom: Doubles,
     ) -> int: ...
 
 

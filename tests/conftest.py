@@ -29,6 +29,7 @@ from orxaq_grpc.routing.types import Decision, Objective, Profile
 from orxaq_grpc.service.server import open_outcomes, start_server
 from orxaq_grpc.service.tls import ServerTls
 from orxaq_grpc.telemetry.export import Telemetry
+from tests.postgres_server import PostgresServer, find_bin_dir, running_server
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -284,3 +285,22 @@ def serve(tmp_path: Path) -> Iterator[type[ServerProcess]]:
     yield Tracked
     for process in started:
         process.kill()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session, on loopback (tests/postgres_server.py)."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL binaries (Debian package postgresql; .ci/run installs it)")
+    with running_server(bin_dir) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_dsn(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh database on the session's server, dropped afterwards (the server started again
+    first if the test left it stopped)."""
+    dsn = postgres.create_database()
+    yield dsn
+    postgres.drop_database(dsn)

@@ -39,6 +39,11 @@ def scoring_case(draw: st.DrawFn) -> dict:
         "capabilities": draw(st.lists(st.integers(0, 7), min_size=n, max_size=n)),
         "provider_slot": draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)),
     }
+    return {**_request_part(draw, catalog, n), "catalog": catalog, "k": draw(st.integers(1, n + 2)), "n": n}
+
+
+def _request_part(draw: st.DrawFn, catalog: dict, n: int) -> dict:
+    """What one request brings to a catalog of n models: its lane's codes, health, bias and numbers."""
     unhealthy = bytes(draw(st.lists(st.sampled_from([0, 0, 0, 1]), min_size=n, max_size=n)))
     provider_headroom = draw(st.lists(st.sampled_from([math.inf, 0.0, 0.2, 3.0]), min_size=3, max_size=3))
     status = bytes(draw(st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=n, max_size=n)))
@@ -78,21 +83,11 @@ def scoring_case(draw: st.DrawFn) -> dict:
         array("d", provider_headroom),
         draw(st.sampled_from([math.inf, 0.1, 2.0])),
     )
-    k = draw(st.integers(1, n + 2))
-    return {
-        "catalog": catalog,
-        "status": status,
-        "unhealthy": unhealthy,
-        "bias": bias,
-        "params": params,
-        "k": k,
-        "n": n,
-    }
+    return {"status": status, "unhealthy": unhealthy, "bias": bias, "params": params}
 
 
-def run(kernel_class: type, case: dict) -> dict:
-    c = case["catalog"]
-    kernel = kernel_class(
+def build(kernel_class: type, c: dict) -> object:
+    return kernel_class(
         array("d", c["input_price"]),
         array("d", c["output_price"]),
         array("d", c["speed"]),
@@ -104,6 +99,10 @@ def run(kernel_class: type, case: dict) -> dict:
         array("Q", c["capabilities"]),
         array("q", c["provider_slot"]),
     )
+
+
+def run(kernel_class: type, case: dict) -> dict:
+    kernel = build(kernel_class, case["catalog"])
     n = case["n"]
     out = {name: array("d", bytes(8 * n)) for name in ("cost", "latency", "cs", "ss", "penalty", "score")}
     status = bytearray(case["status"])
@@ -181,3 +180,164 @@ def test_dispatcher_prefers_compiled_and_env_forces_the_twin(dispatcher: str) ->
     )
     assert default.stdout.strip() == "compiled"
     assert forced.stdout.strip() == "python"
+
+
+@st.composite
+def batch_case(draw: st.DrawFn) -> dict:
+    """One catalog and several requests over it, as RouteBatch scores them."""
+    case = draw(scoring_case())
+    rows = [case] + [
+        {**_request_part(draw, case["catalog"], case["n"]), "catalog": case["catalog"], "n": case["n"]}
+        for _ in range(draw(st.integers(0, 5)))
+    ]
+    return {"catalog": case["catalog"], "n": case["n"], "k": case["k"], "rows": rows}
+
+
+# score_many's per-request arguments, in the order score's positional params list them (ramp_start
+# and ramp_penalty, one for the whole call, are taken from the first request).
+_PER_REQUEST = (
+    "input_tokens",
+    "output_tokens",
+    "w_cost",
+    "w_speed",
+    "w_quality",
+    "log_cost_lo",
+    "log_cost_span",
+    "floor_cost",
+    "log_latency_lo",
+    "log_latency_span",
+    "ramp_start",
+    "ramp_penalty",
+    "required_capabilities",
+    "lane_floor",
+    "min_quality",
+    "max_cost",
+    "max_latency",
+    "provider_headroom",
+    "lane_headroom",
+)
+
+
+def run_many(kernel_class: type, case: dict) -> list[dict]:
+    """score_many over every row of `case`; each row's result as `run` gives one."""
+    kernel = build(kernel_class, case["catalog"])
+    n, k, rows = case["n"], case["k"], case["rows"]
+    ramp = dict(zip(_PER_REQUEST, rows[0]["params"], strict=True))
+    rows = [
+        {
+            **row,
+            "params": (*row["params"][:10], ramp["ramp_start"], ramp["ramp_penalty"], *row["params"][12:]),
+        }
+        for row in rows
+    ]
+    columns = {
+        name: [dict(zip(_PER_REQUEST, row["params"], strict=True))[name] for row in rows]
+        for name in _PER_REQUEST
+    }
+    out = {
+        name: array("d", bytes(8 * n * len(rows)))
+        for name in ("cost", "latency", "cs", "ss", "penalty", "score")
+    }
+    status = bytearray(b"".join(row["status"] for row in rows))
+    order = array("q", bytes(8 * k * len(rows)))
+    eligible = array("q", bytes(8 * len(rows)))
+    total = kernel.score_many(
+        status,
+        b"".join(row["unhealthy"] for row in rows),
+        array("d", [b for row in rows for b in row["bias"]]),
+        out["cost"],
+        out["latency"],
+        out["cs"],
+        out["ss"],
+        out["penalty"],
+        out["score"],
+        order,
+        eligible,
+        *(array("d", columns[name]) for name in _PER_REQUEST[:10]),
+        ramp["ramp_start"],
+        ramp["ramp_penalty"],
+        array("Q", columns["required_capabilities"]),
+        *(array("d", columns[name]) for name in ("lane_floor", "min_quality", "max_cost", "max_latency")),
+        array("d", [usd for headroom in columns["provider_headroom"] for usd in headroom]),
+        array("d", columns["lane_headroom"]),
+    )
+    assert total == sum(eligible)
+    results = []
+    for r in range(len(rows)):
+        at = slice(r * n, (r + 1) * n)
+        results.append(
+            {
+                "eligible": eligible[r],
+                "status": bytes(status[at]),
+                "order": list(order[r * k : r * k + min(eligible[r], k)]),
+                **{name: list(values[at]) for name, values in out.items()},
+            }
+        )
+    return results, rows
+
+
+@settings(max_examples=100, deadline=None)
+@given(batch_case())
+@pytest.mark.parametrize("twin", sorted(KERNELS))
+def test_score_many_is_score_row_by_row(twin: str, case: dict) -> None:
+    """Each row of one score_many call comes out exactly as score writes it for that request alone."""
+    batched, rows = run_many(KERNELS[twin], case)
+    for row, result in zip(rows, batched, strict=True):
+        alone = run(KERNELS[twin], {**row, "k": case["k"]})
+        assert result == alone
+
+
+@needs_compiled
+@settings(max_examples=100, deadline=None)
+@given(batch_case())
+def test_twins_agree_on_score_many(case: dict) -> None:
+    compiled, _ = run_many(KERNELS["compiled"], case)
+    python, _ = run_many(_scoring_py.CatalogKernel, case)
+    for a, b in zip(compiled, python, strict=True):
+        assert (a["eligible"], a["status"], a["order"]) == (b["eligible"], b["status"], b["order"])
+        for name in ("cost", "latency", "cs", "ss", "penalty", "score"):
+            for x, y in zip(a[name], b[name], strict=True):
+                assert abs(x - y) <= 1e-12, name
+
+
+@pytest.mark.parametrize("twin", sorted(KERNELS))
+def test_score_many_refuses_buffers_of_the_wrong_shape(twin: str) -> None:
+    case = {
+        "catalog": {
+            "input_price": [1.0, 2.0],
+            "output_price": [4.0, 8.0],
+            "speed": [100.0, 50.0],
+            "ttft": [1.0, 1.0],
+            "quality": [60.0, 80.0],
+            "quality_score": [0.0, 1.0],
+            "context_window": [1e6, 1e6],
+            "max_output": [32e3, 32e3],
+            "capabilities": [0, 0],
+            "provider_slot": [0, 1],
+        }
+    }
+    kernel = build(KERNELS[twin], case["catalog"])
+
+    def call(rows: int, status_rows: int, order_len: int, headroom_len: int) -> int:
+        doubles = [array("d", [1.0] * rows) for _ in range(10)]
+        return kernel.score_many(
+            bytearray(2 * status_rows),
+            bytes(2 * rows),
+            array("d", [0.0] * 2 * rows),
+            *(array("d", [0.0] * 2 * rows) for _ in range(6)),
+            array("q", [0] * order_len),
+            array("q", [0] * rows),
+            *doubles,
+            0.9,
+            0.25,
+            array("Q", [0] * rows),
+            *(array("d", [0.0, 0.0, math.inf, math.inf][i % 4 : i % 4 + 1] * rows) for i in range(4)),
+            array("d", [math.inf] * headroom_len),
+            array("d", [math.inf] * rows),
+        )
+
+    assert call(2, 2, 2, 4) == 4
+    assert call(0, 0, 0, 0) == 0
+    for bad in ((2, 1, 2, 4), (2, 2, 3, 4), (2, 2, 0, 4), (2, 2, 2, 2), (2, 2, 2, 3)):
+        with pytest.raises(ValueError):
+            call(*bad)

@@ -1,5 +1,7 @@
-"""The SQLite ledger on real files: round trips, idempotent reports, group commit, crash durability,
-schema versions, retention and shutdown."""
+"""The ledger contract on real databases, run on both backends (the embedded SQLite file and a real
+PostgreSQL server): round trips, idempotent reports, group commit, crash durability, schema
+versions, retention and shutdown; then what only SQLite has (WAL files, SQLite's own refusals).
+PostgreSQL's own behaviour (outages, replicas, the live service on it) is in test_store_postgres.py."""
 
 from __future__ import annotations
 
@@ -7,14 +9,18 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orxaq_grpc.outcomes.records import DecisionRecord, JournalEntry, Outcome, ReportRecord
-from orxaq_grpc.store import SqliteStore, Store, StoreError
+from orxaq_grpc.store import PostgresStore, SqliteStore, Store, StoreError
+from orxaq_grpc.store.postgres import SCHEMA_TABLE
+from orxaq_grpc.store.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from orxaq_grpc.store.sqlite import MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import FakeClock
 
@@ -69,9 +75,130 @@ def open_store(directory: Path, retention_days: int = 30, clock: FakeClock | Non
     return SqliteStore(directory, retention_days, clock=clock or FakeClock(NOW))
 
 
+AnyStore = SqliteStore | PostgresStore
+
+
+class Ledger:
+    """One backend as the contract tests reach it: stores opened on the same ledger (`target`, its
+    --ledger value), and the database reached behind the store's back."""
+
+    kind: str
+    target: str
+    missing_reports: str  # how the backend says the reports table is gone
+
+    def open(self, retention_days: int = 30, clock: FakeClock | None = None, **settings: Any) -> AnyStore:
+        raise NotImplementedError
+
+    def stall(self) -> AbstractContextManager[None]:
+        """Holds the writer off while it lasts, as a disk that stalls would."""
+        raise NotImplementedError
+
+    def drop_reports(self) -> None:
+        raise NotImplementedError
+
+    def schema_version(self) -> int:
+        raise NotImplementedError
+
+    def set_schema_version(self, version: int) -> None:
+        raise NotImplementedError
+
+    @property
+    def current_version(self) -> int:
+        raise NotImplementedError
+
+
+class SqliteLedger(Ledger):
+    kind = "sqlite"
+    missing_reports = "no such table: reports"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.target = f"sqlite:{directory}"
+
+    def open(self, retention_days: int = 30, clock: FakeClock | None = None, **settings: Any) -> AnyStore:
+        return SqliteStore(self.directory, retention_days, clock=clock or FakeClock(NOW), **settings)
+
+    @contextmanager
+    def stall(self) -> Iterator[None]:
+        blocker = sqlite3.connect(self.directory / "ledger.sqlite3", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+
+    def drop_reports(self) -> None:
+        saboteur = sqlite3.connect(self.directory / "ledger.sqlite3")
+        saboteur.execute("DROP TABLE reports")
+        saboteur.close()
+
+    def schema_version(self) -> int:
+        with sqlite3.connect(self.directory / "ledger.sqlite3") as db:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+    def set_schema_version(self, version: int) -> None:
+        with sqlite3.connect(self.directory / "ledger.sqlite3") as db:
+            db.execute(f"PRAGMA user_version = {version}")
+
+    @property
+    def current_version(self) -> int:
+        return SCHEMA_VERSION
+
+
+class PostgresLedger(Ledger):
+    kind = "postgresql"
+    missing_reports = 'relation "reports" does not exist'
+
+    def __init__(self, dsn: str) -> None:
+        self.target = dsn
+
+    def open(self, retention_days: int = 30, clock: FakeClock | None = None, **settings: Any) -> AnyStore:
+        return PostgresStore(self.target, retention_days, clock=clock or FakeClock(NOW), **settings)
+
+    def _execute(self, sql: str) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        with psycopg.connect(self.target, autocommit=True) as db:
+            cursor = db.execute(sql.encode())
+            return cursor.fetchall() if cursor.description else []
+
+    @contextmanager
+    def stall(self) -> Iterator[None]:
+        import psycopg
+
+        with psycopg.connect(self.target) as blocker:  # a transaction until the block ends
+            blocker.execute("LOCK TABLE decisions, reports, journal IN ACCESS EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                blocker.rollback()
+
+    def drop_reports(self) -> None:
+        self._execute("DROP TABLE reports")
+
+    def schema_version(self) -> int:
+        return int(self._execute(f"SELECT version FROM {SCHEMA_TABLE}")[0][0])
+
+    def set_schema_version(self, version: int) -> None:
+        self._execute(f"UPDATE {SCHEMA_TABLE} SET version = {version}")
+
+    @property
+    def current_version(self) -> int:
+        return PG_SCHEMA_VERSION
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Ledger:
+    """Each contract test runs on both backends; PostgreSQL gets a fresh database."""
+    if request.param == "sqlite":
+        return SqliteLedger(tmp_path / "data")
+    return PostgresLedger(request.getfixturevalue("postgres_dsn"))
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with open_store(tmp_path / "data") as opened:
+def store(ledger: Ledger) -> Iterator[AnyStore]:
+    with ledger.open() as opened:
         yield opened
 
 
@@ -79,7 +206,7 @@ def ids(records: Iterator[DecisionRecord | ReportRecord]) -> list[tuple[str, str
     return [(type(record).__name__, record.decision_id) for record in records]
 
 
-def test_both_kinds_round_trip_through_replay_in_at_order(store: SqliteStore) -> None:
+def test_both_kinds_round_trip_through_replay_in_at_order(store: AnyStore) -> None:
     records = [
         report("b", at=NOW - 5, outcome=Outcome.RATE_LIMITED, retry_after_s=30.0, cost_exact=True),
         decision("b", at=NOW - 8, disruptive=True, router_error=True, fallback_reason=6),
@@ -101,21 +228,21 @@ def test_both_kinds_round_trip_through_replay_in_at_order(store: SqliteStore) ->
     assert list(store.replay(NOW)) == []
 
 
-def test_find_decision_sees_committed_decisions(store: SqliteStore) -> None:
+def test_find_decision_sees_committed_decisions(store: AnyStore) -> None:
     store.record_decision(decision("d1", estimated_cost_usd=0.25))
     store.flush()
     assert store.find_decision("d1") == decision("d1", estimated_cost_usd=0.25)
     assert store.find_decision("unknown") is None
 
 
-def test_store_satisfies_the_protocol(store: SqliteStore) -> None:
+def test_store_satisfies_the_protocol(store: AnyStore) -> None:
     typed: Store = store  # checked by type checkers; here, that every protocol method exists
     assert all(callable(getattr(typed, name)) for name in Store.__dict__ if not name.startswith("_"))
 
 
 @pytest.mark.parametrize("flush_between", [False, True], ids=["same-batch", "separate-batches"])
 def test_a_decision_reported_twice_counts_once_with_the_first_values(
-    store: SqliteStore, flush_between: bool
+    store: AnyStore, flush_between: bool
 ) -> None:
     first = store.record_report(report("d1", outcome=Outcome.SUCCESS, cost_usd=0.10))
     if flush_between:
@@ -125,23 +252,20 @@ def test_a_decision_reported_twice_counts_once_with_the_first_values(
     assert list(store.replay(0.0)) == [report("d1", outcome=Outcome.SUCCESS, cost_usd=0.10)]
 
 
-def test_queued_reports_from_many_threads_share_few_commits(store: SqliteStore) -> None:
-    # Another connection holds the write lock, so the writer waits on it (as on a slow disk) while
-    # 2,000 reports queue up; released, it must take them in max_batch-sized groups.
-    blocker = sqlite3.connect(store.path, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
+def test_queued_reports_from_many_threads_share_few_commits(ledger: Ledger, store: AnyStore) -> None:
+    # Another connection holds the writer off (as a slow disk would) while 2,000 reports queue up;
+    # released, the writer must take them in max_batch-sized groups.
     futures: list[Future[bool]] = []
 
     def report_many(thread: int) -> None:
         futures.extend(store.record_report(report(f"t{thread}-{i}")) for i in range(250))
 
-    threads = [threading.Thread(target=report_many, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    blocker.execute("ROLLBACK")
-    blocker.close()
+    with ledger.stall():
+        threads = [threading.Thread(target=report_many, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
     assert [future.result(timeout=30) for future in futures] == [True] * 2000
     # What the writer took before it blocked, then 2,000 at most in batches of 1,024.
@@ -149,13 +273,16 @@ def test_queued_reports_from_many_threads_share_few_commits(store: SqliteStore) 
     assert sum(1 for _ in store.replay(0.0)) == 2000
 
 
-# Records reports until killed, printing each window's ids only after their futures resolved.
+# Records reports until killed, printing each window's ids only after their futures resolved. The
+# ledger is opened as `serve --ledger` opens it: sqlite:DIR or a PostgreSQL URL.
 CRASH_CHILD = """
 import itertools, sys
 from pathlib import Path
-from tests.test_store import decision, open_store, report
+from orxaq_grpc.store import open_store
+from tests.conftest import FakeClock
+from tests.test_store import NOW, decision, report
 
-store = open_store(Path(sys.argv[1]))
+store = open_store(sys.argv[1], Path("unused"), 30, clock=FakeClock(NOW))
 for window in itertools.count():
     ids = [f"w{window}-{i}" for i in range(64)]
     futures = []
@@ -168,8 +295,8 @@ for window in itertools.count():
 """
 
 
-def test_decision_log_entries_linger_to_share_a_commit_but_reports_do_not_wait(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path, retention_days=30, decision_linger_s=30.0, clock=FakeClock(NOW)) as store:
+def test_decision_log_entries_linger_to_share_a_commit_but_reports_do_not_wait(ledger: Ledger) -> None:
+    with ledger.open(decision_linger_s=30.0) as store:
         for i in range(200):
             store.record_decision(decision(f"d{i}"))
         # Nobody waits for decisions: they are still gathering (30 s is far beyond this test).
@@ -180,30 +307,27 @@ def test_decision_log_entries_linger_to_share_a_commit_but_reports_do_not_wait(t
         assert sum(1 for _ in store.replay(0.0)) == 201
 
 
-def test_a_ledger_far_behind_drops_decision_log_entries_and_counts_them(tmp_path: Path) -> None:
-    with SqliteStore(tmp_path, retention_days=30, max_queued_decisions=3, clock=FakeClock(NOW)) as store:
-        blocker = sqlite3.connect(store.path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")  # the disk "stalls"
-        for i in range(10):
-            store.record_decision(decision(f"d{i}"))
-        dropped = store.stats().dropped_decisions
-        # Three queued, perhaps one more the writer already took off the queue; the rest dropped.
-        assert 6 <= dropped <= 7
-        blocker.execute("ROLLBACK")
-        blocker.close()
+def test_a_ledger_far_behind_drops_decision_log_entries_and_counts_them(ledger: Ledger) -> None:
+    with ledger.open(max_queued_decisions=3) as store:
+        with ledger.stall():  # the disk "stalls"
+            for i in range(10):
+                store.record_decision(decision(f"d{i}"))
+            dropped = store.stats().dropped_decisions
+            # Three queued, perhaps one more the writer already took off the queue; the rest dropped.
+            assert 6 <= dropped <= 7
         store.flush(timeout_s=30)
         stats = store.stats()
-        assert (stats.queued, stats.dropped_decisions, stats.location) == (0, dropped, str(store.path))
+        location = str(store.path) if isinstance(store, SqliteStore) else store.location
+        assert (stats.queued, stats.dropped_decisions, stats.location) == (0, dropped, location)
         assert sum(1 for _ in store.replay(0.0)) == 10 - dropped
         store.record_decision(decision("after"))  # caught up: accepted again
         store.flush(timeout_s=30)
         assert store.find_decision("after") is not None
 
 
-def test_acknowledged_reports_survive_sigkill_mid_load(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_acknowledged_reports_survive_sigkill_mid_load(ledger: Ledger) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-c", CRASH_CHILD, str(data)],
+        [sys.executable, "-c", CRASH_CHILD, ledger.target],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -220,7 +344,7 @@ def test_acknowledged_reports_survive_sigkill_mid_load(tmp_path: Path) -> None:
     acknowledged += child.stdout.read().split("\n")[:-1]  # whole lines only
     assert len(acknowledged) >= 1000, child.stderr.read()
 
-    with open_store(data) as reopened:
+    with ledger.open() as reopened:
         records = list(reopened.replay(0.0))
         reported = {r.decision_id for r in records if isinstance(r, ReportRecord)}
         decided = {r.decision_id for r in records if isinstance(r, DecisionRecord)}
@@ -228,8 +352,9 @@ def test_acknowledged_reports_survive_sigkill_mid_load(tmp_path: Path) -> None:
         assert set(acknowledged) <= decided  # queued before their reports, so committed with them
         assert reopened.record_report(report(acknowledged[0])).result() is False
         assert reopened.record_report(report("after-crash")).result() is True
-    with sqlite3.connect(data / "ledger.sqlite3") as db:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    if isinstance(ledger, SqliteLedger):
+        with sqlite3.connect(ledger.directory / "ledger.sqlite3") as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 def test_a_fresh_ledger_is_created_with_its_directory_in_wal_at_the_current_schema(tmp_path: Path) -> None:
@@ -242,18 +367,24 @@ def test_a_fresh_ledger_is_created_with_its_directory_in_wal_at_the_current_sche
     db.close()
 
 
-def test_a_ledger_from_a_newer_build_is_refused_and_left_alone(tmp_path: Path) -> None:
-    open_store(tmp_path).close()
-    path = tmp_path / "ledger.sqlite3"
-    with sqlite3.connect(path) as db:
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+def test_a_fresh_ledger_is_at_the_current_schema(ledger: Ledger) -> None:
+    ledger.open().close()
+    assert ledger.schema_version() == ledger.current_version
+    ledger.open().close()  # opening again migrates nothing and keeps the version
+    assert ledger.schema_version() == ledger.current_version
+
+
+def test_a_ledger_from_a_newer_build_is_refused_and_left_alone(ledger: Ledger) -> None:
+    with ledger.open() as store:
+        location = store.stats().location
+    newer = ledger.current_version + 1
+    ledger.set_schema_version(newer)
     with pytest.raises(StoreError, match="newer") as refused:
-        open_store(tmp_path)
-    assert str(path) in str(refused.value)
-    assert f"version {SCHEMA_VERSION + 1}" in str(refused.value)
-    assert f"({SCHEMA_VERSION})" in str(refused.value)
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION + 1,)
+        ledger.open()
+    assert location in str(refused.value)
+    assert f"version {newer}" in str(refused.value)
+    assert f"({ledger.current_version})" in str(refused.value)
+    assert ledger.schema_version() == newer
 
 
 def test_an_unusable_directory_is_refused_with_its_path(tmp_path: Path) -> None:
@@ -272,18 +403,18 @@ def test_an_unusable_directory_is_refused_with_its_path(tmp_path: Path) -> None:
     [(0, 1, "retention_days"), (1.5, 1, "retention_days"), (True, 1, "retention_days"), (1, 0, "max_batch")],
 )
 def test_settings_out_of_range_are_refused(
-    tmp_path: Path, retention_days: object, max_batch: int, problem: str
+    ledger: Ledger, retention_days: object, max_batch: int, problem: str
 ) -> None:
     with pytest.raises(ValueError, match=problem):
-        SqliteStore(tmp_path, retention_days, max_batch=max_batch)  # type: ignore[arg-type]
+        ledger.open(retention_days, max_batch=max_batch)  # type: ignore[arg-type]
 
 
-def test_rows_past_retention_are_pruned_on_open(tmp_path: Path) -> None:
-    with open_store(tmp_path, retention_days=365) as store:
+def test_rows_past_retention_are_pruned_on_open(ledger: Ledger) -> None:
+    with ledger.open(retention_days=365) as store:
         for name, age_days in [("old", 31), ("edge", 30), ("recent", 1)]:
             store.record_decision(decision(name, at=NOW - age_days * DAY))
             store.record_report(report(name, at=NOW - age_days * DAY))
-    with open_store(tmp_path, retention_days=30) as store:
+    with ledger.open(retention_days=30) as store:
         assert ids(store.replay(0.0)) == [
             ("DecisionRecord", "edge"),
             ("ReportRecord", "edge"),
@@ -292,57 +423,60 @@ def test_rows_past_retention_are_pruned_on_open(tmp_path: Path) -> None:
         ]
 
 
-def test_the_writer_prunes_again_once_an_hour_has_passed(tmp_path: Path) -> None:
+def test_the_writer_prunes_again_once_an_hour_has_passed(ledger: Ledger) -> None:
     clock = FakeClock(NOW)
-    with open_store(tmp_path, retention_days=30, clock=clock) as store:
+    with ledger.open(retention_days=30, clock=clock) as store:
         assert store.record_report(report("ageing", at=NOW - 29.9 * DAY)).result()
         clock.now += 0.5 * DAY  # "ageing" is now past retention, and the hour is up
         store.record_report(report("fresh", at=clock.now)).result()  # pruned before this commit
         assert ids(store.replay(0.0)) == [("ReportRecord", "fresh")]
 
 
-def test_a_record_sqlite_refuses_fails_alone_and_is_never_called_a_duplicate(store: SqliteStore) -> None:
-    store.record_decision(decision("huge", estimated_input_tokens=2**64))  # logged, not stored
-    futures = {
-        "before": store.record_report(report("before")),
-        "huge": store.record_report(report("huge", input_tokens=2**64)),  # past SQLite's 64 bits
-        "nan": store.record_report(report("nan", latency_s=float("nan"))),  # SQLite stores NaN as NULL
-        "after": store.record_report(report("after")),
-    }
-    wait(futures.values())
-    for name in ("huge", "nan"):
-        with pytest.raises(StoreError, match=f"ReportRecord '{name}' refused"):
-            futures[name].result()
-    assert futures["before"].result() and futures["after"].result()
-    assert ids(store.replay(0.0)) == [("ReportRecord", "before"), ("ReportRecord", "after")]
+def test_a_record_sqlite_refuses_fails_alone_and_is_never_called_a_duplicate(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        store.record_decision(decision("huge", estimated_input_tokens=2**64))  # logged, not stored
+        futures = {
+            "before": store.record_report(report("before")),
+            "huge": store.record_report(report("huge", input_tokens=2**64)),  # past SQLite's 64 bits
+            "nan": store.record_report(report("nan", latency_s=float("nan"))),  # SQLite stores NaN as NULL
+            "after": store.record_report(report("after")),
+        }
+        wait(futures.values())
+        for name in ("huge", "nan"):
+            with pytest.raises(StoreError, match=f"ReportRecord '{name}' refused"):
+                futures[name].result()
+        assert futures["before"].result() and futures["after"].result()
+        assert ids(store.replay(0.0)) == [("ReportRecord", "before"), ("ReportRecord", "after")]
 
 
-def test_a_failed_commit_fails_its_whole_batch_and_writes_none_of_it(store: SqliteStore) -> None:
-    saboteur = sqlite3.connect(store.path)
-    saboteur.execute("DROP TABLE reports")  # every batch holding a report now fails
-    saboteur.close()
+def test_a_failed_commit_fails_its_whole_batch_and_writes_none_of_it(ledger: Ledger, store: AnyStore) -> None:
+    ledger.drop_reports()  # every batch holding a report now fails
     store.record_decision(decision("d1"))
     failed = store.record_report(report("r1"))
-    with pytest.raises(StoreError, match=r"commit of \d+ queued writes failed: no such table: reports"):
+    with pytest.raises(StoreError, match=rf"commit of \d+ queued writes failed: .*{ledger.missing_reports}"):
         failed.result()
     # The decision is stored only if the writer took it alone, before the report was queued.
     assert (store.find_decision("d1") is not None) == (store.commits == 1)
 
 
-def test_close_flushes_is_idempotent_and_refuses_later_writes(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_close_flushes_is_idempotent_and_refuses_later_writes(ledger: Ledger) -> None:
+    store = ledger.open()
     store.record_decision(decision("d1"))
     acknowledged = store.record_report(report("d1"))
     store.close()
     assert acknowledged.done() and acknowledged.result() is True
     store.close()
     store.flush()  # nothing left to commit
-    for write in (lambda: store.record_decision(decision("d2")), lambda: store.record_report(report("d2"))):
+    writes: list[Callable[[], object]] = [
+        lambda: store.record_decision(decision("d2")),
+        lambda: store.record_report(report("d2")),
+    ]
+    for write in writes:
         with pytest.raises(StoreError, match="closed"):
             write()
     with pytest.raises(StoreError, match="closed"):
         store.find_decision("d1")
-    with open_store(tmp_path) as reopened:
+    with ledger.open() as reopened:
         assert ids(reopened.replay(0.0)) == [("DecisionRecord", "d1"), ("ReportRecord", "d1")]
 
 
@@ -368,11 +502,23 @@ def test_a_version_1_ledger_is_migrated_in_place_keeping_its_rows(tmp_path: Path
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
-def test_the_journal_is_pruned_but_the_last_stop_loss_transition_stays(tmp_path: Path) -> None:
+def test_the_journal_is_pruned_but_the_last_stop_loss_transition_stays(ledger: Ledger) -> None:
     clock = FakeClock(NOW - 40 * DAY)
-    with SqliteStore(tmp_path, 31, clock=clock) as store:
+    with ledger.open(31, clock=clock) as store:
         for i, kind in enumerate(["stop_loss", "scale", "stop_loss", "scale"]):
             store.record_journal(JournalEntry(NOW - 40 * DAY + i, kind, str(i), "{}")).result(timeout=5)
-    with SqliteStore(tmp_path, 31, clock=FakeClock(NOW)) as store:
+    with ledger.open(31, clock=FakeClock(NOW)) as store:
         assert store.journal("scale", 10) == []
         assert [e.subject for e in store.journal("stop_loss", 10)] == ["2"]  # the state it left survives
+
+
+def test_outcomes_come_in_commit_order_with_their_decisions_task(ledger: Ledger, store: AnyStore) -> None:
+    for name in ("a", "b", "c"):
+        store.record_report(report(name, outcome=Outcome.BAD_OUTPUT, validation_passed=False)).result(5)
+    first = store.outcomes_after(0, 2)
+    assert [o.outcome for o in first] == [Outcome.BAD_OUTPUT] * 2
+    rest = store.outcomes_after(first[-1].position, 10)
+    positions = [o.position for o in first + rest]
+    assert len(positions) == 3 and positions == sorted(set(positions))
+    assert store.outcomes_after(positions[-1], 10) == []
+    assert all(o.task is None for o in first + rest)  # no decision logged with features

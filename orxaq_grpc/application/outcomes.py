@@ -21,7 +21,7 @@ from orxaq_grpc.application.learning import Learner
 from orxaq_grpc.config.model import Config, Weights
 from orxaq_grpc.learning import SuccessModel
 from orxaq_grpc.outcomes.breakers import Breakers, BreakerView
-from orxaq_grpc.outcomes.budgets import Budgets, BudgetView
+from orxaq_grpc.outcomes.budgets import BudgetBook, Budgets, BudgetView, ScopeKey
 from orxaq_grpc.outcomes.detection import Detection, detect
 from orxaq_grpc.outcomes.economics import DAY, HOUR, Breakdown, EconomicsBook, Figures
 from orxaq_grpc.outcomes.records import DecisionRecord, ReportInput, ReportRecord
@@ -29,6 +29,7 @@ from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import BudgetExhausted, reported_cost_usd
 from orxaq_grpc.routing.types import Decision, FallbackReason, Objective, Strategy
 from orxaq_grpc.scale.guardrails import Guardrails, GuardrailView
+from orxaq_grpc.shared import SharedBudgets, SharedLink, SharedStatus
 from orxaq_grpc.store.base import Store, StoreStats
 from orxaq_grpc.vocabulary import OtherLanesDecision, Violation
 
@@ -70,6 +71,7 @@ class HealthView:
     guardrails: GuardrailView
     recent_decisions: tuple[DecisionRecord, ...] = ()  # newest first; not part of the fingerprint
     learning: LearningView | None = None
+    shared: SharedStatus | None = None  # None: this replica shares nothing (no --shared)
 
     def fingerprint(self) -> tuple[object, ...]:
         """What a watcher compares: every state, not the figures that wobble under it."""
@@ -78,6 +80,7 @@ class HealthView:
             self.detection.states(),
             tuple((b.scope, b.name, b.state) for b in self.breakers),
             tuple((b.scope, b.name, b.warning, b.exhausted) for b in self.budgets),
+            self.shared is not None and self.shared.connected,
         )
 
 
@@ -92,8 +95,11 @@ class Outcomes:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         model_path: Path | None = None,
+        shared: SharedLink | None = None,
     ) -> None:
         """`model_path` is where the success model is saved (None: rebuilt from the ledger on each start).
+        `shared` links this replica to the others (budgets in Redis, each one's decisions and reports
+        counted by all); `start_sharing` begins the exchange once the ledger is replayed.
         `clock` is wall time (days, windows, the ledger), `monotonic` the breakers' time; the fleet
         simulator passes its own simulated pair. Breaker settings are read once, here: changing them
         takes a restart. Prices, lanes, budget limits and detection thresholds follow config reloads."""
@@ -110,9 +116,16 @@ class Outcomes:
             },
         )
         self._budgets_from = self.config  # the config the budget limits were last set from
-        self.budgets = Budgets(self._budgets_from.policy.budgets, clock)
+        self.shared = shared
+        settings = self._budgets_from.policy.budgets
+        self.budgets: BudgetBook = (
+            SharedBudgets(settings, shared, self.spent_today, clock, monotonic)
+            if shared is not None
+            else Budgets(settings, clock)
+        )
         self.guardrails = Guardrails(lambda: self.config, self.book, self.budgets, store, clock)
         self._recent: OrderedDict[str, tuple[str, float]] = OrderedDict()  # id: (lane, estimated USD)
+        self._reported: OrderedDict[str, None] = OrderedDict()  # decisions whose report is counted
         self._shown: deque[DecisionRecord] = deque(maxlen=SHOWN_DECISIONS)
         self._booked = 0  # reports booked: cache shares are summed again only after one
         self._cache_shares: tuple[dict[str, float], float, int] = ({}, -math.inf, 0)
@@ -180,6 +193,8 @@ class Outcomes:
         """Saves what the success model learned, then drains and closes the ledger."""
         if self.config.policy.learning.learns:
             self.learner.save()
+        if self.shared is not None:
+            self.shared.close()
         self.store.close()
 
     # -- decisions and reports ---------------------------------------------------------
@@ -207,6 +222,8 @@ class Outcomes:
         self.breakers.note_routed(decision.model, decision.provider, decision.decision_id)
         self._remember(record)
         self._shown.appendleft(record)
+        if self.shared is not None:
+            self.shared.publish(record)
 
     def record_refusal(self, refusal: BudgetExhausted) -> None:
         """A Route refused for budget counts as a disruptive decision of its lane, with no model."""
@@ -228,6 +245,8 @@ class Outcomes:
         self.book.add_decision(record)
         self._shown.appendleft(record)
         self.budgets.release(refusal.decision_id)  # a static answer tried first may have reserved
+        if self.shared is not None:
+            self.shared.publish(record)
 
     def abandon(self, decision: Decision) -> None:
         """Releases the budget a decision reserved when it never reached the lane."""
@@ -254,6 +273,8 @@ class Outcomes:
                 report.cache_write_tokens,
             )
         decided = self._recent.get(report.decision_id)
+        if decided is None and self.shared is not None:
+            decided = self._shared_decision(report.decision_id)
         if decided is None and (decision := self.store.find_decision(report.decision_id)) is not None:
             decided = (decision.lane, decision.estimated_cost_usd)
         claimed = None
@@ -294,6 +315,8 @@ class Outcomes:
         a decision this service has no record of (in memory or in the ledger) is kept in the ledger and
         counted as unknown, but moves no budget, breaker or stop-loss figure: nothing tells it from a
         forgery, and one forged report must not be able to stop the fleet."""
+        if self.shared is not None:
+            self.shared.publish(record)
         if not self._book(record):
             return
         if self.breakers.record(
@@ -301,15 +324,63 @@ class Outcomes:
         ):
             log.info("breakers changed after a %s report for %s", record.outcome.name.lower(), record.model)
 
-    def _book(self, record: ReportRecord) -> bool:
-        """Economics and the budget settlement, as a report is counted live and on rebuild; False for
-        a report of an unknown decision, which moves nothing more."""
+    def _book(self, record: ReportRecord, settle: bool = True) -> bool:
+        """Economics and (with `settle`) the budget settlement, as a report is counted live and on
+        rebuild; False for a report of an unknown decision, which moves nothing more."""
         self.book.add_report(record)
         self._booked += 1
+        self._reported[record.decision_id] = None
+        if len(self._reported) > RECENT_DECISIONS:
+            self._reported.popitem(last=False)
         if not record.decision_known:
             return False
-        self.budgets.settle(record.decision_id, record.lane, record.provider, record.cost_usd, at=record.at)
+        if settle:
+            self.budgets.settle(
+                record.decision_id, record.lane, record.provider, record.cost_usd, at=record.at
+            )
         return True
+
+    # -- the other replicas ------------------------------------------------------------
+
+    def start_sharing(self, after: str) -> None:
+        """Counts the other replicas' decisions and reports from stream position `after` on (read
+        before the ledger was replayed: what the replay already counted is recognised and skipped)."""
+        if self.shared is not None:
+            self.shared.start(self.apply_remote, after)
+
+    def apply_remote(self, record: DecisionRecord | ReportRecord) -> None:
+        """Another replica's decision or counted report: into economics, detection, the decision
+        lookup and the breakers. Budgets are not touched: that replica settled them in Redis."""
+        if isinstance(record, DecisionRecord):
+            if record.decision_id in self._recent:
+                return
+            self.book.add_decision(record)
+            self._remember(record)
+            self._shown.appendleft(record)
+        elif record.decision_id not in self._reported and self._book(record, settle=False):
+            self.breakers.record(
+                record.model, record.provider, record.outcome, record.retry_after_s, record.decision_id
+            )
+
+    def _shared_decision(self, decision_id: str) -> tuple[str, float] | None:
+        """Another replica's decision whose record has not reached this one yet: its open reservation
+        (written before the lane had the answer), else the lookup key it published."""
+        assert self.shared is not None
+        if (
+            isinstance(self.budgets, SharedBudgets)
+            and (reserved := self.budgets.reserved_for(decision_id)) is not None
+        ):
+            return reserved
+        return self.shared.find_decision(decision_id)
+
+    def spent_today(self) -> dict[ScopeKey, float]:
+        """Today's settled spend per scope as the economics count it: overall, every lane, every provider."""
+        now = self._clock()
+        today = self.book.breakdown(now - now % DAY, groups=("lanes", "providers"))
+        spent: dict[ScopeKey, float] = {("overall", ""): today.overall.counters.spend_usd}
+        spent.update({("lane", name): f.counters.spend_usd for name, f in today.lanes.items()})
+        spent.update({("provider", name): f.counters.spend_usd for name, f in today.providers.items()})
+        return spent
 
     def rebuild(self) -> tuple[int, int]:
         """Replays the ledger's last 31 days into economics and today's spend into budgets, books
@@ -329,9 +400,10 @@ class Outcomes:
                 decisions += 1
                 if record.at > open_after and record.model and record.estimated_cost_usd > 0:
                     unreported[record.decision_id] = record
-            elif self._book(record):
+            elif self._book(record, settle=not self.budgets.shared):
                 unreported.pop(record.decision_id, None)  # replay is in time order: after its decision
                 reports += 1
+        self.budgets.seed(self.spent_today())  # shared budgets: today's spend, for a Redis without it
         self._restore_reservations(unreported.values())
         self.guardrails.restore()
         self.guardrails.check()
@@ -370,6 +442,7 @@ class Outcomes:
             guardrails=self.guardrails.view(),
             recent_decisions=tuple(self._shown),  # copied in C, under the GIL: safe beside appends
             learning=self.learning_view(),
+            shared=self.shared.status() if self.shared is not None else None,
         )
 
     def learning_view(self) -> LearningView:

@@ -8,7 +8,7 @@ decide against one config snapshot. The edge converts messages to these calls an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future
 from typing import Protocol, TypeVar
 
@@ -24,12 +24,19 @@ from orxaq_grpc.scale.validation import validate_scale_request
 from orxaq_grpc.vocabulary import RequestInvalid, Violation
 
 T = TypeVar("T")
+R = TypeVar("R")
+# RouteBatch decisions between two yields to the event loop (route_batch_steps): a few milliseconds.
+BATCH_STEP = 100
 
 
 class Observer(Protocol):
     """What the workflow tells telemetry (spans and metrics live above this layer)."""
 
     def routed(self, decision: Decision) -> None: ...
+
+    def routed_batch(self, decisions: Sequence[Decision], requests: int) -> None:
+        """A RouteBatch answered: `decisions` of its `requests` were decided (the rest were errors)."""
+        ...
 
     def refused(self, refusal: BudgetExhausted) -> None: ...
 
@@ -42,6 +49,9 @@ class Unobserved:
     """An Observer that hears nothing: no telemetry configured."""
 
     def routed(self, decision: Decision) -> None:
+        pass
+
+    def routed_batch(self, decisions: Sequence[Decision], requests: int) -> None:
         pass
 
     def refused(self, refusal: BudgetExhausted) -> None:
@@ -86,6 +96,96 @@ class RoutingWorkflow:
         self.observer.routed(decision)
         return answer
 
+    def route_batch(
+        self,
+        requests: Sequence[tuple[RouteRequest, list[Violation]] | None],
+        deliver: Callable[[Decision], T],
+        answer: Callable[[list[T | Exception | None]], R],
+    ) -> R:
+        """Many requests (each with the problems the edge found decoding it; None for one the edge
+        refused itself), each answered on its own: per request, in order, `deliver(decision)`, or the
+        exception `route` would have raised for it alone (RequestInvalid, BudgetExhausted, StoreError,
+        ...), or None; `answer` makes the reply of that list. Valid requests are decided against one
+        config snapshot and logged, counted and observed as single Routes are; if `answer` fails,
+        every decision's reservation is freed. The batch itself is refused (RequestInvalid naming
+        `requests`) only when it is empty or over the policy's limits.max_batch_items."""
+        steps = self.route_batch_steps(requests, deliver, answer)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                reply: R = done.value
+                return reply
+
+    def route_batch_steps(
+        self,
+        requests: Sequence[tuple[RouteRequest, list[Violation]] | None],
+        deliver: Callable[[Decision], T],
+        answer: Callable[[list[T | Exception | None]], R],
+        every: int = BATCH_STEP,
+    ) -> Generator[None, None, R]:
+        """`route_batch` in steps: it yields after every `every` requests prepared and every `every`
+        decisions, so an event loop can serve other calls in between (a batch's own snapshot and the
+        guards it follows keep its decisions as they would be), and returns the reply. Closing it
+        before the end frees every reservation its decisions made, as a failed `answer` does."""
+        router = self.live.current  # one snapshot for the whole batch: a reload must not mix configs
+        if problem := batch_size_problem(len(requests), router.config.policy.limits.max_batch_items):
+            raise RequestInvalid([Violation("requests", problem)])
+        answers: list[T | Exception | None] = [None] * len(requests)  # each filled below
+        valid: list[int] = []
+        routed: list[RouteRequest] = []
+        for position, item in enumerate(requests):
+            if item is None:
+                continue
+            request, wire = item
+            if violations := merge_violations(wire, router.validate(request)):
+                answers[position] = RequestInvalid(violations)
+            else:
+                valid.append(position)
+                routed.append(request)
+        decided: list[Decision] = []
+        try:
+            # Lazily: each decision is recorded (a half-open circuit's probe taken) before the next.
+            positions = iter(valid)
+            answered = 0
+            for outcome in router.route_batch(routed, self.outcomes, pause_every=every):
+                if outcome is None:  # a step of preparing the requests done
+                    yield
+                    continue
+                answers[next(positions)] = self._answer(outcome, deliver, decided)
+                answered += 1
+                if answered % every == 0:
+                    yield
+            reply = answer(answers)
+        except BaseException:
+            for decision in decided:  # the lane will never get them: free what they reserved
+                self.outcomes.abandon(decision)
+            raise
+        self.observer.routed_batch(decided, len(requests))
+        return reply
+
+    def _answer(
+        self, outcome: Decision | Exception, deliver: Callable[[Decision], T], decided: list[Decision]
+    ) -> T | Exception:
+        """One batch item's answer, logged and counted as `route` does."""
+        if isinstance(outcome, BudgetExhausted):
+            try:
+                self.outcomes.record_refusal(outcome)
+            except Exception as exc:  # the ledger refused: this item fails as a single Route would
+                return exc
+            self.observer.refused(outcome)
+            return outcome
+        if isinstance(outcome, Exception):
+            return outcome
+        try:
+            self.outcomes.record_decision(outcome)
+            answer = deliver(outcome)
+        except Exception as exc:
+            self.outcomes.abandon(outcome)
+            return exc
+        decided.append(outcome)
+        return answer
+
     def prepare_report(self, report: ReportInput, wire: list[Violation]) -> ReportRecord:
         """Validates, stamps and prices a report; changes nothing yet."""
         if violations := merge_violations(wire, validate_report(report, self.config)):
@@ -124,6 +224,15 @@ class RoutingWorkflow:
 
     def health(self) -> HealthView:
         return self.outcomes.health()
+
+
+def batch_size_problem(count: int, limit: int) -> str | None:
+    """What is wrong with a batch of `count` requests under a limit of `limit`, if anything."""
+    if count == 0:
+        return "has no requests; at least 1"
+    if count > limit:
+        return f"has {count} requests; at most {limit}"
+    return None
 
 
 def merge_violations(wire: list[Violation], core: list[Violation]) -> list[Violation]:

@@ -86,6 +86,7 @@ class Limits:
     max_text_field_chars: int  # lane, task id, kind, model names, capabilities
     max_labels: int
     max_tokens: int  # per count, input or output
+    max_batch_items: int = 1000  # requests in one RouteBatch call
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,6 +259,7 @@ class RequestLimits(Table):
     max_text_field_chars: Count
     max_labels: Whole = Field(ge=0)
     max_tokens: Whole = Field(ge=1, le=MAX_TOKENS)
+    max_batch_items: Whole = Field(default=1000, ge=1, le=100_000)  # RouteBatch requests per call
 
 
 class Detection(Table):

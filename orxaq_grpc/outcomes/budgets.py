@@ -12,8 +12,9 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from orxaq_grpc.config.model import BudgetSettings
 
@@ -69,21 +70,52 @@ class _Scope:
         self.reserved = self.reserved - usd if self.open_reservations else 0.0
 
     def view(self, warn_at: float) -> BudgetView:
-        share = (self.spent + self.reserved) / self.limit
-        return BudgetView(
-            scope=self.kind,
-            name=self.name,
-            limit_usd=self.limit,
-            spent_usd=self.spent,
-            reserved_usd=self.reserved,
-            used_share=share,
-            warning=share >= warn_at,
-            exhausted=self.remaining <= 0,
-        )
+        return budget_view((self.kind, self.name), self.limit, self.spent, self.reserved, warn_at)
+
+
+def budget_view(scope: ScopeKey, limit: float, spent: float, reserved: float, warn_at: float) -> BudgetView:
+    share = (spent + reserved) / limit
+    return BudgetView(
+        scope=scope[0],
+        name=scope[1],
+        limit_usd=limit,
+        spent_usd=spent,
+        reserved_usd=reserved,
+        used_share=share,
+        warning=share >= warn_at,
+        exhausted=limit - spent - reserved <= 0,
+    )
+
+
+class BudgetBook(Protocol):
+    """What routing, reports and guardrails ask of the budgets, whoever keeps them: this process
+    (`Budgets`) or every replica together (`shared.SharedBudgets`)."""
+
+    any: bool  # some budget is configured: with none, nothing is tracked
+    shared: bool  # kept with other replicas: a replayed ledger's spend is theirs too (see `seed`)
+
+    def update(self, settings: BudgetSettings, note: str = "") -> None: ...
+    def headroom(self, lane: str) -> tuple[float, dict[str, float]]: ...
+    def try_reserve(self, decision_id: str, lane: str, provider: str, usd: float) -> bool: ...
+    def reserve(
+        self, decision_id: str, lane: str, provider: str, usd: float, at: float | None = None
+    ) -> None: ...
+    def settle(
+        self, decision_id: str, lane: str, provider: str, actual_usd: float, at: float | None = None
+    ) -> None: ...
+    def release(self, decision_id: str) -> None: ...
+    def expire(self) -> int: ...
+    def views(self) -> list[BudgetView]: ...
+    def seed(self, spent_today: Mapping[ScopeKey, float]) -> bool:
+        """Today's spend as a replayed ledger shows it, for budgets that did not settle the replay;
+        True when taken."""
+        ...
 
 
 class Budgets:
     """Every configured budget, behind one lock. With no budget anywhere nothing is tracked at all."""
+
+    shared = False  # a replayed ledger settles into it like live reports
 
     def __init__(self, settings: BudgetSettings, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
@@ -92,7 +124,7 @@ class Budgets:
         # Today's settled spend per scope, budgeted or not, so a budget a reload adds starts from it
         # (kept here, under this lock, a report cannot slip between reading it and the update).
         self._spent_today: dict[ScopeKey, float] = {}
-        self._day = _day_of(clock())
+        self._day = day_of(clock())
         self._configure(settings)
 
     def _configure(self, settings: BudgetSettings) -> None:
@@ -130,13 +162,7 @@ class Budgets:
                     self._book(decision_id, reservation)
                 self._expire(now)
             after = {(s.kind, s.name): s.limit for s in self._all_scopes()}
-        suffix = f" ({note})" if note else ""
-        for kind, name in sorted(before.keys() | after.keys(), key=_scope_order):
-            old = before[kind, name].limit if (kind, name) in before else 0.0
-            new = after.get((kind, name), 0.0)
-            if old != new:
-                label = f"{kind} {name}".strip()
-                log.warning("budget %s: daily limit %s -> %s%s", label, _usd(old), _usd(new), suffix)
+        log_limit_changes({key: scope.limit for key, scope in before.items()}, after, note)
 
     def headroom(self, lane: str) -> tuple[float, dict[str, float]]:
         """What this lane may still spend: min(overall, lane) remaining, and each budgeted provider's."""
@@ -194,7 +220,7 @@ class Budgets:
             now = self._clock()
             self._sync(now)
             self._unbook(decision_id)
-            if _day_of(now if at is None else at) < self._day:
+            if day_of(now if at is None else at) < self._day:
                 return
             for key in (("overall", ""), ("lane", lane), ("provider", provider)):
                 self._spent_today[key] = self._spent_today.get(key, 0.0) + actual_usd
@@ -211,6 +237,15 @@ class Budgets:
         with self._lock:
             return self._expire(self._clock())
 
+    def seed(self, spent_today: Mapping[ScopeKey, float]) -> bool:
+        """Nothing to do: the replay settled every report here."""
+        return False
+
+    def open_reservations(self) -> dict[str, tuple[str, str, float, float]]:
+        """Every open reservation: decision id -> (lane, provider, USD, when reserved)."""
+        with self._lock:
+            return {i: (r.lane, r.provider, r.usd, r.at) for i, r in self._reservations.items()}
+
     def views(self) -> list[BudgetView]:
         """Every configured budget: overall, then lanes and providers by name."""
         with self._lock:
@@ -222,7 +257,7 @@ class Budgets:
 
     def _sync(self, now: float) -> None:
         """Starts a new day's spend at UTC midnight and drops expired reservations."""
-        today = _day_of(now)
+        today = day_of(now)
         if today > self._day:  # never back: a clock step back must not forget today's spend
             self._day = today
             self._spent_today.clear()
@@ -275,6 +310,26 @@ class Budgets:
         yield from self._providers.values()
 
 
+def limits_of(settings: BudgetSettings) -> dict[ScopeKey, float]:
+    """Every budget the settings configure (0 means none), by scope."""
+    limits: dict[ScopeKey, float] = {}
+    if settings.daily_usd > 0:
+        limits["overall", ""] = settings.daily_usd
+    limits.update({("lane", name): usd for name, usd in settings.lane_daily_usd.items() if usd > 0})
+    limits.update({("provider", name): usd for name, usd in settings.provider_daily_usd.items() if usd > 0})
+    return limits
+
+
+def log_limit_changes(before: dict[ScopeKey, float], after: dict[ScopeKey, float], note: str) -> None:
+    """One WARNING line per budget whose daily limit a reload changed, with `note` appended."""
+    suffix = f" ({note})" if note else ""
+    for kind, name in sorted(before.keys() | after.keys(), key=_scope_order):
+        old, new = before.get((kind, name), 0.0), after.get((kind, name), 0.0)
+        if old != new:
+            label = f"{kind} {name}".strip()
+            log.warning("budget %s: daily limit %s -> %s%s", label, _usd(old), _usd(new), suffix)
+
+
 def _scopes(kind: str, limits: dict[str, float]) -> dict[str, _Scope]:
     """A scope per name with a positive limit; 0 means no budget."""
     return {name: _Scope(kind, name, limit) for name, limit in limits.items() if limit > 0}
@@ -291,6 +346,6 @@ def _usd(limit: float) -> str:
     return f"${limit:,.2f}" if round(limit, 2) == limit else f"${limit:,.6g}"
 
 
-def _day_of(unix_s: float) -> int:
+def day_of(unix_s: float) -> int:
     """The UTC day number: unix time has no leap seconds, so days are exactly DAY_S long."""
     return math.floor(unix_s / DAY_S)

@@ -66,6 +66,7 @@ class CompiledCatalog:
         self.capability_bits = {name: 1 << bit for bit, name in enumerate(config.capabilities)}
         self.providers = tuple(sorted({m.provider for m in models}))
         self.provider_slot = {name: slot for slot, name in enumerate(self.providers)}
+        self.slot_of = tuple(self.provider_slot[m.provider] for m in models)  # per catalog position
         self.provider_models = {
             name: tuple(i for i, m in enumerate(models) if m.provider == name) for name in self.providers
         }

@@ -48,26 +48,32 @@ class WholeWords:
 
     def __init__(self, words: tuple[str, ...]) -> None:
         keywords = tuple(dict.fromkeys(" ".join(w.lower().split()) for w in words))
-        self._words = tuple(w for w in keywords if " " not in w)
+        self._words = tuple((w, _token(w)) for w in keywords if " " not in w)
         # A regex only for phrases, starting with a literal so re can search for it quickly
         # (a leading look-behind would make it try every position); boundaries are checked below.
         self._phrases = tuple(
-            (phrase, re.compile(r"\s+".join(map(re.escape, phrase.split()))))
+            (phrase, re.compile(r"\s+".join(map(re.escape, phrase.split()))), _tokens_of(phrase))
             for phrase in keywords
             if " " in phrase
         )
 
-    def first_matches(self, text: str) -> list[tuple[int, str]]:
-        """(position, word) of each word's first whole-word hit in `text`, already lower-cased."""
+    def first_matches(self, text: str, tokens: Tokens = None) -> list[tuple[int, str]]:
+        """(position, word) of each word's first whole-word hit in `text`, already lower-cased.
+        `tokens`, the text's `word_tokens` when known, spares the search for a word that is none
+        of them (a whole-word hit of a word made of word characters is one of the text's tokens)."""
         if not text:
             return []
         hits = []
-        for phrase, pattern in self._phrases:
+        for phrase, pattern, parts in self._phrases:
+            if tokens is not None and parts is not None and not parts <= tokens:
+                continue
             for match in pattern.finditer(text):
                 if _whole(text, match.start(), match.end()):
                     hits.append((match.start(), phrase))
                     break
-        for word in self._words:
+        for word, token in self._words:
+            if tokens is not None and token is not None and token not in tokens:
+                continue
             at = text.find(word)
             while at != -1:
                 if _whole(text, at, at + len(word)):
@@ -75,6 +81,32 @@ class WholeWords:
                     break
                 at = text.find(word, at + 1)
         return hits
+
+
+# The runs of word characters of an ASCII text, as bytes; None where not known (other text).
+Tokens = frozenset[bytes] | None
+# ASCII letters, digits and _ kept, every other byte made a space: split() then gives the runs.
+_WORD_BYTES = bytes(c if chr(c).isalnum() or c == ord("_") else ord(" ") for c in range(128)) + b" " * 128
+
+
+def word_tokens(text: str) -> Tokens:
+    """The text's maximal runs of word characters (letters, digits, _), for an ASCII text: one
+    C pass, where searching each keyword would scan the text once per keyword."""
+    if not text.isascii():
+        return None
+    return frozenset(text.encode().translate(_WORD_BYTES).split())
+
+
+def _token(word: str) -> bytes | None:
+    """A keyword as the one token a whole-word hit of it is; None if it has other characters."""
+    if word and word.isascii() and all(_is_word_char(c) for c in word):
+        return word.encode()
+    return None
+
+
+def _tokens_of(phrase: str) -> frozenset[bytes] | None:
+    parts = [_token(part) for part in phrase.split()]
+    return None if any(part is None for part in parts) else frozenset(p for p in parts if p is not None)
 
 
 def _whole(text: str, start: int, end: int) -> bool:
@@ -98,7 +130,8 @@ class ObjectiveResolver:
 
     def estimate(self, task: Task) -> TaskEstimate:
         policy = self._policy
-        fields = (("title", task.title.lower()), ("prompt", task.prompt[: policy.keyword_scan_chars].lower()))
+        texts = (("title", task.title.lower()), ("prompt", task.prompt[: policy.keyword_scan_chars].lower()))
+        fields = tuple((name, text, word_tokens(text)) for name, text in texts)
         quality_hits, quality_field = _matches(self._quality, fields)
         cost_hits, cost_field = _matches(self._cost_speed, fields)
 
@@ -193,13 +226,13 @@ def estimate_difficulty(input_tokens: int, quality_keywords: int, cost_speed_key
     return min(100.0, max(0.0, guess))
 
 
-def _matches(words: WholeWords, fields: tuple[tuple[str, str], ...]) -> tuple[tuple[str, ...], str]:
-    """Distinct whole-word matches over (name, lower-cased text) fields, each field's in
-    order of appearance; and the name of the field the first one was found in."""
+def _matches(words: WholeWords, fields: tuple[tuple[str, str, Tokens], ...]) -> tuple[tuple[str, ...], str]:
+    """Distinct whole-word matches over (name, lower-cased text, its tokens) fields, each field's
+    in order of appearance; and the name of the field the first one was found in."""
     found: dict[str, None] = {}
     first_field = ""
-    for name, text in fields:
-        hits = words.first_matches(text)
+    for name, text, tokens in fields:
+        hits = words.first_matches(text, tokens)
         for _, word in sorted(hits):
             found.setdefault(word, None)
         if hits and not first_field:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import uuid
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 from orxaq_grpc.config.model import Config, ModelSpec, Weights
 from orxaq_grpc.kernel import Codes, Doubles, KernelFactory
 from orxaq_grpc.learning import SuccessModel, task_features
 from orxaq_grpc.routing import explain, strong_or_weak
+from orxaq_grpc.routing.batch import BatchGuards, score_batch
 from orxaq_grpc.routing.catalog import CACHE_SHARE_STEPS, CompiledCatalog, combine_weights, floor_quality
 from orxaq_grpc.routing.context import Guards, RequestContext, Scores
 from orxaq_grpc.routing.objective import ObjectiveResolver
@@ -37,6 +39,21 @@ log = logging.getLogger(__name__)
 
 def new_decision_id() -> str:
     return uuid.uuid4().hex
+
+
+# UUID version 4 and RFC 4122 variant bits, as uuid.uuid4 sets them.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_decision_ids(count: int) -> list[str]:
+    """`count` ids as new_decision_id makes them (random UUID4s in hex), from one read of the OS's
+    randomness rather than one each."""
+    raw = os.urandom(16 * count)
+    return [
+        f"{int.from_bytes(raw[at : at + 16]) & _UUID4_CLEAR | _UUID4_SET:032x}"
+        for at in range(0, 16 * count, 16)
+    ]
 
 
 class BudgetExhausted(Exception):
@@ -114,19 +131,92 @@ class Router:
         """Decide for a request that passed `validate`. With `guards`, models behind an
         open circuit are skipped, candidates must fit the budgets, and the decision's
         estimated cost is reserved."""
+        return self._decide(self._context(request, guards, self._new_id()))
+
+    def route_batch(
+        self, requests: Sequence[RouteRequest], guards: Guards | None = None, pause_every: int = 0
+    ) -> Iterator[Decision | Exception | None]:
+        """Decide for many requests that passed `validate`, in order, each as `route` would decide it
+        on the same guards after the ones before it: yields each request's Decision, or what `route`
+        would have raised for it (BudgetExhausted, or any other exception deciding it raised).
+
+        The reads of the guards that stand for the whole batch (stop-loss, tuned weights, the success
+        model, pass rates, each lane's cache share) are taken once; every request is scored over the
+        catalog in one kernel call per cache-share price. What the batch itself changes is followed:
+        a request whose budget headroom moved (earlier requests reserved) such that the budget filter
+        would judge a model otherwise is scored again alone, and when the circuits that block change
+        (a half-open circuit's probe taken) the requests left are scored again. Lazily: the caller
+        records each decision (breakers.note_routed takes a half-open circuit's probe) before asking
+        for the next, as sequential Routes would. With `pause_every`, None is yielded after each
+        that many requests prepared (estimates, objectives, features), a place to pause that
+        decides nothing."""
+        view = BatchGuards(guards) if guards is not None else None
+        ids = new_decision_ids(len(requests)) if self._new_id is new_decision_id else None
+        contexts: list[RequestContext | Exception] = []
+        for position, request in enumerate(requests):
+            try:
+                decision_id = ids[position] if ids is not None else self._new_id()
+                contexts.append(self._context(request, view, decision_id))
+            except Exception as exc:  # as route would raise it: that request's failure alone
+                contexts.append(exc)
+            if pause_every and (position + 1) % pause_every == 0:
+                yield None
+        scored = [c for c in contexts if isinstance(c, RequestContext) and self._scores(c)]
+        blocked = view.blocked() if view is not None else None
+        batch = self._score_batch(scored)
+        for ctx in contexts:
+            if not isinstance(ctx, RequestContext):
+                yield ctx
+                continue
+            if view is not None and (now := view.blocked()) is not blocked and now != blocked:
+                blocked = now  # the batch's own decisions took a probe (or a circuit moved): again
+                batch = self._score_batch([c for c in scored if c.decision_id in batch])
+            try:
+                outcome: Decision | Exception = self._decide(ctx, batch.pop(ctx.decision_id, None))
+            except Exception as exc:  # BudgetExhausted, or what route would have raised: this one's
+                outcome = exc
+            yield outcome
+
+    def _scores(self, ctx: RequestContext) -> bool:
+        """Whether the decision would be scored (not answered by the static chain at once)."""
+        guards = ctx.guards
+        return (
+            self.config.policy.routing_enabled
+            and not (guards is not None and guards.stop_loss_active())
+            and ctx.lane.spec.enabled
+        )
+
+    def _score_batch(self, contexts: list[RequestContext]) -> dict[str, Scores]:
+        """Every context scored in one kernel call per cache-share price, by decision id; {} when the
+        batch kernel fails (each request is then scored alone, and fails as it would alone)."""
+        if not contexts:
+            return {}
+        try:
+            scores = score_batch(
+                self.catalog, self.config.policy, contexts, self._weights, self._guard_inputs
+            )
+        except Exception:
+            log.exception("scoring a batch of %d requests failed; scoring each alone", len(contexts))
+            return {}
+        for ctx, one in zip(contexts, scores, strict=True):
+            if (model := self._quality_from_model(ctx)) is not None:
+                self._rescore_quality(ctx, one, one.weights.quality, model)
+        return {ctx.decision_id: one for ctx, one in zip(contexts, scores, strict=True)}
+
+    def _context(self, request: RouteRequest, guards: Guards | None, decision_id: str) -> RequestContext:
         lane = self.catalog.lanes[request.lane]
         estimate = self.resolver.estimate(request.task)
         objective = self.resolver.resolve(request, lane.spec, estimate)
         learning = self.config.policy.learning
         task = request.task
         share = guards.cache_share(request.lane) if guards is not None else 0.0
-        ctx = RequestContext(
+        return RequestContext(
             request=request,
             lane=lane,
             estimate=estimate,
             objective=objective,
             profile=request.profile or lane.spec.default_profile,
-            decision_id=self._new_id(),
+            decision_id=decision_id,
             guards=guards,
             # To the nearest 1%, as the kernel prices it, so every path prices the same.
             cache_share=round(min(max(share, 0.0), 1.0) * CACHE_SHARE_STEPS) / CACHE_SHARE_STEPS,
@@ -144,9 +234,9 @@ class Router:
             if learning.learns
             else None,
         )
-        return self._decide(ctx)
 
-    def _decide(self, ctx: RequestContext) -> Decision:
+    def _decide(self, ctx: RequestContext, batched: Scores | None = None) -> Decision:
+        """`batched`: this request's scores from the batch kernel, checked against the guards now."""
         if not self.config.policy.routing_enabled:
             return self._static(ctx, FallbackReason.ROUTING_DISABLED)
         if ctx.guards is not None and ctx.guards.stop_loss_active():
@@ -155,7 +245,9 @@ class Router:
             return self._static(ctx, FallbackReason.LANE_DISABLED)
         try:
             for _ in range(_RESERVE_ATTEMPTS):
-                decision = self._scored(ctx, self._score(ctx))
+                scores = self._score(ctx) if batched is None else self._still_valid(ctx, batched)
+                batched = None  # a reservation lost to a race scores again, alone
+                decision = self._scored(ctx, scores)
                 if ctx.guards is None or decision.strategy == Strategy.STATIC_FALLBACK:
                     return decision
                 if ctx.guards.try_reserve(
@@ -236,6 +328,25 @@ class Router:
             self._rescore_quality(ctx, scores, weights.quality, model)
         return scores
 
+    def _still_valid(self, ctx: RequestContext, scores: Scores) -> Scores:
+        """Batch scores as `_score` would give them now: the budget filter judged on the headroom left
+        now (the batch's earlier decisions reserved some). Unchanged headroom, or a change that
+        judges no model otherwise, keeps the scores (with the new headroom); else scored again alone."""
+        if ctx.guards is None:
+            return scores
+        provider_headroom, lane_headroom = self._headroom_inputs(ctx)
+        if lane_headroom == scores.lane_headroom and provider_headroom == scores.provider_headroom:
+            return scores
+        slots = self.catalog.slot_of
+        status, cost = scores.status, scores.cost
+        for i, code in enumerate(status):
+            if code in (Filter.ELIGIBLE, Filter.BUDGET):
+                fits = cost[i] <= lane_headroom and cost[i] <= provider_headroom[slots[i]]
+                if fits != (code == Filter.ELIGIBLE):
+                    return self._score(ctx)
+        scores.lane_headroom, scores.provider_headroom = lane_headroom, provider_headroom
+        return scores
+
     def _weights(self, ctx: RequestContext) -> Weights:
         """The objective's weights after the profile: tuned from outcomes when the guards have tuned
         them (a critical lane keeping its configured quality), else the configured ones."""
@@ -284,6 +395,13 @@ class Router:
             for name in providers:
                 for index in catalog.provider_models.get(name, ()):
                     unhealthy[index] = 1
+        provider_headroom, lane_headroom = self._headroom_inputs(ctx)
+        return unhealthy, provider_headroom, lane_headroom
+
+    def _headroom_inputs(self, ctx: RequestContext) -> tuple[Doubles, float]:
+        """The kernel's view of the budgets for this request's lane: per provider slot, and the lane's."""
+        catalog = self.catalog
+        assert ctx.guards is not None
         lane_headroom, per_provider = ctx.guards.headroom(ctx.lane.spec.id)
         provider_headroom = catalog.unlimited
         if per_provider:
@@ -291,7 +409,7 @@ class Router:
             for name, usd in per_provider.items():
                 if (slot := catalog.provider_slot.get(name)) is not None:
                     provider_headroom[slot] = usd
-        return unhealthy, provider_headroom, lane_headroom
+        return provider_headroom, lane_headroom
 
     def _scored(self, ctx: RequestContext, scores: Scores) -> Decision:
         catalog = self.catalog

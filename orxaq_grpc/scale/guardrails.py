@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from orxaq_grpc.config.model import Config
-from orxaq_grpc.outcomes.budgets import Budgets
+from orxaq_grpc.outcomes.budgets import BudgetBook
 from orxaq_grpc.outcomes.detection import classify
 from orxaq_grpc.outcomes.economics import DAY, EconomicsBook, Figures
 from orxaq_grpc.outcomes.records import JournalEntry
@@ -61,7 +61,7 @@ class Guardrails:
         self,
         config: Callable[[], Config],
         book: EconomicsBook,
-        budgets: Budgets,
+        budgets: BudgetBook,
         store: Store,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -23,6 +23,7 @@ from orxaq_grpc.routing.types import (
     Objective,
     Profile,
     RouteRequest,
+    StrongOrWeak,
     Task,
 )
 from orxaq_grpc.routing.validation import Violation
@@ -40,6 +41,7 @@ from orxaq_grpc.scale.types import (
     Schedule,
     Uncertainty,
 )
+from orxaq_grpc.shared import SharedStatus
 
 E = TypeVar("E", bound=enum.IntEnum)
 
@@ -52,11 +54,22 @@ def _enum(kind: type[E], value: int, field: str, violations: list[Violation]) ->
         return kind(0)
 
 
+_NO_CONSTRAINTS = Constraints()  # a request without constraints: one shared, immutable value
+
+
 def route_request_from_proto(message: pb.RouteRequest) -> tuple[RouteRequest, list[Violation]]:
     """The core request, and the violations only the wire format can have."""
     violations: list[Violation] = []
     t = message.task
     c = message.constraints
+    constraints = _NO_CONSTRAINTS
+    if message.HasField("constraints"):
+        constraints = Constraints(
+            max_cost_usd=c.max_cost_usd if c.HasField("max_cost_usd") else None,
+            min_quality=c.min_quality if c.HasField("min_quality") else None,
+            max_latency_s=c.max_latency_s if c.HasField("max_latency_s") else None,
+            required_capabilities=tuple(c.required_capabilities),
+        )
     request = RouteRequest(
         lane=message.lane,
         task=Task(
@@ -73,12 +86,7 @@ def route_request_from_proto(message: pb.RouteRequest) -> tuple[RouteRequest, li
         objective=_enum(Objective, message.objective, "objective", violations),
         profile=_enum(Profile, message.profile, "profile", violations),
         requested_model=message.requested_model,
-        constraints=Constraints(
-            max_cost_usd=c.max_cost_usd if c.HasField("max_cost_usd") else None,
-            min_quality=c.min_quality if c.HasField("min_quality") else None,
-            max_latency_s=c.max_latency_s if c.HasField("max_latency_s") else None,
-            required_capabilities=tuple(c.required_capabilities),
-        ),
+        constraints=constraints,
         explain=message.explain,
         router=message.router,
     )
@@ -91,12 +99,13 @@ def decision_to_proto(d: Decision) -> pb.RouteDecision:
         model=d.model,
         provider=d.provider,
         lane=d.lane,
-        objective=cast(pb.Objective, d.objective.value),
-        objective_rule=cast(pb.ObjectiveRule, d.objective_rule.value),
+        # The core's IntEnums are the proto's numbers (an IntEnum's `.value` costs a descriptor call).
+        objective=cast(pb.Objective, d.objective),
+        objective_rule=cast(pb.ObjectiveRule, d.objective_rule),
         objective_detail=d.objective_detail,
-        profile=cast(pb.Profile, d.profile.value),
-        strategy=cast(pb.Strategy, d.strategy.value),
-        fallback_reason=cast(pb.FallbackReason, d.fallback_reason.value),
+        profile=cast(pb.Profile, d.profile),
+        strategy=cast(pb.Strategy, d.strategy),
+        fallback_reason=cast(pb.FallbackReason, d.fallback_reason),
         fallback_disruptive=d.fallback_reason.disruptive,
         estimated_cost_usd=d.estimated_cost_usd,
         input_usd_per_mtok=d.input_usd_per_mtok,
@@ -131,9 +140,17 @@ def decision_to_proto(d: Decision) -> pb.RouteDecision:
             pb.FilteredModel(model=f.model, filter=cast(pb.Filter, f.filter.value), detail=f.detail)
             for f in d.filtered
         ],
-        strong_or_weak=pb.StrongOrWeak(**dataclasses.asdict(d.strong_or_weak)) if d.strong_or_weak else None,
+        strong_or_weak=_strong_or_weak(d.strong_or_weak) if d.strong_or_weak else None,
         learning=d.learning,
     )
+
+
+_STRONG_OR_WEAK_FIELDS = tuple(f.name for f in dataclasses.fields(StrongOrWeak))
+
+
+def _strong_or_weak(c: StrongOrWeak) -> pb.StrongOrWeak:
+    """dataclasses.asdict without its deep copies (every field is a number, a flag or a string)."""
+    return pb.StrongOrWeak(**{name: getattr(c, name) for name in _STRONG_OR_WEAK_FIELDS})
 
 
 def report_input_from_proto(message: pb.ReportRequest) -> tuple[ReportInput, list[Violation]]:
@@ -431,4 +448,21 @@ def health_to_proto(
         ),
         data_dir=data_dir,
         guardrails=guardrails_to_proto(view.guardrails),
+        shared=_shared(view.shared),
+    )
+
+
+def _shared(status: SharedStatus | None) -> pb.SharedState | None:
+    if status is None:
+        return None
+    return pb.SharedState(
+        location=status.location,
+        connected=status.connected,
+        replicas=status.replicas,
+        since_unix=status.since,
+        published=status.published,
+        applied=status.applied,
+        pending=status.pending,
+        dropped=status.dropped,
+        error=status.error,
     )

@@ -29,27 +29,41 @@ ERROR_DOMAIN = "orxaq.routing.v1"  # google.rpc.ErrorInfo's domain for this serv
 def invalid_argument(what: str, violations: list[Violation]) -> grpc.Status:
     """INVALID_ARGUMENT with a google.rpc.BadRequest naming every offending field."""
     bad_request = error_details_pb2.BadRequest()
-    size = 0
-    for v in violations[:_DETAIL_VIOLATIONS]:
-        one = error_details_pb2.BadRequest.FieldViolation(
-            field=v.field, description=_clip(v.description, _DESCRIPTION_BYTES)
-        )
-        size += one.ByteSize() + 3  # with its tag and length
-        if bad_request.field_violations and size > _DETAIL_BYTES:
-            break
-        bad_request.field_violations.append(one)
+    for v in violations_within(violations):
+        bad_request.field_violations.add(field=v.field, description=v.description)
     detail = any_pb2.Any()
     detail.Pack(bad_request)
-    summary = _clip(
-        "; ".join(f"{v.field}: {v.description}" for v in violations[:_MESSAGE_VIOLATIONS]), _MESSAGE_BYTES
-    )
-    if len(violations) > _MESSAGE_VIOLATIONS:
-        summary += f"; and {len(violations) - _MESSAGE_VIOLATIONS} more"
+    summary = invalid_summary(violations)
     return _to_status(
         status_pb2.Status(
             code=code_pb2.INVALID_ARGUMENT, message=f"invalid {what}: {summary}", details=[detail]
         )
     )
+
+
+def violations_within(violations: list[Violation]) -> list[Violation]:
+    """The violations a BadRequest carries: the first _DETAIL_VIOLATIONS, each description clipped,
+    within _DETAIL_BYTES in all (at least one). A RouteBatch item's error carries the same."""
+    kept: list[Violation] = []
+    size = 0
+    for v in violations[:_DETAIL_VIOLATIONS]:
+        one = Violation(v.field, _clip(v.description, _DESCRIPTION_BYTES))
+        wire = error_details_pb2.BadRequest.FieldViolation(field=one.field, description=one.description)
+        size += wire.ByteSize() + 3  # with its tag and length
+        if kept and size > _DETAIL_BYTES:
+            break
+        kept.append(one)
+    return kept
+
+
+def invalid_summary(violations: list[Violation]) -> str:
+    """The status message's list of what is wrong: the first few, clipped."""
+    summary = _clip(
+        "; ".join(f"{v.field}: {v.description}" for v in violations[:_MESSAGE_VIOLATIONS]), _MESSAGE_BYTES
+    )
+    if len(violations) > _MESSAGE_VIOLATIONS:
+        summary += f"; and {len(violations) - _MESSAGE_VIOLATIONS} more"
+    return summary
 
 
 def _clip(text: str, limit: int) -> str:
@@ -59,7 +73,12 @@ def _clip(text: str, limit: int) -> str:
 
 def budget_exhausted(message: str) -> grpc.Status:
     """RESOURCE_EXHAUSTED with the quota that ran out and when to retry: the next UTC day."""
-    return resource_exhausted("daily budget", message, 86_400 - time.time() % 86_400 + 1)
+    return resource_exhausted("daily budget", message, budget_retry_after_s())
+
+
+def budget_retry_after_s() -> float:
+    """When a budget refusal may be tried again: just past the next UTC midnight."""
+    return 86_400 - time.time() % 86_400 + 1
 
 
 def resource_exhausted(subject: str, message: str, retry_after_s: float) -> grpc.Status:

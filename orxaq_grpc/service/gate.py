@@ -14,6 +14,11 @@ no flood of log. Policy is read on every call, so a reload rotates tokens and mo
 
 The admitted caller is `CALLER` for the rest of the call, so the handlers can tell a lane's own
 credential from an open service (a report for another lane's decision is then PERMISSION_DENIED).
+
+RouteBatch is admitted by its token like Route; then each of its requests is checked as a Route of
+its own would be (the lane is the caller's; the lane's rate, one token per request), and a request
+that fails is that request's error (`BATCH_REFUSALS`), not the call's. Only a batch that is empty or
+over the policy's limit is refused whole, before any request takes a token.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import grpc
@@ -30,6 +37,7 @@ from grpc_health.v1 import health
 from orxaq.routing.v1 import routing_pb2
 from orxaq_grpc.access.rates import LaneRates
 from orxaq_grpc.access.roles import OPEN, Gatekeeper, Need, Principal, Refusal
+from orxaq_grpc.application.workflow import batch_size_problem
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.service.errors import end_with, invalid_argument, plain, refused, resource_exhausted
@@ -40,6 +48,7 @@ from orxaq_grpc.vocabulary import Violation
 ROUTING_SERVICE = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
 _ROUTING_NEEDS = {
     "Route": Need.LANE,
+    "RouteBatch": Need.LANE,
     "Report": Need.LANE,
     "Scale": Need.OPERATOR,
     "SetStopLoss": Need.OPERATOR,
@@ -49,8 +58,24 @@ _ROUTING_NEEDS = {
 }
 WATCHES = frozenset({f"/{ROUTING_SERVICE}/WatchHealth", f"/{health.SERVICE_NAME}/Watch"})
 
+
+@dataclass(frozen=True, slots=True)
+class ItemRefusal:
+    """Why the gate refused one request of a batch: the status a Route of its own would have had."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str = ""  # the ErrorInfo reason (OTHER_LANE)
+    quota_subject: str = ""  # RESOURCE_EXHAUSTED: the QuotaFailure subject
+    retry_after_s: float = 0.0
+
+
 # The caller of the call in progress (OPEN where no credentials are configured).
 CALLER: contextvars.ContextVar[Principal] = contextvars.ContextVar("caller", default=OPEN)
+# RouteBatch: the requests the gate refused, by position in the batch.
+BATCH_REFUSALS: contextvars.ContextVar[Mapping[int, ItemRefusal]] = contextvars.ContextVar(
+    "batch_refusals", default=MappingProxyType({})
+)
 
 # A request that has not arrived this long after its call began is not waited for: its place goes
 # to another call.
@@ -112,15 +137,24 @@ class Gate(WrappingInterceptor):
             self.in_flight += 1
             try:
                 request = await _read_one(context)
-                if not isinstance(request, grpc.Status):
+                refusals: Mapping[int, ItemRefusal] = {}
+                if isinstance(request, routing_pb2.RouteBatchRequest):
+                    checked = self._batch_checks(caller, request, method)
+                    if isinstance(checked, grpc.Status):
+                        request = checked
+                    else:
+                        refusals = checked
+                elif not isinstance(request, grpc.Status):
                     request = self._lane_checks(caller, request, method, need) or request
                 if isinstance(request, grpc.Status):
                     end_with(context, request)
                     return None
                 token = CALLER.set(caller)
+                refused_items = BATCH_REFUSALS.set(refusals)
                 try:
                     return await answer(behavior, request, context)
                 finally:
+                    BATCH_REFUSALS.reset(refused_items)
                     CALLER.reset(token)
             finally:
                 self.in_flight -= 1
@@ -219,6 +253,37 @@ class Gate(WrappingInterceptor):
                 rate = f"lane {lane!r} is over its {ceilings.lane_requests_per_s:g} calls per second"
                 return self._exhausted(method, f"lane {lane} request rate", rate, wait_s)
         return None
+
+    def _batch_checks(
+        self, caller: Principal, batch: routing_pb2.RouteBatchRequest, method: str
+    ) -> grpc.Status | Mapping[int, ItemRefusal]:
+        """A batch within the policy's size, then each request as `_lane_checks` checks a Route: the
+        refusals by position, or the status refusing the whole call (before any request takes a token)."""
+        config = self._current()
+        requests = batch.requests
+        if problem := batch_size_problem(len(requests), config.policy.limits.max_batch_items):
+            return invalid_argument("RouteBatchRequest", [Violation("requests", problem)])
+        ceilings = config.policy.ceilings
+        refusals: dict[int, ItemRefusal] = {}
+        for position, request in enumerate(requests):
+            lane = request.lane
+            if refusal := self._keeper.speaks_for(caller, lane):
+                self.refusals.refused(method, f"{refusal.reason}: {refusal.message}")
+                refusals[position] = ItemRefusal(
+                    grpc.StatusCode.PERMISSION_DENIED, refusal.message, reason=refusal.reason
+                )
+            elif lane in config.lanes:
+                wait_s = self._rates.wait_s(lane, ceilings.lane_requests_per_s, ceilings.lane_burst)
+                if wait_s > 0:
+                    rate = f"lane {lane!r} is over its {ceilings.lane_requests_per_s:g} calls per second"
+                    self.exhausted.refused(method, rate)
+                    refusals[position] = ItemRefusal(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        rate,
+                        quota_subject=f"lane {lane} request rate",
+                        retry_after_s=wait_s,
+                    )
+        return refusals
 
     def _refused(self, method: str, refusal: Refusal) -> grpc.Status:
         self.refusals.refused(method, f"{refusal.reason}: {refusal.message}")

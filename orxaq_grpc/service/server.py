@@ -32,7 +32,9 @@ from orxaq_grpc.service.memory import release_free_memory
 from orxaq_grpc.service.servicer import RoutingHandlers, RoutingServicer
 from orxaq_grpc.service.tls import ServerTls
 from orxaq_grpc.service.wire import RefusalLog, register
-from orxaq_grpc.store import SqliteStore
+from orxaq_grpc.shared import SharedLink, open_link
+from orxaq_grpc.shared.link import SharedDown
+from orxaq_grpc.store import open_store
 from orxaq_grpc.telemetry.export import Telemetry, configure
 from orxaq_grpc.telemetry.metrics import RoutingMetrics
 from orxaq_grpc.telemetry.observer import Observer
@@ -185,13 +187,45 @@ def open_outcomes(
     data_dir: Path,
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
+    ledger: str | None = None,
+    shared: str | None = None,
 ) -> Outcomes:
-    """The ledger under `data_dir` (created on first start) and economics rebuilt from it."""
-    store = SqliteStore(data_dir, live.current.config.policy.ledger_retention_days, clock=clock)
-    outcomes = Outcomes(live, store, clock, monotonic, model_path=data_dir / LEARNER_FILE)
-    decisions, reports = outcomes.rebuild()
-    log.info("ledger %s: rebuilt from %d decisions and %d reports", store.path, decisions, reports)
+    """The ledger (`ledger`, a PostgreSQL URL or sqlite:DIR; by default SQLite under `data_dir`,
+    created on first start) and economics rebuilt from it. The success model's file stays in
+    `data_dir` either way. With `shared` (a Redis URL), budgets live in that Redis and the other
+    replicas' decisions and reports are counted here from the moment the replay ends."""
+    retention_days = live.current.config.policy.ledger_retention_days
+    link = open_link(shared) if shared else None
+    store = open_store(ledger, data_dir, retention_days, clock=clock)
+    try:
+        outcomes = Outcomes(live, store, clock, monotonic, model_path=data_dir / LEARNER_FILE, shared=link)
+        after = _stream_position(link)
+        decisions, reports = outcomes.rebuild()
+        outcomes.start_sharing(after)
+    except BaseException:
+        if link is not None:
+            link.close(timeout_s=0.0)
+        store.close()
+        raise
+    if link is not None:
+        status = link.status()
+        state = "connected" if status.connected else f"away ({status.error}): routing on local state"
+        log.info("shared state: Redis %s, %s", status.location, state)
+    # The location, never the ledger value itself: a PostgreSQL URL may hold a password.
+    location = store.stats().location
+    log.info("ledger %s: rebuilt from %d decisions and %d reports", location, decisions, reports)
     return outcomes
+
+
+def _stream_position(link: SharedLink | None) -> str:
+    """Where this replica starts reading the others' records: the stream's end as the replay
+    begins (what the replay counts is recognised and skipped), or its start when Redis is away."""
+    if link is None:
+        return "0-0"
+    try:
+        return link.position()
+    except SharedDown:
+        return "0-0"
 
 
 async def _run(
@@ -202,6 +236,8 @@ async def _run(
     drain_s: float,
     reuse_port: bool,
     tls: ServerTls | None = None,
+    ledger: str | None = None,
+    shared: str | None = None,
 ) -> None:
     """Serves until SIGTERM or SIGINT; SIGHUP reloads the config (the last good one stays on error)."""
     loop = asyncio.get_running_loop()
@@ -216,7 +252,7 @@ async def _run(
         loop.add_signal_handler(signum, on_stop, signum)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, live.reload))
 
-    outcomes = open_outcomes(live, data_dir)
+    outcomes = open_outcomes(live, data_dir, ledger=ledger, shared=shared)
     telemetry = configure()
     log.info("telemetry: %s", telemetry.settings.describe())
     try:

@@ -13,8 +13,9 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from concurrent.futures import Future
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import grpc
@@ -41,8 +42,17 @@ from orxaq_grpc.service.convert import (
     scale_decision_to_proto,
     scale_request_from_proto,
 )
-from orxaq_grpc.service.errors import budget_exhausted, end_with, invalid_argument, plain, refused
-from orxaq_grpc.service.gate import CALLER, ROUTING_SERVICE
+from orxaq_grpc.service.errors import (
+    budget_exhausted,
+    budget_retry_after_s,
+    end_with,
+    invalid_argument,
+    invalid_summary,
+    plain,
+    refused,
+    violations_within,
+)
+from orxaq_grpc.service.gate import BATCH_REFUSALS, CALLER, ROUTING_SERVICE, ItemRefusal
 from orxaq_grpc.service.runtime import protobuf_backend
 from orxaq_grpc.service.watch import HealthBroadcast
 from orxaq_grpc.store import StoreError
@@ -66,6 +76,71 @@ class RoutingHandlers:
     def route(self, message: pb.RouteRequest) -> pb.RouteDecision:
         request, wire = route_request_from_proto(message)
         return self.workflow.route(request, decision_to_proto, wire)
+
+    def route_batch(
+        self, message: pb.RouteBatchRequest, refused: Mapping[int, ItemRefusal] = MappingProxyType({})
+    ) -> pb.RouteBatchResponse:
+        """RouteBatch in one go (`route_batch_steps` driven to the end)."""
+        steps = self.route_batch_steps(message, refused)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                response: pb.RouteBatchResponse = done.value
+                return response
+
+    def route_batch_steps(
+        self, message: pb.RouteBatchRequest, refused: Mapping[int, ItemRefusal] = MappingProxyType({})
+    ) -> Generator[None, None, pb.RouteBatchResponse]:
+        """Each request answered on its own, in order: `refused` are the ones the gate refused (by
+        position); the rest go to the workflow, which decides them in one pass, yielding every few
+        milliseconds so the event loop serves other calls meanwhile."""
+        requests = [
+            None if position in refused else route_request_from_proto(request)
+            for position, request in enumerate(message.requests)
+        ]
+
+        def answer(answers: list[pb.RouteDecision | Exception | None]) -> pb.RouteBatchResponse:
+            results = []
+            for position, outcome in enumerate(answers):
+                if isinstance(outcome, pb.RouteDecision):
+                    results.append(pb.RouteBatchResult(decision=outcome))
+                elif outcome is None:
+                    results.append(pb.RouteBatchResult(error=_gate_error(refused[position])))
+                else:
+                    results.append(
+                        pb.RouteBatchResult(error=self._item_error(message.requests[position], outcome))
+                    )
+            response = pb.RouteBatchResponse(results=results)
+            if (size := response.ByteSize()) > MAX_ANSWER_BYTES:
+                raise AnswerTooLarge(
+                    f"the answer to {len(results)} requests would be {size} bytes, over the "
+                    f"{MAX_ANSWER_BYTES} bytes an answer may have: send fewer requests, or fewer with explain"
+                )
+            return response
+
+        return (yield from self.workflow.route_batch_steps(requests, decision_to_proto, answer))
+
+    def _item_error(self, request: pb.RouteRequest, exc: Exception) -> pb.RouteError:
+        """What a single Route would have failed with for this request, as an item's error."""
+        if isinstance(exc, RequestInvalid):
+            violations = violations_within(exc.violations)
+            return pb.RouteError(
+                code=code_of(grpc.StatusCode.INVALID_ARGUMENT),
+                message=f"invalid RouteRequest: {invalid_summary(exc.violations)}",
+                field_violations=[
+                    pb.FieldViolation(field=v.field, description=v.description) for v in violations
+                ],
+            )
+        if isinstance(exc, BudgetExhausted):
+            return pb.RouteError(
+                code=code_of(grpc.StatusCode.RESOURCE_EXHAUSTED),
+                message=str(exc),
+                quota_subject=BUDGET_SUBJECT,
+                retry_after_s=budget_retry_after_s(),
+            )
+        status = _failure("RouteBatch", exc, (request.lane, request.task.id), self.observer)
+        return pb.RouteError(code=code_of(status.code), message=status.details)
 
     def prepare_report(self, message: pb.ReportRequest) -> ReportRecord:
         report, wire = report_input_from_proto(message)
@@ -139,6 +214,8 @@ def _failure(rpc: str, exc: Exception, about: tuple[str, str], router_errors: Ob
         return invalid_argument(f"{rpc}Request", exc.violations)
     if isinstance(exc, BudgetExhausted):
         return budget_exhausted(str(exc))
+    if isinstance(exc, AnswerTooLarge):
+        return plain(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     lane, key = about
     if isinstance(exc, StoreError):
         # Nothing was written: retrying is safe once the ledger is back.
@@ -155,6 +232,32 @@ def _nothing(request: object) -> tuple[str, str]:
     return "", ""
 
 
+def _batch_about(request: pb.RouteBatchRequest) -> tuple[str, str]:
+    """A batch in the log: its lanes, and how many requests."""
+    lanes = sorted({r.lane[:64] for r in request.requests})
+    return ",".join(lanes[:8]) + (",..." if len(lanes) > 8 else ""), f"{len(request.requests)} requests"
+
+
+def _gate_error(refusal: ItemRefusal) -> pb.RouteError:
+    return pb.RouteError(
+        code=code_of(refusal.code),
+        reason=refusal.reason,
+        message=refusal.message,
+        quota_subject=refusal.quota_subject,
+        retry_after_s=refusal.retry_after_s,
+    )
+
+
+def code_of(status: grpc.StatusCode) -> int:
+    """The google.rpc.Code number of a status code."""
+    number: int = status.value[0]
+    return number
+
+
+class AnswerTooLarge(Exception):
+    """A RouteBatch answer past what the server may send: refused whole, its reservations freed."""
+
+
 class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     def __init__(self, handlers: RoutingHandlers) -> None:
         self.handlers = handlers
@@ -164,6 +267,26 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         self, request: pb.RouteRequest, context: grpc.aio.ServicerContext[pb.RouteRequest, pb.RouteDecision]
     ) -> pb.RouteDecision:
         return self.handlers.route(request)
+
+    @_statuses("RouteBatch", _batch_about)
+    async def RouteBatch(
+        self,
+        request: pb.RouteBatchRequest,
+        context: grpc.aio.ServicerContext[pb.RouteBatchRequest, pb.RouteBatchResponse],
+    ) -> pb.RouteBatchResponse:
+        # In steps: a thousand decisions take a while, and other calls are served in between. A call
+        # cancelled meanwhile closes the steps, which frees what its decisions reserved.
+        steps = self.handlers.route_batch_steps(request, BATCH_REFUSALS.get())
+        try:
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    response: pb.RouteBatchResponse = done.value
+                    return response
+                await asyncio.sleep(0)
+        finally:
+            steps.close()
 
     @_statuses("Report", lambda r: (r.lane, r.decision_id))
     async def Report(
@@ -245,5 +368,8 @@ def _count_when_new(
             log.warning("report %r is durable; it will be counted at the next start", record.decision_id)
 
 
+# What the server sends at most (service/server.py's MAX_MESSAGE_BYTES, which imports this module).
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+BUDGET_SUBJECT = "daily budget"  # the QuotaFailure subject of a budget refusal, as Route's status has it
 DEFAULT_HEARTBEAT_S = 10.0
 MAX_HEARTBEAT_S = 3600.0  # the shortest is policy's: ceilings.min_watch_heartbeat_s

@@ -38,9 +38,13 @@ def serve(
     drain_s: float,
     tls: ServerTls | None = None,
     insecure: bool = False,
+    ledger: str | None = None,
+    shared: str | None = None,
 ) -> None:
     """Runs the service in this process, or supervises `workers` processes on one port. Refuses
-    (ExposureRefused) to listen beyond loopback without TLS and credentials unless `insecure`."""
+    (ExposureRefused) to listen beyond loopback without TLS and credentials unless `insecure`.
+    `ledger`: a PostgreSQL URL or sqlite:DIR (store.open_store); None, SQLite under `data_dir`.
+    `shared`: the Redis URL replicas (and workers) share budgets and counts through; None, nothing."""
     check_protobuf_backend()
     telemetry = TelemetrySettings.from_env(os.environ)  # a bad OTEL_* variable fails here, before any worker
     if workers > 1 and telemetry.metrics.exporter == "prometheus":
@@ -55,11 +59,13 @@ def serve(
         tls.credentials()  # an unreadable file fails here, once, before any worker
     if workers == 1:
         live.refuse_when(_exposed(address, tls, insecure))
-        asyncio.run(_run(live, data_dir, address, grace_s, drain_s, reuse_port=False, tls=tls))
+        asyncio.run(
+            _run(live, data_dir, address, grace_s, drain_s, False, tls=tls, ledger=ledger, shared=shared)
+        )
         return
-    if problem := budgets_in_a_worker(live.current.config):
+    if shared is None and (problem := budgets_in_a_worker(live.current.config)):
         raise RuntimeError(problem)
-    with _reserved_port(address) as shared:
+    with _reserved_port(address) as port:
         # Spawned, not forked: gRPC's threads do not survive a fork.
         context = multiprocessing.get_context("spawn")
         children = [
@@ -68,18 +74,20 @@ def serve(
                 args=(
                     config_dir,
                     data_dir,
-                    shared,
+                    port,
                     grace_s,
                     drain_s,
                     logging.getLogger().level,
                     tls,
                     insecure,
+                    ledger,
+                    shared,
                 ),
                 name=f"worker-{i}",
             )
             for i in range(workers)
         ]
-        log.info("starting %d workers on %s", workers, shared)
+        log.info("starting %d workers on %s", workers, port)
         _supervise(children)
 
 
@@ -98,11 +106,11 @@ def _exposed(address: str, tls: ServerTls | None, insecure: bool) -> Callable[[C
 
 
 def budgets_in_a_worker(config: Config) -> str | None:
-    """Each worker keeps its own reservations: N of them could spend N budgets, so a config with a
-    budget is refused with several workers, at start and on every reload."""
+    """Without --shared each worker keeps its own reservations: N of them could spend N budgets, so
+    a config with a budget is refused with several workers, at start and on every reload."""
     budgets = config.policy.budgets
     if budgets.daily_usd or any(budgets.lane_daily_usd.values()) or any(budgets.provider_daily_usd.values()):
-        return "budgets need a single worker: the workers share no budget state"
+        return "budgets need a single worker, or --shared: the workers share no budget state"
     return None
 
 
@@ -115,14 +123,17 @@ def _worker(
     log_level: int,
     tls: ServerTls | None,
     insecure: bool,
+    ledger: str | None = None,
+    shared: str | None = None,
 ) -> None:
     # The supervisor blocks these while it starts workers, and the mask survives exec.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     logging.basicConfig(level=log_level, format=LOG_FORMAT.replace("%(name)s", "%(processName)s %(name)s"))
     live = LiveRouter.from_directory(config_dir)
-    live.refuse_when(budgets_in_a_worker)
+    if shared is None:
+        live.refuse_when(budgets_in_a_worker)
     live.refuse_when(_exposed(address, tls, insecure))
-    asyncio.run(_run(live, data_dir, address, grace_s, drain_s, reuse_port=True, tls=tls))
+    asyncio.run(_run(live, data_dir, address, grace_s, drain_s, True, tls=tls, ledger=ledger, shared=shared))
 
 
 def _supervise(children: Sequence[multiprocessing.process.BaseProcess]) -> None:

@@ -9,6 +9,7 @@ words the CLI and the monitor print.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
 from orxaq_grpc.outcomes.records import ReportRecord
 from orxaq_grpc.routing.types import Decision
@@ -52,6 +53,9 @@ SCALE_PARALLEL_AGENTS = "orxaq.scale.allowed_parallel_agents"
 SCALE_SUBAGENTS = "orxaq.scale.allowed_subagents_per_agent"
 STOP_LOSS_ACTIVE = "orxaq.stop_loss.active"
 LEARNING_MODE = "orxaq.learning.mode"
+BATCH_REQUESTS = "orxaq.batch.requests"
+BATCH_DECISIONS = "orxaq.batch.decisions"
+BATCH_LANES = "orxaq.batch.lanes"
 WIN_PROBABILITY = "orxaq.strong_or_weak.win_probability"
 EXPLORING = "orxaq.strong_or_weak.exploring"
 
@@ -82,6 +86,18 @@ def route_attributes(decision: Decision) -> Attributes:
     if (comparison := decision.strong_or_weak) is not None:
         attributes[WIN_PROBABILITY] = comparison.win_probability
         attributes[EXPLORING] = comparison.exploring
+    return attributes
+
+
+def batch_attributes(decisions: Sequence[Decision], requests: int) -> Attributes:
+    """A RouteBatch span: how many requests, how many decided (the rest were errors), which lanes."""
+    attributes: Attributes = {
+        BATCH_REQUESTS: requests,
+        BATCH_DECISIONS: len(decisions),
+        BATCH_LANES: tuple(sorted({d.lane for d in decisions})),
+    }
+    if decisions:
+        attributes[CONFIG_VERSION] = decisions[0].config_version
     return attributes
 
 

@@ -6,13 +6,21 @@ are built; with metrics off, `metrics` is None. Either way the edge calls the sa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from opentelemetry import trace
 
 from orxaq_grpc.outcomes.records import ReportRecord
 from orxaq_grpc.routing.router import BudgetExhausted
 from orxaq_grpc.routing.types import Decision
 from orxaq_grpc.scale.types import ScaleDecision
-from orxaq_grpc.telemetry.attributes import LANE, report_attributes, route_attributes, scale_attributes
+from orxaq_grpc.telemetry.attributes import (
+    LANE,
+    batch_attributes,
+    report_attributes,
+    route_attributes,
+    scale_attributes,
+)
 from orxaq_grpc.telemetry.metrics import RoutingMetrics
 
 
@@ -26,6 +34,15 @@ class Observer:
             span.set_attributes(route_attributes(decision))
         if self.metrics is not None:
             self.metrics.decided(decision)
+
+    def routed_batch(self, decisions: Sequence[Decision], requests: int) -> None:
+        """Every decision counted as a Route's is; the call's span says what the batch held."""
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes(batch_attributes(decisions, requests))
+        if self.metrics is not None:
+            for decision in decisions:
+                self.metrics.decided(decision)
 
     def refused(self, refusal: BudgetExhausted) -> None:
         span = trace.get_current_span()

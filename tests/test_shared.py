@@ -1,0 +1,221 @@
+"""Replicas sharing state through a real Redis: budgets reserved atomically across them, each one's
+decisions and reports counted by all, and life without Redis (a share of what was left, then a
+resynchronisation)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from orxaq_grpc.application.outcomes import Outcomes
+from orxaq_grpc.config.model import Config
+from orxaq_grpc.outcomes.records import Outcome, ReportInput
+from orxaq_grpc.routing.live import LiveRouter
+from orxaq_grpc.routing.router import BudgetExhausted, Router
+from orxaq_grpc.routing.types import Decision, RouteRequest, Task
+from orxaq_grpc.shared import SharedBudgets, open_link
+from orxaq_grpc.store import SqliteStore
+from tests.redis_server import RedisServer, eventually
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    if redis_server.process is None:  # a test stopped it
+        redis_server.start()
+    return redis_server.url
+
+
+def budgeted(config: Config, **budgets: object) -> Config:
+    settings = dataclasses.replace(config.policy.budgets, **budgets)  # type: ignore[arg-type]
+    return dataclasses.replace(config, policy=dataclasses.replace(config.policy, budgets=settings))
+
+
+class Fleet:
+    """N replicas in this process: each its own router, ledger and Outcomes, one Redis between them."""
+
+    def __init__(self, config: Config, url: str, root: Path, replicas: int, stack: ExitStack) -> None:
+        namespace = f"test-{uuid.uuid4().hex[:8]}"
+        self.replicas: list[Outcomes] = []
+        for n in range(replicas):
+            live = LiveRouter(Router(config))
+            store = stack.enter_context(SqliteStore(root / f"replica-{n}", retention_days=1))
+            outcomes = Outcomes(live, store, shared=open_link(url, namespace=namespace))
+            stack.callback(lambda o=outcomes: o.shared and o.shared.close(timeout_s=0.5))
+            assert outcomes.shared is not None
+            after = outcomes.shared.position()
+            outcomes.rebuild()
+            outcomes.start_sharing(after)
+            self.replicas.append(outcomes)
+
+    def route(self, n: int, lane: str = "claude", output_tokens: int = 500) -> Decision:
+        outcomes = self.replicas[n]
+        task = Task(title="Review the payment flow", input_tokens=2_000, output_tokens=output_tokens)
+        decision = outcomes._live.current.route(RouteRequest(lane=lane, task=task), guards=outcomes)
+        outcomes.record_decision(decision)
+        return decision
+
+    def report(
+        self, n: int, decision: Decision, outcome: Outcome = Outcome.SUCCESS, **fields: object
+    ) -> bool:
+        outcomes = self.replicas[n]
+        record = outcomes.prepare_report(
+            ReportInput(
+                decision_id=decision.decision_id,
+                lane=decision.lane,
+                provider=decision.provider,
+                model=decision.model,
+                input_tokens=decision.input_tokens,
+                output_tokens=decision.output_tokens,
+                latency_s=3.0,
+                outcome=outcome,
+                retry_after_s=float(fields.get("retry_after_s", 0.0)),  # type: ignore[arg-type]
+                validation_passed=outcome == Outcome.SUCCESS,
+                first_time_pass=outcome == Outcome.SUCCESS,
+                cost_usd=fields.get("cost_usd", decision.estimated_cost_usd),  # type: ignore[arg-type]
+            )
+        )
+        if outcomes.write_report(record).result(timeout=10):
+            outcomes.apply_report(record)
+        return record.decision_known
+
+
+def test_three_replicas_racing_for_one_budget_never_reserve_past_it(
+    shipped_config: Config, redis_url: str, tmp_path: Path
+) -> None:
+    limit = 0.5
+    config = budgeted(shipped_config, daily_usd=limit, on_exhausted="error")
+    estimates: list[float] = []
+    with ExitStack() as stack:
+        fleet = Fleet(config, redis_url, tmp_path, 3, stack)
+
+        def lane_worker(n: int, k: int) -> None:
+            for i in range(300):
+                try:
+                    decision = fleet.route(n, output_tokens=500 + 7 * i + k)
+                except BudgetExhausted:
+                    return
+                estimates.append(decision.estimated_cost_usd)
+                fleet.report((n + 1) % 3, decision)  # reported to another replica than routed it
+
+        threads = [threading.Thread(target=lane_worker, args=(n, k)) for n in range(3) for k in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not any(t.is_alive() for t in threads)
+
+        views = [next(b for b in o.budgets.views() if b.scope == "overall") for o in fleet.replicas]
+        assert len(estimates) > 20  # the budget really was contended
+        assert {round(v.spent_usd, 9) for v in views} == {round(views[0].spent_usd, 9)}  # one budget
+        assert views[0].reserved_usd == pytest.approx(0.0, abs=1e-9)  # every reservation was settled
+        assert views[0].spent_usd <= limit + 1e-9  # the provider charged the estimate: no overspend
+        assert views[0].spent_usd == pytest.approx(sum(estimates))
+        # each replica counted every decision and report, whichever replica took it
+        eventually(
+            lambda: all(
+                o.book.breakdown(0).overall.counters.reports == len(estimates) for o in fleet.replicas
+            )
+        )
+        spends = [o.book.breakdown(0).overall.counters.spend_usd for o in fleet.replicas]
+        assert spends == pytest.approx([sum(estimates)] * 3)
+
+
+def test_a_report_on_another_replica_is_known_settles_and_blocks_the_model_everywhere(
+    shipped_config: Config, redis_url: str, tmp_path: Path
+) -> None:
+    config = budgeted(shipped_config, daily_usd=50.0)
+    with ExitStack() as stack:
+        fleet = Fleet(config, redis_url, tmp_path, 2, stack)
+        a, b = fleet.replicas
+        decision = fleet.route(0)
+        eventually(lambda: decision.decision_id in b._recent)  # A's decision reached B
+        reserved = next(v for v in b.budgets.views() if v.scope == "overall").reserved_usd
+        assert reserved == pytest.approx(decision.estimated_cost_usd)
+
+        assert fleet.report(1, decision, Outcome.RATE_LIMITED, retry_after_s=120.0, cost_usd=0.0)
+        delay = eventually(lambda: decision.model in a.blocked()[0])
+        print(f"rate limit reported to B blocked {decision.model} on A after {delay * 1000:.1f} ms")
+        assert decision.model in b.blocked()[0]
+        overall = next(v for v in a.budgets.views() if v.scope == "overall")
+        assert overall.reserved_usd == pytest.approx(0.0, abs=1e-9)  # B settled A's reservation
+
+        # Economics agree: the same decisions and reports on both
+        eventually(lambda: a.book.breakdown(0).overall.counters.reports == 1)
+        for counters in (a.book.breakdown(0).overall.counters, b.book.breakdown(0).overall.counters):
+            assert (counters.decisions, counters.reports, counters.failures, counters.unknown_decisions) == (
+                1,
+                1,
+                1,
+                0,
+            )
+
+
+def test_without_redis_a_replica_routes_on_its_share_and_resynchronises(
+    shipped_config: Config, redis_server: RedisServer, redis_url: str, tmp_path: Path
+) -> None:
+    limit = 2.0
+    config = budgeted(shipped_config, daily_usd=limit)
+    with ExitStack() as stack:
+        fleet = Fleet(config, redis_url, tmp_path, 2, stack)
+        a = fleet.replicas[0]
+        first = fleet.route(0, output_tokens=20_000)
+        fleet.report(0, first)
+        spent_before = first.estimated_cost_usd
+        eventually(lambda: a.shared is not None and a.shared.replicas == 2, timeout_s=5)
+
+        redis_server.stop()
+        budgets = a.budgets
+        assert isinstance(budgets, SharedBudgets)
+        # the next call finds Redis away: from then on, A's share of what was left
+        decision = fleet.route(0, output_tokens=20_000)
+        assert a.shared is not None and not a.shared.status().connected
+        share = next(v for v in a.budgets.views() if v.scope == "overall")
+        assert share.limit_usd == pytest.approx((limit - spent_before) / 2)
+        assert a.health().shared is not None and not a.health().shared.connected
+        fleet.report(0, decision)  # settled alone
+
+        redis_server.start()  # empty: it lost everything
+        eventually(lambda: a.shared is not None and a.shared.status().connected)
+        eventually(lambda: not budgets._alone)  # type: ignore[attr-defined]
+        overall = next(v for v in a.budgets.views() if v.scope == "overall")
+        assert overall.limit_usd == limit
+        # the spend A knew of (its ledger and what it settled alone) is Redis' again
+        assert overall.spent_usd == pytest.approx(spent_before + decision.estimated_cost_usd)
+
+
+def test_reservations_expire_and_a_reload_lowers_the_limit_at_once(
+    shipped_config: Config, redis_url: str
+) -> None:
+    now = [1_800_000_000.0]
+    link = open_link(redis_url, namespace=f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        settings = dataclasses.replace(shipped_config.policy.budgets, daily_usd=1.0, reservation_ttl_s=60.0)
+        budgets = SharedBudgets(settings, link, dict, clock=lambda: now[0])
+        assert budgets.try_reserve("d1", "codex", "openai", 0.6)
+        assert not budgets.try_reserve("d2", "codex", "openai", 0.6)  # would pass the $1
+        now[0] += 61
+        assert budgets.expire() == 1
+        assert budgets.try_reserve("d2", "codex", "openai", 0.6)
+        budgets.update(dataclasses.replace(settings, daily_usd=0.5), note="test")
+        view = budgets.views()[0]
+        assert (view.limit_usd, view.reserved_usd, view.exhausted) == (0.5, pytest.approx(0.6), True)
+        assert not budgets.try_reserve("d3", "codex", "openai", 0.01)
+        budgets.settle("d2", "codex", "openai", 0.25)
+        assert budgets.views()[0].spent_usd == pytest.approx(0.25)
+        assert budgets.try_reserve("d3", "codex", "openai", 0.25)
+        assert not budgets.try_reserve("d4", "codex", "openai", 0.01)
+    finally:
+        link.close(timeout_s=0.1)
