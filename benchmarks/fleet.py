@@ -10,7 +10,7 @@ Exit 1 if any expectation fails. Figures, not timings: the simulated clock makes
 decisions the same on every machine (the same seed gives the same run); only the wall-clock
 columns vary.
 
-Run from the repository root (about two and a half minutes on 2 cores, the learning comparison
+Run from the repository root (about three minutes on 2 cores, the learning comparison
 half a minute of it):
 
     .venv/bin/python benchmarks/fleet.py
@@ -50,6 +50,8 @@ RUNS: list[tuple[str, str, tuple[str, ...]]] = [
     ("slowdown", "", ()),
     ("forged-reports", "", ()),
     ("learning", "", ()),
+    # Three replicas sharing a Redis and a ledger, round robin, each report to another replica.
+    ("replicas", "", ()),
 ]
 
 

@@ -355,6 +355,8 @@ class Outcomes:
             if record.decision_id in self._recent:
                 return
             self.book.add_decision(record)
+            if record.model:  # a half-open circuit's probe taken there is taken here too
+                self.breakers.note_routed(record.model, record.provider, record.decision_id)
             self._remember(record)
             self._shown.appendleft(record)
         elif record.decision_id not in self._reported and self._book(record, settle=False):

@@ -295,10 +295,7 @@ class SharedBudgets:
     def seed(self, spent_today: Mapping[ScopeKey, float]) -> bool:
         """Gives Redis today's spend when it has none for today yet (a new or emptied Redis); True
         when this replica's figures were taken. Every replica offers its own on start: the first wins."""
-        pairs: list[str] = []
-        for key, usd in spent_today.items():
-            pairs += [_scope(key), repr(usd)]
-        answer = self._call("seed", DAY_KEY_TTL_S, *pairs)
+        answer = self._call("seed", DAY_KEY_TTL_S, *_seed_args(spent_today))
         taken = answer is not None and bool(answer[0])
         if taken:
             log.info("budgets: Redis had no spend for today; seeded it from this replica's ledger")
@@ -380,21 +377,38 @@ class SharedBudgets:
         )
 
     def _rejoin(self) -> None:
-        """Redis is back: book there what this replica settled alone, and its reservations still open."""
+        """Redis is back: book there what this replica did alone (today's spend, to a Redis that lost
+        it; else the settlements made alone), and the reservations it still holds; only then follow
+        Redis again, so no call reads Redis without them. Held under the lock: a call that wants the
+        local share meanwhile waits the few milliseconds and then goes to Redis. A failure on the way
+        leaves this replica alone until Redis is back again."""
         with self._lock:
             alone, settled = self._alone, self._settled_alone
             if alone is None:
                 return
+            seeded = self._call("seed", DAY_KEY_TTL_S, *_seed_args(self._spent_today()))
+            if seeded is None:
+                return
+            if seeded[0]:
+                log.info("budgets: Redis had no spend for today; seeded it from this replica's ledger")
+                settled = []  # this replica's economics hold what it settled alone: in the seed already
+            for decision_id, lane, provider, usd, _ in settled:
+                if self._call("settle", decision_id, lane, provider, repr(usd), "1", DAY_KEY_TTL_S) is None:
+                    return
+            opened = alone.open_reservations()
+            for decision_id, (lane, provider, usd, at) in opened.items():
+                if self._call("reserve", decision_id, lane, provider, repr(usd), repr(at), "1") is None:
+                    return
             self._alone, self._settled_alone = None, []
-        if self.seed(self._spent_today()):
-            settled = []  # this replica's economics hold what it settled alone: in the seed already
-        for decision_id, lane, provider, usd, _ in settled:
-            self._call("settle", decision_id, lane, provider, repr(usd), "1", DAY_KEY_TTL_S)
-        opened = alone.open_reservations()
-        for decision_id, (lane, provider, usd, at) in opened.items():
-            self._call("reserve", decision_id, lane, provider, repr(usd), repr(at), "1")
         log.info(
             "budgets: back on Redis with %d settlements and %d open reservations made alone",
             len(settled),
             len(opened),
         )
+
+
+def _seed_args(spent_today: Mapping[ScopeKey, float]) -> list[str]:
+    pairs: list[str] = []
+    for key, usd in spent_today.items():
+        pairs += [_scope(key), repr(usd)]
+    return pairs

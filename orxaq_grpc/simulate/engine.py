@@ -17,6 +17,11 @@ only where their policies decide differently.
 With [access] enabled each lane sends its own lane's token, and the simulator's own calls the
 operator's. An intruder ([[events]] of kind forge, forge.py) acts in one instant among the lanes:
 its forged reports name decision ids the service never made and real decisions of other lanes.
+
+With [service] replicas of 2 or more (replicas.py), the lanes' Routes go to the replicas in turn and
+each Report to the replica after the one that routed it; restarts and reloads reach every replica,
+an intruder's calls each the next one. Shared replicas get a Redis of their own for the run, and
+after every call the simulator waits until each replica has applied what the others published.
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.config.load import ConfigProblem
 from orxaq_grpc.config.model import token_digest
 from orxaq_grpc.simulate.expectations import judge, judge_versus
-from orxaq_grpc.simulate.forge import Intruder, Metadata, bearer, read_books
-from orxaq_grpc.simulate.kpis import Collector, versus
+from orxaq_grpc.simulate.forge import Calls, Intruder, Metadata, bearer, read_books
+from orxaq_grpc.simulate.kpis import Collector, Replicated, differences, versus
+from orxaq_grpc.simulate.replicas import Replicas, circuit_state, redis_problems, view_of
 from orxaq_grpc.simulate.scenario import (
     Forge,
     Outage,
@@ -122,6 +128,8 @@ class Simulation:
             self._layers.append(("access", self._credentials()))
             self.config = write_config(self._config_source, self.config_dir, self._layers, scenario_path)
         check_against(scenario, self.config, scenario_path)
+        if problems := redis_problems(scenario, scenario_path):
+            raise ScenarioError(problems)
         for i, event in enumerate(scenario.events):  # a reload's config is refused now, not mid-run
             if isinstance(event, Reload):
                 layers = [*self._layers, (f"events.{i}.overrides", event.overrides)]
@@ -135,10 +143,11 @@ class Simulation:
                 "operator_token": True,
                 "reads": "open" if self.config.policy.access.reads_open else "token",
             }
+        if scenario.service.replicas > 1:
+            self.kpis.replicas = Replicated(scenario.service.replicas, scenario.service.shared)
         self._progress = progress
         self._queue: list[tuple[float, int, Callable[[], Any]]] = []
         self._order = itertools.count()
-        self._service: SimService | None = None
         self._lanes = [
             _Lane(spec, random.Random(f"{scenario.seed}:lane:{spec.name}")) for spec in scenario.lanes
         ]
@@ -147,6 +156,10 @@ class Simulation:
         # so a run that explores is the same run again. One sequence over restarts: ids stay unique.
         ids = random.Random(f"{scenario.seed}:decision-ids")
         self._new_id = lambda: uuid.UUID(int=ids.getrandbits(128), version=4).hex
+        self._replicas = Replicas(
+            scenario, scenario_path, workdir, self.config_dir, self.data_dir, self.clock, self._new_id
+        )
+        self._routed_by: dict[str, int] = {}  # decision id: the replica that routed it
         # Real decisions an intruder may name: those in flight, and the last ones reported.
         self._in_flight: dict[str, pb.RouteDecision] = {}
         self._reported: deque[pb.RouteDecision] = deque(maxlen=RECENT_REPORTED)
@@ -180,7 +193,7 @@ class Simulation:
 
     async def run(self) -> dict[str, Any]:
         started = time.perf_counter()
-        self._service = await self._start_service()
+        await self._replicas.start()
         try:
             for lane in self._lanes:
                 self._at(lane.rng.expovariate(lane.spec.arrivals_per_min / 60.0), self._arrive, lane)
@@ -198,12 +211,13 @@ class Simulation:
                 await handler()
             self.clock.t = self.scenario.duration_s
             await self._check()
-            version = self._service.live.current.config.version
+            version = self.service.live.current.config.version
             if self.kpis.intrusions and self.scenario.duration_s <= BOOKS_WINDOW_S:
-                books = await read_books(self._service.stub, self._operator)
+                books = await read_books(self.service.stub, self._operator)
                 self.kpis.booked_usd = books.spend_usd
+            await self._last_look_at_replicas()
         finally:
-            await self._service.stop()
+            await self._replicas.stop()
         summary = self.kpis.summary(version, time.perf_counter() - started)
         verdicts = judge(self.scenario.expect, summary, self.config.policy.breakers.open_s)
         summary["expectations"] = [dataclasses.asdict(v) for v in verdicts]
@@ -211,16 +225,13 @@ class Simulation:
             summary["run"] = self.variant.name
         return summary
 
-    async def _start_service(self) -> SimService:
-        return await SimService.start(self.config_dir, self.data_dir, self.clock, self._new_id)
-
     def _at(self, t: float, handler: Callable[..., Any], *args: Any) -> None:
         heapq.heappush(self._queue, (t, next(self._order), lambda: handler(*args)))
 
     @property
     def service(self) -> SimService:
-        assert self._service is not None
-        return self._service
+        """The first replica (the only one, unless [service] says more): the simulator's own looks."""
+        return self._replicas.services[0]
 
     # -- lanes ------------------------------------------------------------------------
 
@@ -270,9 +281,11 @@ class Simulation:
                 value_usd=mix.value_usd,
             ),
         )
+        replica = self._replicas.next_route()
+        service = self._replicas.services[replica]
         began = time.perf_counter()
         try:
-            decision = await self.service.stub.Route(
+            decision = await service.stub.Route(
                 request, timeout=RPC_TIMEOUT_S, metadata=self._as_lane(request.lane)
             )
         except grpc.aio.AioRpcError as exc:
@@ -280,17 +293,22 @@ class Simulation:
             self.kpis.route_wall_s += spent
             if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise self._refused_by_service(task, "Route", exc) from None
+            await self._replicas.settle()  # the refusal is counted, and published
+            self._routed_on(replica)
             self.kpis.refused(spent)
             self.kpis.refused_tasks += 1
             self._free(task.lane)
             return
         spent = time.perf_counter() - began
         self.kpis.route_wall_s += spent
+        await self._replicas.settle()
+        self._routed_on(replica)
         now = self.clock.t
         into = [i for i in self._outages if self._in_outage(i, decision.model, now)]
-        leaked = bool(into) and not await self._a_probe(decision)
+        leaked = bool(into) and not await self._a_probe(service, decision)
         self.kpis.routed(now, decision, spent, into if leaked else [], task.mix.kind)
         self._in_flight[decision.decision_id] = decision
+        self._routed_by[decision.decision_id] = replica
         task.tried.append(decision.model)
         task.alternatives = [m for m in decision.alternatives if m not in task.tried]
         result = self.truths.call(
@@ -308,12 +326,15 @@ class Simulation:
         fault = self.scenario.faults[index]
         return self.truths.active(fault, t) and self.truths.affected(fault, model)
 
-    async def _a_probe(self, decision: pb.RouteDecision) -> bool:
+    def _routed_on(self, replica: int) -> None:
+        if self.kpis.replicas is not None:
+            self.kpis.replicas.routes[replica] += 1
+
+    async def _a_probe(self, service: SimService, decision: pb.RouteDecision) -> bool:
         """Whether a decision into an outage was a half-open circuit's probe (what breakers are
-        for), rather than one that leaked past closed circuits. Health says, as an operator sees it."""
-        health = await self.service.stub.Health(
-            pb.HealthRequest(), timeout=RPC_TIMEOUT_S, metadata=self._operator
-        )
+        for), rather than one that leaked past closed circuits. The Health of the replica that
+        routed it says, as an operator sees it."""
+        health = await service.stub.Health(pb.HealthRequest(), timeout=RPC_TIMEOUT_S, metadata=self._operator)
         mine = {("model", decision.model), ("provider", decision.provider)}
         return any((b.scope, b.name) in mine and b.state == "half_open" for b in health.breakers)
 
@@ -343,10 +364,23 @@ class Simulation:
             first_time_pass=passed and len(task.tried) == 1,
             cost_usd=result.cost_usd,
         )
+        routed_by = self._routed_by.pop(decision.decision_id)
+        replica = self._replicas.reporter(routed_by)
         try:
-            await self.service.stub.Report(report, timeout=RPC_TIMEOUT_S, metadata=self._as_lane(report.lane))
+            ack = await self._replicas.services[replica].stub.Report(
+                report, timeout=RPC_TIMEOUT_S, metadata=self._as_lane(report.lane)
+            )
         except grpc.aio.AioRpcError as exc:
             raise self._refused_by_service(task, "Report", exc) from None
+        await self._replicas.settle()
+        if self.kpis.replicas is not None:
+            self.kpis.replicas.reported(now, replica, routed_by, decision.decision_id, ack.decision_known)
+            if result.outcome == "rate_limited" and result.retry_after_s > 0:
+                states = [
+                    await circuit_state(service, self._operator, decision.model, decision.provider)
+                    for service in self._replicas.services
+                ]
+                self.kpis.replicas.rate_limited(now, decision.model, routed_by, replica, states)
         self._reported.append(self._in_flight.pop(decision.decision_id))
         retry = result.outcome != "success" and task.alternatives
         if retry and len(task.tried) < task.lane.spec.max_attempts:
@@ -374,12 +408,15 @@ class Simulation:
     async def _check(self) -> None:
         """What the server's own timer does every check_interval_s, on simulated time; then a look
         at Health for the figures."""
-        outcomes = self.service.outcomes
-        outcomes.check()
+        for service in self._replicas.services:
+            service.outcomes.check()
         health = await self.service.stub.Health(
             pb.HealthRequest(), timeout=RPC_TIMEOUT_S, metadata=self._operator
         )
         self.kpis.observed(self.clock.t, health)
+        if self.kpis.replicas is not None:
+            views = [await view_of(service, self._operator) for service in self._replicas.services]
+            self.kpis.replicas.compared(self.clock.t, differences(views))
         if self._progress is not None:
             self._progress(self.clock.t, self.kpis)
         interval = self.service.live.current.config.policy.stop_loss.check_interval_s
@@ -393,8 +430,7 @@ class Simulation:
             )
             self.kpis.observed(now, health)
             self.kpis.restarted(now)
-            await self.service.stop()
-            self._service = await self._start_service()
+            await self._replicas.restart()
             return
         before = self.service.live.current.config.version
         index = self.scenario.events.index(event)
@@ -402,7 +438,9 @@ class Simulation:
         intended = write_config(self._config_source, self.config_dir, layers, self.path)
         # Budgets are judged on the limits the scenario set, whether or not the service took them.
         self.kpis.budgets_in_force(now, intended.policy.budgets)
-        reloaded = await asyncio.to_thread(self.service.live.reload)  # what SIGHUP runs
+        reloaded = True
+        for service in self._replicas.services:  # what SIGHUP runs, on every replica
+            reloaded &= await asyncio.to_thread(service.live.reload)
         after = self.service.live.current.config.version
         self.kpis.events.append(
             {"at_s": round(now, 3), "event": "reload", "applied": reloaded, "config": f"{before} -> {after}"}
@@ -413,12 +451,29 @@ class Simulation:
         intruder = Intruder(index, forge, self.scenario, self.config, self._lane_tokens)
         record = intruder.record
         self.kpis.events.append({"at_s": round(self.clock.t, 3), "event": "forge", "name": record.name})
-        record.before = await read_books(self.service.stub, self._operator)
+        # Several replicas: each of its calls (the books' readings too) to the next one in turn.
+        stub: Calls = self._replicas.round_robin() if self._replicas.count > 1 else self.service.stub
+        record.before = await read_books(stub, self._operator)
         victims = [(d, True) for d in reversed(self._in_flight.values())]
         victims += [(d, False) for d in reversed(self._reported)]
-        await intruder.attack(self.service.stub, victims)
-        record.after = await read_books(self.service.stub, self._operator)
+        await intruder.attack(stub, victims)
+        record.after = await read_books(stub, self._operator)
         self.kpis.intrusions.append(record)
+
+    async def _last_look_at_replicas(self) -> None:
+        """Every replica's views at the end, what each published and applied, and what is in flight."""
+        figures = self.kpis.replicas
+        if figures is None:
+            return
+        services = self._replicas.services
+        figures.final = [await view_of(service, self._operator) for service in services]
+        for service in services:
+            if service.outcomes.shared is not None:
+                status = service.outcomes.shared.status()
+                figures.links.append({"published": status.published, "applied": status.applied})
+        figures.in_flight = len(self._in_flight)
+        figures.in_flight_usd = sum(d.estimated_cost_usd for d in self._in_flight.values())
+        figures.exchange = self._replicas.exchange.summary()
 
 
 def run_scenario(scenario: Scenario, scenario_path: Path, progress: Progress | None = None) -> dict[str, Any]:

@@ -114,6 +114,80 @@ def judge(expect: Expectations, k: dict[str, Any], open_s: float) -> list[Verdic
         )
     if "forgery" in k:
         verdicts += _forgery(expect, k["forgery"])
+    if "replicas" in k:
+        verdicts += _replicas(expect, k["replicas"])
+    return verdicts
+
+
+def _replicas(expect: Expectations, r: dict[str, Any]) -> list[Verdict]:
+    """Several replicas judged as one service (kpis.Replicated)."""
+    verdicts: list[Verdict] = []
+    count = r["count"]
+    if expect.replicas_agree:
+        first = r["by_replica"][0] if r["by_replica"] else None
+        agreed = (
+            f"{count} replicas: {first['decisions_today']} decisions, {first['reports_today']} reports, "
+            f"${first['spend_today_usd']:.4f} today on each; open breakers "
+            f"{', '.join(first['open_breakers']) or 'none'}; "
+            f"stop-loss {'on' if first['stop_loss'] else 'off'}"
+            if first is not None
+            else ""
+        )
+        verdicts.append(
+            Verdict(
+                "replicas agree at the end", r["agree"], agreed if r["agree"] else "; ".join(r["differences"])
+            )
+        )
+        checks, held = r["checks"], r["checks_agreed"]
+        first_miss = r["first_disagreement"]
+        verdicts.append(
+            Verdict(
+                "replicas agree at every check",
+                checks > 0 and held == checks,
+                f"{held} of {checks} stop-loss checks"
+                + (
+                    f"; first apart at {first_miss['t']:g} s: {'; '.join(first_miss['differences'])}"
+                    if first_miss
+                    else ""
+                ),
+            )
+        )
+    if expect.reports_known_on_any_replica:
+        cross, unknown = r["cross_replica_reports"], r["unknown_reports"]
+        verdicts.append(
+            Verdict(
+                "reports known on the replica they reach",
+                cross > 0 and unknown == 0,
+                f"{cross - unknown} of {cross} reports sent to another replica than the one that "
+                "routed them were known there",
+            )
+        )
+        reserved, in_flight = r["reserved_at_end_usd"], r["in_flight_estimates_usd"]
+        verdicts.append(
+            Verdict(
+                "reports settle their reservation wherever they land",
+                reserved is not None and abs(reserved - in_flight) <= 1e-6 * max(1.0, in_flight),
+                "no overall budget: no reservation to judge"
+                if reserved is None
+                else f"${reserved:.4f} reserved at the end; the {r['in_flight_at_end']} decisions still in "
+                f"flight estimated ${in_flight:.4f}",
+            )
+        )
+    if expect.rate_limits_block_everywhere:
+        reported, everywhere = r["rate_limits_reported"], r["rate_limits_blocked_everywhere"]
+        missed = "; ".join(
+            f"{m['model']} at {m['at_s']:g} s, routed by replica {m['routed_by']}, reported to "
+            f"{m['reported_to']}: its circuit {', '.join(m['circuits'])}"
+            for m in r["rate_limits_not_everywhere"]
+        )
+        verdicts.append(
+            Verdict(
+                "rate limits block their model on every replica",
+                reported > 0 and everywhere == reported,
+                f"{everywhere} of {reported} rate limits reported to one replica blocked the model on all "
+                f"{count}" + (f" (first misses: {missed})" if missed else ""),
+            )
+        )
     return verdicts
 
 

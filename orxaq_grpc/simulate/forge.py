@@ -12,12 +12,12 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from orxaq.routing.v1 import routing_pb2 as pb
-from orxaq.routing.v1 import routing_pb2_grpc
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.outcomes.validation import MAX_RETRY_AFTER_S
 from orxaq_grpc.simulate.kpis import Books, Intrusion
@@ -31,11 +31,22 @@ FORGED_VALUE_PER_DAY_USD = 1_000_000.0
 ECONOMICS_WINDOW = "30d"  # the widest: it holds every report of a run shorter than that
 
 
+class Calls(Protocol):
+    """What an intruder (and the books' reading) calls: a service's RoutingServiceStub, or the
+    simulator's round robin over replicas (replicas.RoundRobin)."""
+
+    Report: Any
+    Health: Any
+    Economics: Any
+    Scale: Any
+    SetStopLoss: Any
+
+
 def bearer(token: str) -> Metadata:
     return (("authorization", f"Bearer {token}"),)
 
 
-async def read_books(stub: routing_pb2_grpc.RoutingServiceStub, metadata: Metadata | None) -> Books:
+async def read_books(stub: Calls, metadata: Metadata | None) -> Books:
     health = await stub.Health(pb.HealthRequest(), timeout=RPC_TIMEOUT_S, metadata=metadata)
     economics = await stub.Economics(pb.EconomicsRequest(), timeout=RPC_TIMEOUT_S, metadata=metadata)
     window = next(w for w in economics.windows if w.window == ECONOMICS_WINDOW)
@@ -91,7 +102,7 @@ class Intruder:
 
     async def attack(
         self,
-        stub: routing_pb2_grpc.RoutingServiceStub,
+        stub: Calls,
         victims: Sequence[tuple[pb.RouteDecision, bool]],
     ) -> None:
         """`victims`: real decisions of the simulated lanes, those in flight (unreported) first, each
@@ -135,9 +146,7 @@ class Intruder:
             cost_usd=self.forge.claimed_cost_usd,
         )
 
-    async def _report(
-        self, stub: routing_pb2_grpc.RoutingServiceStub, call: str, report: pb.ReportRequest
-    ) -> None:
+    async def _report(self, stub: Calls, call: str, report: pb.ReportRequest) -> None:
         try:
             ack = await stub.Report(report, timeout=RPC_TIMEOUT_S, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
@@ -151,7 +160,7 @@ class Intruder:
         else:
             self.record.accepted[call] += 1
 
-    async def _stop_loss(self, stub: routing_pb2_grpc.RoutingServiceStub, active: bool) -> None:
+    async def _stop_loss(self, stub: Calls, active: bool) -> None:
         request = pb.SetStopLossRequest(active=active, note=f"forged by {self.record.name}")
         try:
             await stub.SetStopLoss(request, timeout=RPC_TIMEOUT_S, metadata=self._metadata)
@@ -161,7 +170,7 @@ class Intruder:
         self.record.answered("set_stop_loss", "OK")
         self.record.accepted["set_stop_loss"] += 1
 
-    async def _scale(self, stub: routing_pb2_grpc.RoutingServiceStub) -> None:
+    async def _scale(self, stub: Calls) -> None:
         """One agent more for a lane (its own, or the scenario's first), worth $1M a day."""
         lane = self.forge.lane or self._lanes[0]
         agents = sum(s.agents for s in self._scenario.lanes if s.routes_as == lane) or 1

@@ -159,6 +159,126 @@ class Intrusion:
 
 
 @dataclass
+class Replicated:
+    """Several replicas ([service] replicas): where the lanes' calls went, whether reports reached a
+    replica that knew their decision, whether each rate limit blocked its model on every replica,
+    and whether the replicas' Economics and Health agreed, at each stop-loss check and at the end."""
+
+    count: int
+    shared: bool
+    routes: list[int] = field(default_factory=list)  # Routes each replica answered (refusals too)
+    reports: list[int] = field(default_factory=list)  # lanes' Reports each replica took
+    cross_reports: int = 0  # reports sent to another replica than the one that routed them ...
+    unknown: int = 0  # ... answered as for a decision the replica did not know
+    unknown_first: list[dict[str, Any]] = field(default_factory=list)
+    rate_limits: int = 0  # rate limits the lanes reported ...
+    blocked_on: Counter[int] = field(default_factory=Counter)  # ... by how many replicas then blocked
+    not_everywhere: list[dict[str, Any]] = field(default_factory=list)  # the first few that did not
+    checks: int = 0  # stop-loss checks at which every replica's views were compared ...
+    checks_agreed: int = 0
+    first_disagreement: dict[str, Any] | None = None
+    final: list[dict[str, Any]] = field(default_factory=list)  # each replica's views at the end
+    links: list[dict[str, int]] = field(default_factory=list)  # records published and applied
+    in_flight: int = 0  # decisions the lanes had not reported at the end, and their estimates
+    in_flight_usd: float = 0.0
+    exchange: dict[str, Any] = field(default_factory=dict)  # real time the records took to apply
+
+    FIRST = 5  # examples kept of each kind of miss
+
+    def __post_init__(self) -> None:
+        self.routes = [0] * self.count
+        self.reports = [0] * self.count
+
+    def reported(self, t: float, replica: int, routed_by: int, decision_id: str, known: bool) -> None:
+        self.reports[replica] += 1
+        if replica == routed_by:
+            return
+        self.cross_reports += 1
+        if not known:
+            self.unknown += 1
+            if len(self.unknown_first) < self.FIRST:
+                self.unknown_first.append(
+                    {
+                        "at_s": round(t, 3),
+                        "decision_id": decision_id,
+                        "routed_by": routed_by,
+                        "sent_to": replica,
+                    }
+                )
+
+    def rate_limited(self, t: float, model: str, routed_by: int, reported_to: int, states: list[str]) -> None:
+        """A lane's rate limit, and the model's circuit on each replica right after it."""
+        self.rate_limits += 1
+        blocking = [state == "open" for state in states]
+        self.blocked_on[sum(blocking)] += 1
+        if not all(blocking) and len(self.not_everywhere) < self.FIRST:
+            self.not_everywhere.append(
+                {
+                    "at_s": round(t, 3),
+                    "model": model,
+                    "routed_by": routed_by,
+                    "reported_to": reported_to,
+                    "blocked_on": [i for i, b in enumerate(blocking) if b],
+                    "circuits": states,
+                }
+            )
+
+    def compared(self, t: float, found: list[str]) -> None:
+        self.checks += 1
+        if not found:
+            self.checks_agreed += 1
+        elif self.first_disagreement is None:
+            self.first_disagreement = {"t": round(t, 3), "differences": found}
+
+    def reserved_usd(self) -> float | None:
+        """What the fleet holds reserved at the end under its overall budget (None: no such budget):
+        one Redis' figure when shared, else each replica's own, summed."""
+        held = [float(view["budgets"]["overall"][1]) for view in self.final if "overall" in view["budgets"]]
+        if not held or len(held) < len(self.final):
+            return None
+        return held[0] if self.shared else sum(held)
+
+    def summary(self, found: list[str]) -> dict[str, Any]:
+        reserved = self.reserved_usd()
+        return {
+            "count": self.count,
+            "shared": self.shared,
+            "by_replica": [
+                {
+                    "replica": i,
+                    "routes": self.routes[i],
+                    "reports": self.reports[i],
+                    "decisions_today": view["decisions"],
+                    "reports_today": view["reports"],
+                    "unknown_reports_today": view["unknown_reports"],
+                    "spend_today_usd": view["spend_usd"],
+                    "open_breakers": view["open_breakers"],
+                    "budgets": view["budgets"],
+                    "stop_loss": view["stop_loss"],
+                    **(self.links[i] if i < len(self.links) else {}),
+                }
+                for i, view in enumerate(self.final)
+            ],
+            "agree": not found,
+            "differences": found,
+            "checks": self.checks,
+            "checks_agreed": self.checks_agreed,
+            "first_disagreement": self.first_disagreement,
+            "cross_replica_reports": self.cross_reports,
+            "unknown_reports": self.unknown,
+            "unknown_first": self.unknown_first,
+            "in_flight_at_end": self.in_flight,
+            "in_flight_estimates_usd": round(self.in_flight_usd, 6),
+            "reserved_at_end_usd": None if reserved is None else round(reserved, 6) + 0.0,  # never -0.0
+            "rate_limits_reported": self.rate_limits,
+            "rate_limits_blocked_on": {str(n): self.blocked_on[n] for n in sorted(self.blocked_on)},
+            "rate_limits_blocked_everywhere": self.blocked_on[self.count],
+            "rate_limits_not_everywhere": self.not_everywhere,
+            "exchange": self.exchange,  # wall clock
+        }
+
+
+@dataclass
 class Collector:
     scenario: Scenario
     open_s: float  # the breakers' open time, for the outage figures
@@ -207,6 +327,7 @@ class Collector:
     intrusions: list[Intrusion] = field(default_factory=list)
     access: dict[str, Any] = field(default_factory=dict)  # the credentials the run made, when any
     booked_usd: float | None = None  # the service's books at the end (runs with intruders)
+    replicas: Replicated | None = None  # with [service] replicas of 2 or more
 
     # -- during the run ----------------------------------------------------------------
 
@@ -444,7 +565,14 @@ class Collector:
             "wall_s": round(wall_s, 3),
             **({"access": self.access} if self.access else {}),
             **({"forgery": self._forgery()} if self.intrusions else {}),
+            **({"replicas": self._replicas()} if self.replicas is not None else {}),
         }
+
+    def _replicas(self) -> dict[str, Any]:
+        assert self.replicas is not None
+        final = self.replicas.final
+        found = differences(final) if final else ["the replicas' views at the end were not read"]
+        return self.replicas.summary(found)
 
     def _kind_order(self, kind: str) -> int:
         kinds = self.scenario.kinds()
@@ -613,6 +741,16 @@ def _window(samples: list[dict[str, Any]], start: float, end: float, last: bool)
         "pass_rate_to_date": _ratio(passed_to_date, finished_to_date),
         "cost_per_passed_task_to_date_usd": _ratio(spend_to_date, passed_to_date),
     }
+
+
+def differences(views: list[dict[str, Any]]) -> list[str]:
+    """Each figure the replicas do not show alike, with every replica's value."""
+    found = []
+    for key in views[0]:
+        values = [view[key] for view in views]
+        if any(value != values[0] for value in values):
+            found.append(f"{key}: " + ", ".join(f"replica {i} {value}" for i, value in enumerate(values)))
+    return found
 
 
 def _ratio(a: float, b: float) -> float:

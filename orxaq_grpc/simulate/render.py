@@ -69,6 +69,8 @@ def _run_lines(k: dict[str, Any]) -> list[str]:
         lines.append(f"access        a token per lane ({lanes}) and an operator's; reads {access['reads']}")
     if forgery := k.get("forgery"):
         lines += _forgery_lines(forgery)
+    if replicas := k.get("replicas"):
+        lines += _replica_lines(replicas)
     if k["budgets"]:
         lines.append("")
         columns = ("limit", "spent", "peak held", "overspend")
@@ -105,6 +107,33 @@ def _forgery_lines(f: dict[str, Any]) -> list[str]:
         lines.append(
             f"books         the service booked ${b['service_usd']:.4f}, the providers charged "
             f"${b['providers_usd']:.4f} (off by ${b['off_by_usd']:+.4f})"
+        )
+    return lines
+
+
+def _replica_lines(r: dict[str, Any]) -> list[str]:
+    """Where the calls went, reports and rate limits across replicas, and whether they agreed."""
+    by_replica = r["by_replica"]
+    how = "sharing a Redis and a ledger" if r["shared"] else "sharing nothing"
+    everywhere, reported = r["rate_limits_blocked_everywhere"], r["rate_limits_reported"]
+    exchange = r["exchange"]
+    agreed = "alike at the end" if r["agree"] else "apart at the end: " + "; ".join(r["differences"])
+    lines = [
+        f"replicas      {r['count']}, {how}: Routes {', '.join(str(b['routes']) for b in by_replica)}; "
+        f"Reports {', '.join(str(b['reports']) for b in by_replica)}",
+        f"              {r['cross_replica_reports'] - r['unknown_reports']} of {r['cross_replica_reports']} "
+        "reports on another replica than their decision's known there; "
+        + (
+            f"{everywhere} of {reported} rate limits blocked their model on every replica"
+            if reported
+            else "no rate limit reported"
+        ),
+        f"              Economics and Health alike at {r['checks_agreed']} of {r['checks']} checks, {agreed}",
+    ]
+    if exchange.get("waits"):
+        lines.append(
+            f"              records applied by every replica within {exchange['mean_ms']:.1f} ms "
+            f"(mean), {exchange['max_ms']:.1f} ms (max), over {exchange['waits']} calls"
         )
     return lines
 

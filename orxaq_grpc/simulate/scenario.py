@@ -1,5 +1,6 @@
 """The fleet simulator's scenario file (TOML): lanes and their tasks, hidden model truths, provider
-faults over time, service events, and the policy to try (or several, compared on the same traffic).
+faults over time, service events, the policy to try (or several, compared on the same traffic), and
+how many replicas of the service the lanes reach.
 
 Validated by pydantic models with bounds beside their fields; unknown fields are errors. A bad file
 is refused with every problem at once, each naming the file, the dotted field and what is wrong,
@@ -263,7 +264,31 @@ class Expectations(_Strict):
     # ... and across every burst no spend, budget, breaker or stop-loss moved, and at the end the
     # service's books match what the providers charged.
     forgery_moves_nothing: bool = False
+    # With [service] replicas of 2 or more: the replicas' Economics (today's decisions, reports and
+    # spend) and Health (open breakers, budgets, stop-loss) the same on each, at every stop-loss
+    # check and at the end ...
+    replicas_agree: bool = False
+    # ... every lane's report (sent to another replica than the one that routed it) known there,
+    # and at the end the reservations held those of the decisions still in flight ...
+    reports_known_on_any_replica: bool = False
+    # ... and every rate limit reported to one replica blocking its model on all of them.
+    rate_limits_block_everywhere: bool = False
     versus: Versus | None = None  # with [[compare]]: one run against another
+
+
+MAX_REPLICAS = 8
+
+
+class ServiceToRun(_Strict):
+    """How many replicas of the service the lanes reach. With two or more and `shared`, the
+    simulator starts a throwaway `redis-server` (from PATH) for the run and every replica shares it
+    (serve --shared) and one ledger: budgets reserved atomically in Redis, each replica's decisions
+    and reports counted by all. Without `shared`, each replica is alone: its own ledger, budgets,
+    economics and breakers (what N replicas without --shared would be). Either way each Route goes
+    to the next replica in turn and its Report to the one after it."""
+
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    shared: bool = True
 
 
 class PolicyToTry(_Strict):
@@ -286,6 +311,7 @@ class Scenario(_Strict):
     start: dt.datetime = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)  # the simulated clock's first instant
     call_timeout_s: float = Field(default=120.0, gt=0, le=86_400)  # how long a timed-out call took
     policy: PolicyToTry = PolicyToTry()
+    service: ServiceToRun = ServiceToRun()
     access: AccessToTry = AccessToTry()
     # Two or more runs of the same seeded traffic, one per entry, side by side; KPIs per run, over time.
     compare: tuple[Variant, ...] = ()
@@ -428,6 +454,13 @@ def _inconsistencies(scenario: Scenario, path: Path) -> list[ConfigProblem]:
     ):
         if given and not forges:
             problem(f"expect.{field}", 'no [[events]] of kind "forge" to judge it on')
+    for field, given in (
+        ("replicas_agree", expect.replicas_agree),
+        ("reports_known_on_any_replica", expect.reports_known_on_any_replica),
+        ("rate_limits_block_everywhere", expect.rate_limits_block_everywhere),
+    ):
+        if given and scenario.service.replicas < 2:
+            problem(f"expect.{field}", "needs [service] replicas of 2 or more")
     named: dict[str, int] = {}
     for i, forge in forges:
         if forge.name and named.setdefault(forge.name, i) != i:

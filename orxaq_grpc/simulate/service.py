@@ -133,13 +133,23 @@ class SimService:
 
     @classmethod
     async def start(
-        cls, config_dir: Path, data_dir: Path, clock: SimClock, new_id: Callable[[], str] | None = None
+        cls,
+        config_dir: Path,
+        data_dir: Path,
+        clock: SimClock,
+        new_id: Callable[[], str] | None = None,
+        shared: str | None = None,
     ) -> SimService:
-        """`new_id` gives the decision ids (default: the router's own, random)."""
+        """`new_id` gives the decision ids (default: the router's own, random); `shared` is the Redis
+        URL of replicas sharing state (serve --shared)."""
         config = load_config(config_dir)
         live = LiveRouter(Router(config) if new_id is None else Router(config, new_id=new_id))
-        outcomes = open_outcomes(live, data_dir, clock.wall, clock.monotonic)
-        running = await start_server(live, outcomes, "127.0.0.1:0", str(data_dir), tick_guardrails=False)
+        outcomes = open_outcomes(live, data_dir, clock.wall, clock.monotonic, shared=shared)
+        try:
+            running = await start_server(live, outcomes, "127.0.0.1:0", str(data_dir), tick_guardrails=False)
+        except BaseException:
+            outcomes.close()
+            raise
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
         return cls(live, outcomes, running, channel)
 
