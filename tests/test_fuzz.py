@@ -152,6 +152,7 @@ def known(server: LoopbackServer, channel: grpc.Channel) -> Known:
     ]
     valid: list[Message] = [
         *routes,
+        pb.RouteBatchRequest(requests=routes),  # mutated, its requests go wrong one by one
         *reports,
         *scales,
         pb.WatchHealthRequest(heartbeat_s=1.0),
@@ -373,6 +374,18 @@ def call(channel: grpc.Channel, method: MethodDescriptor, payload: bytes) -> Non
         # Route answers even when scoring raised, with the static fallback: an exception all the same.
         decision = pb.RouteDecision.FromString(answer)
         assert decision.fallback_reason != pb.FALLBACK_REASON_ROUTER_ERROR, decision.rationale
+    if method.output_type.full_name == pb.RouteBatchResponse.DESCRIPTOR.full_name:
+        # Each request is judged as Route would be: no router error, no INTERNAL or UNKNOWN error.
+        for result in pb.RouteBatchResponse.FromString(answer).results:
+            if result.WhichOneof("outcome") == "decision":
+                assert result.decision.fallback_reason != pb.FALLBACK_REASON_ROUTER_ERROR, (
+                    result.decision.rationale
+                )
+            else:
+                assert result.error.code not in (
+                    grpc.StatusCode.INTERNAL.value[0],
+                    grpc.StatusCode.UNKNOWN.value[0],
+                ), result.error.message
 
 
 def judge(error: grpc.Call, request: Descriptor) -> None:
