@@ -219,3 +219,26 @@ def test_reservations_expire_and_a_reload_lowers_the_limit_at_once(
         assert not budgets.try_reserve("d4", "codex", "openai", 0.01)
     finally:
         link.close(timeout_s=0.1)
+
+
+def test_a_ledgers_spend_never_lowers_redis_and_free_models_fit_an_overspent_budget(
+    shipped_config: Config, redis_url: str
+) -> None:
+    link = open_link(redis_url, namespace=f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        settings = dataclasses.replace(shipped_config.policy.budgets, daily_usd=1.0)
+        budgets = SharedBudgets(settings, link, dict)
+        budgets.settle("d1", "codex", "openai", 0.9)
+        budgets.settle("d1", "codex", "openai", 0.9)  # the same decision again: counted once
+        assert budgets.views()[0].spent_usd == pytest.approx(0.9)
+        # a replica whose ledger knows less (another replica settled d1) lowers nothing
+        assert not budgets.seed({("overall", ""): 0.2, ("lane", "codex"): 0.2})
+        assert budgets.views()[0].spent_usd == pytest.approx(0.9)
+        # one that knows more (Redis lost some) raises it
+        assert budgets.seed({("overall", ""): 1.2})
+        view = budgets.views()[0]
+        assert (view.spent_usd, view.exhausted) == (pytest.approx(1.2), True)
+        assert not budgets.try_reserve("d2", "codex", "openai", 0.01)
+        assert budgets.try_reserve("d3", "local", "local", 0.0)  # a free model fits, as in one process
+    finally:
+        link.close(timeout_s=0.1)

@@ -42,12 +42,12 @@ DAY_KEY_TTL_S = 3 * 86_400  # a day's spend outlives the day, for replicas whose
 STATE_FRESH_S = 0.05  # headroom read from the last answer when it is this recent
 
 # KEYS: spent (today's hash), reserved, reserved_n (open reservations per scope), reservations, ages,
-# seeded (today's mark: set by the one replica whose ledger gave today's spend to a Redis without it).
+# settled (today's set of decisions whose cost is in spent: a settlement counts once, retried or not).
 # ARGV: op, now, ttl, then per op (see the methods below). Scopes are "overall|", "lane|<id>",
 # "provider|<id>". Every op first expires reservations older than ttl, and answers the state.
 _SCRIPT = """
 local spent, reserved, counts, reservations, ages = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local seeded = KEYS[6]
+local settled = KEYS[6]
 local op, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 
 local function scopes(lane, provider)
@@ -80,7 +80,8 @@ local function book(id, lane, provider, usd, at)
   redis.call('ZADD', ages, at, id)
 end
 
-local expired = redis.call('ZRANGEBYSCORE', ages, '-inf', now - ttl)
+-- a bounded step: a burst of old reservations expires over a few calls, never one long script
+local expired = redis.call('ZRANGEBYSCORE', ages, '-inf', now - ttl, 'LIMIT', 0, 500)
 for _, id in ipairs(expired) do unbook(id) end
 
 local verdict = 1
@@ -94,7 +95,7 @@ if op == 'reserve' then
       local s, limit = ARGV[i], tonumber(ARGV[i + 1])
       local used = tonumber(redis.call('HGET', spent, s) or '0')
       used = used + tonumber(redis.call('HGET', reserved, s) or '0')
-      if usd > limit - used + SLACK then verdict = 0 end
+      if usd > math.max(0, limit - used) + SLACK then verdict = 0 end
     end
   end
   if verdict == 1 then
@@ -106,22 +107,27 @@ if op == 'reserve' then
 elseif op == 'settle' then
   -- id, lane, provider, usd, counts_today
   unbook(ARGV[4])
-  if ARGV[8] == '1' then
+  if ARGV[8] == '1' and redis.call('SADD', settled, ARGV[4]) == 1 then
     for _, s in ipairs(scopes(ARGV[5], ARGV[6])) do
       redis.call('HINCRBYFLOAT', spent, s, ARGV[7])
     end
     redis.call('EXPIRE', spent, ARGV[9])
+    redis.call('EXPIRE', settled, ARGV[9])
   end
 elseif op == 'release' then
   unbook(ARGV[4])
 elseif op == 'seed' then
-  -- key_ttl, then scope, USD pairs: today's spend, taken only by a Redis that has none yet
-  if redis.call('SET', seeded, '1', 'NX', 'EX', ARGV[4]) then
-    for i = 5, #ARGV, 2 do redis.call('HSET', spent, ARGV[i], ARGV[i + 1]) end
-    redis.call('EXPIRE', spent, ARGV[4])
-  else
-    verdict = 0
+  -- key_ttl, then scope, USD pairs: today's spend as a replica's ledger knows it. Never lowers a
+  -- figure (others may have settled more); raises one a Redis lost or never had. 1 if any was raised.
+  verdict = 0
+  for i = 5, #ARGV, 2 do
+    local offered = tonumber(ARGV[i + 1])
+    if offered > tonumber(redis.call('HGET', spent, ARGV[i]) or '0') + SLACK then
+      redis.call('HSET', spent, ARGV[i], ARGV[i + 1])
+      verdict = 1
+    end
   end
+  redis.call('EXPIRE', spent, ARGV[4])
 end
 return {verdict, #expired, redis.call('HGETALL', spent), redis.call('HGETALL', reserved)}
 """.replace("SLACK", repr(SLACK_USD))
@@ -238,16 +244,28 @@ class SharedBudgets:
             if self._run("settle", *args) is not None:
                 return
         with self._lock:
-            if self._alone is not None:
-                self._alone.settle(decision_id, lane, provider, actual_usd, at)
-                if today:
-                    self._settled_alone.append((decision_id, lane, provider, actual_usd, now))
+            if self._alone is None:  # Redis came back between the two looks: settle there
+                self._run(
+                    "settle",
+                    decision_id,
+                    lane,
+                    provider,
+                    repr(actual_usd),
+                    "1" if today else "0",
+                    DAY_KEY_TTL_S,
+                )
+                return
+            self._alone.settle(decision_id, lane, provider, actual_usd, at)
+            if today:
+                self._settled_alone.append((decision_id, lane, provider, actual_usd, now))
 
     def release(self, decision_id: str) -> None:
         if self._alone is None and self._run("release", decision_id) is not None:
             return
         with self._lock:
-            if self._alone is not None:
+            if self._alone is None:  # Redis came back between the two looks: release there
+                self._run("release", decision_id)
+            else:
                 self._alone.release(decision_id)
 
     def expire(self) -> int:
@@ -293,13 +311,14 @@ class SharedBudgets:
         return lane, float(usd)
 
     def seed(self, spent_today: Mapping[ScopeKey, float]) -> bool:
-        """Gives Redis today's spend when it has none for today yet (a new or emptied Redis); True
-        when this replica's figures were taken. Every replica offers its own on start: the first wins."""
+        """Offers Redis today's spend as this replica's ledger knows it (on start, and whenever Redis
+        is back): a figure Redis lacks or has lower (it lost its state) is raised, none is lowered.
+        True when one was raised."""
         answer = self._call("seed", DAY_KEY_TTL_S, *_seed_args(spent_today))
-        taken = answer is not None and bool(answer[0])
-        if taken:
-            log.info("budgets: Redis had no spend for today; seeded it from this replica's ledger")
-        return taken
+        raised = answer is not None and bool(answer[0])
+        if raised:
+            log.warning("budgets: Redis knew less of today's spend than this replica's ledger; raised it")
+        return raised
 
     # -- Redis, and life without it ----------------------------------------------------------
 
@@ -333,7 +352,7 @@ class SharedBudgets:
         """Runs the script; None (and life alone from now on) when Redis does not answer."""
         now = self._clock()
         day = day_of(now)
-        keys = (f"{self._prefix}:spent:{day}", *self._keys_static, f"{self._prefix}:seeded:{day}")
+        keys = (f"{self._prefix}:spent:{day}", *self._keys_static, f"{self._prefix}:settled:{day}")
         ttl = self._settings.reservation_ttl_s
         try:
             answer: list[Any] = self._link.call(
@@ -349,6 +368,8 @@ class SharedBudgets:
         """Each budget at this replica's share of what was left at Redis' last answer."""
         replicas = max(1, self._link.replicas)
         state = self._state
+        if state.at == -math.inf:  # Redis never answered: what this replica's ledger says was spent
+            state = _State({_scope(k): usd for k, usd in self._spent_today().items()}, {}, -math.inf)
         left = {
             key: max(0.0, limit - state.used(_scope(key))) / replicas for key, limit in self._limits.items()
         }
@@ -377,21 +398,20 @@ class SharedBudgets:
         )
 
     def _rejoin(self) -> None:
-        """Redis is back: book there what this replica did alone (today's spend, to a Redis that lost
-        it; else the settlements made alone), and the reservations it still holds; only then follow
+        """Redis is back. It may have lost its state: offer it today's spend as this replica knew it
+        before going alone (never lowering a figure), then book what it settled alone (once each:
+        Redis keeps today's settled decisions) and the reservations it still holds; only then follow
         Redis again, so no call reads Redis without them. Held under the lock: a call that wants the
-        local share meanwhile waits the few milliseconds and then goes to Redis. A failure on the way
+        local share meanwhile waits the few milliseconds, then goes to Redis. A failure on the way
         leaves this replica alone until Redis is back again."""
         with self._lock:
-            alone, settled = self._alone, self._settled_alone
-            if alone is None:
+            alone, settled = self._alone, list(self._settled_alone)
+            before = dict(self._spent_today())
+            for _, lane, provider, usd, _ in settled:  # what Redis never saw is booked below, once
+                for key in (("overall", ""), ("lane", lane), ("provider", provider)):
+                    before[key] = before.get(key, 0.0) - usd
+            if self._call("seed", DAY_KEY_TTL_S, *_seed_args(before)) is None or alone is None:
                 return
-            seeded = self._call("seed", DAY_KEY_TTL_S, *_seed_args(self._spent_today()))
-            if seeded is None:
-                return
-            if seeded[0]:
-                log.info("budgets: Redis had no spend for today; seeded it from this replica's ledger")
-                settled = []  # this replica's economics hold what it settled alone: in the seed already
             for decision_id, lane, provider, usd, _ in settled:
                 if self._call("settle", decision_id, lane, provider, repr(usd), "1", DAY_KEY_TTL_S) is None:
                     return

@@ -229,10 +229,12 @@ class SharedLink:
     def _publish_loop(self) -> None:
         next_beat = time.monotonic() + HEARTBEAT_S
         while not self._stop.is_set():
+            if not self._connected:  # the reader notices Redis coming back, and wakes us
+                self._wake.wait(RETRY_S)
+                self._wake.clear()
+                continue
             self._wake.wait(timeout=max(0.0, next_beat - time.monotonic()))
             self._wake.clear()
-            if not self._connected:
-                continue  # the reader notices Redis coming back, and wakes us
             if time.monotonic() >= next_beat:
                 self._heartbeat()
                 next_beat = time.monotonic() + HEARTBEAT_S
