@@ -5,7 +5,9 @@ resynchronisation)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -240,5 +242,63 @@ def test_a_ledgers_spend_never_lowers_redis_and_free_models_fit_an_overspent_bud
         assert (view.spent_usd, view.exhausted) == (pytest.approx(1.2), True)
         assert not budgets.try_reserve("d2", "codex", "openai", 0.01)
         assert budgets.try_reserve("d3", "local", "local", 0.0)  # a free model fits, as in one process
+    finally:
+        link.close(timeout_s=0.1)
+
+
+def test_a_redis_that_refuses_writes_is_left_until_it_takes_them_again(
+    shipped_config: Config, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Out of memory, Redis still answers PING but refuses every write: the replica goes alone and
+    stays alone (no rejoin-and-leave every half second) until a write succeeds again."""
+    config = budgeted(shipped_config, daily_usd=5.0)
+    with ExitStack() as stack:
+        fleet = Fleet(config, redis_url, tmp_path, 1, stack)
+        a = fleet.replicas[0]
+        assert a.shared is not None
+        admin = a.shared.client
+        admin.config_set("maxmemory", "1")
+        stack.callback(lambda: admin.config_set("maxmemory", "0"))
+        fleet.route(0)  # the reservation's script is refused: this replica goes alone
+        assert not a.shared.status().connected
+        with caplog.at_level(logging.INFO, logger="orxaq_grpc.shared"):
+            time.sleep(1.5)  # three retry periods
+        assert not a.shared.status().connected
+        assert not [r for r in caplog.records if "is back (it was" in r.getMessage()], "rejoined, refused"
+        admin.config_set("maxmemory", "0")
+        eventually(lambda: a.shared is not None and a.shared.status().connected, timeout_s=5)
+        eventually(lambda: not a.budgets._alone, timeout_s=5)  # type: ignore[attr-defined]
+
+
+def test_a_rejoin_books_everything_done_alone_once_in_batched_round_trips(
+    shipped_config: Config,
+    redis_server: RedisServer,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("orxaq_grpc.shared.budgets.REPLAY_BATCH", 7)  # 23 calls: four round trips
+    link = open_link(redis_url, namespace=f"test-{uuid.uuid4().hex[:8]}")
+    link.start(lambda record: None, link.position())
+    try:
+        settings = dataclasses.replace(shipped_config.policy.budgets, daily_usd=100.0)
+        budgets = SharedBudgets(settings, link, dict)
+        redis_server.stop()
+        assert budgets.try_reserve("open-0", "codex", "openai", 0.25)  # finds Redis away: alone
+        assert budgets._alone is not None  # type: ignore[attr-defined]
+        for n in range(1, 3):
+            assert budgets.try_reserve(f"open-{n}", "codex", "openai", 0.25)
+        for n in range(20):
+            budgets.settle(f"done-{n}", "codex", "openai", 0.5)
+
+        calls: list[object] = []
+        call = link.call
+        monkeypatch.setattr(link, "call", lambda command: calls.append(command) or call(command))
+        redis_server.start()  # empty: it lost everything
+        eventually(lambda: link.status().connected and budgets._alone is None, timeout_s=10)  # type: ignore[attr-defined]
+        assert len(calls) == 1 + 4  # the seed, then 20 settlements and 3 reservations, 7 a trip
+        view = budgets.views()[0]
+        assert (view.spent_usd, view.reserved_usd) == (pytest.approx(10.0), pytest.approx(0.75))
+        budgets.settle("done-3", "codex", "openai", 0.5)  # settled alone already: counted once
+        assert budgets.views()[0].spent_usd == pytest.approx(10.0)
     finally:
         link.close(timeout_s=0.1)

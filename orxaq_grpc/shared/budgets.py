@@ -14,11 +14,12 @@ books the reservations still open and the spend it settled meanwhile, then follo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from orxaq_grpc.config.model import BudgetSettings
@@ -40,6 +41,7 @@ __all__ = ["SharedBudgets"]
 
 DAY_KEY_TTL_S = 3 * 86_400  # a day's spend outlives the day, for replicas whose clocks lag a little
 STATE_FRESH_S = 0.05  # headroom read from the last answer when it is this recent
+REPLAY_BATCH = 500  # script calls to a round trip when a rejoin books what was done alone
 
 # KEYS: spent (today's hash), reserved, reserved_n (open reservations per scope), reservations, ages,
 # settled (today's set of decisions whose cost is in spent: a settlement counts once, retried or not).
@@ -257,7 +259,10 @@ class SharedBudgets:
                 return
             self._alone.settle(decision_id, lane, provider, actual_usd, at)
             if today:
-                self._settled_alone.append((decision_id, lane, provider, actual_usd, now))
+                settled = self._settled_alone
+                if settled and day_of(settled[0][4]) < day_of(now):  # a new day: yesterday's count no more
+                    settled[:] = [entry for entry in settled if day_of(entry[4]) == day_of(now)]
+                settled.append((decision_id, lane, provider, actual_usd, now))
 
     def release(self, decision_id: str) -> None:
         if self._alone is None and self._run("release", decision_id) is not None:
@@ -350,19 +355,37 @@ class SharedBudgets:
 
     def _call(self, op: str, *args: Any) -> list[Any] | None:
         """Runs the script; None (and life alone from now on) when Redis does not answer."""
+        answers = self._call_all([(op, *args)])
+        return None if answers is None else answers[0]
+
+    def _call_all(self, calls: Sequence[tuple[Any, ...]]) -> list[list[Any]] | None:
+        """Runs the script once per (op, *args), in order, REPLAY_BATCH to a round trip (a rejoin
+        books thousands); None (and life alone from now on) when Redis does not answer."""
         now = self._clock()
         day = day_of(now)
         keys = (f"{self._prefix}:spent:{day}", *self._keys_static, f"{self._prefix}:settled:{day}")
-        ttl = self._settings.reservation_ttl_s
+        head = [repr(now), repr(self._settings.reservation_ttl_s)]
+
+        def run(chunk: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+            if len(chunk) == 1:
+                return [self._script(keys=keys, args=[chunk[0][0], *head, *chunk[0][1:]])]
+            pipe = self._link.client.pipeline(transaction=False)
+            for op, *args in chunk:
+                self._script(keys=keys, args=[op, *head, *args], client=pipe)
+            answers: list[list[Any]] = pipe.execute()
+            return answers
+
+        answers: list[list[Any]] = []
         try:
-            answer: list[Any] = self._link.call(
-                lambda: self._script(keys=keys, args=[op, repr(now), repr(ttl), *args])
-            )
+            for start in range(0, len(calls), REPLAY_BATCH):
+                chunk = calls[start : start + REPLAY_BATCH]
+                answers += self._link.call(functools.partial(run, chunk))
         except SharedDown:
             self._go_alone()
             return None
-        self._state = _State(_pairs(answer[2]), _pairs(answer[3]), self._monotonic())
-        return answer
+        if answers:
+            self._state = _State(_pairs(answers[-1][2]), _pairs(answers[-1][3]), self._monotonic())
+        return answers
 
     def _share_settings(self) -> BudgetSettings:
         """Each budget at this replica's share of what was left at Redis' last answer."""
@@ -405,20 +428,24 @@ class SharedBudgets:
         local share meanwhile waits the few milliseconds, then goes to Redis. A failure on the way
         leaves this replica alone until Redis is back again."""
         with self._lock:
-            alone, settled = self._alone, list(self._settled_alone)
+            today = day_of(self._clock())  # what was settled alone on an earlier day counts no more
+            alone, settled = self._alone, [e for e in self._settled_alone if day_of(e[4]) == today]
             before = dict(self._spent_today())
             for _, lane, provider, usd, _ in settled:  # what Redis never saw is booked below, once
                 for key in (("overall", ""), ("lane", lane), ("provider", provider)):
                     before[key] = before.get(key, 0.0) - usd
             if self._call("seed", DAY_KEY_TTL_S, *_seed_args(before)) is None or alone is None:
                 return
-            for decision_id, lane, provider, usd, _ in settled:
-                if self._call("settle", decision_id, lane, provider, repr(usd), "1", DAY_KEY_TTL_S) is None:
-                    return
             opened = alone.open_reservations()
-            for decision_id, (lane, provider, usd, at) in opened.items():
-                if self._call("reserve", decision_id, lane, provider, repr(usd), repr(at), "1") is None:
-                    return
+            books = [
+                ("settle", decision_id, lane, provider, repr(usd), "1", DAY_KEY_TTL_S)
+                for decision_id, lane, provider, usd, _ in settled
+            ] + [
+                ("reserve", decision_id, lane, provider, repr(usd), repr(at), "1")
+                for decision_id, (lane, provider, usd, at) in opened.items()
+            ]
+            if self._call_all(books) is None:
+                return
             self._alone, self._settled_alone = None, []
         log.info(
             "budgets: back on Redis with %d settlements and %d open reservations made alone",

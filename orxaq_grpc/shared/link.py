@@ -314,10 +314,12 @@ class SharedLink:
             self._applied += 1
 
     def _try_again(self) -> None:
+        """Back only when Redis takes a write: one that answers but refuses writes (out of memory, a
+        read-only replica) would otherwise be rejoined and left again every RETRY_S."""
         if self._stop.wait(RETRY_S):
             return
         try:
-            self.client.ping()
+            self.client.zadd(self._replicas_key, {self.replica: self._clock()})
         except self._errors:
             return
         with self._lock:
