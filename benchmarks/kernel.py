@@ -16,6 +16,10 @@ Reported per implementation: microseconds per call, nanoseconds per candidate
 other two. t(1) is timed with reference ranges spanning the first 10 models: a lone model's own
 ranges are empty, and the kernels would then skip the log scaling every real catalog pays for.
 
+Last, the module's other kernel, the keyword index: one `ObjectiveResolver.estimate` (the keyword
+scan of title and prompt, which every Route runs) on the server benchmarks' Route task, a 2,048-
+character prompt, with the shipped policy, on each twin's index; both must report the same estimate.
+
 Run from the repository root:
 
     .venv/bin/python benchmarks/kernel.py           # full run, well under 2 minutes
@@ -31,12 +35,19 @@ import time
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from orxaq_grpc._scoring import CatalogKernel as CompiledKernel
+from orxaq_grpc._scoring import KeywordIndex as CompiledKeywords
 from orxaq_grpc._scoring_py import CatalogKernel as PythonKernel
-from orxaq_grpc.routing.types import Filter
+from orxaq_grpc._scoring_py import KeywordIndex as PythonKeywords
+from orxaq_grpc.config.load import load_config
+from orxaq_grpc.routing.objective import ObjectiveResolver
+from orxaq_grpc.routing.types import Filter, Task
+
+from cells import ROUTE_REQUEST
 
 SEED = 20_240_611
 SIZES = (1, 10, 100, 1_000, 10_000)  # 1 model: the per-call overhead
@@ -527,6 +538,42 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "PASS" if ratio >= BAR_RATIO else "FAIL"
     bar = f"compiled >= {BAR_RATIO:g}x the pure-Python twin at {BAR_SIZE:,} candidates"
     print(f"\nbar: {bar}: {ratio:.1f}x {verdict}")
+    return keyword_scan(budget_ns, repeats)
+
+
+def keyword_scan(budget_ns: int, repeats: int) -> int:
+    """Times `ObjectiveResolver.estimate` on the Route benchmark's task with each twin's keyword index."""
+    policy = load_config(Path(__file__).resolve().parent.parent / "config").policy
+    given = ROUTE_REQUEST.task
+    task = Task(id=given.id, title=given.title, prompt=given.prompt)
+    resolvers = {
+        "compiled": ObjectiveResolver(policy, CompiledKeywords),
+        "python": ObjectiveResolver(policy, PythonKeywords),
+    }
+    estimates = {name: resolver.estimate(task) for name, resolver in resolvers.items()}
+    if estimates["compiled"] != estimates["python"]:
+        print("keyword scan check FAILED:", *estimates.values(), sep="\n  ", file=sys.stderr)
+        return 1
+
+    def timer(resolver: ObjectiveResolver) -> Callable[[int], int]:
+        def batch(iterations: int) -> int:
+            start = time.perf_counter_ns()
+            for _ in range(iterations):
+                resolver.estimate(task)
+            return time.perf_counter_ns() - start
+
+        return batch
+
+    best = per_call_ns(
+        {(name, 0): timer(resolver) for name, resolver in resolvers.items()}, budget_ns, repeats
+    )
+    compiled, python = best["compiled", 0], best["python", 0]
+    print(
+        f"\nkeyword scan: ObjectiveResolver.estimate, {len(task.title)}-character title and"
+        f" {len(task.prompt):,}-character prompt, shipped policy (the twins agree)\n"
+        f"{LABELS['compiled']} index {compiled / 1e3:.2f} µs, {LABELS['python']} index"
+        f" {python / 1e3:.2f} µs per call: {python / compiled:.1f}x"
+    )
     return 0
 
 

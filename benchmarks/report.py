@@ -58,8 +58,8 @@ from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq.routing.v1 import routing_pb2_grpc
 from orxaq_grpc.application.outcomes import RECENT_DECISIONS, Outcomes
 from orxaq_grpc.application.workflow import RoutingWorkflow
+from orxaq_grpc.routing.ids import new_decision_id
 from orxaq_grpc.routing.live import LiveRouter
-from orxaq_grpc.routing.router import new_decision_id
 from orxaq_grpc.service.convert import route_request_from_proto
 from orxaq_grpc.service.server import open_outcomes
 from orxaq_grpc.service.servicer import RoutingHandlers

@@ -1,4 +1,6 @@
 # The compiled twin (_scoring.pyx) as type checkers see it: the same contract as _scoring_py.
+from collections.abc import Sequence
+
 from orxaq_grpc.kernel import Codes, Doubles, Int64s, UInt64s
 
 KIND: str
@@ -86,3 +88,7 @@ class CatalogKernel:
         provider_headroom: Doubles,
         lane_headroom: Doubles,
     ) -> int: ...
+
+class KeywordIndex:
+    def __init__(self, keywords: Sequence[str]) -> None: ...
+    def first_hits(self, text: str) -> list[tuple[int, str]]: ...

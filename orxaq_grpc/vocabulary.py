@@ -8,6 +8,7 @@ the same-named enums in `protos/orxaq/routing/v1/routing.proto`.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass
 
@@ -43,6 +44,9 @@ class Filter(enum.IntEnum):
     BUDGET = 11
 
 
+# Members are few and `.name` is a slow descriptor (rationales ask per Route). Typed: IntEnum
+# members of different enums with one number are equal, and must not share an entry.
+@functools.lru_cache(maxsize=None, typed=True)
 def enum_name(member: enum.Enum) -> str:
     """The lower-case name used in config files, logs and the CLI."""
     return member.name.lower()

@@ -7,6 +7,7 @@ import json
 import random
 import subprocess
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,9 +145,14 @@ def test_a_saved_model_with_another_shape_is_not_loaded(tmp_path: Path) -> None:
 
 def test_task_features_survive_the_ledger_encoding() -> None:
     task = features("security", random.Random(4))
-    assert TaskFeatures.decode(task.encode()) == task
-    with pytest.raises(ValueError):
-        TaskFeatures.decode(b"\x09junk")
+    assert task.encode()[:1] == b"\x02" and TaskFeatures.decode(task.encode()) == task
+    for odd in (TaskFeatures("", ()), TaskFeatures("a\x00b", ("c",)), TaskFeatures("é ✓", ("x\x00",))):
+        assert TaskFeatures.decode(odd.encode()) == odd  # a NUL falls back to the JSON encoding (1)
+    old = b"\x01" + zlib.compress(json.dumps([task.text, list(task.tags)]).encode(), 1)
+    assert TaskFeatures.decode(old) == task  # as ledgers written before encoding 2 hold it
+    for junk in (b"\x09junk", b""):
+        with pytest.raises(ValueError):
+            TaskFeatures.decode(junk)
 
 
 # -- decisions ---------------------------------------------------------------------

@@ -15,8 +15,6 @@ from typing import Any
 
 import grpc
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.application.outcomes import Outcomes
@@ -25,7 +23,6 @@ from orxaq_grpc.client import CallFailed, Connection, RoutingClient
 from orxaq_grpc.config.model import Config, token_digest
 from orxaq_grpc.outcomes.records import Outcome
 from orxaq_grpc.routing.live import LiveRouter
-from orxaq_grpc.routing.objective import WholeWords, word_tokens
 from orxaq_grpc.routing.router import BudgetExhausted, Router
 from orxaq_grpc.routing.types import (
     Constraints,
@@ -561,55 +558,3 @@ def test_max_batch_items_is_validated_like_the_other_limits(tmp_path: Path, valu
         load_config(directory)
     set_toml(directory / "policy.toml", "limits", "max_batch_items", "7")
     assert load_config(directory).policy.limits.max_batch_items == 7
-
-
-# -- the keyword pre-filter (objective.py), which RouteBatch's per-request cost asked for ---------
-
-_KEYWORDS = ("design", "race condition", "c++", "lint", "format", "naïve", "re-run", "déjà vu", "x_y", "2fa")
-_PIECES = st.sampled_from(
-    [
-        "design",
-        "Design",
-        "designs",
-        "redesign",
-        "re-design",
-        "race",
-        "condition",
-        "race  condition",
-        "race\ncondition",
-        "c++",
-        "c",
-        "lint",
-        "linting",
-        "_lint",
-        "format",
-        "information",
-        "naïve",
-        "naive",
-        "re-run",
-        "rerun",
-        "déjà",
-        "vu",
-        "x_y",
-        "x",
-        "y",
-        "2fa",
-        "K",
-        "\u212a",
-        " ",
-        " ",
-        ", ",
-        ".",
-        "-",
-        "_",
-        "\t",
-    ]
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(_PIECES, max_size=30))
-def test_the_token_prefilter_finds_exactly_what_the_scan_finds(pieces: list[str]) -> None:
-    words = WholeWords(_KEYWORDS)
-    text = "".join(pieces).lower()
-    assert words.first_matches(text, word_tokens(text)) == words.first_matches(text)

@@ -5,10 +5,13 @@ PostgreSQL's own behaviour (outages, replicas, the live service on it) is in tes
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
 from contextlib import AbstractContextManager, contextmanager
@@ -17,10 +20,13 @@ from typing import Any
 
 import pytest
 
+from orxaq_grpc.learning import TaskFeatures
 from orxaq_grpc.outcomes.records import DecisionRecord, JournalEntry, Outcome, ReportRecord
 from orxaq_grpc.store import PostgresStore, SqliteStore, Store, StoreError
+from orxaq_grpc.store.group_commit import Batch, GroupCommitter
 from orxaq_grpc.store.postgres import SCHEMA_TABLE
 from orxaq_grpc.store.postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
+from orxaq_grpc.store.rows import record_key
 from orxaq_grpc.store.sqlite import MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import FakeClock
 
@@ -76,6 +82,14 @@ def open_store(directory: Path, retention_days: int = 30, clock: FakeClock | Non
 
 
 AnyStore = SqliteStore | PostgresStore
+
+
+def wait_for_commits(store: AnyStore, count: int) -> None:
+    """Until the writer has made `count` group commits (decisions alone commit after their linger)."""
+    deadline = time.monotonic() + 10
+    while store.commits < count:
+        assert time.monotonic() < deadline, f"{store.commits} commits, not {count}"
+        time.sleep(0.005)
 
 
 class Ledger:
@@ -522,3 +536,138 @@ def test_outcomes_come_in_commit_order_with_their_decisions_task(ledger: Ledger,
     assert len(positions) == 3 and positions == sorted(set(positions))
     assert store.outcomes_after(positions[-1], 10) == []
     assert all(o.task is None for o in first + rest)  # no decision logged with features
+
+
+def test_decisions_alone_commit_without_a_sync_and_what_somebody_waits_for_with_one(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)  # the writer is idle: nothing queued
+        store.record_decision(decision("d1"))
+        wait_for_commits(store, 1)
+        assert store.record_report(report("d1")).result(timeout=10)
+        store.record_decision(decision("d2"))
+        wait_for_commits(store, 3)
+        assert store.record_journal(JournalEntry(NOW, "scale", "codex", "{}")).result(timeout=10)
+        store.flush(timeout_s=10)
+    # The synchronous level each COMMIT ran at, and the tables its transaction wrote.
+    commits: list[tuple[str, set[str]]] = []
+    level, tables = "FULL", set()
+    for sql in statements:
+        if sql.startswith("PRAGMA synchronous"):
+            level = sql.split("=")[1].strip()
+        elif sql.startswith("INSERT INTO"):
+            tables.add(sql.split()[2])
+        elif sql == "COMMIT":
+            commits.append((level, tables))
+            tables = set()
+    assert commits == [
+        ("NORMAL", {"decisions"}),
+        ("FULL", {"reports"}),
+        ("NORMAL", {"decisions"}),
+        ("FULL", {"journal"}),
+        ("FULL", set()),  # the flush
+    ]
+
+
+def test_task_features_in_the_old_json_encoding_are_still_read(tmp_path: Path) -> None:
+    task = TaskFeatures(text="fix the flaky upload test", tags=("kind=bugfix", "lane=codex"))
+    with open_store(tmp_path) as store:
+        store.record_decision(decision("new", task=task))
+        store.flush()
+    old = b"\x01" + zlib.compress(json.dumps([task.text, list(task.tags)]).encode(), 1)  # as first shipped
+    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
+        (blob,) = db.execute("SELECT task FROM decisions WHERE decision_id = 'new'").fetchone()
+        assert blob[:1] == b"\x02"
+        db.execute(
+            "INSERT INTO decisions (decision_id, at, lane, provider, model, strategy, fallback_reason, "
+            "disruptive, router_error, estimated_input_tokens, estimated_output_tokens, "
+            "estimated_cost_usd, filtered, task) "
+            "VALUES ('old', ?, 'codex', 'openai', 'gpt-6.1-terra', 1, 0, 0, 0, 10, 20, 0.5, '', ?)",
+            (NOW, old),
+        )
+    with open_store(tmp_path) as store:
+        for decision_id in ("old", "new"):
+            assert store.record_report(report(decision_id)).result(timeout=10)
+        assert [o.task for o in store.outcomes_after(0, 10)] == [task, task]
+
+
+# --- the group-committing writer alone, with a stand-in for the backend's write ---
+
+
+def committer(
+    batches: list[Batch],
+    *,
+    max_batch: int = 1024,
+    linger_s: float = 30.0,
+    hold: threading.Event | None = None,
+) -> GroupCommitter:
+    """A started writer whose backend appends each batch to `batches`, then waits for `hold` if given."""
+
+    def write(batch: Batch) -> list[bool]:
+        batches.append(list(batch))
+        if hold is not None:
+            hold.wait(10)
+        return [True] * len(batch)
+
+    writer = GroupCommitter(
+        "test",
+        write,
+        maintain=lambda: None,
+        finish=lambda: None,
+        max_batch=max_batch,
+        max_queued_decisions=100_000,
+        decision_linger_s=linger_s,
+    )
+    writer.start()
+    return writer
+
+
+def test_a_full_batch_and_what_is_left_past_it_do_not_linger() -> None:
+    batches: list[Batch] = []
+    hold = threading.Event()
+    writer = committer(batches, max_batch=2, hold=hold)  # decisions alone would linger 30 s
+    writer.record_decision(decision("d0"))
+    writer.record_decision(decision("d1"))
+    deadline = time.monotonic() + 10
+    while not batches:  # full: taken at once, and held in the write
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    for i in range(2, 5):
+        writer.record_decision(decision(f"d{i}"))
+    reported = writer.record(report("r"))
+    hold.set()
+    assert reported.result(timeout=10)  # behind a full batch, and d4 before it: nothing lingered
+    assert [[record_key(record) for record in batch] for batch in batches] == [
+        ["d0", "d1"],
+        ["d2", "d3"],
+        ["d4", "r"],
+    ]
+    writer.stop()
+    writer.wait_stopped()
+
+
+def test_records_from_many_threads_all_commit_once_in_order() -> None:
+    batches: list[Batch] = []
+    writer = committer(batches, max_batch=64, linger_s=0.002)
+    futures: list[Future[bool]] = []
+
+    def record_many(n: int) -> None:
+        for i in range(2000):
+            if i % 100 == 99:
+                futures.append(writer.record(report(f"{n}-{i}")))
+            else:
+                writer.record_decision(decision(f"{n}-{i}"))
+
+    threads = [threading.Thread(target=record_many, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writer.flush(timeout_s=10)
+    assert all(future.result(timeout=0) for future in futures)
+    committed = [record_key(record) for batch in batches for record in batch if record is not None]
+    for n in range(4):
+        assert [key for key in committed if key.startswith(f"{n}-")] == [f"{n}-{i}" for i in range(2000)]
+    assert len(committed) == 8000 and len(batches) < 8000 and writer.queued == 0
+    writer.stop()
+    writer.wait_stopped()

@@ -27,7 +27,7 @@ from orxaq_grpc.store.postgres import SCHEMA_TABLE, SCHEMA_VERSION, _cut
 from tests.conftest import CLI, CONFIG_DIR, FakeClock, ServerProcess
 from tests.postgres_server import PostgresServer
 from tests.test_reports import report_for, route, today
-from tests.test_store import NOW, decision, ids, report
+from tests.test_store import NOW, decision, ids, report, wait_for_commits
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -211,6 +211,26 @@ def test_a_commit_cut_off_in_doubt_is_counted_once_when_the_lane_retries(
         assert store.record_report(report("in-doubt", at=NOW + 5)).result(timeout=10) is True
         assert store.record_report(report("in-doubt", at=NOW + 9)).result(timeout=10) is False
         assert store.record_report(report("other")).result(timeout=10) is True
+
+
+def test_decisions_alone_commit_without_waiting_for_the_wal_flush(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_pg(postgres_dsn) as store:
+        committed = store._commit
+        levels: list[str] = []
+
+        def commit(db: psycopg.Connection[Any]) -> None:
+            row = db.execute("SHOW synchronous_commit").fetchone()
+            levels.append("" if row is None else row[0])
+            committed(db)
+
+        monkeypatch.setattr(store, "_commit", commit)
+        store.record_decision(decision("d1"))
+        wait_for_commits(store, 1)
+        assert store.record_report(report("d1")).result(timeout=10)
+        store.flush(timeout_s=10)
+    assert levels == ["off", "on", "on"]  # SET LOCAL: the session's own setting is back after
 
 
 def test_a_server_that_stops_answering_is_cut_off_rather_than_waited_for(

@@ -14,13 +14,17 @@ from array import array
 from dataclasses import dataclass
 
 from orxaq_grpc import learning_kernel
+from orxaq_grpc.frozen import frozen
 from orxaq_grpc.kernel import Doubles, Int64s
 
-# Format of an encoded TaskFeatures: a leading version byte, then zlib-compressed JSON.
-_ENCODING = 1
+# An encoded TaskFeatures: a format byte, then zlib (level 1) of the text and tags joined by NULs
+# (_JOINED), or of JSON [text, tags] (_JSON) when one of them holds a NUL. _JSON was once the only
+# format; _JOINED skips the JSON encoder, which cost the ledger's writer 8-15 µs a decision.
+_JSON = b"\x01"
+_JOINED = b"\x02"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskFeatures:
     """The task as the success model reads it: lower-cased title and prompt (cut to the policy's
     length), and tags such as `kind=bugfix`, `label=flaky`, `lane=codex`."""
@@ -29,13 +33,19 @@ class TaskFeatures:
     tags: tuple[str, ...]
 
     def encode(self) -> bytes:
+        joined = "\x00".join((self.text, *self.tags))
+        if joined.count("\x00") == len(self.tags):  # no field holds a NUL: it splits back the same
+            return _JOINED + zlib.compress(joined.encode(), 1)
         payload = json.dumps([self.text, list(self.tags)], ensure_ascii=False, separators=(",", ":"))
-        return bytes([_ENCODING]) + zlib.compress(payload.encode(), 1)
+        return _JSON + zlib.compress(payload.encode(), 1)
 
     @classmethod
     def decode(cls, blob: bytes) -> TaskFeatures:
-        """Raises ValueError on a blob this version cannot read."""
-        if not blob or blob[0] != _ENCODING:
+        """Raises ValueError on a blob this version cannot read (zlib.error on a corrupt one)."""
+        if blob[:1] == _JOINED:
+            text, *tags = zlib.decompress(blob[1:]).decode().split("\x00")
+            return cls(text=text, tags=tuple(tags))
+        if blob[:1] != _JSON:
             raise ValueError(f"unknown task-features encoding {blob[:1]!r}")
         text, tags = json.loads(zlib.decompress(blob[1:]))
         if not isinstance(text, str) or not isinstance(tags, list):

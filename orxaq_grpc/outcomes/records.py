@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from orxaq_grpc.frozen import frozen
 from orxaq_grpc.learning import TaskFeatures
 
 
@@ -25,7 +26,7 @@ class Outcome(enum.IntEnum):
         return self in (Outcome.RATE_LIMITED, Outcome.TIMEOUT, Outcome.SERVER_ERROR)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DecisionRecord:
     decision_id: str
     at: float  # unix seconds, server clock

@@ -9,14 +9,14 @@ request asks for it explicitly.
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
 
 from orxaq_grpc.config.model import LaneSpec, Policy
+from orxaq_grpc.frozen import frozen
 from orxaq_grpc.routing.types import Objective, ObjectiveRule, RouteRequest, Task
+from orxaq_grpc.scoring import KeywordIndex, KeywordsFactory
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TaskEstimate:
     input_tokens: int
     output_tokens: int
@@ -29,7 +29,7 @@ class TaskEstimate:
     keyword_field: str  # "title" or "prompt": where the first match was
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ResolvedObjective:
     objective: Objective
     rule: ObjectiveRule
@@ -39,101 +39,44 @@ class ResolvedObjective:
 class WholeWords:
     """Finds which of a list of words or phrases occur as whole words, case-insensitively.
 
-    `str.find` per keyword plus a boundary check is an order of magnitude cheaper than
-    one alternation regex scanned position by position, and Route runs it on every
-    prompt. "format" does not match inside "information": a neighbouring letter, digit
-    or underscore disqualifies a hit, as `\\b` would. A phrase ("race condition") matches
-    across any run of white space, line breaks included.
+    "format" does not match inside "information": a neighbouring letter, digit or underscore
+    disqualifies a hit, as `\\b` would. A phrase ("race condition") matches across any run of
+    white space, line breaks included. The scoring module's keyword index does the search:
+    compiled, one pass over the text.
     """
 
-    def __init__(self, words: tuple[str, ...]) -> None:
-        keywords = tuple(dict.fromkeys(" ".join(w.lower().split()) for w in words))
-        self._words = tuple((w, _token(w)) for w in keywords if " " not in w)
-        # A regex only for phrases, starting with a literal so re can search for it quickly
-        # (a leading look-behind would make it try every position); boundaries are checked below.
-        self._phrases = tuple(
-            (phrase, re.compile(r"\s+".join(map(re.escape, phrase.split()))), _tokens_of(phrase))
-            for phrase in keywords
-            if " " in phrase
-        )
+    def __init__(self, words: tuple[str, ...], index: KeywordsFactory = KeywordIndex) -> None:
+        self._index = index(_normalized(words))
 
-    def first_matches(self, text: str, tokens: Tokens = None) -> list[tuple[int, str]]:
-        """(position, word) of each word's first whole-word hit in `text`, already lower-cased.
-        `tokens`, the text's `word_tokens` when known, spares the search for a word that is none
-        of them (a whole-word hit of a word made of word characters is one of the text's tokens)."""
-        if not text:
-            return []
-        hits = []
-        for phrase, pattern, parts in self._phrases:
-            if tokens is not None and parts is not None and not parts <= tokens:
-                continue
-            for match in pattern.finditer(text):
-                if _whole(text, match.start(), match.end()):
-                    hits.append((match.start(), phrase))
-                    break
-        for word, token in self._words:
-            if tokens is not None and token is not None and token not in tokens:
-                continue
-            at = text.find(word)
-            while at != -1:
-                if _whole(text, at, at + len(word)):
-                    hits.append((at, word))
-                    break
-                at = text.find(word, at + 1)
-        return hits
+    def first_matches(self, text: str) -> list[tuple[int, str]]:
+        """(position, word) of each word's first whole-word hit in `text`, already lower-cased;
+        sorted."""
+        return self._index.first_hits(text)
 
 
-# The runs of word characters of an ASCII text, as bytes; None where not known (other text).
-Tokens = frozenset[bytes] | None
-# ASCII letters, digits and _ kept, every other byte made a space: split() then gives the runs.
-_WORD_BYTES = bytes(c if chr(c).isalnum() or c == ord("_") else ord(" ") for c in range(128)) + b" " * 128
-
-
-def word_tokens(text: str) -> Tokens:
-    """The text's maximal runs of word characters (letters, digits, _), for an ASCII text: one
-    C pass, where searching each keyword would scan the text once per keyword."""
-    if not text.isascii():
-        return None
-    return frozenset(text.encode().translate(_WORD_BYTES).split())
-
-
-def _token(word: str) -> bytes | None:
-    """A keyword as the one token a whole-word hit of it is; None if it has other characters."""
-    if word and word.isascii() and all(_is_word_char(c) for c in word):
-        return word.encode()
-    return None
-
-
-def _tokens_of(phrase: str) -> frozenset[bytes] | None:
-    parts = [_token(part) for part in phrase.split()]
-    return None if any(part is None for part in parts) else frozenset(p for p in parts if p is not None)
-
-
-def _whole(text: str, start: int, end: int) -> bool:
-    """No letter, digit or underscore right before `start` or at `end`."""
-    return not (start > 0 and _is_word_char(text[start - 1])) and not (
-        end < len(text) and _is_word_char(text[end])
-    )
-
-
-def _is_word_char(char: str) -> bool:
-    return char.isalnum() or char == "_"
+def _normalized(words: tuple[str, ...]) -> tuple[str, ...]:
+    """Keywords as they are matched: lower-cased, words joined by single spaces, each once."""
+    return tuple(dict.fromkeys(" ".join(w.lower().split()) for w in words))
 
 
 class ObjectiveResolver:
     """Built once per config load; cheap and thread-safe to call per request."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, index: KeywordsFactory = KeywordIndex) -> None:
         self._policy = policy
-        self._quality = WholeWords(policy.quality_keywords)
-        self._cost_speed = WholeWords(policy.cost_speed_keywords)
+        quality = _normalized(policy.quality_keywords)
+        cost_speed = _normalized(policy.cost_speed_keywords)
+        self._quality = frozenset(quality)
+        self._cost_speed = frozenset(cost_speed)
+        # One index for both lists: one pass over each text finds the hits of either.
+        self._words = WholeWords(quality + cost_speed, index)
 
     def estimate(self, task: Task) -> TaskEstimate:
         policy = self._policy
         texts = (("title", task.title.lower()), ("prompt", task.prompt[: policy.keyword_scan_chars].lower()))
-        fields = tuple((name, text, word_tokens(text)) for name, text in texts)
-        quality_hits, quality_field = _matches(self._quality, fields)
-        cost_hits, cost_field = _matches(self._cost_speed, fields)
+        fields = [(name, self._words.first_matches(text)) for name, text in texts]
+        quality_hits, quality_field = _matches(fields, self._quality)
+        cost_hits, cost_field = _matches(fields, self._cost_speed)
 
         input_tokens = task.input_tokens
         output_tokens = task.output_tokens
@@ -226,15 +169,16 @@ def estimate_difficulty(input_tokens: int, quality_keywords: int, cost_speed_key
     return min(100.0, max(0.0, guess))
 
 
-def _matches(words: WholeWords, fields: tuple[tuple[str, str, Tokens], ...]) -> tuple[tuple[str, ...], str]:
-    """Distinct whole-word matches over (name, lower-cased text, its tokens) fields, each field's
-    in order of appearance; and the name of the field the first one was found in."""
+def _matches(
+    fields: list[tuple[str, list[tuple[int, str]]]], wanted: frozenset[str]
+) -> tuple[tuple[str, ...], str]:
+    """The distinct `wanted` words among (name, sorted hits) fields, each field's in order of
+    appearance; and the name of the field the first one was found in."""
     found: dict[str, None] = {}
     first_field = ""
-    for name, text, tokens in fields:
-        hits = words.first_matches(text, tokens)
-        for _, word in sorted(hits):
-            found.setdefault(word, None)
-        if hits and not first_field:
-            first_field = name
+    for name, hits in fields:
+        for _, word in hits:
+            if word in wanted:
+                found[word] = None
+                first_field = first_field or name
     return tuple(found), first_field

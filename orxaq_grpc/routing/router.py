@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import uuid
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 
@@ -21,6 +19,7 @@ from orxaq_grpc.routing import explain, strong_or_weak
 from orxaq_grpc.routing.batch import BatchGuards, score_batch
 from orxaq_grpc.routing.catalog import CACHE_SHARE_STEPS, CompiledCatalog, combine_weights, floor_quality
 from orxaq_grpc.routing.context import Guards, RequestContext, Scores
+from orxaq_grpc.routing.ids import new_decision_id, new_decision_ids
 from orxaq_grpc.routing.objective import ObjectiveResolver
 from orxaq_grpc.routing.strong_or_weak import named_threshold
 from orxaq_grpc.routing.types import (
@@ -35,25 +34,6 @@ from orxaq_grpc.routing.validation import Violation, validate_route_request
 from orxaq_grpc.scoring import CatalogKernel
 
 log = logging.getLogger(__name__)
-
-
-def new_decision_id() -> str:
-    return uuid.uuid4().hex
-
-
-# UUID version 4 and RFC 4122 variant bits, as uuid.uuid4 sets them.
-_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
-
-
-def new_decision_ids(count: int) -> list[str]:
-    """`count` ids as new_decision_id makes them (random UUID4s in hex), from one read of the OS's
-    randomness rather than one each."""
-    raw = os.urandom(16 * count)
-    return [
-        f"{int.from_bytes(raw[at : at + 16]) & _UUID4_CLEAR | _UUID4_SET:032x}"
-        for at in range(0, 16 * count, 16)
-    ]
 
 
 class BudgetExhausted(Exception):

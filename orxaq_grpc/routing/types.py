@@ -8,8 +8,9 @@ holds the two in step.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from orxaq_grpc.frozen import frozen
 from orxaq_grpc.learning import TaskFeatures
 from orxaq_grpc.vocabulary import Filter, Objective, Profile, enum_name
 
@@ -69,7 +70,7 @@ class FallbackReason(enum.IntEnum):
         return self >= FallbackReason.ROUTING_DISABLED and self != FallbackReason.STOP_LOSS_STATIC
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Task:
     id: str = ""
     kind: str = ""
@@ -82,7 +83,7 @@ class Task:
     value_usd: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Constraints:
     max_cost_usd: float | None = None
     min_quality: float | None = None
@@ -90,7 +91,7 @@ class Constraints:
     required_capabilities: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RouteRequest:
     lane: str
     task: Task = field(default_factory=Task)
@@ -102,7 +103,7 @@ class RouteRequest:
     router: str = ""  # RouteLLM's "router-<name>-<threshold>": strong when the win probability reaches it
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CandidateScore:
     model: str
     provider: str
@@ -116,14 +117,14 @@ class CandidateScore:
     estimated_latency_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class FilteredModel:
     model: str
     filter: Filter
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StrongOrWeak:
     """Route's economic comparison for a task with a value: the strong model wins only if
     value x (p_strong - p_weak) - (cost_strong - cost_weak) - penalty >= threshold."""
@@ -150,7 +151,7 @@ class StrongOrWeak:
     shadow: str = ""  # in shadow mode: what the success model would have chosen
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Decision:
     decision_id: str
     model: str

@@ -21,7 +21,7 @@ from orxaq_grpc.outcomes.budgets import BudgetBook
 from orxaq_grpc.outcomes.detection import classify
 from orxaq_grpc.outcomes.economics import DAY, EconomicsBook, Figures
 from orxaq_grpc.outcomes.records import JournalEntry
-from orxaq_grpc.routing.router import new_decision_id
+from orxaq_grpc.routing.ids import new_decision_id
 from orxaq_grpc.scale.gate import BudgetRoom, GateInputs, LaneCondition, decide
 from orxaq_grpc.scale.journal import from_payload, to_payload
 from orxaq_grpc.scale.stoploss import (

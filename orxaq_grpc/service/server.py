@@ -128,7 +128,7 @@ async def start_server(
         interceptors.insert(0, TelemetryInterceptor(tracer, metrics.rpc_duration if metrics else None))
     options = server_options(reuse_port, max_request_bytes(live.current.config.policy.limits))
     server = grpc.aio.server(options=options, interceptors=interceptors)
-    observer = Observer(metrics)
+    observer = Observer(metrics, traced=tracer is not None)
     handlers = RoutingHandlers(RoutingWorkflow(live, outcomes, observer), data_dir, observer)
     # Both services through wire.register: bytes that do not parse are INVALID_ARGUMENT, logged by count.
     refusals = RefusalLog()

@@ -11,9 +11,8 @@ commit is done; if it raises, the batch failed whole and every future in it gets
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
@@ -74,7 +73,14 @@ class GroupCommitter:
         self._max_batch = max_batch
         self._max_queued_decisions = max_queued_decisions
         self._decision_linger_s = decision_linger_s
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        # The writer is woken once per batch, not per record (a wake-up per decision cost more than
+        # the insert): by the first decision queued after it took its last batch (`_awake`), and by
+        # what must not linger (`_urgent`): a record somebody waits for, a full batch, the stop.
+        # Callers set both under `_lock`; the writer clears them.
+        self._queue: deque[_Item | None] = deque()
+        self._wake = threading.Event()
+        self._awake = False
+        self._urgent = False
         self._lock = threading.Lock()  # orders enqueueing against stop()
         self._closed = False
         self._stopped = running_future()  # resolved when the writer has drained the queue and exited
@@ -86,7 +92,7 @@ class GroupCommitter:
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     @property
     def closed(self) -> bool:
@@ -104,17 +110,17 @@ class GroupCommitter:
                 )
             return
         self._decisions_in += 1
-        self._enqueue((record, None))
+        self._enqueue((record, None), urgent=False)
 
     def record(self, record: ReportRecord | JournalEntry) -> Future[bool]:
         future = running_future()
-        self._enqueue((record, future))
+        self._enqueue((record, future), urgent=True)
         return future
 
     def flush(self, timeout_s: float | None = None) -> None:
         marker = running_future()
         try:
-            self._enqueue((None, marker))
+            self._enqueue((None, marker), urgent=True)
         except StoreError:  # closed: the writer commits everything queued before it stops
             marker = self._stopped
         marker.result(timeout_s)
@@ -128,15 +134,23 @@ class GroupCommitter:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._queue.put(None)
+                self._queue.append(None)
+                self._urgent = True
+                self._wake.set()
 
     def wait_stopped(self) -> None:
         self._stopped.result()
 
-    def _enqueue(self, item: _Item) -> None:
+    def _enqueue(self, item: _Item, *, urgent: bool) -> None:
         with self._lock:
             self.check_open()
-            self._queue.put(item)
+            self._queue.append(item)
+            if urgent or len(self._queue) == self._max_batch:
+                self._urgent = True  # before the wake: see _take_batch
+                self._wake.set()
+            elif not self._awake:
+                self._awake = True
+                self._wake.set()
 
     # --- the writer thread ---
 
@@ -155,31 +169,29 @@ class GroupCommitter:
                 self._stopped.set_result(True)
 
     def _take_batch(self) -> tuple[list[_Item], bool]:
-        """Waits for the first item, then takes whatever else is already queued; True once the
-        stop sentinel is reached (nothing is queued after it).
+        """Waits for the first item, then takes up to `max_batch` queued ones; True once the stop
+        sentinel is reached (nothing is queued after it).
 
         A batch of decision-log entries alone lingers up to `decision_linger_s` for more: nobody
         waits for them, and one commit for many beats one for each. Anything somebody waits for
-        (a report, a flush) ends the lingering at once."""
+        (a report, a flush) or a full batch ends the lingering at once; decisions queued meanwhile
+        wake nobody."""
+        if not self._queue:
+            self._wake.wait()
+        # Cleared before `_urgent` is read: an urgent item queued after the read sets it again.
+        self._wake.clear()
+        if not self._urgent:
+            self._wake.wait(self._decision_linger_s)
+        self._awake = self._urgent = False  # before taking: whatever comes later wakes us again
         batch: list[_Item] = []
-        item = self._queue.get()
-        linger_until = time.monotonic() + self._decision_linger_s
-        waited_on = False
-        while item is not None:
+        while self._queue and len(batch) < self._max_batch:
+            item = self._queue.popleft()
+            if item is None:
+                return batch, True
             batch.append(item)
-            waited_on = waited_on or item[1] is not None
-            if len(batch) >= self._max_batch:
-                return batch, False
-            try:
-                remaining = linger_until - time.monotonic()
-                item = (
-                    self._queue.get_nowait()
-                    if waited_on or remaining <= 0
-                    else self._queue.get(timeout=remaining)
-                )
-            except queue.Empty:
-                return batch, False
-        return batch, True
+        if self._queue:  # past max_batch: the rest, perhaps urgent, goes next without lingering
+            self._urgent = True
+        return batch, False
 
     def _commit(self, batch: list[_Item]) -> None:
         """One transaction for the whole batch; futures resolve only after it committed."""

@@ -546,6 +546,7 @@ class PostgresStore(LedgerStore):
         reports: list[tuple[int, tuple[Any, ...]]] = []
         entries: list[tuple[Any, ...]] = []
         first_of: dict[str, int] = {}
+        durable = not all(isinstance(record, DecisionRecord) for record in batch)
         for index, record in enumerate(batch):
             if record is None:
                 continue
@@ -574,7 +575,7 @@ class PostgresStore(LedgerStore):
             db, new = self._writer_link.get()
             try:
                 with self._watchdog.guard(db):
-                    stored = self._transaction(db, decisions, reports, entries)
+                    stored = self._transaction(db, decisions, reports, entries, durable)
                 break
             except _CutOff as cut:
                 self._writer_link.check(db)
@@ -597,8 +598,11 @@ class PostgresStore(LedgerStore):
         decisions: list[tuple[Any, ...]],
         reports: list[tuple[int, tuple[Any, ...]]],
         entries: list[tuple[Any, ...]],
+        durable: bool,
     ) -> dict[int, bool | StoreError]:
-        """Inserts and commits; each report's answer by its index in the batch."""
+        """Inserts and commits; each report's answer by its index in the batch. Not `durable`: the
+        COMMIT returns before its WAL is flushed (a server crash may lose it; a later synchronous
+        COMMIT flushes it too)."""
         ids = [values[0] for _, values in reports]
         earlier, pending = self._in_doubt.settle(db, ids) if ids else (set(), set())
         stored: dict[int, bool | StoreError] = {}
@@ -610,6 +614,8 @@ class PostgresStore(LedgerStore):
                     "doubt; retry later"
                 )
         db.execute("BEGIN")
+        if not durable:  # decision-log entries alone: nobody waits for them (see SqliteStore._write)
+            db.execute("SET LOCAL synchronous_commit = off")
         txid = 0
         if tried or entries:
             row = db.execute(_TAKE_ORDER, (ORDER_LOCK,)).fetchone()

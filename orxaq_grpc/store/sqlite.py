@@ -160,6 +160,7 @@ class SqliteStore(LedgerStore):
         self.path = _ledger_path(Path(directory))
         self.location = str(self.path)
         self._db = _open_writer(self.path)
+        self._synchronous = "FULL"  # as _open_writer set it
         self._writer = GroupCommitter(
             self.location,
             self._write,
@@ -211,9 +212,21 @@ class SqliteStore(LedgerStore):
     # --- the writer thread ---
 
     def _write(self, batch: Batch) -> list[bool | StoreError]:
-        """One transaction for the whole batch (group_commit.GroupCommitter answers the futures)."""
+        """One transaction for the whole batch (group_commit.GroupCommitter answers the futures).
+
+        A batch of decision-log entries alone commits with `synchronous = NORMAL`: in WAL mode the
+        commit is still atomic, but a power cut may lose it, and nobody was told it is stored. Any
+        batch somebody waits for (a report, a journal entry, a flush) commits FULL, and its sync of
+        the WAL also makes every earlier commit durable."""
+        self._set_synchronous("NORMAL" if all(isinstance(r, DecisionRecord) for r in batch) else "FULL")
         with _transaction(self._db):
             return self._insert_all(batch)
+
+    def _set_synchronous(self, level: str) -> None:
+        """Set between transactions; it applies to the connection's next COMMITs."""
+        if level != self._synchronous:
+            self._db.execute(f"PRAGMA synchronous = {level}")
+            self._synchronous = level
 
     def _insert_all(self, batch: Batch) -> list[bool | StoreError]:
         """Runs of decisions go in with one executemany (the decision log is most of the rows);

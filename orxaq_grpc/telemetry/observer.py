@@ -25,12 +25,13 @@ from orxaq_grpc.telemetry.metrics import RoutingMetrics
 
 
 class Observer:
-    def __init__(self, metrics: RoutingMetrics | None = None) -> None:
+    def __init__(self, metrics: RoutingMetrics | None = None, traced: bool = True) -> None:
+        """`traced=False`: no call is ever traced, so Route does not even look for its span."""
         self.metrics = metrics
+        self._traced = traced
 
     def routed(self, decision: Decision) -> None:
-        span = trace.get_current_span()
-        if span.is_recording():
+        if self._traced and (span := trace.get_current_span()).is_recording():
             span.set_attributes(route_attributes(decision))
         if self.metrics is not None:
             self.metrics.decided(decision)
