@@ -101,17 +101,18 @@ class RoutingHandlers:
         ]
 
         def answer(answers: list[pb.RouteDecision | Exception | None]) -> pb.RouteBatchResponse:
-            results = []
+            # Built in place: a message passed to a constructor is copied, and a list of results
+            # so built would copy every decision twice.
+            response = pb.RouteBatchResponse()
+            results = response.results
             for position, outcome in enumerate(answers):
+                result = results.add()
                 if isinstance(outcome, pb.RouteDecision):
-                    results.append(pb.RouteBatchResult(decision=outcome))
+                    result.decision.CopyFrom(outcome)
                 elif outcome is None:
-                    results.append(pb.RouteBatchResult(error=_gate_error(refused[position])))
+                    result.error.CopyFrom(_gate_error(refused[position]))
                 else:
-                    results.append(
-                        pb.RouteBatchResult(error=self._item_error(message.requests[position], outcome))
-                    )
-            response = pb.RouteBatchResponse(results=results)
+                    result.error.CopyFrom(self._item_error(message.requests[position], outcome))
             if (size := response.ByteSize()) > MAX_ANSWER_BYTES:
                 raise AnswerTooLarge(
                     f"the answer to {len(results)} requests would be {size} bytes, over the "
