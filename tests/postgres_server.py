@@ -111,10 +111,11 @@ class PostgresServer:
         self._run("pg_ctl", "--pgdata", str(self.data), "--log", str(self.log), "-o", options, "-w", "start")
         self.running = True
 
-    def stop(self) -> None:
-        """Fast shutdown: open sessions are ended, their transactions rolled back."""
+    def stop(self, mode: str = "fast") -> None:
+        """Fast shutdown: open sessions are ended, their transactions rolled back. "immediate": every
+        session is killed at once, none can finish what it was doing (crash recovery at the next start)."""
         if self.running:
-            self._run("pg_ctl", "--pgdata", str(self.data), "-m", "fast", "-w", "stop")
+            self._run("pg_ctl", "--pgdata", str(self.data), "-m", mode, "-w", "stop")
             self.running = False
 
     def dsn(self, dbname: str = SUPERUSER) -> str:
