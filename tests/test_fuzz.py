@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orxaq.routing.v1 import routing_pb2 as pb
+from orxaq_grpc.config.load import load_config
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.service.health import lane_service_name
 from orxaq_grpc.service.server import MAX_MESSAGE_BYTES
@@ -42,7 +43,7 @@ SERVICES = (
 )
 METHODS = {f"{s.name}/{m.name}": m for s in SERVICES for m in s.methods}
 # The calls that change state go first, so that the reads after them render what they left behind.
-WRITES = ("Route", "Report", "Scale", "SetStopLoss")
+WRITES = ("Route", "Report", "Scale", "SetStopLoss", "PauseLane", "CloseBreaker", "ReloadConfig")
 ORDER = sorted(METHODS, key=lambda name: METHODS[name].name not in WRITES)
 DEADLINE_S = 5.0  # far past any answer here: running into it is a hang
 NEVER = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -426,6 +427,18 @@ def set_stop_loss(channel: grpc.Channel, active: bool) -> None:
     )
 
 
+def undo(channel: grpc.Channel, method: str) -> None:
+    """What a write fuzzed leaves that would change the answers to the methods after it."""
+    if method == "SetStopLoss":
+        set_stop_loss(channel, active=False)  # routing is scored again for what follows
+    elif method == "PauseLane":
+        for lane in load_config(CONFIG_DIR).lanes:
+            channel.unary_unary("/orxaq.routing.v1.RoutingService/PauseLane")(
+                pb.PauseLaneRequest(lane=lane, paused=False, note="fuzz").SerializeToString(),
+                timeout=DEADLINE_S,
+            )
+
+
 # The tests --------------------------------------------------------------------------------------------
 
 
@@ -444,8 +457,7 @@ def test_any_request_message_is_answered_with_a_deliberate_status(
     try:
         fuzz()
     finally:
-        if method.name == "SetStopLoss":
-            set_stop_loss(channel, active=False)  # routing is scored again for what follows
+        undo(channel, method.name)
 
 
 def _mutated(requests: st.SearchStrategy[Message]) -> st.SearchStrategy[bytes]:
@@ -481,8 +493,7 @@ def test_any_bytes_are_answered_with_a_deliberate_status(
     try:
         fuzz()
     finally:
-        if method.name == "SetStopLoss":
-            set_stop_loss(channel, active=False)
+        undo(channel, method.name)
 
 
 def test_the_field_path_check_follows_the_descriptor() -> None:

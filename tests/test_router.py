@@ -517,11 +517,15 @@ class FixedGuards:
         self.models = models
         self.lane_headroom = lane_headroom
         self.stop_loss = stop_loss
+        self.paused: set[str] = set()
         self.rates = rates or {}
         self.reserved: list[str] = []
 
     def stop_loss_active(self) -> bool:
         return self.stop_loss
+
+    def lane_paused(self, lane: str) -> bool:
+        return lane in self.paused
 
     def pass_rates(self) -> dict[str, tuple[int, int]]:
         return self.rates

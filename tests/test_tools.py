@@ -156,7 +156,8 @@ def test_grpcurl_lists_and_describes_over_reflection(server: LoopbackServer) -> 
     assert "returns ( stream .orxaq.routing.v1.HealthResponse );" in described.stdout  # WatchHealth
     rpcs = re.findall(r"rpc (\w+) \(", described.stdout)
     assert sorted(rpcs) == [
-        "Economics", "Health", "Report", "Route", "RouteBatch", "Scale", "SetStopLoss", "WatchHealth",
+        "CloseBreaker", "Economics", "Health", "PauseLane", "ReloadConfig", "Report", "Route",
+        "RouteBatch", "Scale", "SetStopLoss", "WatchHealth",
     ]  # fmt: skip
 
 

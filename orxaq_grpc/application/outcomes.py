@@ -18,6 +18,7 @@ from pathlib import Path
 
 from orxaq_grpc.application.adaptive import AdaptiveWeights
 from orxaq_grpc.application.learning import Learner
+from orxaq_grpc.application.operators import OperatorAction, Operators
 from orxaq_grpc.config.model import Config, Weights
 from orxaq_grpc.learning import SuccessModel
 from orxaq_grpc.outcomes.breakers import Breakers, BreakerView
@@ -72,6 +73,8 @@ class HealthView:
     recent_decisions: tuple[DecisionRecord, ...] = ()  # newest first; not part of the fingerprint
     learning: LearningView | None = None
     shared: SharedStatus | None = None  # None: this replica shares nothing (no --shared)
+    operator_actions: tuple[OperatorAction, ...] = ()  # newest first
+    paused_lanes: frozenset[str] = frozenset()
 
     def fingerprint(self) -> tuple[object, ...]:
         """What a watcher compares: every state, not the figures that wobble under it."""
@@ -81,6 +84,8 @@ class HealthView:
             tuple((b.scope, b.name, b.state) for b in self.breakers),
             tuple((b.scope, b.name, b.warning, b.exhausted) for b in self.budgets),
             self.shared is not None and self.shared.connected,
+            self.paused_lanes,
+            self.operator_actions[0].at if self.operator_actions else None,
         )
 
 
@@ -124,6 +129,7 @@ class Outcomes:
             else Budgets(settings, clock)
         )
         self.guardrails = Guardrails(lambda: self.config, self.book, self.budgets, store, clock)
+        self.operators = Operators(store, self.breakers, self._follow_reload, clock)
         self._recent: OrderedDict[str, tuple[str, float]] = OrderedDict()  # id: (lane, estimated USD)
         self._reported: OrderedDict[str, None] = OrderedDict()  # decisions whose report is counted
         self._shown: deque[DecisionRecord] = deque(maxlen=SHOWN_DECISIONS)
@@ -135,6 +141,11 @@ class Outcomes:
         live.on_reload(self._follow_budgets)
         live.on_reload(self.learner.reconfigure)
         live.on_reload(self.adaptive.reconfigure)
+
+    def _follow_reload(self, version: str) -> None:
+        """Another worker reloaded the config (an operator's call reaches one): this one does too."""
+        if version != self.config.version:
+            self._live.reload()
 
     def _follow_budgets(self, config: Config) -> None:
         """After a reload: the new budget limits apply at once, a new budget counting today's spend."""
@@ -160,6 +171,9 @@ class Outcomes:
     def stop_loss_active(self) -> bool:
         return self.guardrails.stop_loss.active
 
+    def lane_paused(self, lane: str) -> bool:
+        return self.operators.lane_paused(lane)
+
     def pass_rates(self) -> Mapping[str, tuple[int, int]]:
         return self.guardrails.pass_rates()
 
@@ -183,8 +197,10 @@ class Outcomes:
         return shares.get(lane, 0.0)
 
     def check(self) -> None:
-        """The periodic round: stop-loss triggers, and the success model catches up with the ledger."""
+        """The periodic round: stop-loss triggers, what other workers' operators did, and the success
+        model catches up with the ledger."""
         self.guardrails.check()
+        self.operators.follow()
         if self.config.policy.learning.learns:
             self.learner.tick()
             self.adaptive.tick()
@@ -408,6 +424,7 @@ class Outcomes:
         self.budgets.seed(self.spent_today())  # shared budgets: today's spend, for a Redis without it
         self._restore_reservations(unreported.values())
         self.guardrails.restore()
+        self.operators.restore()
         self.guardrails.check()
         return decisions, reports
 
@@ -445,6 +462,8 @@ class Outcomes:
             recent_decisions=tuple(self._shown),  # copied in C, under the GIL: safe beside appends
             learning=self.learning_view(),
             shared=self.shared.status() if self.shared is not None else None,
+            operator_actions=self.operators.shown(),
+            paused_lanes=self.operators.paused,
         )
 
     def learning_view(self) -> LearningView:

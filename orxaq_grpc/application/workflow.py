@@ -12,11 +12,13 @@ from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future
 from typing import Protocol, TypeVar
 
+from orxaq_grpc.application.operators import CHANGED, REFUSED, UNCHANGED, Action
 from orxaq_grpc.application.outcomes import EconomicsView, HealthView, Outcomes
 from orxaq_grpc.config.model import Config
+from orxaq_grpc.outcomes.breakers import BREAKER_SCOPES, BreakerView
 from orxaq_grpc.outcomes.records import ReportInput, ReportRecord
 from orxaq_grpc.outcomes.validation import validate_report
-from orxaq_grpc.routing.live import LiveRouter
+from orxaq_grpc.routing.live import LiveRouter, Reloaded
 from orxaq_grpc.routing.router import BudgetExhausted
 from orxaq_grpc.routing.types import Decision, RouteRequest
 from orxaq_grpc.scale.types import ScaleDecision, ScaleRequest
@@ -212,12 +214,61 @@ class RoutingWorkflow:
         """A Scale decision is durable and answered."""
         self.observer.scaled(decision)
 
-    def set_stop_loss(self, active: bool, note: str) -> bool:
-        """An operator's call; True when the state changed (it is in the log by then)."""
+    def set_stop_loss(self, active: bool, note: str, who: str = "") -> bool:
+        """An operator's call; True when the state changed (it is in the log by then, with who)."""
+        self._check_note(note, required=False)
+        changed = self.outcomes.guardrails.set_stop_loss(active, note) is not None
+        action = Action.STOP_LOSS_ENTER if active else Action.STOP_LOSS_EXIT
+        self.outcomes.operators.record(who, action, "", note, CHANGED if changed else UNCHANGED)
+        return changed
+
+    def reload_config(self, note: str, who: str = "") -> Reloaded:
+        """An operator's reload of the config directory, logged with its outcome."""
+        self._check_note(note)
+        reloaded = self.live.reload()
+        outcome = reloaded.version if reloaded else REFUSED + reloaded.refusal
+        self.outcomes.operators.record(who, Action.RELOAD_CONFIG, "", note, outcome)
+        return reloaded
+
+    def close_breaker(
+        self, scope: str, name: str, note: str, who: str = ""
+    ) -> tuple[bool, BreakerView | None]:
+        """An operator closes a circuit: whether that changed it, and its state after (None: it has
+        seen no report)."""
+        config = self.config
+        violations = self._note_violations(note)
+        if scope not in BREAKER_SCOPES:
+            violations.append(Violation("scope", f"is {scope!r}; one of {', '.join(BREAKER_SCOPES)}"))
+        elif not name:
+            violations.append(Violation("name", "is empty; a model or provider of the catalog"))
+        elif name not in {m.id if scope == "model" else m.provider for m in config.models}:
+            violations.append(Violation("name", f"no {scope} {name!r} in the catalog"))
+        if violations:
+            raise RequestInvalid(violations)
+        changed = self.outcomes.operators.close_breaker(who, scope, name, note)
+        return changed, self.outcomes.breakers.view_of(scope, name)
+
+    def pause_lane(self, lane: str, paused: bool, note: str, who: str = "") -> bool:
+        """An operator pauses a lane (its static chain) or resumes it; True when that changed."""
+        violations = self._note_violations(note)
+        if lane not in self.config.lanes:
+            violations.insert(0, Violation("lane", f"no lane {lane!r} in the config"))
+        if violations:
+            raise RequestInvalid(violations)
+        return self.outcomes.operators.pause_lane(who, lane, paused, note)
+
+    def _check_note(self, note: str, required: bool = True) -> None:
+        if violations := self._note_violations(note, required):
+            raise RequestInvalid(violations)
+
+    def _note_violations(self, note: str, required: bool = True) -> list[Violation]:
+        """An operator's note says why, for the ledger: bounded like a task title."""
         limit = self.config.policy.limits.max_title_chars
         if len(note) > limit:
-            raise RequestInvalid([Violation("note", f"is {len(note)} characters; at most {limit}")])
-        return self.outcomes.guardrails.set_stop_loss(active, note) is not None
+            return [Violation("note", f"is {len(note)} characters; at most {limit}")]
+        if required and not note.strip():
+            return [Violation("note", "is empty; say why, for the ledger")]
+        return []
 
     def economics(self) -> EconomicsView:
         return self.outcomes.economics()

@@ -31,6 +31,9 @@ WINDOW_BUCKETS = 30  # the failure-rate window is kept as this many time buckets
 PROVIDER_EVIDENCE_FAILURES = 2
 
 
+BREAKER_SCOPES = ("model", "provider")
+
+
 class BreakerState(enum.Enum):
     CLOSED = "closed"
     OPEN = "open"
@@ -163,7 +166,7 @@ class _Circuit:
         if failed:
             self._open(now, _rate_limit_reason(retry_after_s) or "half-open probe failed", retry_after_s)
         else:
-            self._close()
+            self.close()
         return True
 
     def _trip_reason(self, now: float, failed: bool, retry_after_s: float) -> str:
@@ -207,7 +210,7 @@ class _Circuit:
             self.reopens_at = now + retry_after_s
             self.reason = _rate_limit_reason(retry_after_s)
 
-    def _close(self) -> None:
+    def close(self) -> None:
         """Healed: forget the failures that opened it, or the next one would trip it again."""
         self.state, self.reason, self.opened_at, self.reopens_at = BreakerState.CLOSED, "", None, None
         self.probes_left = self.consecutive_failures = 0
@@ -339,6 +342,33 @@ class Breakers:
                 took_last |= circuit is not None and circuit.take_probe(now, decision_id)
             if took_last:
                 self._refresh()
+
+    def close(self, scope: str, name: str) -> bool:
+        """An operator closes a circuit by hand: its failures are forgotten, as when it heals. False
+        when it was closed already (or has seen no report)."""
+        with self._lock:
+            self._advance()
+            circuit = self._circuits.get((scope, name))
+            if circuit is None or circuit.state is BreakerState.CLOSED:
+                return False
+            circuit.close()
+            self._tripped.discard(circuit)
+            self._version += 1
+            self._refresh()
+            return True
+
+    def is_closed(self, scope: str, name: str) -> bool:
+        with self._lock:
+            self._advance()
+            circuit = self._circuits.get((scope, name))
+            return circuit is None or circuit.state is BreakerState.CLOSED
+
+    def view_of(self, scope: str, name: str) -> BreakerView | None:
+        """One breaker; None when it has seen no report."""
+        with self._lock:
+            now = self._advance()
+            circuit = self._circuits.get((scope, name))
+            return circuit.view(now) if circuit is not None else None
 
     def views(self) -> list[BreakerView]:
         """Every breaker that has seen a report, by scope then name."""

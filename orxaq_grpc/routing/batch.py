@@ -37,6 +37,9 @@ class BatchGuards:
     def stop_loss_active(self) -> bool:
         return self._stop_loss
 
+    def lane_paused(self, lane: str) -> bool:
+        return self._guards.lane_paused(lane)
+
     def pass_rates(self) -> Mapping[str, tuple[int, int]]:
         if self._rates is None:
             self._rates = self._guards.pass_rates()

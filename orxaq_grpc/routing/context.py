@@ -24,6 +24,10 @@ class Guards(Protocol):
         """True: every decision is the lane's static chain (reason stop_loss_static)."""
         ...
 
+    def lane_paused(self, lane: str) -> bool:
+        """True: an operator paused the lane; its decisions are its static chain (reason lane_paused)."""
+        ...
+
     def pass_rates(self) -> Mapping[str, tuple[int, int]]:
         """Per model (validation passes, reports) over the calibration window."""
         ...

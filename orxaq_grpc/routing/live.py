@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from orxaq_grpc.config.load import ConfigError, load_config
@@ -42,22 +43,24 @@ class LiveRouter:
     def from_directory(cls, directory: str | Path) -> LiveRouter:
         return cls(Router(load_config(directory)))
 
-    def reload(self) -> bool:
-        """Loads the config directory again; on any problem keeps the last good one."""
+    def reload(self) -> Reloaded:
+        """Loads the config directory again; on any problem keeps the last good one (truthy when
+        reloaded; the refusal says why not, each problem with its file and field)."""
         with self._reload_lock:
             directory = self.current.config.directory
+            previous = self.current.config.version
             try:
                 router = self.current.reconfigured(load_config(directory))
             except ConfigError as exc:
-                log.error("config reload refused, keeping version %s:\n%s", self.current.config.version, exc)
-                return False
-            except Exception:
-                log.exception("config reload failed, keeping version %s", self.current.config.version)
-                return False
-            previous = self.current.config.version
+                log.error("config reload refused, keeping version %s:\n%s", previous, exc)
+                return Reloaded(False, previous, previous, str(exc))
+            except Exception as exc:
+                log.exception("config reload failed, keeping version %s", previous)
+                return Reloaded(False, previous, previous, f"loading {directory} failed: {exc!r}")
             if problems := [p for check in self._vetoes if (p := check(router.config))]:
-                log.error("config reload refused, keeping version %s: %s", previous, "; ".join(problems))
-                return False
+                refusal = "; ".join(problems)
+                log.error("config reload refused, keeping version %s: %s", previous, refusal)
+                return Reloaded(False, previous, previous, refusal)
             self.current = router
             log.info("config reloaded from %s: version %s -> %s", directory, previous, router.config.version)
             for callback in self._listeners:
@@ -65,4 +68,17 @@ class LiveRouter:
                     callback(router.config)
                 except Exception:
                     log.exception("a config reload listener failed (%r); the reload stands", callback)
-            return True
+            return Reloaded(True, router.config.version, previous)
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """What a reload did: the version in force after it, the one before, and why it was refused."""
+
+    reloaded: bool
+    version: str
+    previous_version: str
+    refusal: str = ""
+
+    def __bool__(self) -> bool:
+        return self.reloaded

@@ -51,6 +51,8 @@ class BudgetExhausted(Exception):
 # A reservation that another thread won between the headroom check and try_reserve
 # makes Route decide again with the new headroom, at most this often.
 _RESERVE_ATTEMPTS = 3
+# Reasons whose static chain starts at the lane's pin, whatever the lane asked for.
+_TO_THE_PIN = frozenset({FallbackReason.STOP_LOSS_STATIC, FallbackReason.LANE_PAUSED})
 
 
 def expected_cost_usd(
@@ -164,6 +166,7 @@ class Router:
             self.config.policy.routing_enabled
             and not (guards is not None and guards.stop_loss_active())
             and ctx.lane.spec.enabled
+            and not (guards is not None and guards.lane_paused(ctx.request.lane))
         )
 
     def _score_batch(self, contexts: list[RequestContext]) -> dict[str, Scores]:
@@ -223,6 +226,8 @@ class Router:
             return self._static(ctx, FallbackReason.STOP_LOSS_STATIC)
         if not ctx.lane.spec.enabled:
             return self._static(ctx, FallbackReason.LANE_DISABLED)
+        if ctx.guards is not None and ctx.guards.lane_paused(ctx.request.lane):
+            return self._static(ctx, FallbackReason.LANE_PAUSED)
         try:
             for _ in range(_RESERVE_ATTEMPTS):
                 scores = self._score(ctx) if batched is None else self._still_valid(ctx, batched)
@@ -468,7 +473,8 @@ class Router:
         return FallbackReason.BUDGET_EXHAUSTED
 
     def _static(self, ctx: RequestContext, reason: FallbackReason, scores: Scores | None = None) -> Decision:
-        """The deterministic chain: requested model if allowed and healthy (not in stop-loss), the
+        """The deterministic chain: requested model if allowed and healthy (not in stop-loss or a
+        paused lane), the
         lane's static pin, then the lane's allowed models in their configured order. Healthy models
         (enabled, not behind an open circuit) come first; with none healthy, the first enabled one.
 
@@ -478,8 +484,9 @@ class Router:
         spec = ctx.lane.spec
         catalog = self.catalog
         requested = ctx.request.requested_model
-        # Stop-loss rolls back to the pins: a lane's ask is part of what is being rolled back.
-        honoured = requested in spec.allowed_models and reason != FallbackReason.STOP_LOSS_STATIC
+        # Stop-loss rolls back to the pins, and a paused lane goes to its pin: a lane's ask is part of
+        # what is being rolled back or paused.
+        honoured = requested in spec.allowed_models and reason not in _TO_THE_PIN
         chain = ([requested] if honoured else []) + [spec.static_fallback]
         chain += spec.allowed_models
         enabled = [name for name in dict.fromkeys(chain) if catalog.models[catalog.index[name]].enabled]

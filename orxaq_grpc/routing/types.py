@@ -61,13 +61,18 @@ class FallbackReason(enum.IntEnum):
     ALL_CANDIDATES_UNHEALTHY = 14
     BUDGET_EXHAUSTED = 15
     STOP_LOSS_STATIC = 16
+    LANE_PAUSED = 17
 
     @property
     def disruptive(self) -> bool:
         """Benign reasons are a lane's request overridden; the rest signal trouble. Stop-loss
         static mode is a deliberate rollback, not trouble: counting it would keep the router
-        looking unstable, and so keep stop-loss on, by its own doing."""
-        return self >= FallbackReason.ROUTING_DISABLED and self != FallbackReason.STOP_LOSS_STATIC
+        looking unstable, and so keep stop-loss on, by its own doing. An operator's pause is
+        deliberate too."""
+        return self >= FallbackReason.ROUTING_DISABLED and self not in _DELIBERATE
+
+
+_DELIBERATE = frozenset({FallbackReason.STOP_LOSS_STATIC, FallbackReason.LANE_PAUSED})
 
 
 @frozen

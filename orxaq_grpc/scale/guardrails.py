@@ -14,7 +14,6 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TypeVar
 
 from orxaq_grpc.config.model import Config
 from orxaq_grpc.outcomes.budgets import BudgetBook
@@ -23,7 +22,7 @@ from orxaq_grpc.outcomes.economics import DAY, EconomicsBook, Figures
 from orxaq_grpc.outcomes.records import JournalEntry
 from orxaq_grpc.routing.ids import new_decision_id
 from orxaq_grpc.scale.gate import BudgetRoom, GateInputs, LaneCondition, decide
-from orxaq_grpc.scale.journal import from_payload, to_payload
+from orxaq_grpc.scale.journal import decoded, to_payload, write_durably
 from orxaq_grpc.scale.stoploss import (
     BudgetSpend,
     Inputs,
@@ -34,16 +33,14 @@ from orxaq_grpc.scale.stoploss import (
     read_triggers,
 )
 from orxaq_grpc.scale.types import ScaleDecision, ScaleRequest
-from orxaq_grpc.store.base import Store, StoreError
+from orxaq_grpc.store.base import Store
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SCALE = "scale"
 STOP_LOSS = "stop_loss"
 RECENT_EVENTS = 20
 CALIBRATION_EVERY_S = 60.0  # a model's acceptance moves slowly; a 30-day sum costs ~0.1 s
-COMMIT_WAIT_S = 10.0  # how long a stop-loss transition waits for the ledger before it is given up
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +88,10 @@ class Guardrails:
 
     def restore(self) -> None:
         """The stop-loss state and recent decisions as the journal left them."""
-        events = _decoded(StopLossEvent, self._store.journal(STOP_LOSS, RECENT_EVENTS))
+        events = decoded(StopLossEvent, self._store.journal(STOP_LOSS, RECENT_EVENTS))
         if events:
             self.stop_loss.apply(events[0])
-        scales = _decoded(ScaleDecision, self._store.journal(SCALE, self._scales.maxlen or 1))
+        scales = decoded(ScaleDecision, self._store.journal(SCALE, self._scales.maxlen or 1))
         with self._shown:
             self._events.extend(events)
             self._scales.extend(scales)
@@ -120,7 +117,7 @@ class Guardrails:
     def _follow_the_log(self) -> None:
         """Applies a transition another worker sharing this ledger logged (an operator's call reaches
         one worker; the others follow within a check interval)."""
-        latest = _decoded(StopLossEvent, self._store.journal(STOP_LOSS, 1))
+        latest = decoded(StopLossEvent, self._store.journal(STOP_LOSS, 1))
         with self._shown:
             known = self._events[0] if self._events else None
         if latest and latest[0].at > (known.at if known is not None else -math.inf):
@@ -186,13 +183,8 @@ class Guardrails:
     def _commit(self, event: StopLossEvent) -> None:
         """Logs a transition and applies it once durable: the state never runs ahead of the log,
         so a restart always comes back to what was last said."""
-        written = self._store.record_journal(JournalEntry(event.at, STOP_LOSS, event.kind, to_payload(event)))
-        try:
-            written.result(timeout=COMMIT_WAIT_S)
-        except TimeoutError:
-            raise StoreError(
-                f"the ledger did not confirm a stop-loss {event.kind} in {COMMIT_WAIT_S:g} s"
-            ) from None
+        entry = JournalEntry(event.at, STOP_LOSS, event.kind, to_payload(event))
+        write_durably(self._store, entry, f"a stop-loss {event.kind}")
         self.stop_loss.apply(event)
         with self._shown:
             self._events.appendleft(event)
@@ -280,14 +272,3 @@ def _sample(figures: Figures, since: float, until: float) -> Sample:
         valued_tasks=c.valued_decisions,
         value_per_task_usd=figures.value_per_task_usd,
     )
-
-
-def _decoded(kind: type[T], entries: list[JournalEntry]) -> list[T]:
-    """Entries this build can read; one it cannot is logged and skipped, never fatal at start."""
-    decoded: list[T] = []
-    for entry in entries:
-        try:
-            decoded.append(from_payload(kind, entry.payload))
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("journal %s entry at %s cannot be read (%s); skipped", entry.kind, entry.at, exc)
-    return decoded

@@ -7,10 +7,19 @@ and skip such an entry).
 
 from __future__ import annotations
 
+import logging
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter
 from pydantic_core import to_json
+
+from orxaq_grpc.outcomes.records import JournalEntry
+from orxaq_grpc.store.base import Store, StoreError
+
+log = logging.getLogger(__name__)
+COMMIT_WAIT_S = (
+    10.0  # how long an operator's or a guardrail's entry waits for the ledger before it is given up
+)
 
 T = TypeVar("T")
 
@@ -33,3 +42,24 @@ def from_payload(kind: type[T], payload: str) -> T:
 
 
 _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def decoded(kind: type[T], entries: list[JournalEntry]) -> list[T]:
+    """Entries this build can read; one it cannot is logged and skipped, never fatal at start."""
+    found: list[T] = []
+    for entry in entries:
+        try:
+            found.append(from_payload(kind, entry.payload))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("journal %s entry at %s cannot be read (%s); skipped", entry.kind, entry.at, exc)
+    return found
+
+
+def write_durably(store: Store, entry: JournalEntry, what: str) -> None:
+    """Writes `entry` and returns once the ledger says it is durable; StoreError when it refuses or
+    does not confirm within COMMIT_WAIT_S (`what` names the entry in that error)."""
+    written = store.record_journal(entry)
+    try:
+        written.result(timeout=COMMIT_WAIT_S)
+    except TimeoutError:
+        raise StoreError(f"the ledger did not confirm {what} in {COMMIT_WAIT_S:g} s") from None

@@ -13,7 +13,8 @@ from typing import TypeVar, cast
 
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.application.outcomes import EconomicsView, HealthView, LearningView
-from orxaq_grpc.config.model import Config
+from orxaq_grpc.config.model import Config, LaneSpec
+from orxaq_grpc.outcomes.breakers import BreakerView
 from orxaq_grpc.outcomes.detection import DetectionState
 from orxaq_grpc.outcomes.economics import Breakdown, Figures
 from orxaq_grpc.outcomes.records import Outcome, ReportInput, ReportRecord
@@ -385,15 +386,7 @@ def health_to_proto(
         enabled_models=sum(1 for m in config.models if m.enabled),
         lane_count=len(config.lanes),
         lanes=[
-            pb.LaneHealth(
-                lane=lane.id,
-                state=lane_states.get(lane.id, "idle"),
-                allowed_models=len(lane.allowed_models),
-                static_fallback=lane.static_fallback,
-                default_objective=cast(pb.Objective, lane.default_objective.value),
-                default_profile=cast(pb.Profile, lane.default_profile.value),
-                enabled=lane.enabled,
-            )
+            lane_health_to_proto(lane, lane_states.get(lane.id, "idle"), lane.id in view.paused_lanes)
             for lane in config.lanes.values()
         ],
         scoring_kernel=scoring_kernel,
@@ -417,20 +410,7 @@ def health_to_proto(
             )
             for d in view.recent_decisions
         ],
-        breakers=[
-            pb.BreakerStatus(
-                scope=b.scope,
-                name=b.name,
-                state=b.state.value,
-                reason=b.reason,
-                reopens_in_s=max(0.0, b.reopens_at - monotonic_now) if b.reopens_at is not None else 0.0,
-                consecutive_failures=b.consecutive_failures,
-                window_reports=b.window_reports,
-                window_failures=b.window_failures,
-                openings=b.openings,
-            )
-            for b in view.breakers
-        ],
+        breakers=[breaker_to_proto(b, monotonic_now) for b in view.breakers],
         budgets=[
             pb.BudgetStatus(
                 scope=b.scope,
@@ -455,6 +435,50 @@ def health_to_proto(
         data_dir=data_dir,
         guardrails=guardrails_to_proto(view.guardrails),
         shared=_shared(view.shared),
+        operator_actions=[
+            pb.OperatorAction(
+                at_unix=a.at,
+                who=a.who,
+                action=a.action.value,
+                target=a.target,
+                note=a.note,
+                outcome=a.outcome,
+            )
+            for a in view.operator_actions
+        ],
+        detection=pb.DetectionThresholds(
+            window_s=config.policy.detection.window_s,
+            degraded_router_error_rate=config.policy.detection.degraded_router_error_rate,
+            elevated_fallback_rate=config.policy.detection.elevated_fallback_rate,
+        ),
+    )
+
+
+def lane_health_to_proto(lane: LaneSpec, state: str, paused: bool) -> pb.LaneHealth:
+    return pb.LaneHealth(
+        lane=lane.id,
+        state=state,
+        allowed_models=len(lane.allowed_models),
+        static_fallback=lane.static_fallback,
+        default_objective=cast(pb.Objective, lane.default_objective.value),
+        default_profile=cast(pb.Profile, lane.default_profile.value),
+        enabled=lane.enabled,
+        paused=paused,
+    )
+
+
+def breaker_to_proto(b: BreakerView, monotonic_now: float) -> pb.BreakerStatus:
+    """`monotonic_now` is the breakers' clock, for how long an open circuit has left."""
+    return pb.BreakerStatus(
+        scope=b.scope,
+        name=b.name,
+        state=b.state.value,
+        reason=b.reason,
+        reopens_in_s=max(0.0, b.reopens_at - monotonic_now) if b.reopens_at is not None else 0.0,
+        consecutive_failures=b.consecutive_failures,
+        window_reports=b.window_reports,
+        window_failures=b.window_failures,
+        openings=b.openings,
     )
 
 

@@ -32,6 +32,7 @@ from orxaq_grpc.routing.router import BudgetExhausted
 from orxaq_grpc.scale.types import ScaleDecision
 from orxaq_grpc.scoring import KIND as SCORING_KERNEL
 from orxaq_grpc.service.convert import (
+    breaker_to_proto,
     decision_to_proto,
     economics_to_proto,
     guardrails_to_proto,
@@ -150,8 +151,28 @@ class RoutingHandlers:
     def scale(self, message: pb.ScaleRequest) -> tuple[ScaleDecision, Future[bool]]:
         return self.workflow.scale(scale_request_from_proto(message))
 
-    def set_stop_loss(self, message: pb.SetStopLossRequest) -> bool:
-        return self.workflow.set_stop_loss(message.active, message.note)
+    def set_stop_loss(self, message: pb.SetStopLossRequest, who: str) -> bool:
+        return self.workflow.set_stop_loss(message.active, message.note, who)
+
+    def reload_config(self, message: pb.ReloadConfigRequest, who: str) -> pb.ReloadConfigResponse:
+        reloaded = self.workflow.reload_config(message.note, who)
+        return pb.ReloadConfigResponse(
+            reloaded=reloaded.reloaded,
+            config_version=reloaded.version,
+            previous_version=reloaded.previous_version,
+            refusal=reloaded.refusal,
+        )
+
+    def close_breaker(self, message: pb.CloseBreakerRequest, who: str) -> pb.CloseBreakerResponse:
+        changed, view = self.workflow.close_breaker(message.scope, message.name, message.note, who)
+        breaker = breaker_to_proto(view, time.monotonic()) if view is not None else None
+        return pb.CloseBreakerResponse(changed=changed, breaker=breaker)
+
+    def pause_lane(self, message: pb.PauseLaneRequest, who: str) -> pb.PauseLaneResponse:
+        changed = self.workflow.pause_lane(message.lane, message.paused, message.note, who)
+        health = self.health()
+        lane = next(lane for lane in health.lanes if lane.lane == message.lane)
+        return pb.PauseLaneResponse(changed=changed, lane=lane)
 
     def economics(self, message: pb.EconomicsRequest) -> pb.EconomicsResponse:
         return economics_to_proto(self.workflow.economics(), self.workflow.config.version)
@@ -321,9 +342,35 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         request: pb.SetStopLossRequest,
         context: grpc.aio.ServicerContext[pb.SetStopLossRequest, pb.SetStopLossResponse],
     ) -> pb.SetStopLossResponse:
-        changed = await asyncio.to_thread(self.handlers.set_stop_loss, request)
+        changed = await asyncio.to_thread(self.handlers.set_stop_loss, request, CALLER.get().name)
         view = self.handlers.workflow.outcomes.guardrails.view()
         return pb.SetStopLossResponse(changed=changed, guardrails=guardrails_to_proto(view))
+
+    # The operator's controls wait for the ledger (and a reload reads the config): off the loop.
+
+    @_statuses("ReloadConfig", lambda r: ("", r.note[:64]))
+    async def ReloadConfig(
+        self,
+        request: pb.ReloadConfigRequest,
+        context: grpc.aio.ServicerContext[pb.ReloadConfigRequest, pb.ReloadConfigResponse],
+    ) -> pb.ReloadConfigResponse:
+        return await asyncio.to_thread(self.handlers.reload_config, request, CALLER.get().name)
+
+    @_statuses("CloseBreaker", lambda r: ("", f"{r.scope}:{r.name}"[:64]))
+    async def CloseBreaker(
+        self,
+        request: pb.CloseBreakerRequest,
+        context: grpc.aio.ServicerContext[pb.CloseBreakerRequest, pb.CloseBreakerResponse],
+    ) -> pb.CloseBreakerResponse:
+        return await asyncio.to_thread(self.handlers.close_breaker, request, CALLER.get().name)
+
+    @_statuses("PauseLane", lambda r: (r.lane[:64], r.note[:64]))
+    async def PauseLane(
+        self,
+        request: pb.PauseLaneRequest,
+        context: grpc.aio.ServicerContext[pb.PauseLaneRequest, pb.PauseLaneResponse],
+    ) -> pb.PauseLaneResponse:
+        return await asyncio.to_thread(self.handlers.pause_lane, request, CALLER.get().name)
 
     @_statuses("Economics", _nothing)
     async def Economics(

@@ -440,7 +440,7 @@ class Simulation:
         self.kpis.budgets_in_force(now, intended.policy.budgets)
         reloaded = True
         for service in self._replicas.services:  # what SIGHUP runs, on every replica
-            reloaded &= await asyncio.to_thread(service.live.reload)
+            reloaded &= bool(await asyncio.to_thread(service.live.reload))
         after = self.service.live.current.config.version
         self.kpis.events.append(
             {"at_s": round(now, 3), "event": "reload", "applied": reloaded, "config": f"{before} -> {after}"}
