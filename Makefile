@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install serve test lint check-config bench clean autonomy-discover autonomy-prepare autonomy-dry-run \
-	autonomy-run autonomy-status
+.PHONY: install serve web screenshots test lint check-config bench clean autonomy-discover autonomy-prepare \
+	autonomy-dry-run autonomy-run autonomy-status
 
 # Reinstall when the build inputs change: the kernel, the generated code and the packaged default
 # config (orxaq_grpc/_defaults/, from config/ and protos/) come from them. The exact tested versions
@@ -20,6 +20,14 @@ install: $(INSTALLED)
 ## Run the service on the shipped config (127.0.0.1:50051; Ctrl-C stops it).
 serve: $(INSTALLED)
 	$(BIN)/orxaq-grpc serve --config config
+
+## The monitor as a web page for the service `make serve` runs: http://127.0.0.1:8089/ (Ctrl-C stops it).
+web: $(INSTALLED)
+	$(BIN)/orxaq-grpc web
+
+## PNGs of the web monitor on sample traffic, laptop and phone size, into screenshots/ (needs chromium).
+screenshots: $(INSTALLED)
+	$(BIN)/python tools/web_screenshots.py --out screenshots
 
 ## The test suite: both kernel twins, a real server on loopback, the CLI.
 test: $(INSTALLED)

@@ -28,6 +28,7 @@ DEFAULT_DATA_DIR = "data"
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a command its reader left
 SIMULATIONS_DIR = "simulations"  # where `simulate` writes its KPIs unless told
 ECONOMICS_WINDOWS = ("last_hour", "today", "7d", "30d")  # as the service names them
+DEFAULT_WEB_LISTEN = "127.0.0.1:8089"  # where `web` serves its page unless told
 
 _Response = TypeVar("_Response", bound="Message")
 TIMEOUT_HELP = "seconds before the call gives up (default %(default)s)"
@@ -414,6 +415,33 @@ def _parser() -> argparse.ArgumentParser:
         help="the economics window (default %(default)s)",
     )
     monitor.add_argument("--once", action="store_true", help="print one frame and exit (for scripts)")
+    web = commands.add_parser(
+        "web",
+        parents=[calls],
+        help="the monitor as a web page, with the operator controls: serves it on --listen",
+        description="A companion process: one WatchHealth stream and one Economics call every --refresh-s "
+        "to the service, whatever the number of open pages, each page kept live over server-sent events. "
+        "Operator actions on the page forward the operator token pasted there, for that call only; the "
+        "token given here (--token-file, ORXAQ_TOKEN) is used for reads.",
+    )
+    web.set_defaults(run=_web)
+    web.add_argument(
+        "--listen",
+        default=DEFAULT_WEB_LISTEN,
+        metavar="HOST:PORT",
+        help="where the page is served; port 0 picks a free one (default %(default)s)",
+    )
+    web.add_argument(
+        "--refresh-s",
+        type=float,
+        default=5.0,
+        help="seconds between Economics calls (0.1-3600; default %(default)s)",
+    )
+    web.add_argument(
+        "--insecure",
+        action="store_true",
+        help="listen beyond loopback: operator tokens then reach the page over plain HTTP",
+    )
     simulate = commands.add_parser(
         "simulate",
         help="drive the service with a simulated fleet (config/scenarios/*.toml) and print its KPIs; "
@@ -873,6 +901,20 @@ def _monitor(args: argparse.Namespace) -> int:
         print("orxaq-grpc: --refresh must be between 0.1 and 3600 seconds", file=sys.stderr)
         return 2
     return run(args.connection, refresh_s=args.refresh, window=args.window, once=args.once)
+
+
+def _web(args: argparse.Namespace) -> int:
+    from orxaq_grpc.web.app import ListenRefused, run
+
+    if not 0.1 <= args.refresh_s <= 3600:
+        print("orxaq-grpc: --refresh-s must be between 0.1 and 3600 seconds", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args.connection, args.listen, args.refresh_s, args.insecure)
+    except ListenRefused as exc:
+        print(f"orxaq-grpc: {exc}", file=sys.stderr)
+        return 2
 
 
 def _flows(args: argparse.Namespace, side: str) -> pb.Flows | None:

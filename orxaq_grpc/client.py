@@ -44,6 +44,9 @@ class _RoutingStub(Protocol):
     WatchHealth: grpc.UnaryStreamMultiCallable[pb.WatchHealthRequest, pb.HealthResponse]
     Scale: grpc.UnaryUnaryMultiCallable[pb.ScaleRequest, pb.ScaleDecision]
     SetStopLoss: grpc.UnaryUnaryMultiCallable[pb.SetStopLossRequest, pb.SetStopLossResponse]
+    ReloadConfig: grpc.UnaryUnaryMultiCallable[pb.ReloadConfigRequest, pb.ReloadConfigResponse]
+    CloseBreaker: grpc.UnaryUnaryMultiCallable[pb.CloseBreakerRequest, pb.CloseBreakerResponse]
+    PauseLane: grpc.UnaryUnaryMultiCallable[pb.PauseLaneRequest, pb.PauseLaneResponse]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +75,18 @@ class Connection:
     def channel(self) -> grpc.Channel:
         if not self.secure:
             return grpc.insecure_channel(self.address)
-        credentials = grpc.ssl_channel_credentials(
+        return grpc.secure_channel(self.address, self._credentials())
+
+    def aio_channel(self) -> grpc.aio.Channel:
+        """The same channel for asyncio callers (the web companion); made inside their running loop."""
+        if not self.secure:
+            return grpc.aio.insecure_channel(self.address)
+        return grpc.aio.secure_channel(self.address, self._credentials())
+
+    def _credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
             root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
         )
-        return grpc.secure_channel(self.address, credentials)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """The bearer token as call metadata (sent over plaintext too: loopback setups use it)."""
@@ -126,6 +137,15 @@ class RoutingClient:
 
     def set_stop_loss(self, active: bool, note: str = "") -> pb.SetStopLossResponse:
         return self._unary(self._stub.SetStopLoss, pb.SetStopLossRequest(active=active, note=note))
+
+    def reload_config(self, note: str = "") -> pb.ReloadConfigResponse:
+        return self._unary(self._stub.ReloadConfig, pb.ReloadConfigRequest(note=note))
+
+    def close_breaker(self, scope: str, name: str, note: str = "") -> pb.CloseBreakerResponse:
+        return self._unary(self._stub.CloseBreaker, pb.CloseBreakerRequest(scope=scope, name=name, note=note))
+
+    def pause_lane(self, lane: str, paused: bool, note: str = "") -> pb.PauseLaneResponse:
+        return self._unary(self._stub.PauseLane, pb.PauseLaneRequest(lane=lane, paused=paused, note=note))
 
     def _unary(
         self, method: grpc.UnaryUnaryMultiCallable[_Request, _Response], request: _Request
