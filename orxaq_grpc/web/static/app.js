@@ -254,8 +254,12 @@ const OVERALL_FIGURES = [
   ["bounded_cost_reports", "bounded-cost reports", (f) => count(f.bounded_cost_reports)],
 ];
 
-function figureCell(key, f, field, text) {
-  return cell(fig(`${key}.${field}`, f[field], text), true);
+// Each figure's text, by field, for the rows by provider, lane and model too.
+const FIGURE_TEXT = Object.fromEntries(OVERALL_FIGURES.map(([field, , text]) => [field, text]));
+const TRAFFIC = ["estimated_tokens", "reported_tokens", "spend_usd", "blended_usd_per_mtok"];
+
+function figureCells(key, f, fields) {
+  return fields.map((field) => cell(fig(`${key}.${field}`, f[field], FIGURE_TEXT[field](f)), true));
 }
 
 function renderEconomics(economics, health) {
@@ -282,14 +286,7 @@ function renderEconomics(economics, health) {
     return row(
       cell(name), cell(providerStates[name] ? stateBadge(providerStates[name]) : "-"),
       cell(fig(`${key}.decisions_share`, share, rate(share, o.decisions)), true),
-      figureCell(key, f, "decisions", count(f.decisions)),
-      figureCell(key, f, "fallback_rate", rate(f.fallback_rate, f.decisions)),
-      figureCell(key, f, "router_error_rate", rate(f.router_error_rate, f.decisions)),
-      figureCell(key, f, "error_rate", rate(f.error_rate, f.reports)),
-      figureCell(key, f, "estimated_tokens", count(f.estimated_tokens)),
-      figureCell(key, f, "reported_tokens", count(f.reported_tokens)),
-      figureCell(key, f, "spend_usd", money(f.spend_usd)),
-      figureCell(key, f, "blended_usd_per_mtok", perMtok(f.blended_usd_per_mtok, f.reported_tokens)),
+      ...figureCells(key, f, ["decisions", "fallback_rate", "router_error_rate", "error_rate", ...TRAFFIC]),
     );
   }), 11, "no provider traffic in this window");
   fill(body[2], (w.lanes || []).map(({ name, figures: f }) => {
@@ -297,15 +294,9 @@ function renderEconomics(economics, health) {
     const budget = laneBudgets[name];
     return row(
       cell(name), cell(laneStates[name] ? stateBadge(laneStates[name]) : "-"),
-      figureCell(key, f, "decisions", count(f.decisions)),
-      figureCell(key, f, "fallback_rate", rate(f.fallback_rate, f.decisions)),
-      figureCell(key, f, "disruptive_fallback_rate", rate(f.disruptive_fallback_rate, f.decisions)),
-      figureCell(key, f, "router_error_rate", rate(f.router_error_rate, f.decisions)),
-      figureCell(key, f, "error_rate", rate(f.error_rate, f.reports)),
-      figureCell(key, f, "estimated_tokens", count(f.estimated_tokens)),
-      figureCell(key, f, "reported_tokens", count(f.reported_tokens)),
-      figureCell(key, f, "spend_usd", money(f.spend_usd)),
-      figureCell(key, f, "blended_usd_per_mtok", perMtok(f.blended_usd_per_mtok, f.reported_tokens)),
+      ...figureCells(key, f, [
+        "decisions", "fallback_rate", "disruptive_fallback_rate", "router_error_rate", "error_rate", ...TRAFFIC,
+      ]),
       cell(budget ? rate(budget.used_share, 1) : "-", true),
     );
   }), 12, "no lane traffic in this window");
@@ -313,15 +304,9 @@ function renderEconomics(economics, health) {
     const key = `${base}.models.${name}`;
     return row(
       cell(name),
-      figureCell(key, f, "decisions", count(f.decisions)),
-      figureCell(key, f, "reports", count(f.reports)),
-      figureCell(key, f, "acceptance_rate", rate(f.acceptance_rate, f.reports)),
-      figureCell(key, f, "first_time_pass_rate", rate(f.first_time_pass_rate, f.reports)),
-      figureCell(key, f, "error_rate", rate(f.error_rate, f.reports)),
-      figureCell(key, f, "estimated_tokens", count(f.estimated_tokens)),
-      figureCell(key, f, "reported_tokens", count(f.reported_tokens)),
-      figureCell(key, f, "spend_usd", money(f.spend_usd)),
-      figureCell(key, f, "blended_usd_per_mtok", perMtok(f.blended_usd_per_mtok, f.reported_tokens)),
+      ...figureCells(key, f, [
+        "decisions", "reports", "acceptance_rate", "first_time_pass_rate", "error_rate", ...TRAFFIC,
+      ]),
     );
   }), 10, "no model traffic in this window");
 }
