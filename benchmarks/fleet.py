@@ -52,6 +52,8 @@ RUNS: list[tuple[str, str, tuple[str, ...]]] = [
     ("learning", "", ()),
     # Three replicas sharing a Redis and a ledger, round robin, each report to another replica.
     ("replicas", "", ()),
+    # An operator pauses a lane and closes a circuit by hand, each call to one of two replicas.
+    ("operator", "", ()),
 ]
 
 

@@ -370,6 +370,10 @@ class Breakers:
             circuit = self._circuits.get((scope, name))
             return circuit.view(now) if circuit is not None else None
 
+    def now(self) -> float:
+        """The breakers' clock (monotonic, or the simulator's): what their times are on."""
+        return self._clock()
+
     def views(self) -> list[BreakerView]:
         """Every breaker that has seen a report, by scope then name."""
         with self._lock:

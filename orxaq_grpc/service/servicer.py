@@ -165,7 +165,7 @@ class RoutingHandlers:
 
     def close_breaker(self, message: pb.CloseBreakerRequest, who: str) -> pb.CloseBreakerResponse:
         changed, view = self.workflow.close_breaker(message.scope, message.name, message.note, who)
-        breaker = breaker_to_proto(view, time.monotonic()) if view is not None else None
+        breaker = breaker_to_proto(view, self.workflow.outcomes.breakers.now()) if view is not None else None
         return pb.CloseBreakerResponse(changed=changed, breaker=breaker)
 
     def pause_lane(self, message: pb.PauseLaneRequest, who: str) -> pb.PauseLaneResponse:
@@ -190,7 +190,7 @@ class RoutingHandlers:
             version=__version__,
             pid=os.getpid(),
             data_dir=self._data_dir,
-            monotonic_now=time.monotonic(),
+            monotonic_now=self.workflow.outcomes.breakers.now(),
         )
 
 

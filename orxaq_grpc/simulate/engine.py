@@ -22,6 +22,10 @@ With [service] replicas of 2 or more (replicas.py), the lanes' Routes go to the 
 each Report to the replica after the one that routed it; restarts and reloads reach every replica,
 an intruder's calls each the next one. Shared replicas get a Redis of their own for the run, and
 after every call the simulator waits until each replica has applied what the others published.
+
+An operator ([[events]] of kind operate) pauses or resumes a lane or closes a model's circuit with
+one call to one replica (each call to the next in turn); the other replicas follow the shared ledger
+at their next check, as they do in production: the simulator does not carry the call to them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import dataclasses
 import heapq
 import itertools
 import logging
+import math
 import random
 import tempfile
 import time
@@ -48,10 +53,13 @@ from orxaq_grpc.config.load import ConfigProblem
 from orxaq_grpc.config.model import token_digest
 from orxaq_grpc.simulate.expectations import judge, judge_versus
 from orxaq_grpc.simulate.forge import Calls, Intruder, Metadata, bearer, read_books
-from orxaq_grpc.simulate.kpis import Collector, Replicated, differences, versus
+from orxaq_grpc.simulate.kpis import Collector, Operated, Replicated, differences, versus
 from orxaq_grpc.simulate.replicas import Replicas, circuit_state, redis_problems, view_of
 from orxaq_grpc.simulate.scenario import (
+    CLOSE_BREAKER,
+    PAUSE_LANE,
     Forge,
+    Operate,
     Outage,
     Reload,
     Restart,
@@ -145,6 +153,12 @@ class Simulation:
             }
         if scenario.service.replicas > 1:
             self.kpis.replicas = Replicated(scenario.service.replicas, scenario.service.shared)
+        if scenario.operations():
+            # One replica applies an operator's call at once; several take until their next check.
+            several = scenario.service.replicas > 1
+            follow_s = self.config.policy.stop_loss.check_interval_s if several else 0.0
+            self.kpis.operated = Operated(scenario.pauses(), follow_s)
+        self._operator_calls = itertools.count()  # which replica the next one goes to
         self._progress = progress
         self._queue: list[tuple[float, int, Callable[[], Any]]] = []
         self._order = itertools.count()
@@ -201,6 +215,8 @@ class Simulation:
             for i, event in enumerate(self.scenario.events):
                 if isinstance(event, Forge):
                     self._at(event.at_s, self._intrude, i, event)
+                elif isinstance(event, Operate):
+                    self._at(event.at_s, self._operate, i, event)
                 else:
                     self._at(event.at_s, self._service_event, event)
             while self._queue:
@@ -459,6 +475,37 @@ class Simulation:
         await intruder.attack(stub, victims)
         record.after = await read_books(stub, self._operator)
         self.kpis.intrusions.append(record)
+
+    async def _operate(self, index: int, call: Operate) -> None:
+        """An operator's call to one replica, each call to the next in turn; the others follow it from
+        the shared ledger at their next check (replicas sharing nothing never do)."""
+        replica = next(self._operator_calls) % self._replicas.count
+        service = self._replicas.services[replica]
+        note = call.note or f"scenario {self.scenario.name}, events.{index}"
+        circuit = ("", 0.0)
+        stub, operator = service.stub, self._operator
+        try:
+            if call.action == CLOSE_BREAKER:
+                circuit = self._circuit(service, "model", call.model)
+                close = pb.CloseBreakerRequest(scope="model", name=call.model, note=note)
+                answer = await stub.CloseBreaker(close, timeout=RPC_TIMEOUT_S, metadata=operator)
+            else:
+                pause = pb.PauseLaneRequest(lane=call.lane, paused=call.action == PAUSE_LANE, note=note)
+                answer = await stub.PauseLane(pause, timeout=RPC_TIMEOUT_S, metadata=operator)
+        except grpc.aio.AioRpcError as exc:
+            problem = f"the service refused {call.action}: {exc.code().name}: {exc.details()}"
+            raise ScenarioError([ConfigProblem(str(self.path), f"events.{index}", problem)]) from None
+        await self._replicas.settle()
+        self.kpis.operator_called(self.clock.t, call, replica, answer.changed, circuit)
+
+    def _circuit(self, service: SimService, scope: str, name: str) -> tuple[str, float]:
+        """A replica's circuit: its state and the simulated seconds until it would let a probe through.
+        Read in process: Health's reopens_in_s counts on the real monotonic clock, not the breakers'."""
+        view = service.outcomes.breakers.view_of(scope, name)
+        if view is None:
+            return "closed", 0.0
+        reopens_at = view.reopens_at if view.reopens_at is not None else -math.inf
+        return view.state.value, max(0.0, reopens_at - self.clock.monotonic())
 
     async def _last_look_at_replicas(self) -> None:
         """Every replica's views at the end, what each published and applied, and what is in flight."""

@@ -116,7 +116,89 @@ def judge(expect: Expectations, k: dict[str, Any], open_s: float) -> list[Verdic
         verdicts += _forgery(expect, k["forgery"])
     if "replicas" in k:
         verdicts += _replicas(expect, k["replicas"])
+    if "operator" in k:
+        verdicts += _operator(expect, k["operator"])
     return verdicts
+
+
+def _operator(expect: Expectations, o: dict[str, Any]) -> list[Verdict]:
+    """An operator's pauses and closes (kpis.Operated)."""
+    verdicts: list[Verdict] = []
+    if expect.paused_lanes_pinned:
+        for pause in o["pauses"]:
+            verdicts += _pinned(pause, o["follow_s"])
+        verdicts += _pauses_look_deliberate(o)
+    if expect.closed_breakers_take_traffic:
+        verdicts += [_took_traffic(close) for close in o["closes"]]
+    return verdicts
+
+
+def _pinned(p: dict[str, Any], follow_s: float) -> list[Verdict]:
+    lane, paused_at = p["lane"], p["paused_at_s"]
+    grace = f" + {follow_s:g} s for every replica to follow" if follow_s else ""
+    models = ", ".join(f"{model} {n}" for model, n in p["models"].items())
+    misses = "; ".join(
+        f"{d['t']:.1f} s {d['strategy']} ({d['reason']}) {d['model']}" for d in p["not_pinned_first"]
+    )
+    to = "the end" if p["resumed_at_s"] is None else f"{p['resumed_at_s']:g} s"
+    verdicts = [
+        Verdict(
+            f"lane {lane} pinned while paused at {paused_at:g} s",
+            p["decisions"] > 0 and p["pinned"] == p["decisions"],
+            f"{p['pinned']} of {p['decisions']} decisions from {paused_at:g} s{grace} to {to} "
+            f"lane_paused on its static chain"
+            + (f" ({models})" if models else "")
+            + (f"; first not: {misses}" if misses else ""),
+        )
+    ]
+    after = p["after_resume"]
+    if after is not None:
+        verdicts.append(
+            Verdict(
+                f"lane {lane} routed as before once resumed at {p['resumed_at_s']:g} s",
+                after["decisions"] > 0 and after["lane_paused"] == 0,
+                f"{after['lane_paused']} of {after['decisions']} decisions from {after['from_s']:g} s to "
+                f"{after['to_s']:g} s lane_paused",
+            )
+        )
+    return verdicts
+
+
+def _pauses_look_deliberate(o: dict[str, Any]) -> list[Verdict]:
+    """A paused lane's static decisions are deliberate: no stop-loss for an unstable router, and no
+    overall detection state that says so, from the first pause on."""
+    since, entered = o["since_first_pause_s"], o["router_unstable_entered_s"]
+    states = o["overall_states"]
+    alarmed = {state: n for state, n in states.items() if state in ("degraded", "elevated_fallback")}
+    return [
+        Verdict(
+            "no stop-loss on router_unstable once a lane is paused",
+            not entered,
+            f"entered at {', '.join(f'{t:.0f} s' for t in entered)}"
+            if entered
+            else f"none from {since:g} s on",
+        ),
+        Verdict(
+            "overall detection calm once a lane is paused",
+            bool(states) and not alarmed,
+            f"at the checks from {since:g} s on: " + ", ".join(f"{state} {n}" for state, n in states.items()),
+        ),
+    ]
+
+
+def _took_traffic(c: dict[str, Any]) -> Verdict:
+    """A model whose open circuit an operator closed is routed before the circuit would have let a
+    probe through by itself: the close, not the circuit's own timer, gave it its traffic back."""
+    name = f"model {c['model']} routed once closed at {c['at_s']:g} s"
+    if c["state_before"] != "open":
+        return Verdict(name, False, f"its circuit was {c['state_before']}, not open: nothing to judge")
+    again, reopens_in = c["routed_again_s"], c["reopens_in_s"]
+    return Verdict(
+        name,
+        again is not None and again < reopens_in,
+        ("never routed again" if again is None else f"routed again {again:.1f} s after the close")
+        + f" (its circuit would have let a probe through in {reopens_in:.1f} s)",
+    )
 
 
 def _replicas(expect: Expectations, r: dict[str, Any]) -> list[Verdict]:

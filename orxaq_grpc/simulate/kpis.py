@@ -6,6 +6,7 @@ service says it settled and holds in reservations (its Health). Budgets are judg
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.config.model import BudgetSettings
 from orxaq_grpc.outcomes.economics import DAY
-from orxaq_grpc.simulate.scenario import Outage, Scenario
+from orxaq_grpc.simulate.scenario import CLOSE_BREAKER, Operate, Outage, Pause, Scenario
 from orxaq_grpc.simulate.truth import CallResult
 
 SCORED_STRATEGIES = ("scored", "strong_or_weak", "requested")
@@ -278,6 +279,115 @@ class Replicated:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _LaneDecision:
+    t: float
+    strategy: str
+    reason: str
+    model: str
+
+    @property
+    def pinned(self) -> bool:
+        """Answered as a paused lane is: its static chain, reason lane_paused."""
+        return self.strategy == "static_fallback" and self.reason == "lane_paused"
+
+
+@dataclass
+class _Close:
+    model: str
+    at_s: float
+    replica: int
+    state: str  # the model's circuit on that replica just before the call
+    reopens_in_s: float  # until, left alone, it would have let a probe through
+    changed: bool
+    routed_s: float | None = None  # the first decision for the model after the close
+
+
+FIRST_MISSES = 5  # decisions kept of each kind of miss
+
+
+@dataclass
+class Operated:
+    """An operator's calls ([[events]] of kind operate): every decision of a lane it pauses, the
+    models whose circuits it closes and when they were next routed, and the overall detection state
+    at each check. `follow_s`: how long after a call every replica is taken to have applied it."""
+
+    pauses: list[Pause]
+    follow_s: float
+    decisions: defaultdict[str, list[_LaneDecision]] = field(default_factory=lambda: defaultdict(list))
+    closes: list[_Close] = field(default_factory=list)
+    overall: list[tuple[float, str]] = field(default_factory=list)  # (t, state) at each check
+
+    def routed(self, t: float, lane: str, strategy: str, reason: str, model: str) -> None:
+        if any(pause.lane == lane for pause in self.pauses):
+            self.decisions[lane].append(_LaneDecision(t, strategy, reason, model))
+        for close in self.closes:
+            if close.model == model and close.routed_s is None:
+                close.routed_s = t
+
+    def summary(self, end_s: float, episodes: list[_Episode]) -> dict[str, Any]:
+        since = min((pause.from_s for pause in self.pauses), default=end_s)
+        return {
+            "follow_s": self.follow_s,
+            "pauses": [self._pause(pause, end_s) for pause in self.pauses],
+            "closes": [
+                {
+                    "model": c.model,
+                    "at_s": c.at_s,
+                    "replica": c.replica,
+                    "state_before": c.state,
+                    "reopens_in_s": round(c.reopens_in_s, 3),
+                    "changed": c.changed,
+                    "routed_again_s": None if c.routed_s is None else round(c.routed_s - c.at_s, 3),
+                }
+                for c in self.closes
+            ],
+            # From the first pause on: what an unstable router would show.
+            "since_first_pause_s": since,
+            "router_unstable_entered_s": [
+                e.entered_s
+                for e in episodes
+                if e.entered_s >= since and "router_unstable" in e.trigger.split(",")
+            ],
+            "overall_states": dict(sorted(Counter(state for t, state in self.overall if t >= since).items())),
+        }
+
+    def _pause(self, pause: Pause, end_s: float) -> dict[str, Any]:
+        """The lane's decisions while every replica had the pause, in the grace it took them to
+        follow, and after the resume (every replica following it) until its next pause."""
+        to_s = end_s if pause.to_s is None else pause.to_s
+        pinned_from = pause.from_s + self.follow_s
+        decisions = self.decisions[pause.lane]
+        during = [d for d in decisions if pinned_from <= d.t < to_s]
+        following = [d for d in decisions if pause.from_s <= d.t < pinned_from]
+        missed = [d for d in during if not d.pinned]
+        return {
+            "lane": pause.lane,
+            "paused_at_s": pause.from_s,
+            "resumed_at_s": pause.to_s,
+            "pinned_from_s": pinned_from,
+            "decisions": len(during),
+            "pinned": len(during) - len(missed),
+            "models": dict(Counter(d.model for d in during).most_common()),
+            "not_pinned_first": [dataclasses.asdict(d) for d in missed[:FIRST_MISSES]],
+            "following": {"decisions": len(following), "pinned": sum(d.pinned for d in following)},
+            "after_resume": None if pause.to_s is None else self._after(pause, end_s),
+        }
+
+    def _after(self, pause: Pause, end_s: float) -> dict[str, Any]:
+        assert pause.to_s is not None
+        from_s = pause.to_s + self.follow_s
+        later = [p.from_s for p in self.pauses if p.lane == pause.lane and p.from_s >= pause.to_s]
+        to_s = min(later, default=end_s)
+        after = [d for d in self.decisions[pause.lane] if from_s <= d.t < to_s]
+        return {
+            "from_s": from_s,
+            "to_s": to_s,
+            "decisions": len(after),
+            "lane_paused": sum(d.reason == "lane_paused" for d in after),
+        }
+
+
 @dataclass
 class Collector:
     scenario: Scenario
@@ -328,6 +438,7 @@ class Collector:
     access: dict[str, Any] = field(default_factory=dict)  # the credentials the run made, when any
     booked_usd: float | None = None  # the service's books at the end (runs with intruders)
     replicas: Replicated | None = None  # with [service] replicas of 2 or more
+    operated: Operated | None = None  # with [[events]] of kind operate
 
     # -- during the run ----------------------------------------------------------------
 
@@ -336,8 +447,11 @@ class Collector:
     ) -> None:
         strategy = _enum(decision.strategy, pb.Strategy, "STRATEGY_")
         self.decisions_by_strategy[strategy] += 1
-        self.decisions_by_reason[_enum(decision.fallback_reason, pb.FallbackReason, "FALLBACK_REASON_")] += 1
+        reason = _enum(decision.fallback_reason, pb.FallbackReason, "FALLBACK_REASON_")
+        self.decisions_by_reason[reason] += 1
         self.decisions_by_model[decision.model] += 1
+        if self.operated is not None:
+            self.operated.routed(t, decision.lane, strategy, reason, decision.model)
         self.route_latencies_s.append(latency_s)
         self._decisions += 1
         self._static += strategy == "static_fallback"
@@ -418,6 +532,8 @@ class Collector:
                 committed = b.spent_usd + b.reserved_usd
         self._live_openings = {f"{b.scope} {b.name}": b.openings for b in health.breakers}
         self._follow_stop_loss(t, health.guardrails)
+        if self.operated is not None:
+            self.operated.overall.append((t, health.overall.state))
         now = (
             self._decisions,
             self._static,
@@ -445,6 +561,24 @@ class Collector:
             )
         )
         self._last_sample = now
+
+    def operator_called(
+        self, t: float, call: Operate, replica: int, changed: bool, circuit: tuple[str, float]
+    ) -> None:
+        """An operator's call the service answered; `circuit`: a closed model's circuit just before
+        (its state, and the seconds until it would have let a probe through)."""
+        self.events.append(
+            {
+                "at_s": round(t, 3),
+                "event": "operate",
+                "action": call.action,
+                "target": call.target,
+                "changed": changed,
+                "replica": replica,
+            }
+        )
+        if call.action == CLOSE_BREAKER and self.operated is not None:
+            self.operated.closes.append(_Close(call.model, t, replica, *circuit, changed))
 
     def restarted(self, t: float) -> None:
         """The service is about to stop: breakers start closed in the next one."""
@@ -566,6 +700,11 @@ class Collector:
             **({"access": self.access} if self.access else {}),
             **({"forgery": self._forgery()} if self.intrusions else {}),
             **({"replicas": self._replicas()} if self.replicas is not None else {}),
+            **(
+                {"operator": self.operated.summary(self.scenario.duration_s, self.episodes)}
+                if self.operated is not None
+                else {}
+            ),
         }
 
     def _replicas(self) -> dict[str, Any]:

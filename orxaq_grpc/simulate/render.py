@@ -59,11 +59,18 @@ def _run_lines(k: dict[str, Any]) -> list[str]:
             f"{o['routed_around_s']:.1f} s ({o['calls_into_outage']} calls into it), traffic back {back}"
         )
     for e in k["events"]:
-        if e["event"] != "forge":  # the intruder lines below say more
+        if e["event"] == "operate":
+            lines.append(
+                f"operator      {e['action']} {e['target']} at {e['at_s']:g} s, on replica {e['replica']}"
+                + ("" if e["changed"] else ": it changed nothing")
+            )
+        elif e["event"] != "forge":  # the intruder lines below say more
             lines.append(
                 f"event         {e['event']} at {e['at_s']:g} s"
                 + (f": {e['config']}" if "config" in e else "")
             )
+    if operator := k.get("operator"):
+        lines += _operator_lines(operator)
     if access := k.get("access"):
         lanes = ", ".join(access["lane_tokens"])
         lines.append(f"access        a token per lane ({lanes}) and an operator's; reads {access['reads']}")
@@ -107,6 +114,34 @@ def _forgery_lines(f: dict[str, Any]) -> list[str]:
         lines.append(
             f"books         the service booked ${b['service_usd']:.4f}, the providers charged "
             f"${b['providers_usd']:.4f} (off by ${b['off_by_usd']:+.4f})"
+        )
+    return lines
+
+
+def _operator_lines(o: dict[str, Any]) -> list[str]:
+    """Each pause: the lane's decisions while paused, while the replicas followed, and after the
+    resume; each close: when the model was routed again."""
+    lines = []
+    for p in o["pauses"]:
+        to = "the end" if p["resumed_at_s"] is None else f"{p['resumed_at_s']:g} s"
+        models = ", ".join(f"{model} {n}" for model, n in p["models"].items())
+        following, after = p["following"], p["after_resume"]
+        lines.append(
+            f"paused        {p['lane']} from {p['paused_at_s']:g} s to {to}: {p['pinned']} of "
+            f"{p['decisions']} decisions lane_paused on its static chain ({models or 'none'})"
+            + (
+                f"; {following['pinned']} of {following['decisions']} while the replicas followed"
+                if o["follow_s"]
+                else ""
+            )
+            + (f"; after: {after['lane_paused']} of {after['decisions']} lane_paused" if after else "")
+        )
+    for c in o["closes"]:
+        again = c["routed_again_s"]
+        lines.append(
+            f"closed        model {c['model']} at {c['at_s']:g} s ({c['state_before']}, a probe in "
+            f"{c['reopens_in_s']:.1f} s): "
+            + ("never routed again" if again is None else f"routed again after {again:.1f} s")
         )
     return lines
 
@@ -272,11 +307,14 @@ def plot(k: dict[str, Any], path: Path) -> None:
     states.set_ylabel("count")
     states.set_xlabel("simulated minutes")
     intruders = [e["at_s"] / 60 for e in k["events"] if e["event"] == "forge"]
+    operator = [e["at_s"] / 60 for e in k["events"] if e["event"] == "operate"]
     for axis in axes:
         for _, start, end in faults:
             axis.axvspan(start / 60, end / 60, color="tab:red", alpha=0.08)
         for i, at in enumerate(intruders):
             axis.axvline(at, color="tab:purple", ls=":", lw=1, label="intruder" if i == 0 else None)
+        for i, at in enumerate(operator):
+            axis.axvline(at, color="tab:green", ls="--", lw=1, label="operator" if i == 0 else None)
         axis.legend(loc="best", fontsize="small")
     if faults:
         rates.set_title(", ".join(f"{label} {start / 60:g}-{end / 60:g} min" for label, start, end in faults))

@@ -321,6 +321,7 @@ async def view_of(service: SimService, metadata: Metadata | None) -> dict[str, A
             for b in health.budgets
         },
         "stop_loss": health.guardrails.stop_loss_active,
+        "paused_lanes": sorted(lane.lane for lane in health.lanes if lane.paused),
     }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -218,7 +219,39 @@ class Forge(_Strict):
         return self.credential.removeprefix(LANE_TOKEN) if self.credential.startswith(LANE_TOKEN) else ""
 
 
-Event = Annotated[Restart | Reload | Forge, Field(discriminator="kind")]
+PAUSE_LANE, RESUME_LANE, CLOSE_BREAKER = "pause_lane", "resume_lane", "close_breaker"
+
+
+class Operate(_Strict):
+    """An operator's call at `at_s`, over gRPC with the operator's token (with [access] on): PauseLane
+    of `lane` (every decision of it then its static chain, reason lane_paused), the resume of a lane an
+    earlier event paused, or CloseBreaker of `model`'s circuit. It reaches one replica; the others
+    follow the shared ledger at their next check. `note` says why, for the ledger (default: the
+    scenario and the event)."""
+
+    kind: Literal["operate"]
+    at_s: float = Field(gt=0)
+    action: Literal["pause_lane", "resume_lane", "close_breaker"]
+    lane: str = ""  # a configured lane, for pause_lane and resume_lane
+    model: str = ""  # a catalog model, for close_breaker
+    note: str = ""
+
+    @property
+    def target(self) -> str:
+        """As the service's operator actions name it: the lane, or "model:NAME"."""
+        return f"model:{self.model}" if self.action == CLOSE_BREAKER else self.lane
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A lane paused by one event until the event that resumes it (None: to the end of the run)."""
+
+    lane: str
+    from_s: float
+    to_s: float | None
+
+
+Event = Annotated[Restart | Reload | Forge | Operate, Field(discriminator="kind")]
 
 
 class AccessToTry(_Strict):
@@ -273,6 +306,15 @@ class Expectations(_Strict):
     reports_known_on_any_replica: bool = False
     # ... and every rate limit reported to one replica blocking its model on all of them.
     rate_limits_block_everywhere: bool = False
+    # Over the operator's calls ([[events]] of kind operate): every decision of a paused lane, from its
+    # pause (plus, with several replicas, one stop-loss check interval: the others follow the shared
+    # ledger at their next check) to its resume, lane_paused on its static chain; none after the resume
+    # (the same grace); and from the first pause on, no stop-loss on router_unstable and the overall
+    # detection state never degraded or elevated_fallback: a pause is deliberate, not an unstable router.
+    paused_lanes_pinned: bool = False
+    # Each model whose open circuit an operator closed is routed again before that circuit would have
+    # let a probe through by itself.
+    closed_breakers_take_traffic: bool = False
     versus: Versus | None = None  # with [[compare]]: one run against another
 
 
@@ -351,6 +393,23 @@ class Scenario(_Strict):
     def forges(self) -> list[tuple[int, Forge]]:
         """The intruders, with their index among the events."""
         return [(i, event) for i, event in enumerate(self.events) if isinstance(event, Forge)]
+
+    def operations(self) -> list[tuple[int, Operate]]:
+        """The operator's calls with their index among the events, in the order they run."""
+        found = [(i, event) for i, event in enumerate(self.events) if isinstance(event, Operate)]
+        return sorted(found, key=lambda item: (item[1].at_s, item[0]))
+
+    def pauses(self) -> list[Pause]:
+        """Each lane's pauses, from its pause_lane to the resume_lane after it, in time order."""
+        paused: dict[str, float] = {}
+        found = []
+        for _, call in self.operations():
+            if call.action == PAUSE_LANE:
+                paused.setdefault(call.lane, call.at_s)
+            elif call.action == RESUME_LANE and call.lane in paused:
+                found.append(Pause(call.lane, paused.pop(call.lane), call.at_s))
+        found += [Pause(lane, at_s, None) for lane, at_s in paused.items()]
+        return sorted(found, key=lambda pause: (pause.from_s, pause.lane))
 
     def versus_runs(self) -> tuple[str, str]:
         """The baseline's and the candidate's names, for `expect.versus` (with [[compare]] runs)."""
@@ -454,6 +513,17 @@ def _inconsistencies(scenario: Scenario, path: Path) -> list[ConfigProblem]:
     ):
         if given and not forges:
             problem(f"expect.{field}", 'no [[events]] of kind "forge" to judge it on')
+    actions = {call.action for _, call in scenario.operations()}
+    for field, given, action in (
+        ("paused_lanes_pinned", expect.paused_lanes_pinned, PAUSE_LANE),
+        ("closed_breakers_take_traffic", expect.closed_breakers_take_traffic, CLOSE_BREAKER),
+    ):
+        if given and action not in actions:
+            problem(
+                f"expect.{field}", f'no [[events]] of kind "operate" with action "{action}" to judge it on'
+            )
+    for field, text in _operation_problems(scenario):
+        problem(field, text)
     for field, given in (
         ("replicas_agree", expect.replicas_agree),
         ("reports_known_on_any_replica", expect.reports_known_on_any_replica),
@@ -465,6 +535,32 @@ def _inconsistencies(scenario: Scenario, path: Path) -> list[ConfigProblem]:
     for i, forge in forges:
         if forge.name and named.setdefault(forge.name, i) != i:
             problem(f"events.{i}.name", f"{forge.name!r} is also events.{named[forge.name]}'s name")
+    return problems
+
+
+def _operation_problems(scenario: Scenario) -> list[tuple[str, str]]:
+    """Each operator call names what its action acts on, and nothing else; a lane is paused before it
+    is resumed, and not paused twice over."""
+    problems = []
+    paused: dict[str, int] = {}  # lane: the event that paused it
+    for i, call in scenario.operations():
+        needs, not_for = ("model", "lane") if call.action == CLOSE_BREAKER else ("lane", "model")
+        if not getattr(call, needs):
+            problems.append((f"events.{i}.{needs}", f"{call.action} needs a {needs}"))
+        if getattr(call, not_for):
+            problems.append((f"events.{i}.{not_for}", f"{call.action} takes no {not_for}"))
+        if not call.lane or call.action == CLOSE_BREAKER:
+            continue
+        if call.action == PAUSE_LANE and call.lane in paused:
+            problems.append(
+                (f"events.{i}.lane", f"{call.lane!r} is paused already, by events.{paused[call.lane]}")
+            )
+        elif call.action == RESUME_LANE and call.lane not in paused:
+            problems.append((f"events.{i}.lane", f"no pause_lane of {call.lane!r} before it to resume"))
+        if call.action == PAUSE_LANE:
+            paused.setdefault(call.lane, i)
+        else:
+            paused.pop(call.lane, None)
     return problems
 
 
@@ -527,6 +623,7 @@ _KINDS = {
     "restart",
     "reload",
     "forge",
+    "operate",
     "function-after",
 }
 
@@ -563,6 +660,15 @@ def check_against(scenario: Scenario, config: Config, path: str | Path) -> None:
     for i, event in enumerate(scenario.events):
         if isinstance(event, Forge):
             need(config.lanes, event.lane, f"events.{i}.credential", "lane")
+        if isinstance(event, Operate):
+            need(config.lanes, event.lane, f"events.{i}.lane", "lane")
+            need(models, event.model, f"events.{i}.model", "model")
+            if len(event.note) > (limit := config.policy.limits.max_title_chars):
+                problems.append(
+                    ConfigProblem(
+                        str(path), f"events.{i}.note", f"is {len(event.note)} characters; at most {limit}"
+                    )
+                )
         if event.at_s >= scenario.duration_s:
             problems.append(
                 ConfigProblem(
