@@ -499,8 +499,8 @@ class Simulation:
         self.kpis.operator_called(self.clock.t, call, replica, answer.changed, circuit)
 
     def _circuit(self, service: SimService, scope: str, name: str) -> tuple[str, float]:
-        """A replica's circuit: its state and the simulated seconds until it would let a probe through.
-        Read in process: Health's reopens_in_s counts on the real monotonic clock, not the breakers'."""
+        """A replica's circuit, read in process just before the call: its state and the simulated
+        seconds until it would let a probe through."""
         view = service.outcomes.breakers.view_of(scope, name)
         if view is None:
             return "closed", 0.0
