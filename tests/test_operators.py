@@ -13,12 +13,16 @@ import pytest
 from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq.routing.v1 import routing_pb2_grpc
 from orxaq_grpc.application.operators import Action, Operators
+from orxaq_grpc.application.outcomes import Outcomes
+from orxaq_grpc.application.workflow import RoutingWorkflow
 from orxaq_grpc.client import field_violations
 from orxaq_grpc.config.load import load_config
 from orxaq_grpc.outcomes.breakers import Breakers
 from orxaq_grpc.outcomes.records import Outcome
 from orxaq_grpc.routing.live import LiveRouter
+from orxaq_grpc.service.servicer import RoutingHandlers
 from orxaq_grpc.store.sqlite import SqliteStore
+from orxaq_grpc.telemetry.observer import Observer
 from tests.conftest import CONFIG_DIR, LoopbackServer
 from tests.test_access import CODEX_TOKEN, OPERATOR_ENV, OPERATOR_TOKEN, guarded_config
 from tests.test_reports import report_for
@@ -276,3 +280,22 @@ def test_workers_sharing_a_ledger_follow_each_others_pauses_and_closes(tmp_path:
         assert reloads == ["abc123"] and len(there.shown()) == 3
     finally:
         store.close()
+
+
+def test_health_counts_an_open_circuits_time_left_on_the_breakers_own_clock(tmp_path: Path) -> None:
+    """The fleet simulator's breakers run on simulated time: Health must not read the machine's."""
+    live = LiveRouter.from_directory(CONFIG_DIR)
+    settings = live.current.config.policy.breakers
+    now = [5.0]
+    outcomes = Outcomes(live, SqliteStore(tmp_path, retention_days=31), monotonic=lambda: now[0])
+    observer = Observer(None)
+    handlers = RoutingHandlers(RoutingWorkflow(live, outcomes, observer), str(tmp_path), observer)
+    try:
+        for _ in range(settings.consecutive_failures):
+            outcomes.breakers.record("gpt-6-luna", "openai", Outcome.SERVER_ERROR)
+        now[0] += 10.0
+        breaker = next(b for b in handlers.health().breakers if b.name == "gpt-6-luna")
+        assert breaker.state == "open"
+        assert breaker.reopens_in_s == pytest.approx(settings.open_s - 10.0)
+    finally:
+        outcomes.close()
