@@ -390,6 +390,8 @@ def _parser() -> argparse.ArgumentParser:
     stop_loss.add_argument("--note", default="", help="why, for the decision log")
     stop_loss.add_argument("--json", action="store_true", help="print the answer as JSON")
 
+    _add_operator_controls(commands, calls)
+
     health = commands.add_parser(
         "health", parents=[calls], help="detection states, breakers and budgets of a running service"
     )
@@ -970,6 +972,70 @@ def _scale(args: argparse.Namespace) -> int:
     if args.discount_rate is not None:
         request.discount_rate = args.discount_rate
     return _show(args, lambda client: client.scale(request), scale_text)
+
+
+def _add_operator_controls(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], calls: argparse.ArgumentParser
+) -> None:
+    """reload, close-breaker, pause-lane and resume-lane: the operator's RPCs, each with its note."""
+    reload = commands.add_parser(
+        "reload",
+        parents=[calls],
+        help="reload a running service's config as SIGHUP does, logged with why",
+    )
+    reload.set_defaults(run=_reload)
+    close = commands.add_parser(
+        "close-breaker", parents=[calls], help="close a model's or provider's open circuit by hand"
+    )
+    close.set_defaults(run=_close_breaker)
+    close.add_argument("scope", choices=("model", "provider"), help="the circuit's scope")
+    close.add_argument("name", help="the model or provider, as the catalog names it")
+    pause = commands.add_parser(
+        "pause-lane", parents=[calls], help="pause a lane: every Route of it answers its static pin"
+    )
+    pause.set_defaults(run=_pause_lane, paused=True)
+    resume = commands.add_parser("resume-lane", parents=[calls], help="resume a paused lane's scored routing")
+    resume.set_defaults(run=_pause_lane, paused=False)
+    for lane_command in (pause, resume):
+        lane_command.add_argument("lane", help="the lane, as lanes.toml names it")
+    for command in (reload, close, pause, resume):
+        command.add_argument("--note", required=True, help="why, for the ledger (required)")
+        command.add_argument("--timeout", type=float, default=10.0, help=TIMEOUT_HELP)
+        command.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+
+def _reload(args: argparse.Namespace) -> int:
+    from orxaq_grpc.client import CallFailed, RoutingClient
+    from orxaq_grpc.render import to_json
+
+    with RoutingClient(args.connection, timeout_s=args.timeout) as client:
+        try:
+            answer = client.reload_config(args.note)
+        except CallFailed as exc:
+            return _failed(exc)
+    if args.json:
+        print(to_json(answer))
+    elif answer.reloaded:
+        print(f"reloaded: config {answer.previous_version} -> {answer.config_version}")
+    else:
+        print(f"refused, config {answer.config_version} stays:\n{answer.refusal}")
+    return 0 if answer.reloaded else 1
+
+
+def _close_breaker(args: argparse.Namespace) -> int:
+    def text(answer: pb.CloseBreakerResponse) -> str:
+        done = "closed" if answer.changed else "was closed already"
+        return f"{args.scope} {args.name}: {done}"
+
+    return _show(args, lambda client: client.close_breaker(args.scope, args.name, args.note), text)
+
+
+def _pause_lane(args: argparse.Namespace) -> int:
+    def text(answer: pb.PauseLaneResponse) -> str:
+        state = f"paused (static pin {answer.lane.static_fallback})" if answer.lane.paused else "scored again"
+        return f"lane {args.lane}: {state}{'' if answer.changed else ', as it already was'}"
+
+    return _show(args, lambda client: client.pause_lane(args.lane, args.paused, args.note), text)
 
 
 def _stop_loss(args: argparse.Namespace) -> int:

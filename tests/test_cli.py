@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orxaq_grpc.cli import _parser
+from orxaq_grpc.client import RoutingClient
 from orxaq_grpc.routing.live import LiveRouter
 from tests.conftest import CLI, CONFIG_DIR, LoopbackServer
 
@@ -72,3 +73,33 @@ def test_serve_refuses_prometheus_with_several_workers_before_starting_any(tmp_p
     assert run.returncode == 2
     assert "OTEL_METRICS_EXPORTER=prometheus: one process serves /metrics on one port" in run.stderr
     assert not (tmp_path / "ledger.sqlite3").exists()  # nothing started
+
+
+def test_the_operator_commands_pause_a_lane_close_a_breaker_and_reload_with_a_note(address: str) -> None:
+    paused = cli("pause-lane", "codex", "--address", address, "--note", "incident 7")
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout.strip() == "lane codex: paused (static pin gpt-6.1-sol)"
+    routed = cli("route", "--address", address, "--lane", "codex", "--title", "x", "--json")
+    assert json.loads(routed.stdout)["fallback_reason"] == "FALLBACK_REASON_LANE_PAUSED"
+    again = cli("pause-lane", "codex", "--address", address, "--note", "still", "--json")
+    answer = json.loads(again.stdout)
+    assert answer["lane"]["paused"] is True and not answer.get("changed", False)
+    resumed = cli("resume-lane", "codex", "--address", address, "--note", "fixed")
+    assert resumed.stdout.strip() == "lane codex: scored again"
+
+    closed = cli("close-breaker", "model", "gpt-6-luna", "--address", address, "--note", "recovered")
+    assert (closed.returncode, closed.stdout.strip()) == (0, "model gpt-6-luna: was closed already")
+    reloaded = cli("reload", "--address", address, "--note", "new prices")
+    assert reloaded.returncode == 0 and reloaded.stdout.startswith("reloaded: config ")
+
+    nameless = cli("pause-lane", "nope", "--address", address, "--note", "x")
+    assert nameless.returncode == 2 and "lane: no lane 'nope' in the config" in nameless.stderr
+    assert cli("pause-lane", "codex", "--address", address).returncode == 2  # --note is required
+    with RoutingClient(address) as client:
+        actions = [(a.action, a.target, a.note) for a in client.health().operator_actions]
+    assert actions[:4] == [
+        ("reload_config", "", "new prices"),
+        ("close_breaker", "model:gpt-6-luna", "recovered"),
+        ("resume_lane", "codex", "fixed"),
+        ("pause_lane", "codex", "still"),
+    ]
