@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from orxaq_grpc.config.load import load_config
-from orxaq_grpc.simulate.engine import run_scenario
 from orxaq_grpc.simulate.scenario import ScenarioError, check_against, load_scenario, parse_assignments
 from tests.conftest import CONFIG_DIR
 from tests.test_simulate import failed, simulate_command
+from tests.test_simulate_replicas import simulate as simulate_file
+from tests.test_simulate_replicas import verdicts
 
 SCENARIO = CONFIG_DIR / "scenarios" / "operator.toml"
 SHORT = "duration_s=960"
@@ -30,11 +31,7 @@ CLOSED = "model gpt-6-luna routed once closed at 902.5 s"
 
 
 def simulate(*assignments: str, path: Path = SCENARIO) -> dict[str, Any]:
-    return run_scenario(load_scenario(path, parse_assignments(list(assignments))), path)
-
-
-def verdicts(kpis: dict[str, Any]) -> dict[str, bool]:
-    return {v["name"]: v["holds"] for v in kpis["expectations"]}
+    return simulate_file(*assignments, path=path)
 
 
 @pytest.fixture(scope="module")
