@@ -157,14 +157,44 @@ def drive(pool: ThreadPoolExecutor, call: Callable[[], object], calls: int, conc
 
 
 def measure(server: Server, rpc: str, pool: ThreadPoolExecutor, calls: int, concurrency: int) -> Cell:
+    """A cell's calls, with the server CPU they cost until it went quiet (`settled`): work the
+    server does after answering, such as the ledger's writer catching up, counts to this cell and
+    not to the next one."""
     server_before, client_before, start = process_cpu_s(server.pid), time.process_time(), time.perf_counter()
     drive(pool, server.calls[rpc], calls, concurrency)
+    wall_s = time.perf_counter() - start
+    client_cpu_s = time.process_time() - client_before
+    server_cpu_s, _ = settled(server.pid)
     return Cell(
-        calls=calls,
-        wall_s=time.perf_counter() - start,
-        server_cpu_s=process_cpu_s(server.pid) - server_before,
-        client_cpu_s=time.process_time() - client_before,
+        calls=calls, wall_s=wall_s, server_cpu_s=server_cpu_s - server_before, client_cpu_s=client_cpu_s
     )
+
+
+# A server is quiet once it has used less than QUIET_SHARE of a CPU over QUIET_S (its idle threads
+# still tick now and then, and /proc counts in 10 ms ticks).
+QUIET_S = 0.2
+QUIET_SHARE = 0.25
+_SETTLE_POLL_S = 0.02
+_SETTLE_LIMIT_S = 60.0
+
+
+def settled(pid: int) -> tuple[float, float]:
+    """Waits until process `pid` has gone quiet; answers (its CPU seconds, the perf_counter time)
+    at the last poll that found it busy, or now if it was quiet from the start."""
+    busy_cpu = process_cpu_s(pid)
+    busy_at = time.perf_counter()
+    deadline = busy_at + _SETTLE_LIMIT_S
+    cpu, at = busy_cpu, busy_at
+    while True:
+        time.sleep(_SETTLE_POLL_S)
+        now, now_cpu = time.perf_counter(), process_cpu_s(pid)
+        if now_cpu - cpu > QUIET_SHARE * (now - at):
+            busy_cpu, busy_at = now_cpu, now
+        cpu, at = now_cpu, now
+        if now - busy_at >= QUIET_S:
+            return busy_cpu, busy_at
+        if now > deadline:
+            raise RuntimeError(f"server {pid} still busy {_SETTLE_LIMIT_S:g} s after its cell's last answer")
 
 
 def checked_decision(server: Server) -> routing_pb2.RouteDecision:

@@ -16,7 +16,8 @@ Features. `features` reads lower-cased UTF-8 text and a few tags (kind, labels, 
   than a short one; index 0 is the bias, value 1, always first.
 Hashes are 64-bit FNV-1a over a kind byte and the bytes, finished by the splitmix64 mixer, reduced to
 [1, dim - 1]: stable across processes, machines and restarts (Python's `hash` is salted per process).
-The output is sorted by index with no repeats.
+The output is sorted by index with no repeats. `vector` gives the same features of a str text and
+str tags in arrays of their own length, and whether the text has a token (so a text part).
 
 Model. Per model, a weight mean and variance per feature index. The linear score is
 `m = offset + sum(x * mean)`, its variance `v = sum(x^2 * var)`, and the pass probability
@@ -26,6 +27,7 @@ seen nothing predicts exactly its prior.
 
 from __future__ import annotations
 
+from array import array
 from math import erfc, exp, sqrt
 
 from orxaq_grpc.kernel import Doubles, Floats, Int64s
@@ -77,6 +79,22 @@ def capacity(text: bytes, tags: tuple[bytes, ...]) -> int:
 def features(text: bytes, tags: tuple[bytes, ...], dim: int, indices: Int64s, values: Doubles) -> int:
     """Writes the task's features into `indices` and `values` (each at least `capacity(...)` long),
     sorted by index, and returns how many it wrote. `dim` is a power of two >= 2."""
+    slots, weights, _ = _hashed(text, tags, dim)
+    for k, (slot, weight) in enumerate(zip(slots, weights, strict=True)):
+        indices[k] = slot
+        values[k] = weight
+    return len(slots)
+
+
+def vector(text: str, tags: tuple[str, ...], dim: int) -> tuple[Int64s, Doubles, bool]:
+    """`features` of the UTF-8 of `text` and `tags`, in arrays of exactly the length written, and
+    whether the text has a token (gives any text feature)."""
+    slots, weights, has_token = _hashed(text.encode(), tuple(tag.encode() for tag in tags), dim)
+    return array("q", slots), array("d", weights), has_token
+
+
+def _hashed(text: bytes, tags: tuple[bytes, ...], dim: int) -> tuple[list[int], list[float], bool]:
+    """The features' indices and values, sorted by index, and whether the text gave any."""
     text = _lower(text)
     counts: dict[int, float] = {}
     n = len(text)
@@ -111,14 +129,8 @@ def features(text: bytes, tags: tuple[bytes, ...], dim: int, indices: Int64s, va
     for tag in tags:
         slot = _slot(_fnv(_step(_FNV_BASIS, _TAG), tag, 0, len(tag)), dim)
         merged[slot] = merged.get(slot, 0.0) + 1.0
-    indices[0] = 0
-    values[0] = 1.0
-    written = 1
-    for slot in sorted(merged):
-        indices[written] = slot
-        values[written] = merged[slot]
-        written += 1
-    return written
+    slots = [0, *sorted(merged)]
+    return slots, [1.0, *(merged[slot] for slot in slots[1:])], bool(counts)
 
 
 def linear(

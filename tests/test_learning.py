@@ -145,12 +145,22 @@ def test_a_saved_model_with_another_shape_is_not_loaded(tmp_path: Path) -> None:
 
 def test_task_features_survive_the_ledger_encoding() -> None:
     task = features("security", random.Random(4))
-    assert task.encode()[:1] == b"\x02" and TaskFeatures.decode(task.encode()) == task
-    for odd in (TaskFeatures("", ()), TaskFeatures("a\x00b", ("c",)), TaskFeatures("é ✓", ("x\x00",))):
-        assert TaskFeatures.decode(odd.encode()) == odd  # a NUL falls back to the JSON encoding (1)
+    assert task.encode()[:1] == b"\x03" and TaskFeatures.decode(task.encode()) == task  # short: plain
+    assert task.encode()[1:] == "\x00".join((task.text, *task.tags)).encode()
+    long = TaskFeatures("é ✓ " + "flaky upload retry " * 120, task.tags)
+    assert long.encode()[:1] == b"\x02" and TaskFeatures.decode(long.encode()) == long  # compressed
+    assert len(long.encode()) < len(long.text.encode()) // 2
+    for odd in (TaskFeatures("", ()), TaskFeatures("é ✓", ("", "x"))):
+        assert odd.encode()[:1] == b"\x03" and TaskFeatures.decode(odd.encode()) == odd  # empty fields too
+    long_with_nul = TaskFeatures(long.text + "\x00", ("kind=bugfix",))
+    for with_nul in (TaskFeatures("a\x00b", ("c",)), TaskFeatures("é ✓", ("x\x00",)), long_with_nul):
+        assert with_nul.encode()[:1] == b"\x01"  # a NUL, however short or long, keeps the JSON encoding
+        assert TaskFeatures.decode(with_nul.encode()) == with_nul
     old = b"\x01" + zlib.compress(json.dumps([task.text, list(task.tags)]).encode(), 1)
     assert TaskFeatures.decode(old) == task  # as ledgers written before encoding 2 hold it
-    for junk in (b"\x09junk", b""):
+    joined = b"\x02" + zlib.compress("\x00".join((task.text, *task.tags)).encode(), 1)
+    assert TaskFeatures.decode(joined) == task  # as ledgers written before encoding 3 hold short ones
+    for junk in (b"\x09junk", b"", b"\x03\xff"):
         with pytest.raises(ValueError):
             TaskFeatures.decode(junk)
 
@@ -549,6 +559,31 @@ def test_a_confident_model_proved_wrong_still_narrows_its_uncertainty() -> None:
     learning_kernel.update(mean, var, vector.indices, vector.values, vector.size, 40.0, 1.0, False)
     assert var[0] < 0.9
     assert mean[0] < 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "tags", "norm2"),
+    [
+        ("fix the flaky retry test", ("kind=bugfix", "lane=dev"), 4.0),  # bias + unit text + two tags
+        ("!? -- ..", ("kind=bugfix",), 2.0),  # no token: no text part
+        ("", (), 1.0),
+        ("日本語", (), 2.0),  # any non-ASCII byte is a token byte
+    ],
+)
+def test_a_vector_holds_exactly_its_features(text: str, tags: tuple[str, ...], norm2: float) -> None:
+    from array import array
+
+    from orxaq_grpc import learning_kernel
+
+    dim = 1 << 10
+    vector = Vector.of(TaskFeatures(text=text, tags=tags), dim)
+    raw, encoded_tags = text.encode(), tuple(tag.encode() for tag in tags)
+    room = learning_kernel.capacity(raw, encoded_tags)
+    indices, values = array("q", bytes(8 * room)), array("d", bytes(8 * room))
+    size = learning_kernel.features(raw, encoded_tags, dim, indices, values)
+    assert (vector.indices, vector.values) == (indices[:size], values[:size])
+    assert vector.size == size == len(vector.indices)
+    assert (vector.dim, vector.norm2) == (dim, norm2)
 
 
 def test_workers_sharing_a_ledger_hold_the_same_model(tmp_path: Path) -> None:

@@ -340,3 +340,83 @@ def test_compiled_learning_kernel_is_built() -> None:
     compiled = TWINS["compiled"]
     assert compiled.__file__ is not None
     assert compiled.__file__.endswith((".so", ".pyd"))
+
+
+# --- vector: the features in arrays of their own length, and whether the text has a token ---
+
+STR_TEXTS = [text.decode("utf-8", "replace") for text in TEXTS] + [
+    "",
+    "naïve — «café» 日本語",
+    "ÀÉÎ ÕÜ ß",  # non-ASCII capitals: callers lower-case them first; the kernel folds A-Z only
+    "a" * 24 + " " + "b" * 25 + " " + "c" * 300,
+    "the the the\tthe\nTHE",
+    "a " * 300 + "a",  # one-byte tokens one byte apart: the most keys a text of its length gives
+]
+STR_TAGS: list[tuple[str, ...]] = [
+    *(tuple(tag.decode() for tag in tags) for tags in TAGS),
+    ("kind=bugfix", "label=ünïcode", "in=10", "out=8"),
+    tuple(f"label=l{i % 7}" for i in range(40)),  # many tags, some colliding with each other
+]
+
+
+def has_token(text: str) -> bool:
+    """The documented definition: a byte in [A-Za-z0-9_] or any non-ASCII one."""
+    return any(not c.isascii() or c.isalnum() or c == "_" for c in text)
+
+
+def vectorized(
+    twin: ModuleType, text: str, tags: tuple[str, ...], dim: int
+) -> tuple[list[int], list[float], bool]:
+    indices, values, token = twin.vector(text, tags, dim)
+    assert indices.typecode == "q"
+    assert values.typecode == "d"
+    assert isinstance(token, bool)
+    return list(indices), list(values), token
+
+
+@pytest.mark.parametrize("tags", STR_TAGS)
+@pytest.mark.parametrize("text", STR_TEXTS)
+@pytest.mark.parametrize("dim", [2, 4, SMALL_DIM, DIM])
+def test_vector_is_features_cut_to_length(
+    twin: ModuleType, text: str, tags: tuple[str, ...], dim: int
+) -> None:
+    expected = featurize(twin, text.encode(), tuple(tag.encode() for tag in tags), dim)
+    assert vectorized(twin, text, tags, dim) == (*expected, has_token(text))
+
+
+@needs_compiled
+@pytest.mark.parametrize("tags", STR_TAGS)
+@pytest.mark.parametrize("text", STR_TEXTS)
+# Powers of two take the compiled kernel's division-free remainder, other sizes a division.
+@pytest.mark.parametrize("dim", [2, 3, 4, 5, 1000, SMALL_DIM, DIM, DIM + 1, 1 << 22, 1 << 62, (1 << 63) - 1])
+def test_vector_is_identical_in_both_twins(text: str, tags: tuple[str, ...], dim: int) -> None:
+    assert vectorized(TWINS["compiled"], text, tags, dim) == vectorized(_learning_py, text, tags, dim)
+
+
+@needs_compiled
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=200),
+    st.lists(st.text(max_size=12), max_size=6).map(tuple),
+    st.sampled_from([2, 3, 8, 100, SMALL_DIM, DIM, 1 << 40]),
+)
+def test_vector_is_identical_on_random_inputs(text: str, tags: tuple[str, ...], dim: int) -> None:
+    text = text.encode("utf-8", "replace").decode()  # no lone surrogates: tasks are valid UTF-8
+    tags = tuple(tag.encode("utf-8", "replace").decode() for tag in tags)
+    compiled = vectorized(TWINS["compiled"], text, tags, dim)
+    assert compiled == vectorized(_learning_py, text, tags, dim)
+    assert compiled[2] == has_token(text)
+
+
+def test_vector_of_a_long_prompt_matches_features(twin: ModuleType) -> None:
+    # Many keys: the compiled kernel's radix sort, not its small-input insertion sort.
+    text = (PROMPT * 8).decode().lower()
+    expected = featurize(twin, text.encode(), (b"kind=code",))
+    assert vectorized(twin, text, ("kind=code",), DIM) == (*expected, True)
+
+
+@needs_compiled
+@pytest.mark.parametrize("dim", [1, 0, -8])
+def test_compiled_vector_refuses_a_dimension_without_slots(dim: int) -> None:
+    with pytest.raises(ValueError, match="dim"):
+        TWINS["compiled"].vector("fix", (), dim)

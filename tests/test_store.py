@@ -575,20 +575,22 @@ def test_task_features_in_the_old_json_encoding_are_still_read(tmp_path: Path) -
         store.record_decision(decision("new", task=task))
         store.flush()
     old = b"\x01" + zlib.compress(json.dumps([task.text, list(task.tags)]).encode(), 1)  # as first shipped
+    joined = b"\x02" + zlib.compress("\x00".join((task.text, *task.tags)).encode(), 1)  # before \x03
     with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
         (blob,) = db.execute("SELECT task FROM decisions WHERE decision_id = 'new'").fetchone()
-        assert blob[:1] == b"\x02"
-        db.execute(
-            "INSERT INTO decisions (decision_id, at, lane, provider, model, strategy, fallback_reason, "
-            "disruptive, router_error, estimated_input_tokens, estimated_output_tokens, "
-            "estimated_cost_usd, filtered, task) "
-            "VALUES ('old', ?, 'codex', 'openai', 'gpt-6.1-terra', 1, 0, 0, 0, 10, 20, 0.5, '', ?)",
-            (NOW, old),
-        )
+        assert blob[:1] == b"\x03"  # a short task is stored plain
+        for decision_id, encoded in (("old", old), ("joined", joined)):
+            db.execute(
+                "INSERT INTO decisions (decision_id, at, lane, provider, model, strategy, fallback_reason, "
+                "disruptive, router_error, estimated_input_tokens, estimated_output_tokens, "
+                "estimated_cost_usd, filtered, task) "
+                "VALUES (?, ?, 'codex', 'openai', 'gpt-6.1-terra', 1, 0, 0, 0, 10, 20, 0.5, '', ?)",
+                (decision_id, NOW, encoded),
+            )
     with open_store(tmp_path) as store:
-        for decision_id in ("old", "new"):
+        for decision_id in ("old", "joined", "new"):
             assert store.record_report(report(decision_id)).result(timeout=10)
-        assert [o.task for o in store.outcomes_after(0, 10)] == [task, task]
+        assert [o.task for o in store.outcomes_after(0, 10)] == [task, task, task]
 
 
 # --- the group-committing writer alone, with a stand-in for the backend's write ---

@@ -10,18 +10,24 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from array import array
-from dataclasses import dataclass
 
 from orxaq_grpc import learning_kernel
 from orxaq_grpc.frozen import frozen
 from orxaq_grpc.kernel import Doubles, Int64s
 
-# An encoded TaskFeatures: a format byte, then zlib (level 1) of the text and tags joined by NULs
-# (_JOINED), or of JSON [text, tags] (_JSON) when one of them holds a NUL. _JSON was once the only
-# format; _JOINED skips the JSON encoder, which cost the ledger's writer 8-15 µs a decision.
+# An encoded TaskFeatures: a format byte, then the text and tags joined by NULs, as UTF-8 (_PLAIN)
+# or zlib (level 1) of it (_JOINED), or zlib of JSON [text, tags] (_JSON) when one of them holds a
+# NUL. _JSON was once the only format; _JOINED skips the JSON encoder, which cost the ledger's writer
+# 8-15 µs a decision; _PLAIN skips zlib below _COMPRESS_FROM_BYTES. All three are read.
 _JSON = b"\x01"
 _JOINED = b"\x02"
+_PLAIN = b"\x03"
+# zlib level 1 saves 35-45% of task text past ~400 bytes (under 20% below ~150), but at ~800 bytes
+# it costs the ledger's writer 20-30 µs a decision on a 2-core VM, over half its CPU. Payloads
+# under 2 KiB, what the default max_text_chars (1000) gives with its tags, even with some non-ASCII
+# text, are stored plain (rows ~45% larger); longer ones, from a policy keeping more text, are
+# compressed, where a decision saves kilobytes.
+_COMPRESS_FROM_BYTES = 2048
 
 
 @frozen
@@ -33,15 +39,20 @@ class TaskFeatures:
     tags: tuple[str, ...]
 
     def encode(self) -> bytes:
-        joined = "\x00".join((self.text, *self.tags))
-        if joined.count("\x00") == len(self.tags):  # no field holds a NUL: it splits back the same
-            return _JOINED + zlib.compress(joined.encode(), 1)
-        payload = json.dumps([self.text, list(self.tags)], ensure_ascii=False, separators=(",", ":"))
-        return _JSON + zlib.compress(payload.encode(), 1)
+        if "\x00" in self.text or "\x00" in "".join(self.tags):  # NUL-joined, it would not split back
+            payload = json.dumps([self.text, list(self.tags)], ensure_ascii=False, separators=(",", ":"))
+            return _JSON + zlib.compress(payload.encode(), 1)
+        data = "\x00".join((self.text, *self.tags)).encode()
+        if len(data) < _COMPRESS_FROM_BYTES:
+            return _PLAIN + data
+        return _JOINED + zlib.compress(data, 1)
 
     @classmethod
     def decode(cls, blob: bytes) -> TaskFeatures:
         """Raises ValueError on a blob this version cannot read (zlib.error on a corrupt one)."""
+        if blob[:1] == _PLAIN:
+            text, *tags = blob[1:].decode().split("\x00")
+            return cls(text=text, tags=tuple(tags))
         if blob[:1] == _JOINED:
             text, *tags = zlib.decompress(blob[1:]).decode().split("\x00")
             return cls(text=text, tags=tuple(tags))
@@ -82,7 +93,7 @@ def task_features(
     return TaskFeatures(text=text, tags=tags)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen  # read-only to mypy, built at a plain class's cost (one per learning decision)
 class Vector:
     """A task's sparse feature vector: the first `size` entries of indices and values."""
 
@@ -94,18 +105,10 @@ class Vector:
 
     @classmethod
     def of(cls, features: TaskFeatures, dim: int) -> Vector:
-        text = features.text.encode()
-        tags = tuple(tag.encode() for tag in features.tags)
-        room = learning_kernel.capacity(text, tags)
-        indices = array("q", bytes(8 * room))
-        values = array("d", bytes(8 * room))
-        size = learning_kernel.features(text, tags, dim, indices, values)
+        # Arrays of exactly the features' length: sized for the worst case (3 slots a text byte),
+        # they cost more to allocate and zero than the hashing costs.
+        indices, values, has_token = learning_kernel.vector(features.text, features.tags, dim)
         # The text's part has unit norm whatever its length; collisions between tags are ignored, so
         # the prior's scale depends only on which kinds of feature a task has.
-        norm2 = 1.0 + (1.0 if _has_token(features.text) else 0.0) + len(tags)
-        return cls(indices=indices, values=values, size=size, dim=dim, norm2=norm2)
-
-
-def _has_token(text: str) -> bool:
-    """Whether the kernel finds a token in `text` (a byte of [A-Za-z0-9_] or any non-ASCII one)."""
-    return any(not c.isascii() or c.isalnum() or c == "_" for c in text)
+        norm2 = 1.0 + (1.0 if has_token else 0.0) + len(features.tags)
+        return cls(indices=indices, values=values, size=len(indices), dim=dim, norm2=norm2)

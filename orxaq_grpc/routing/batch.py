@@ -17,7 +17,7 @@ from orxaq_grpc.kernel import Codes, Doubles
 from orxaq_grpc.learning import SuccessModel
 from orxaq_grpc.routing.catalog import CompiledCatalog
 from orxaq_grpc.routing.context import Guards, RequestContext, Scores
-from orxaq_grpc.routing.types import Objective
+from orxaq_grpc.routing.types import Objective, Profile
 
 # The kernel's view of the guards for one request: unhealthy codes, provider headroom, lane headroom.
 GuardInputs = Callable[[RequestContext], tuple[Codes, Doubles, float]]
@@ -75,7 +75,8 @@ def score_batch(
     guard_inputs: GuardInputs,
 ) -> list[Scores]:
     """Each context's Scores as `Router._score` makes them before any quality rescoring: one
-    `score_many` call per cache-share price, the guards read once per lane."""
+    `score_many` call per cache-share price, the guards read once per lane. The contexts share
+    one set of guards (a batch's), so `weights_of` is asked once per lane, objective and profile."""
     size = catalog.size
     want = min(size, policy.max_alternatives + 2)
     k = size if any(ctx.request.explain for ctx in contexts) else want
@@ -115,10 +116,45 @@ def _score_group(
     size = catalog.size
     n = len(contexts)
     priced = catalog.priced(share)
-    columns: list[list[float]] = [[] for _ in range(15)]
+    reference = catalog.reference_values
+    # What a row takes from its lane, objective and profile alone, worked out once for each such
+    # triple: the guards are the batch's (BatchGuards), so `weights_of` answers the same for them.
+    per_kind: dict[tuple[str, Objective, Profile], tuple[Weights, float, float]] = {}
+    rows: list[tuple[float, ...]] = []
+    capabilities: list[int] = []
+    weights: list[Weights] = []
+    for ctx in contexts:
+        estimate = ctx.estimate
+        constraints = ctx.request.constraints
+        lane = ctx.lane.spec.id
+        key = (lane, ctx.objective.objective, ctx.profile)
+        kind = per_kind.get(key)
+        if kind is None:
+            kind = per_kind[key] = (weights_of(ctx), ctx.lane.spec.quality_floor, inputs[lane][2])
+        w, lane_floor, lane_headroom = kind
+        weights.append(w)
+        input_tokens = float(estimate.input_tokens)
+        output_tokens = float(estimate.output_tokens)
+        rows.append(
+            (
+                input_tokens,
+                output_tokens,
+                w.cost,
+                w.speed,
+                w.quality,
+                *reference(input_tokens, output_tokens, priced),
+                lane_floor,
+                0.0 if constraints.min_quality is None else constraints.min_quality,
+                math.inf if constraints.max_cost_usd is None else constraints.max_cost_usd,
+                math.inf if constraints.max_latency_s is None else constraints.max_latency_s,
+                lane_headroom,
+            )
+        )
+        required = constraints.required_capabilities
+        capabilities.append(catalog.capability_mask(required) if required else 0)
     (
-        input_tokens,
-        output_tokens,
+        input_tokens_column,
+        output_tokens_column,
         w_cost,
         w_speed,
         w_quality,
@@ -127,36 +163,12 @@ def _score_group(
         floor_cost,
         log_latency_lo,
         log_latency_span,
-        lane_floor,
+        lane_floor_column,
         min_quality,
         max_cost,
         max_latency,
-        lane_headroom,
-    ) = columns
-    capabilities: list[int] = []
-    weights: list[Weights] = []
-    for ctx in contexts:
-        estimate = ctx.estimate
-        constraints = ctx.request.constraints
-        ref = catalog.reference(estimate.input_tokens, estimate.output_tokens, priced)
-        w = weights_of(ctx)
-        weights.append(w)
-        input_tokens.append(float(estimate.input_tokens))
-        output_tokens.append(float(estimate.output_tokens))
-        w_cost.append(w.cost)
-        w_speed.append(w.speed)
-        w_quality.append(w.quality)
-        log_cost_lo.append(ref.log_cost_lo)
-        log_cost_span.append(ref.log_cost_span)
-        floor_cost.append(ref.floor_cost)
-        log_latency_lo.append(ref.log_latency_lo)
-        log_latency_span.append(ref.log_latency_span)
-        capabilities.append(catalog.capability_mask(constraints.required_capabilities))
-        lane_floor.append(ctx.lane.spec.quality_floor)
-        min_quality.append(0.0 if constraints.min_quality is None else constraints.min_quality)
-        max_cost.append(math.inf if constraints.max_cost_usd is None else constraints.max_cost_usd)
-        max_latency.append(math.inf if constraints.max_latency_s is None else constraints.max_latency_s)
-        lane_headroom.append(inputs[ctx.lane.spec.id][2])
+        lane_headroom_column,
+    ) = (array("d", column) for column in zip(*rows, strict=True))
     lanes = [ctx.lane.spec.id for ctx in contexts]
     status = bytearray(b"".join(ctx.lane.status_template for ctx in contexts))
     unhealthy = b"".join(bytes(inputs[lane][0]) for lane in lanes)
@@ -178,25 +190,25 @@ def _score_group(
         score,
         order,
         eligible,
-        array("d", input_tokens),
-        array("d", output_tokens),
-        array("d", w_cost),
-        array("d", w_speed),
-        array("d", w_quality),
-        array("d", log_cost_lo),
-        array("d", log_cost_span),
-        array("d", floor_cost),
-        array("d", log_latency_lo),
-        array("d", log_latency_span),
+        input_tokens_column,
+        output_tokens_column,
+        w_cost,
+        w_speed,
+        w_quality,
+        log_cost_lo,
+        log_cost_span,
+        floor_cost,
+        log_latency_lo,
+        log_latency_span,
         policy.context_ramp_start,
         policy.context_ramp_penalty,
         array("Q", capabilities),
-        array("d", lane_floor),
-        array("d", min_quality),
-        array("d", max_cost),
-        array("d", max_latency),
+        lane_floor_column,
+        min_quality,
+        max_cost,
+        max_latency,
         provider_headroom,
-        array("d", lane_headroom),
+        lane_headroom_column,
     )
     found = []
     for r, ctx in enumerate(contexts):

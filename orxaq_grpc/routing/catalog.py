@@ -148,19 +148,24 @@ class CompiledCatalog:
     def reference(
         self, input_tokens: float, output_tokens: float, priced: PricedKernel | None = None
     ) -> ReferenceRanges:
-        priced = priced or self._list_priced
+        return ReferenceRanges(
+            *self.reference_values(input_tokens, output_tokens, priced or self._list_priced)
+        )
+
+    def reference_values(
+        self, input_tokens: float, output_tokens: float, priced: PricedKernel
+    ) -> tuple[float, float, float, float, float]:
+        """`reference` as a plain tuple in ReferenceRanges' field order: a batch takes a thousand."""
         cost_lo = (input_tokens * priced.input_price_lo + output_tokens * self._output_price_lo) / 1e6
         cost_hi = (input_tokens * priced.input_price_hi + output_tokens * self._output_price_hi) / 1e6
-        latency_lo = self._ttft_lo + output_tokens / self._speed_hi
-        latency_hi = self._ttft_hi + output_tokens / self._speed_lo
         log_cost_lo = math.log(cost_lo)
-        log_latency_lo = math.log(latency_lo)
-        return ReferenceRanges(
-            log_cost_lo=log_cost_lo,
-            log_cost_span=math.log(cost_hi) - log_cost_lo,
-            floor_cost=(input_tokens + output_tokens) * self._price_floor / 1e6,
-            log_latency_lo=log_latency_lo,
-            log_latency_span=math.log(latency_hi) - log_latency_lo,
+        log_latency_lo = math.log(self._ttft_lo + output_tokens / self._speed_hi)
+        return (
+            log_cost_lo,
+            math.log(cost_hi) - log_cost_lo,
+            (input_tokens + output_tokens) * self._price_floor / 1e6,
+            log_latency_lo,
+            math.log(self._ttft_hi + output_tokens / self._speed_lo) - log_latency_lo,
         )
 
     def _lane_arrays(self, lane: LaneSpec) -> LaneArrays:

@@ -6,7 +6,10 @@ Text only: nothing here changes which model is chosen (`router.py` decides).
 
 from __future__ import annotations
 
-from orxaq_grpc.config.model import LearningSettings, ModelSpec
+import weakref
+from dataclasses import dataclass
+
+from orxaq_grpc.config.model import LearningSettings, ModelSpec, Weights
 from orxaq_grpc.routing.catalog import CompiledCatalog
 from orxaq_grpc.routing.context import RequestContext, Scores
 from orxaq_grpc.routing.types import (
@@ -14,10 +17,78 @@ from orxaq_grpc.routing.types import (
     FallbackReason,
     Filter,
     FilteredModel,
+    Objective,
+    Profile,
     Strategy,
     StrongOrWeak,
     enum_name,
 )
+
+# Enum members' and fixed texts, made once: `enum_name`, `.replace`, enum attribute reads and dict
+# literals cost more per Route than the formatting they feed.
+_OBJECTIVE_NAMES = {objective: enum_name(objective) for objective in Objective}
+_PROFILE_NAMES = {profile: enum_name(profile) for profile in Profile}
+_REASON_TEXTS = {reason: enum_name(reason).replace("_", " ") for reason in FallbackReason}
+_FILTER_NAMES = {code.value: enum_name(code) for code in Filter}
+_HOW_CHOSEN = {Strategy.REQUESTED: "requested and eligible", Strategy.STRONG_OR_WEAK: "strong-or-weak choice"}
+_TOKENS_SOURCE = {True: "estimated", False: "given"}
+_STATIC_FALLBACK = Strategy.STATIC_FALLBACK
+_NO_FALLBACK = FallbackReason.NONE
+_PREDICTED_QUALITY = ", predicted pass chance as the quality sub-score"
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelTexts:
+    """A model's figures as every rationale that chose it words them."""
+
+    model: ModelSpec  # the texts' source: a rationale for another object formats its own
+    prices: str  # "$input/$output per 1M"
+    first_token: str  # ttft_s
+    speed: str  # output_tokens_per_s
+
+    @classmethod
+    def of(cls, model: ModelSpec) -> _ModelTexts:
+        prices = f"${model.input_usd_per_mtok:g}/${model.output_usd_per_mtok:g} per 1M"
+        return cls(model, prices, f"{model.ttft_s:g}", f"{model.output_tokens_per_s:g}")
+
+
+class _CatalogTexts:
+    """The texts one config load repeats in every rationale: per model (by catalog index), each
+    model's quality sub-score, and each configured weights' terms (by identity)."""
+
+    __slots__ = ("models", "quality_scores", "weights")
+
+    def __init__(self, catalog: CompiledCatalog) -> None:
+        self.models = tuple(_ModelTexts.of(model) for model in catalog.models)
+        self.quality_scores = tuple(f"{quality:.2f}" for quality in catalog.quality_score)
+        self.weights = {id(w): (w, *_weight_texts(w)) for w in catalog.weights.values()}
+
+    def model(self, index: int | None, model: ModelSpec) -> _ModelTexts:
+        if index is not None and self.models[index].model is model:
+            return self.models[index]
+        return _ModelTexts.of(model)
+
+    def weight_texts(self, weights: Weights) -> tuple[str, str, str]:
+        """(cost, speed, quality): tuned weights are new objects per decision, formatted here."""
+        found = self.weights.get(id(weights))
+        if found is not None and found[0] is weights:
+            return found[1], found[2], found[3]
+        return _weight_texts(weights)
+
+
+def _weight_texts(weights: Weights) -> tuple[str, str, str]:
+    return f"{weights.cost:.2f}", f"{weights.speed:.2f}", f"{weights.quality:.2f}"
+
+
+# Per live catalog: a reload's new catalog gets its own texts, and a catalog's go when it does.
+_texts_by_catalog: weakref.WeakKeyDictionary[CompiledCatalog, _CatalogTexts] = weakref.WeakKeyDictionary()
+
+
+def _catalog_texts(catalog: CompiledCatalog) -> _CatalogTexts:
+    texts = _texts_by_catalog.get(catalog)
+    if texts is None:
+        texts = _texts_by_catalog[catalog] = _CatalogTexts(catalog)  # a race builds it twice: harmless
+    return texts
 
 
 def rationale(
@@ -36,65 +107,69 @@ def rationale(
 ) -> str:
     """One paragraph: what was chosen and how, the score's terms, the expected cost and latency."""
     estimate = ctx.estimate
-    objective = f"objective {enum_name(ctx.objective.objective)} ({ctx.objective.detail})"
-    profile = f"profile {enum_name(ctx.profile)}"
-    if strategy == Strategy.STATIC_FALLBACK:
-        head = f"Static fallback to {model.id} ({model.provider}): {enum_name(reason).replace('_', ' ')}"
-        if scores is not None:
-            head += f", {len(catalog.models) - scores.eligible} of {catalog.size} models filtered"
-        head += f"; {objective}, {profile}."
+    objective = ctx.objective
+    texts = _catalog_texts(catalog)
+    setting = (
+        f"objective {_OBJECTIVE_NAMES[objective.objective]} ({objective.detail}), "
+        f"profile {_PROFILE_NAMES[ctx.profile]}"
+    )
+    if strategy == _STATIC_FALLBACK:
+        filtered = (
+            f", {len(catalog.models) - scores.eligible} of {catalog.size} models filtered"
+            if scores is not None
+            else ""
+        )
+        chosen = f"Static fallback to {model.id} ({model.provider}): {_REASON_TEXTS[reason]}"
+        head = f"{chosen}{filtered}; {setting}."
+        figures = texts.model(catalog.index.get(model.id), model)
     else:
         index = catalog.index[model.id]
         assert scores is not None
-        weights = scores.weights
-        how = {
-            Strategy.REQUESTED: "requested and eligible",
-            Strategy.STRONG_OR_WEAK: "strong-or-weak choice",
-        }.get(strategy, "best score")
-        head = (
-            f"{model.id} ({model.provider}), {how} of {scores.eligible} eligible; "
-            f"{objective}, {profile}; "
-            f"score {score:.3f} = cost {scores.cost_score[index]:.2f}x{weights.cost:.2f}"
-            f" + speed {scores.speed_score[index]:.2f}x{weights.speed:.2f}"
-            f" + quality {catalog.quality_score[index]:.2f}x{weights.quality:.2f}"
-        )
+        figures = texts.model(index, model)
+        w_cost, w_speed, w_quality = texts.weight_texts(scores.weights)
         bias = ctx.lane.bias[index]
-        if bias:
-            head += f" + bias {bias:+.2f}"
-        if scores.penalty[index]:
-            head += f" - context penalty {scores.penalty[index]:.3f}"
-        head += "."
-        if reason != FallbackReason.NONE:
-            head += f" Requested {ctx.request.requested_model!r}: {enum_name(reason).replace('_', ' ')}."
-        if comparison is not None:
-            head += " " + _comparison_text(comparison)
-    given = {True: "estimated", False: "given"}
+        penalty = scores.penalty[index]
+        bias_text = f" + bias {bias:+.2f}" if bias else ""
+        penalty_text = f" - context penalty {penalty:.3f}" if penalty else ""
+        requested_text = (
+            f" Requested {ctx.request.requested_model!r}: {_REASON_TEXTS[reason]}."
+            if reason != _NO_FALLBACK
+            else ""
+        )
+        comparison_text = " " + _comparison_text(comparison) if comparison is not None else ""
+        head = (
+            f"{model.id} ({model.provider}), {_HOW_CHOSEN.get(strategy, 'best score')} of {scores.eligible}"
+            f" eligible; {setting}; "
+            f"score {score:.3f} = cost {scores.cost_score[index]:.2f}x{w_cost}"
+            f" + speed {scores.speed_score[index]:.2f}x{w_speed}"
+            f" + quality {texts.quality_scores[index]}x{w_quality}"
+            f"{bias_text}{penalty_text}.{requested_text}{comparison_text}"
+        )
+    # How the lane's observed cache share priced the input, when it did.
+    cached_text = (
+        f", {ctx.cache_share:.0%} of input as cache reads at ${model.cached_input_price:g} (the lane's share)"
+        if ctx.cache_share
+        else ""
+    )
     return (
         f"{head} Expected cost ${cost:.4f} for {estimate.input_tokens} input "
-        f"({given[estimate.input_estimated]}) + {estimate.output_tokens} output tokens "
-        f"({given[estimate.output_estimated]}) at ${model.input_usd_per_mtok:g}/"
-        f"${model.output_usd_per_mtok:g} per 1M{_cached_text(ctx, model)}; expected latency {latency:.1f} s "
-        f"(first token {model.ttft_s:g} s + {estimate.output_tokens} tokens at "
-        f"{model.output_tokens_per_s:g} tok/s). {_learning_text(ctx, learning, comparison)}"
-    )
-
-
-def _cached_text(ctx: RequestContext, model: ModelSpec) -> str:
-    """How the lane's observed cache share priced the input, when it did."""
-    if not ctx.cache_share:
-        return ""
-    return (
-        f", {ctx.cache_share:.0%} of input as cache reads at ${model.cached_input_price:g} (the lane's share)"
+        f"({_TOKENS_SOURCE[estimate.input_estimated]}) + {estimate.output_tokens} output tokens "
+        f"({_TOKENS_SOURCE[estimate.output_estimated]}) at {figures.prices}{cached_text}; "
+        f"expected latency {latency:.1f} s (first token {figures.first_token} s + "
+        f"{estimate.output_tokens} tokens at {figures.speed} tok/s). "
+        f"{_learning_text(ctx, learning, comparison)}"
     )
 
 
 def _learning_text(ctx: RequestContext, learning: LearningSettings, comparison: StrongOrWeak | None) -> str:
-    text = f"Success model: {learning.mode}"
-    if learning.applies and learning.quality_from_model:
-        text += ", predicted pass chance as the quality sub-score"
-    if ctx.request.router and (comparison is None or not comparison.router):
-        text += f"; {ctx.request.router} not used (it needs mode apply and a strong-or-weak choice)"
-    return text + "."
+    predicted = _PREDICTED_QUALITY if learning.applies and learning.quality_from_model else ""
+    router = ctx.request.router
+    if router and (comparison is None or not comparison.router):
+        return (
+            f"Success model: {learning.mode}{predicted}; {router} not used"
+            " (it needs mode apply and a strong-or-weak choice)."
+        )
+    return f"Success model: {learning.mode}{predicted}."
 
 
 def filter_summary(catalog: CompiledCatalog, ctx: RequestContext, scores: Scores | None) -> str:
@@ -103,7 +178,7 @@ def filter_summary(catalog: CompiledCatalog, ctx: RequestContext, scores: Scores
         return ""
     status = scores.status
     models = catalog.models
-    return ",".join(f"{models[i].id}:{enum_name(Filter(status[i]))}" for i in ctx.lane.allowed if status[i])
+    return ",".join([f"{models[i].id}:{_FILTER_NAMES[status[i]]}" for i in ctx.lane.allowed if status[i]])
 
 
 def candidates(catalog: CompiledCatalog, ctx: RequestContext, scores: Scores) -> tuple[CandidateScore, ...]:
