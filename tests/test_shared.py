@@ -4,6 +4,7 @@ resynchronisation)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -14,14 +15,17 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+import redis
+from redis.commands.core import Script
 
 from orxaq_grpc.application.outcomes import Outcomes
 from orxaq_grpc.config.model import Config
-from orxaq_grpc.outcomes.records import Outcome, ReportInput
+from orxaq_grpc.outcomes.records import DecisionRecord, Outcome, ReportInput
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import BudgetExhausted, Router
 from orxaq_grpc.routing.types import Decision, RouteRequest, Task
-from orxaq_grpc.shared import SharedBudgets, open_link
+from orxaq_grpc.shared import SharedBudgets, SharedLink, open_link
+from orxaq_grpc.shared.link import READ_BLOCK_MS
 from orxaq_grpc.store import SqliteStore
 from tests.redis_server import RedisServer, eventually
 
@@ -302,3 +306,84 @@ def test_a_rejoin_books_everything_done_alone_once_in_batched_round_trips(
         assert budgets.views()[0].spent_usd == pytest.approx(10.0)
     finally:
         link.close(timeout_s=0.1)
+
+
+class Unreachable:
+    """A Redis client whose server cannot be reached until `reachable` is set: every command fails as
+    a dead connection does (what needs no server, such as closing it, still works)."""
+
+    def __init__(self, client: object) -> None:
+        self._client = client
+        self.reachable = False
+
+    def register_script(self, script: str) -> Script:
+        return Script(self, script)  # its calls come through here
+
+    def __getattr__(self, name: str) -> object:
+        found = getattr(self._client, name)
+        if self.reachable or name in ("close", "get_encoder") or not callable(found):
+            return found
+
+        def refuse(*args: object, **kwargs: object) -> object:
+            raise redis.ConnectionError("Error 111 connecting to Redis: Connection refused.")
+
+        return refuse
+
+
+def test_a_replica_started_while_redis_is_away_counts_its_ledger_once_when_redis_returns(
+    shipped_config: Config, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records a replica replayed from its ledger are in the stream too; started with Redis away,
+    it must not read them back from the stream's start when Redis returns. The ids it recognises are
+    bounded (RECENT_DECISIONS, shrunk here to 1), and the stream holds more than that."""
+    monkeypatch.setattr("orxaq_grpc.application.outcomes.RECENT_DECISIONS", 1)
+    # No allowance for Redis' clock: the first life's records are all older than the restart.
+    monkeypatch.setattr("orxaq_grpc.shared.link.START_SKEW_S", 0.0)
+    with ExitStack() as stack:  # the first life: three decisions, each in the ledger and the stream
+        fleet = Fleet(shipped_config, redis_url, tmp_path, 1, stack)
+        first = fleet.replicas[0]
+        assert first.shared is not None
+        decisions = [fleet.route(0) for _ in range(3)]
+        eventually(lambda: first.shared is not None and first.shared.status().pending == 0)
+        namespace = first.shared.namespace
+        assert len(decisions) == 3
+
+    client = Unreachable(redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=0.25))
+    link = SharedLink(client, redis_url, namespace)  # type: ignore[arg-type]
+    with ExitStack() as stack:  # the restart, with Redis away
+        store = stack.enter_context(SqliteStore(tmp_path / "replica-0", retention_days=1))
+        outcomes = Outcomes(LiveRouter(Router(shipped_config)), store, shared=link)
+        stack.callback(lambda: link.close(timeout_s=0.5))
+        after = link.start_position()
+        assert not link.connected
+        assert outcomes.rebuild()[0] == 3
+        outcomes.start_sharing(after)
+
+        client.reachable = True
+        eventually(lambda: link.status().connected, timeout_s=5)
+        time.sleep(3 * READ_BLOCK_MS / 1000)  # the reader's first reads after the rejoin
+        assert outcomes.book.breakdown(0).overall.counters.decisions == 3  # not 6
+        assert link.status().applied == 0
+
+        # What another replica publishes now is counted here.
+        other = stack.enter_context(contextlib.closing(open_link(redis_url, namespace=namespace)))
+        other.start(lambda record: None, other.position())
+        model = decisions[0]
+        other.publish(
+            DecisionRecord(
+                decision_id="from-another-replica",
+                at=time.time(),
+                lane=model.lane,
+                provider=model.provider,
+                model=model.model,
+                strategy=model.strategy.value,
+                fallback_reason=0,
+                disruptive=False,
+                router_error=False,
+                estimated_input_tokens=model.input_tokens,
+                estimated_output_tokens=model.output_tokens,
+                estimated_cost_usd=model.estimated_cost_usd,
+            )
+        )
+        eventually(lambda: outcomes.book.breakdown(0).overall.counters.decisions == 4)
+        assert link.status().applied == 1

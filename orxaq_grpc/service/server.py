@@ -33,7 +33,6 @@ from orxaq_grpc.service.servicer import RoutingHandlers, RoutingServicer
 from orxaq_grpc.service.tls import ServerTls
 from orxaq_grpc.service.wire import RefusalLog, register
 from orxaq_grpc.shared import SharedLink, open_link
-from orxaq_grpc.shared.link import SharedDown
 from orxaq_grpc.store import open_store
 from orxaq_grpc.telemetry.export import Telemetry, configure
 from orxaq_grpc.telemetry.metrics import RoutingMetrics
@@ -218,14 +217,8 @@ def open_outcomes(
 
 
 def _stream_position(link: SharedLink | None) -> str:
-    """Where this replica starts reading the others' records: the stream's end as the replay
-    begins (what the replay counts is recognised and skipped), or its start when Redis is away."""
-    if link is None:
-        return "0-0"
-    try:
-        return link.position()
-    except SharedDown:
-        return "0-0"
+    """Where this replica starts reading the others' records (`SharedLink.start_position`)."""
+    return "0-0" if link is None else link.start_position()
 
 
 async def _run(

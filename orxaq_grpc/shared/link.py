@@ -43,6 +43,10 @@ BATCH = 500
 # before the decision is in the shared ledger (and an open reservation answers too). About 200 bytes
 # a decision: at 100 Routes a second, 72 MB.
 DECISION_KEPT_S = 3_600
+# A replica that starts while Redis is away reads the others' records from the stream id of the
+# moment its ledger replay began (ids start with Redis' clock in ms), less this much for that clock
+# and this host's to differ: records in the overlap are known by id and skipped.
+START_SKEW_S = 60.0
 
 Record = DecisionRecord | ReportRecord
 
@@ -160,6 +164,16 @@ class SharedLink:
         from the stream afterwards starts where the replay's view of the fleet ends."""
         entries = self.call(lambda: self.client.xrevrange(self._stream, count=1))
         return str(entries[0][0]) if entries else "0-0"
+
+    def start_position(self) -> str:
+        """Where this replica starts reading the others' records, taken just before its ledger is
+        replayed: the stream's end (what the replay counts is recognised and skipped), or, with Redis
+        away, the id of this moment less START_SKEW_S. Not the stream's start: a stream holds more
+        records than a replica recognises by id, and it would count those of its ledger twice."""
+        try:
+            return self.position()
+        except SharedDown:
+            return f"{max(0, int((self._clock() - START_SKEW_S) * 1000))}-0"
 
     def find_decision(self, decision_id: str) -> tuple[str, float] | None:
         """(lane, estimate) of a decision any replica published, if Redis has it; None otherwise."""
