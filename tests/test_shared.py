@@ -387,3 +387,44 @@ def test_a_replica_started_while_redis_is_away_counts_its_ledger_once_when_redis
         )
         eventually(lambda: outcomes.book.breakdown(0).overall.counters.decisions == 4)
         assert link.status().applied == 1
+
+
+def test_what_a_replica_could_not_publish_before_it_stopped_is_published_by_its_next_start(
+    shipped_config: Config, redis_url: str, tmp_path: Path
+) -> None:
+    """Records wait in a replica's outbox while Redis is away; a replica stopped then keeps them in
+    its ledger, and its next start publishes them (once: a later start has nothing left to take)."""
+
+    def started(link: SharedLink) -> Outcomes:
+        outcomes = Outcomes(LiveRouter(Router(shipped_config)), SqliteStore(tmp_path / "a", 1), shared=link)
+        after = link.start_position()
+        outcomes.rebuild()
+        outcomes.start_sharing(after)
+        return outcomes
+
+    with ExitStack() as stack:
+        observer = Fleet(shipped_config, redis_url, tmp_path / "observer", 1, stack).replicas[0]
+        assert observer.shared is not None
+        namespace = observer.shared.namespace
+
+        client = Unreachable(redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=0.25))
+        first = started(SharedLink(client, redis_url, namespace))  # type: ignore[arg-type]
+        task = Task(title="Review the payment flow", input_tokens=2_000, output_tokens=500)
+        for _ in range(2):
+            first.record_decision(first._live.current.route(RouteRequest(lane="claude", task=task), first))
+        assert first.shared is not None and first.shared.status().pending == 2
+        first.close()  # Redis still away: the two are kept in the ledger
+
+        second = started(open_link(redis_url, namespace=namespace))
+        stack.callback(second.close)
+        eventually(lambda: observer.book.breakdown(0).overall.counters.decisions == 2)
+        assert second.shared is not None
+        eventually(lambda: second.shared is not None and second.shared.status().published == 2)
+
+    third = started(open_link(redis_url, namespace=namespace))  # nothing left to take
+    try:
+        time.sleep(0.5)  # what it took would be published in milliseconds
+        assert third.shared is not None
+        assert (third.shared.status().pending, third.shared.status().published) == (0, 0)
+    finally:
+        third.close()

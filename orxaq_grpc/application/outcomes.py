@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from orxaq_grpc.application import unpublished
 from orxaq_grpc.application.adaptive import AdaptiveWeights
 from orxaq_grpc.application.learning import Learner
 from orxaq_grpc.application.operators import OperatorAction, Operators
@@ -210,7 +211,7 @@ class Outcomes:
         if self.config.policy.learning.learns:
             self.learner.save()
         if self.shared is not None:
-            self.shared.close()
+            unpublished.keep(self.store, self.shared.close(), self._clock)
         self.store.close()
 
     # -- decisions and reports ---------------------------------------------------------
@@ -362,6 +363,7 @@ class Outcomes:
         """Counts the other replicas' decisions and reports from stream position `after` on (read
         before the ledger was replayed: what the replay already counted is recognised and skipped)."""
         if self.shared is not None:
+            self.shared.requeue(unpublished.take(self.store, self._clock))
             self.shared.start(self.apply_remote, after)
 
     def apply_remote(self, record: DecisionRecord | ReportRecord) -> None:

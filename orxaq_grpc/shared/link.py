@@ -29,7 +29,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SharedDown", "SharedLink", "SharedStatus", "SharedUnavailable", "open_link", "redacted"]
+__all__ = [
+    "Outgoing",
+    "SharedDown",
+    "SharedLink",
+    "SharedStatus",
+    "SharedUnavailable",
+    "open_link",
+    "redacted",
+]
 
 SOCKET_TIMEOUT_S = 0.25  # a Redis that does not answer in this long counts as away
 READ_BLOCK_MS = 100  # how long the reader waits for new entries: also how often it notices a stop
@@ -49,6 +57,9 @@ DECISION_KEPT_S = 3_600
 START_SKEW_S = 60.0
 
 Record = DecisionRecord | ReportRecord
+# A record as it waits in the outbox: its kind and body (events.encode), and the decision lookup
+# (id, "lane<TAB>estimate") published beside a decision that chose a model.
+Outgoing = tuple[str, str, tuple[str, str] | None]
 
 
 class SharedUnavailable(Exception):
@@ -125,7 +136,7 @@ class SharedLink:
         self._replicas_key = f"{namespace}:replicas"
         self._decisions = f"{namespace}:decision:"
         self._lock = threading.Lock()
-        self._outbox: deque[tuple[str, str, tuple[str, str] | None]] = deque()  # kind, body, lookup
+        self._outbox: deque[Outgoing] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -212,6 +223,12 @@ class SharedLink:
             self._outbox.append((kind, body, lookup))
         self._wake.set()
 
+    def requeue(self, entries: list[Outgoing]) -> None:
+        """Records an earlier run could not publish, ahead of anything queued since."""
+        with self._lock:
+            self._outbox.extendleft(reversed(entries))
+        self._wake.set()
+
     def status(self) -> SharedStatus:
         with self._lock:
             return SharedStatus(
@@ -226,8 +243,9 @@ class SharedLink:
                 error=self._error,
             )
 
-    def close(self, timeout_s: float = 2.0) -> None:
-        """Publishes what is queued (while Redis answers, within timeout_s), leaves, and stops."""
+    def close(self, timeout_s: float = 2.0) -> list[Outgoing]:
+        """Publishes what is queued (while Redis answers, within timeout_s), leaves, and stops;
+        answers what it could not publish, for the caller to keep until the next start (`requeue`)."""
         deadline = time.monotonic() + timeout_s
         while self._outbox and self._connected and time.monotonic() < deadline:
             self._wake.set()
@@ -240,6 +258,10 @@ class SharedLink:
             with contextlib.suppress(*self._errors):
                 self.client.zrem(self._replicas_key, self.replica)
         self.client.close()
+        with self._lock:
+            left = list(self._outbox)
+            self._outbox.clear()
+        return left
 
     # -- threads ------------------------------------------------------------------------
 
