@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -170,8 +171,8 @@ def measure(server: Server, rpc: str, pool: ThreadPoolExecutor, calls: int, conc
     )
 
 
-# A server is quiet once it has used less than QUIET_SHARE of a CPU over QUIET_S (its idle threads
-# still tick now and then, and /proc counts in 10 ms ticks).
+# A server is quiet once it has used less than QUIET_SHARE of a CPU over the last QUIET_S: its idle
+# threads still tick now and then, and /proc counts in 10 ms ticks, so one poll alone says little.
 QUIET_S = 0.2
 QUIET_SHARE = 0.25
 _SETTLE_POLL_S = 0.02
@@ -179,20 +180,19 @@ _SETTLE_LIMIT_S = 60.0
 
 
 def settled(pid: int) -> tuple[float, float]:
-    """Waits until process `pid` has gone quiet; answers (its CPU seconds, the perf_counter time)
-    at the last poll that found it busy, or now if it was quiet from the start."""
-    busy_cpu = process_cpu_s(pid)
-    busy_at = time.perf_counter()
-    deadline = busy_at + _SETTLE_LIMIT_S
-    cpu, at = busy_cpu, busy_at
+    """Waits until process `pid` has gone quiet; answers (its CPU seconds, the perf_counter time) as
+    its quiet stretch began: the work it did after the caller's last answer is in them, the idle
+    stretch that shows it was done is not."""
+    samples: deque[tuple[float, float]] = deque([(time.perf_counter(), process_cpu_s(pid))])
+    deadline = samples[0][0] + _SETTLE_LIMIT_S
     while True:
         time.sleep(_SETTLE_POLL_S)
-        now, now_cpu = time.perf_counter(), process_cpu_s(pid)
-        if now_cpu - cpu > QUIET_SHARE * (now - at):
-            busy_cpu, busy_at = now_cpu, now
-        cpu, at = now_cpu, now
-        if now - busy_at >= QUIET_S:
-            return busy_cpu, busy_at
+        samples.append((time.perf_counter(), process_cpu_s(pid)))
+        while samples[-1][0] - samples[1][0] >= QUIET_S:  # keep one sample at least QUIET_S old
+            samples.popleft()
+        (then, then_cpu), (now, now_cpu) = samples[0], samples[-1]
+        if now - then >= QUIET_S and now_cpu - then_cpu < QUIET_SHARE * (now - then):
+            return then_cpu, then
         if now > deadline:
             raise RuntimeError(f"server {pid} still busy {_SETTLE_LIMIT_S:g} s after its cell's last answer")
 

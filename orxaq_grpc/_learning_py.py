@@ -94,7 +94,10 @@ def vector(text: str, tags: tuple[str, ...], dim: int) -> tuple[Int64s, Doubles,
 
 
 def _hashed(text: bytes, tags: tuple[bytes, ...], dim: int) -> tuple[list[int], list[float], bool]:
-    """The features' indices and values, sorted by index, and whether the text gave any."""
+    """The features' indices and values, sorted by index, and whether the text gave any.
+    ValueError if `dim` < 2, as the compiled twin."""
+    if dim < 2:
+        raise ValueError(f"dim must be at least 2, not {dim}")
     text = _lower(text)
     counts: dict[int, float] = {}
     n = len(text)

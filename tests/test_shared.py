@@ -428,3 +428,18 @@ def test_what_a_replica_could_not_publish_before_it_stopped_is_published_by_its_
         assert (third.shared.status().pending, third.shared.status().published) == (0, 0)
     finally:
         third.close()
+
+
+def test_kept_records_are_requeued_before_the_link_starts_and_within_its_bound(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("orxaq_grpc.shared.link.MAX_OUTBOX", 3)
+    link = open_link(redis_url, namespace=f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        link.requeue([("d", f"[{n}]", None) for n in range(5)])
+        assert (link.status().pending, link.status().dropped) == (3, 2)  # the oldest two dropped
+        link.start(lambda record: None, link.position())
+        with pytest.raises(RuntimeError, match="after start"):
+            link.requeue([("d", "[5]", None)])
+    finally:
+        link.close(timeout_s=0.5)

@@ -23,14 +23,15 @@ from orxaq_grpc.store.base import Store, StoreError
 log = logging.getLogger(__name__)
 
 KIND = "shared_outbox"
+# An entry's subject: "kept <batch>" or "taken <batch>", so a start skips the batches already taken
+# without reading their records.
 KEPT, TAKEN = "kept", "taken"
-# Batches a start looks back over: each is one stop during an outage.
+# Entries a start looks back over: a kept and a taken one per stop during an outage.
 LOOK_BACK = 1_000
 
 
 @dataclass(frozen=True, slots=True)
 class Unpublished:
-    batch: str  # names the batch: its taken entry carries the same
     format: str  # the stream's FORMAT the entries were encoded in
     entries: tuple[Outgoing, ...] = ()
 
@@ -40,8 +41,8 @@ def keep(store: Store, entries: list[Outgoing], clock: Callable[[], float]) -> N
     a ledger that refuses loses them, with an error logged."""
     if not entries:
         return
-    batch = Unpublished(uuid.uuid4().hex, FORMAT, tuple(entries))
-    entry = JournalEntry(at=clock(), kind=KIND, subject=KEPT, payload=to_payload(batch))
+    payload = to_payload(Unpublished(FORMAT, tuple(entries)))
+    entry = JournalEntry(at=clock(), kind=KIND, subject=f"{KEPT} {uuid.uuid4().hex}", payload=payload)
     try:
         write_durably(store, entry, f"{len(entries)} records Redis had not taken")
     except StoreError as exc:
@@ -54,41 +55,34 @@ def keep(store: Store, entries: list[Outgoing], clock: Callable[[], float]) -> N
 
 
 def take(store: Store, clock: Callable[[], float]) -> list[Outgoing]:
-    """The entries of every kept batch no start has taken yet, oldest batch first, each marked taken
-    (durably) before it is returned. A batch in another FORMAT is taken and dropped, with a warning."""
-    kept: list[Unpublished] = []
-    taken: set[str] = set()
-    for entry in store.journal(KIND, LOOK_BACK):
+    """The entries of every kept batch no start has taken yet, oldest batch first, each marked taken.
+    A mark the ledger does not confirm still hands its batch over: a later start may publish it again,
+    which the other replicas recognise by id, where a batch marked but not handed over would be lost.
+    A batch in another FORMAT is taken and dropped, with a warning."""
+    entries = store.journal(KIND, LOOK_BACK)
+    taken = {e.subject.partition(" ")[2] for e in entries if e.subject.startswith(f"{TAKEN} ")}
+    found: list[Outgoing] = []
+    for entry in reversed(entries):  # the journal answers newest first
+        state, _, batch = entry.subject.partition(" ")
+        if state != KEPT or batch in taken:
+            continue
         try:
-            batch = from_payload(Unpublished, entry.payload)
+            kept = from_payload(Unpublished, entry.payload)
         except (ValueError, KeyError, TypeError) as exc:
             log.error("journal %s entry at %s cannot be read (%s); skipped", entry.kind, entry.at, exc)
             continue
-        if entry.subject == TAKEN:
-            taken.add(batch.batch)
-        elif entry.subject == KEPT:
-            kept.append(batch)
-    found: list[Outgoing] = []
-    for batch in reversed(kept):  # the journal answers newest first
-        if batch.batch in taken:
-            continue
-        mark = Unpublished(batch.batch, batch.format)
+        mark = JournalEntry(at=clock(), kind=KIND, subject=f"{TAKEN} {batch}", payload="{}")
         try:
-            write_durably(
-                store,
-                JournalEntry(at=clock(), kind=KIND, subject=TAKEN, payload=to_payload(mark)),
-                "a kept batch taken",
-            )
-        except StoreError as exc:  # the rest stay kept, for the next start
-            log.error("shared state: kept records could not be taken (%s); left for the next start", exc)
-            break
-        if batch.format != FORMAT:
+            write_durably(store, mark, "a kept batch taken")
+        except StoreError as exc:
+            log.error("shared state: taking kept records was not confirmed (%s); publishing them", exc)
+        if kept.format != FORMAT:
             log.warning(
                 "shared state: %d kept records are in stream format %s, not %s: dropped",
-                len(batch.entries),
-                batch.format,
+                len(kept.entries),
+                kept.format,
                 FORMAT,
             )
             continue
-        found.extend(batch.entries)
+        found.extend(kept.entries)
     return found

@@ -54,7 +54,8 @@ class _ModelTexts:
 
 class _CatalogTexts:
     """The texts one config load repeats in every rationale: per model (by catalog index), each
-    model's quality sub-score, and each configured weights' terms (by identity)."""
+    model's quality sub-score, and each configured weights' terms (by identity). A catalog is never
+    changed once built (a reload builds another), so they stay true for its life."""
 
     __slots__ = ("models", "quality_scores", "weights")
 

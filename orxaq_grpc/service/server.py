@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from orxaq.routing.v1 import routing_pb2
+from orxaq_grpc.application import unpublished
 from orxaq_grpc.application.learning import FILE_NAME as LEARNER_FILE
 from orxaq_grpc.application.outcomes import Outcomes
 from orxaq_grpc.application.workflow import RoutingWorkflow
@@ -202,8 +203,8 @@ def open_outcomes(
         decisions, reports = outcomes.rebuild()
         outcomes.start_sharing(after)
     except BaseException:
-        if link is not None:
-            link.close(timeout_s=0.0)
+        if link is not None:  # what it took from the journal to publish goes back there
+            unpublished.keep(store, link.close(timeout_s=0.0), clock)
         store.close()
         raise
     if link is not None:

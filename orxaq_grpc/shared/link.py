@@ -224,10 +224,16 @@ class SharedLink:
         self._wake.set()
 
     def requeue(self, entries: list[Outgoing]) -> None:
-        """Records an earlier run could not publish, ahead of anything queued since."""
+        """Records an earlier run could not publish, ahead of anything queued since; before `start`
+        only (the publisher takes batches off the outbox's front), and within MAX_OUTBOX, the oldest
+        dropped first as `publish` drops them."""
+        if self._threads:
+            raise RuntimeError("requeue after start: the publisher owns the outbox's front")
         with self._lock:
             self._outbox.extendleft(reversed(entries))
-        self._wake.set()
+            while len(self._outbox) > MAX_OUTBOX:
+                self._outbox.popleft()
+                self._dropped += 1
 
     def status(self) -> SharedStatus:
         with self._lock:
