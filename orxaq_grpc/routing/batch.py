@@ -116,7 +116,7 @@ def _score_group(
     size = catalog.size
     n = len(contexts)
     priced = catalog.priced(share)
-    reference = catalog.reference_values
+    reference = catalog.reference
     # What a row takes from its lane, objective and profile alone, worked out once for each such
     # triple: the guards are the batch's (BatchGuards), so `weights_of` answers the same for them.
     per_kind: dict[tuple[str, Objective, Profile], tuple[Weights, float, float]] = {}

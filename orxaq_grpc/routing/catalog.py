@@ -10,6 +10,7 @@ import math
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from orxaq_grpc.config.model import Config, LaneSpec, ModelSpec, Weights
 from orxaq_grpc.kernel import Doubles, Kernel, KernelFactory
@@ -25,12 +26,12 @@ class LaneArrays:
     allowed: tuple[int, ...]  # catalog indices of the lane's allowed models
 
 
-@dataclass(frozen=True, slots=True)
-class ReferenceRanges:
+class ReferenceRanges(NamedTuple):
     """Catalog-wide ranges for one request's token counts, on a log scale.
 
     They depend on the whole catalog and the request, never on which candidates
     survive the filters, so filtering one model cannot move another's sub-scores.
+    A tuple, so a batch's row takes them as they come (`*ranges`).
     """
 
     log_cost_lo: float
@@ -148,19 +149,12 @@ class CompiledCatalog:
     def reference(
         self, input_tokens: float, output_tokens: float, priced: PricedKernel | None = None
     ) -> ReferenceRanges:
-        return ReferenceRanges(
-            *self.reference_values(input_tokens, output_tokens, priced or self._list_priced)
-        )
-
-    def reference_values(
-        self, input_tokens: float, output_tokens: float, priced: PricedKernel
-    ) -> tuple[float, float, float, float, float]:
-        """`reference` as a plain tuple in ReferenceRanges' field order: a batch takes a thousand."""
+        priced = priced or self._list_priced
         cost_lo = (input_tokens * priced.input_price_lo + output_tokens * self._output_price_lo) / 1e6
         cost_hi = (input_tokens * priced.input_price_hi + output_tokens * self._output_price_hi) / 1e6
         log_cost_lo = math.log(cost_lo)
         log_latency_lo = math.log(self._ttft_lo + output_tokens / self._speed_hi)
-        return (
+        return ReferenceRanges(
             log_cost_lo,
             math.log(cost_hi) - log_cost_lo,
             (input_tokens + output_tokens) * self._price_floor / 1e6,
