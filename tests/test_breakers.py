@@ -518,3 +518,22 @@ def test_memory_stays_flat_however_many_reports(clock: FakeClock) -> None:
     assert deep_size(breakers) == size
     provider = breakers.views()[-1]
     assert 290 / 0.37 <= provider.window_reports <= 300 / 0.37 + 1  # 29 to 30 buckets of reports
+
+
+def test_a_probe_whose_decision_never_reached_its_lane_is_given_back_at_once(clock: FakeClock) -> None:
+    """No report will come for a decision its lane never got: waiting open_s for it would keep a
+    healthy model out for nothing."""
+    breakers = make(clock, half_open_probes=2)
+    open_model(breakers)
+    clock.now += SETTINGS.open_s
+    breakers.note_routed("m1", "p", "probe-1")
+    breakers.note_routed("m1", "p", "undelivered")
+    assert model_blocked(breakers)
+    breakers.note_abandoned("m1", "p", "undelivered")
+    assert not model_blocked(breakers)
+    breakers.note_abandoned("m1", "p", "undelivered")  # twice, or a decision that took none: nothing
+    breakers.note_abandoned("m1", "p", "never-a-probe")
+    breakers.note_routed("m1", "p", "probe-3")
+    assert model_blocked(breakers)  # still two probes at most
+    assert breakers.record("m1", "p", OK, decision_id="probe-3") is True  # the new probe decides it
+    assert breakers.blocked() == NONE

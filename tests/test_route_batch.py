@@ -195,6 +195,27 @@ def test_a_batch_decides_as_single_routes_would(
     assert one.outcomes.breakers.views() == many.outcomes.breakers.views()
 
 
+def test_a_batch_closed_before_its_answer_gives_back_the_probe_its_decision_took(
+    shipped_config: Config, world: Callable[[Config], World]
+) -> None:
+    """A call cancelled mid-batch (its deadline, the client gone): the lane never gets the decisions
+    made so far, so the half-open circuit's only probe one of them took is free again at once, as is
+    the budget they reserved."""
+    config = with_policy(shipped_config, budgets={"daily_usd": 100.0})
+    w = world(config)
+    requests = [RouteRequest(lane="codex", task=Task(title=f"Fix the flaky test {i}")) for i in range(4)]
+    probed = Router(config).route(requests[0])
+    half_open(w, probed.model, probed.provider)
+    steps = w.workflow.route_batch_steps([(r, []) for r in requests], lambda d: d, lambda a: a, every=1)
+    for _ in steps:
+        if probed.model in w.outcomes.blocked()[0]:
+            break  # a decision of the batch took the probe
+    assert probed.model in w.outcomes.blocked()[0]
+    steps.close()
+    assert probed.model not in w.outcomes.blocked()[0]
+    assert sum(b.reserved_usd for b in w.outcomes.budgets.views()) == 0.0
+
+
 def test_a_batch_is_decided_on_one_config_though_a_reload_lands_mid_batch(
     shipped_config: Config, world: Callable[[Config], World]
 ) -> None:

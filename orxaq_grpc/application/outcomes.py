@@ -265,9 +265,11 @@ class Outcomes:
         if self.shared is not None:
             self.shared.publish(record)
 
-    def abandon(self, decision: Decision) -> None:
-        """Releases the budget a decision reserved when it never reached the lane."""
-        self.budgets.settle(decision.decision_id, decision.lane, decision.provider, 0.0)
+    def abandon(self, decision_id: str, lane: str, provider: str, model: str) -> None:
+        """A decision never reached its lane: frees the budget it reserved and gives back a half-open
+        circuit's probe it took (no report will come for either)."""
+        self.budgets.settle(decision_id, lane, provider, 0.0)
+        self.breakers.note_abandoned(model, provider, decision_id)
 
     def _remember(self, decision: DecisionRecord) -> None:
         self._recent[decision.decision_id] = (decision.lane, decision.estimated_cost_usd)

@@ -241,6 +241,15 @@ class _Circuit:
         self.reopens_at = max(self.reopens_at, now + self._settings.open_s)
         return True
 
+    def give_back_probe(self, decision_id: str) -> bool:
+        """A probe's decision never reached its lane (its call cancelled, its answer lost): no report
+        will come for it, so its probe is free again at once. True if that unblocks the circuit."""
+        if self.state is not BreakerState.HALF_OPEN or decision_id not in self.probes:
+            return False
+        self.probes.remove(decision_id)
+        self.probes_left += 1
+        return self.probes_left == 1
+
     def view(self, now: float) -> BreakerView:
         reports, failures = self.window.counts(now)
         return BreakerView(
@@ -341,6 +350,18 @@ class Breakers:
                 circuit = self._circuits.get(key)
                 took_last |= circuit is not None and circuit.take_probe(now, decision_id)
             if took_last:
+                self._refresh()
+
+    def note_abandoned(self, model: str, provider: str, decision_id: str) -> None:
+        """A decision `note_routed` saw never reached its lane: a probe it took is given back, or the
+        circuit would stay blocked until a lost probe may be replaced (open_s later)."""
+        with self._lock:
+            self._advance()
+            freed = False
+            for key in (("model", model), ("provider", provider)):
+                circuit = self._circuits.get(key)
+                freed |= circuit is not None and circuit.give_back_probe(decision_id)
+            if freed:
                 self._refresh()
 
     def close(self, scope: str, name: str) -> bool:
