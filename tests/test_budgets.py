@@ -367,6 +367,29 @@ def test_open_reservations_survive_a_restart(
         assert overall(outcomes).reserved_usd == 0.0
 
 
+def test_a_decision_its_lane_never_got_holds_no_budget_after_a_restart(
+    shipped_config: Config, tmp_path: Path
+) -> None:
+    """Abandoned (a batch cancelled before its answer): it is in the ledger without a report, as a
+    decision in flight is, but the journal says no lane runs it, so a restart books it no reservation."""
+    config = with_budgets(shipped_config, daily_usd=100.0, reservation_ttl_s=3600.0)
+    clock = FakeClock(NOON)
+    live = LiveRouter(Router(config))
+    with SqliteStore(tmp_path, 31, clock=clock) as store:
+        outcomes = Outcomes(live, store, clock)
+        in_flight = route(live, outcomes)
+        lost = [route(live, outcomes, output_tokens=600), route(live, outcomes, output_tokens=700)]
+        outcomes.abandon(lost)
+        assert overall(outcomes).reserved_usd == pytest.approx(in_flight.estimated_cost_usd)
+
+    clock.now = NOON + 60.0
+    live = LiveRouter(Router(config))
+    with SqliteStore(tmp_path, 31, clock=clock) as store:
+        outcomes = Outcomes(live, store, clock)
+        assert outcomes.rebuild() == (3, 0)  # still three decisions made
+        assert overall(outcomes).reserved_usd == pytest.approx(in_flight.estimated_cost_usd)
+
+
 def test_a_reloaded_budget_limit_applies_to_the_next_reservation(
     config_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

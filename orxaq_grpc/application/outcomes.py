@@ -11,12 +11,12 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from orxaq_grpc.application import unpublished
+from orxaq_grpc.application import abandoned, unpublished
 from orxaq_grpc.application.adaptive import AdaptiveWeights
 from orxaq_grpc.application.learning import Learner
 from orxaq_grpc.application.operators import OperatorAction, Operators
@@ -265,11 +265,14 @@ class Outcomes:
         if self.shared is not None:
             self.shared.publish(record)
 
-    def abandon(self, decision_id: str, lane: str, provider: str, model: str) -> None:
-        """A decision never reached its lane: frees the budget it reserved and gives back a half-open
-        circuit's probe it took (no report will come for either)."""
-        self.budgets.settle(decision_id, lane, provider, 0.0)
-        self.breakers.note_abandoned(model, provider, decision_id)
+    def abandon(self, decisions: Sequence[Decision]) -> None:
+        """Decisions that never reached their lanes: frees the budget each reserved and gives back a
+        half-open circuit's probe each took (no report will come for either), and journals them, so a
+        restart does not book their reservations again."""
+        for decision in decisions:
+            self.budgets.settle(decision.decision_id, decision.lane, decision.provider, 0.0)
+            self.breakers.note_abandoned(decision.model, decision.provider, decision.decision_id)
+        abandoned.note(self.store, [decision.decision_id for decision in decisions], self._clock)
 
     def _remember(self, decision: DecisionRecord) -> None:
         self._recent[decision.decision_id] = (decision.lane, decision.estimated_cost_usd)
@@ -425,6 +428,8 @@ class Outcomes:
             elif self._book(record, settle=not self.budgets.shared):
                 unreported.pop(record.decision_id, None)  # replay is in time order: after its decision
                 reports += 1
+        for decision_id in abandoned.since(self.store, open_after):  # their lanes never got them
+            unreported.pop(decision_id, None)
         self.budgets.seed(self.spent_today())  # shared budgets: today's spend, for a Redis without it
         self._restore_reservations(unreported.values())
         self.guardrails.restore()

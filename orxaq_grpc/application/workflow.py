@@ -93,7 +93,7 @@ class RoutingWorkflow:
             self.outcomes.record_decision(decision)
             answer = deliver(decision)
         except BaseException:
-            self.abandon(decision)  # the lane never got it: free what Route reserved
+            self.outcomes.abandon([decision])  # the lane never got it: free what Route reserved
             raise
         self.observer.routed(decision)
         return answer
@@ -160,8 +160,7 @@ class RoutingWorkflow:
                     yield
             reply = answer(answers)
         except BaseException:
-            for decision in decided:  # the lane will never get them: free what they reserved
-                self.abandon(decision)
+            self.outcomes.abandon(decided)  # the lane will never get them: free what they reserved
             raise
         self.observer.routed_batch(decided, len(requests))
         return reply
@@ -183,14 +182,10 @@ class RoutingWorkflow:
             self.outcomes.record_decision(outcome)
             answer = deliver(outcome)
         except Exception as exc:
-            self.abandon(outcome)
+            self.outcomes.abandon([outcome])
             return exc
         decided.append(outcome)
         return answer
-
-    def abandon(self, decision: Decision) -> None:
-        """A decision that never reached its lane: what it reserved or took is freed."""
-        self.outcomes.abandon(decision.decision_id, decision.lane, decision.provider, decision.model)
 
     def prepare_report(self, report: ReportInput, wire: list[Violation]) -> ReportRecord:
         """Validates, stamps and prices a report; changes nothing yet."""
