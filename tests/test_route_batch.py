@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -247,6 +248,40 @@ def test_a_batch_that_cannot_be_answered_frees_every_reservation(
     with pytest.raises(servicer.AnswerTooLarge):
         w.workflow.route_batch([(r, []) for r in requests], lambda d: d, too_large)
     assert sum(b.reserved_usd for b in w.outcomes.budgets.views()) == 0
+
+
+def test_a_ledger_gone_mid_batch_fails_the_rest_alike_and_logs_it_once(
+    shipped_config: Config, world: Callable[[Config], World], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every item after the ledger went answers UNAVAILABLE, as a single Route would; the log has the
+    first failure in full and one line counting the others, not one error per item."""
+    w = world(shipped_config)
+    handlers = servicer.RoutingHandlers(w.workflow, str(tmp_path))
+    store = w.outcomes.store
+    write = store.record_decision
+    written = iter(range(1_000_000))
+
+    def closing_at_the_tenth(record: Any) -> None:
+        if next(written) == 10:
+            store.close()
+        write(record)
+
+    store.record_decision = closing_at_the_tenth  # type: ignore[method-assign]
+    message = pb.RouteBatchRequest(
+        requests=[
+            pb.RouteRequest(lane="codex", task=pb.Task(title=f"Fix the flaky test {i}")) for i in range(50)
+        ]
+    )
+    with caplog.at_level(logging.ERROR):
+        answer = handlers.route_batch(message)
+    codes = [r.error.code if r.HasField("error") else 0 for r in answer.results]
+    assert codes == [0] * 10 + [grpc.StatusCode.UNAVAILABLE.value[0]] * 40
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2, errors
+    assert "the ledger refused" in errors[0]
+    assert errors[1].startswith(
+        "RouteBatch: 39 more items failed as this one did: RouteBatch: the ledger refused"
+    )
 
 
 def test_a_batch_goes_in_steps_and_one_closed_early_frees_its_reservations(

@@ -106,6 +106,7 @@ class RoutingHandlers:
             # so built would copy every decision twice.
             response = pb.RouteBatchResponse()
             results = response.results
+            failures = FirstOfEach()  # a ledger gone mid-batch fails hundreds of items the same way
             for position, outcome in enumerate(answers):
                 result = results.add()
                 if isinstance(outcome, pb.RouteDecision):
@@ -113,7 +114,8 @@ class RoutingHandlers:
                 elif outcome is None:
                     result.error.CopyFrom(_gate_error(refused[position]))
                 else:
-                    result.error.CopyFrom(self._item_error(message.requests[position], outcome))
+                    result.error.CopyFrom(self._item_error(message.requests[position], outcome, failures))
+            failures.summarize("RouteBatch")
             if (size := response.ByteSize()) > MAX_ANSWER_BYTES:
                 raise AnswerTooLarge(
                     f"the answer to {len(results)} requests would be {size} bytes, over the "
@@ -123,8 +125,9 @@ class RoutingHandlers:
 
         return (yield from self.workflow.route_batch_steps(requests, decision_to_proto, answer))
 
-    def _item_error(self, request: pb.RouteRequest, exc: Exception) -> pb.RouteError:
-        """What a single Route would have failed with for this request, as an item's error."""
+    def _item_error(self, request: pb.RouteRequest, exc: Exception, failures: FirstOfEach) -> pb.RouteError:
+        """What a single Route would have failed with for this request, as an item's error (logged
+        through the batch's `failures`)."""
         if isinstance(exc, RequestInvalid):
             violations = violations_within(exc.violations)
             return pb.RouteError(
@@ -141,7 +144,7 @@ class RoutingHandlers:
                 quota_subject=BUDGET_SUBJECT,
                 retry_after_s=budget_retry_after_s(),
             )
-        status = _failure("RouteBatch", exc, (request.lane, request.task.id), self.observer)
+        status = _failure("RouteBatch", exc, (request.lane, request.task.id), self.observer, failures)
         return pb.RouteError(code=code_of(status.code), message=status.details)
 
     def prepare_report(self, message: pb.ReportRequest) -> ReportRecord:
@@ -226,8 +229,35 @@ def _statuses(
     return decorate
 
 
-def _failure(rpc: str, exc: Exception, about: tuple[str, str], router_errors: Observer | None) -> grpc.Status:
-    """The status for what the handler raised; logged (and counted a router error) when it is ours."""
+class FirstOfEach:
+    """Errors logged once per message: the first of each in full, the others counted and summarized
+    in one line (a batch's items failing alike)."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, str] = {}  # by message: the first one, as logged
+        self._more: dict[str, int] = {}
+
+    def __call__(self, message: str, *args: object, exc_info: BaseException | None = None) -> None:
+        if message in self._first:
+            self._more[message] = self._more.get(message, 0) + 1
+        else:
+            self._first[message] = message % args
+            log.error(message, *args, exc_info=exc_info)
+
+    def summarize(self, rpc: str) -> None:
+        for message, more in self._more.items():
+            log.error("%s: %d more items failed as this one did: %s", rpc, more, self._first[message])
+
+
+def _failure(
+    rpc: str,
+    exc: Exception,
+    about: tuple[str, str],
+    router_errors: Observer | None,
+    log_error: Callable[..., None] = log.error,
+) -> grpc.Status:
+    """The status for what the handler raised; logged through `log_error` (and counted a router
+    error) when it is ours."""
     if isinstance(exc, OtherLanesDecision) and (caller := CALLER.get()).is_lane:
         message = f"{caller.name!r} speaks for lane {caller.lane!r}: {exc.violations[0].description}"
         metadata = {"method": f"{ROUTING_SERVICE}/{rpc}", "requires": Need.OPERATOR.value}
@@ -241,9 +271,9 @@ def _failure(rpc: str, exc: Exception, about: tuple[str, str], router_errors: Ob
     lane, key = about
     if isinstance(exc, StoreError):
         # Nothing was written: retrying is safe once the ledger is back.
-        log.error("%s: the ledger refused (lane %r, %r): %s", rpc, lane, key, exc)
+        log_error("%s: the ledger refused (lane %r, %r): %s", rpc, lane, key, exc)
         return plain(grpc.StatusCode.UNAVAILABLE, "the ledger is unavailable; retry later")
-    log.error("%s failed (lane %r, %r)", rpc, lane, key, exc_info=exc)
+    log_error("%s failed (lane %r, %r)", rpc, lane, key, exc_info=exc)
     trace.get_current_span().record_exception(exc)
     if router_errors is not None:
         router_errors.route_failed(lane)
