@@ -443,3 +443,38 @@ def test_a_cost_far_above_the_estimate_counts_at_the_bound_and_is_flagged(
         ).fetchall()
     assert rows[0] == (pytest.approx(bound), 1_000_000.0, 1)
     assert rows[1][1:] == (None, 0)
+
+
+def test_a_report_that_asks_a_slow_ledger_for_its_decision_does_not_hold_up_routing(
+    config_dir: Path, tmp_path: Path
+) -> None:
+    """A decision not in memory (another replica's, an old one, a mistyped id) is looked up in the
+    ledger, which may be slow (a locked PostgreSQL table): off the event loop, so every other call
+    is answered meanwhile."""
+    server = LoopbackServer(LiveRouter.from_directory(config_dir), tmp_path / "data")
+    store = server.outcomes.store
+    looked_up, release = threading.Event(), threading.Event()
+    find = store.find_decision
+
+    def slow_find(decision_id: str) -> object:
+        looked_up.set()
+        release.wait(timeout=30)
+        return find(decision_id)
+
+    store.find_decision = slow_find  # type: ignore[method-assign]
+    try:
+        with RoutingClient(server.address) as client:
+            decision = route(client)
+            reporting = threading.Thread(
+                target=client.report, args=(report_for(decision, decision_id="not-in-memory"),)
+            )
+            reporting.start()
+            assert looked_up.wait(timeout=10)
+            for _ in range(5):  # within the client's deadline (10 s), while the lookup waits (30 s)
+                assert route(client).model
+            release.set()
+            reporting.join(timeout=30)
+            assert not reporting.is_alive()
+    finally:
+        release.set()
+        server.stop()

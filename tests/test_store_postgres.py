@@ -259,6 +259,41 @@ def test_a_server_that_stops_answering_is_cut_off_rather_than_waited_for(
         assert ids(store.replay(0.0)) == [("ReportRecord", "first"), ("ReportRecord", "second")]
 
 
+# Replica A for the test below: it writes one report and stops inside its transaction (holding the
+# order lock), where the test freezes its whole process.
+_FREEZING_REPLICA = """
+import sys, time
+from orxaq_grpc.store import PostgresStore
+from tests.conftest import FakeClock
+from tests.test_store import NOW, report
+store = PostgresStore(sys.argv[1], 30, clock=FakeClock(NOW), commit_timeout_s=1.0)
+def stop_inside(db):
+    print("inside", flush=True)
+    time.sleep(3600)
+store._commit = stop_inside
+store.record_report(report("from-a")).result(timeout=3600)
+"""
+
+
+def test_a_replica_frozen_inside_a_transaction_does_not_stall_the_others(postgres_dsn: str) -> None:
+    """A replica's process frozen mid-batch (a paused VM, a partition) holds the order lock, and its
+    own watchdog is frozen with it: the server ends its session once idle in the transaction past its
+    commit timeout, so another replica's writes go through rather than fail until TCP gives up."""
+    frozen = subprocess.Popen(
+        [sys.executable, "-c", _FREEZING_REPLICA, postgres_dsn], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert frozen.stdout is not None and frozen.stdout.readline().strip() == "inside"
+        os.kill(frozen.pid, signal.SIGSTOP)
+        with open_pg(postgres_dsn, commit_timeout_s=10.0) as other:
+            assert other.record_report(report("from-b")).result(timeout=30) is True
+            assert ids(other.replay(0.0)) == [("ReportRecord", "from-b")]
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+        frozen.kill()
+        frozen.wait(timeout=30)
+
+
 def closed_port() -> int:
     """A loopback port nothing listens on."""
     with socket.socket() as probe:

@@ -274,6 +274,11 @@ class Outcomes:
             self.breakers.note_abandoned(decision.model, decision.provider, decision.decision_id)
         abandoned.note(self.store, [decision.decision_id for decision in decisions], self._clock)
 
+    def remembers(self, decision_id: str) -> bool:
+        """Whether this decision is in memory: a report for it is prepared without asking the ledger
+        or Redis (which may be slow: the caller then prepares it off the event loop)."""
+        return decision_id in self._recent
+
     def _remember(self, decision: DecisionRecord) -> None:
         self._recent[decision.decision_id] = (decision.lane, decision.estimated_cost_usd)
         if len(self._recent) > RECENT_DECISIONS:

@@ -345,7 +345,10 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         self, request: pb.ReportRequest, context: grpc.aio.ServicerContext[pb.ReportRequest, pb.ReportAck]
     ) -> pb.ReportAck:
         handlers = self.handlers
-        record = handlers.prepare_report(request)
+        if handlers.workflow.outcomes.remembers(request.decision_id):
+            record = handlers.prepare_report(request)
+        else:  # the ledger (or Redis) is asked for the decision: a slow one must not stall every Route
+            record = await asyncio.to_thread(handlers.prepare_report, request)
         durable = handlers.workflow.write_report(record)
         # Counted once durable and new, whether or not this call is still there to hear it
         # (a deadline or a disconnect mid-commit must not leave a stored report uncounted).

@@ -26,8 +26,9 @@ and nothing is counted. The writer then reconnects for later batches, with backo
 5 s) between failed attempts; a batch that arrives while no attempt is due fails at once rather than
 wait. A batch that fails on a stale connection (the server restarted since the last batch) before its
 COMMIT was sent is retried once on a new one. Nothing waits forever: connections have a connect
-timeout, TCP keepalives and a TCP user timeout, statements a statement timeout, and a watchdog cuts a
-connection whose batch or read runs past `commit_timeout_s` (a server that stopped answering).
+timeout, TCP keepalives and a TCP user timeout, statements a statement timeout, sessions an idle in
+transaction timeout (the server frees what a frozen replica held), and a watchdog cuts a connection whose
+batch or read runs past `commit_timeout_s` (a server that stopped answering).
 
 A COMMIT cut off before its answer came is in doubt: it may have committed. Its reports were not
 acknowledged, so the lane retries them; the writer remembers the transaction id of such a batch and,
@@ -683,6 +684,12 @@ def _session_settings(given: dict[str, Any], commit_timeout_s: float) -> dict[st
         "tcp_user_timeout": timeout_ms,
     }
     settings = {name: value for name, value in defaults.items() if name not in given}
-    ours = f"-c synchronous_commit=on -c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}"
+    # The server ends a session idle inside a transaction past the timeout: a replica frozen mid-batch
+    # (a paused VM, a partition) would otherwise hold the order lock, and stall every other replica's
+    # writes, until TCP gives up on it (hours).
+    ours = (
+        f"-c synchronous_commit=on -c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}"
+        f" -c idle_in_transaction_session_timeout={timeout_ms}"
+    )
     settings["options"] = f"{ours} {given['options']}" if given.get("options") else ours
     return settings
