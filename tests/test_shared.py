@@ -169,6 +169,31 @@ def test_a_report_on_another_replica_is_known_settles_and_blocks_the_model_every
             )
 
 
+def test_a_probe_one_replica_gives_back_is_free_again_on_every_replica(
+    shipped_config: Config, redis_url: str, tmp_path: Path
+) -> None:
+    """A half-open circuit's only probe, taken by A's decision, is taken on B too (from the published
+    decision); when A's lane never gets that decision, both give it back, not only A (B would keep the
+    model out until open_s, 30 s, had passed)."""
+    config = budgeted(shipped_config, daily_usd=50.0)
+    assert config.policy.breakers.half_open_probes == 1 and config.policy.breakers.open_s == 30
+    with ExitStack() as stack:
+        fleet = Fleet(config, redis_url, tmp_path, 2, stack)
+        a, b = fleet.replicas
+        first = fleet.route(0)
+        # A rate limit with a short retry-after: open on both for 0.2 s, then half-open.
+        assert fleet.report(0, first, Outcome.RATE_LIMITED, retry_after_s=0.2, cost_usd=0.0)
+        eventually(lambda: first.model in b.blocked()[0])
+        eventually(lambda: first.model not in a.blocked()[0] and first.model not in b.blocked()[0])
+        probe = fleet.route(0)
+        assert probe.model == first.model  # the probe
+        eventually(lambda: first.model in b.blocked()[0])  # B saw the decision take it
+        assert first.model in a.blocked()[0]
+        a.abandon([probe])
+        assert first.model not in a.blocked()[0]
+        eventually(lambda: first.model not in b.blocked()[0], timeout_s=10.0)
+
+
 def test_without_redis_a_replica_routes_on_its_share_and_resynchronises(
     shipped_config: Config, redis_server: RedisServer, redis_url: str, tmp_path: Path
 ) -> None:

@@ -26,12 +26,13 @@ from orxaq_grpc.outcomes.breakers import Breakers, BreakerView
 from orxaq_grpc.outcomes.budgets import BudgetBook, Budgets, BudgetView, ScopeKey
 from orxaq_grpc.outcomes.detection import Detection, detect
 from orxaq_grpc.outcomes.economics import DAY, HOUR, Breakdown, EconomicsBook, Figures
-from orxaq_grpc.outcomes.records import DecisionRecord, ReportInput, ReportRecord
+from orxaq_grpc.outcomes.records import AbandonedRecord, DecisionRecord, ReportInput, ReportRecord
 from orxaq_grpc.routing.live import LiveRouter
 from orxaq_grpc.routing.router import BudgetExhausted, reported_cost_usd
 from orxaq_grpc.routing.types import Decision, FallbackReason, Objective, Strategy
 from orxaq_grpc.scale.guardrails import Guardrails, GuardrailView
 from orxaq_grpc.shared import SharedBudgets, SharedLink, SharedStatus
+from orxaq_grpc.shared.events import Shared
 from orxaq_grpc.store.base import Store, StoreStats
 from orxaq_grpc.vocabulary import OtherLanesDecision, Violation
 
@@ -272,6 +273,8 @@ class Outcomes:
         for decision in decisions:
             self.budgets.settle(decision.decision_id, decision.lane, decision.provider, 0.0)
             self.breakers.note_abandoned(decision.model, decision.provider, decision.decision_id)
+            if self.shared is not None:  # the others took its probe from the published decision
+                self.shared.publish(AbandonedRecord(decision.decision_id, decision.model, decision.provider))
         abandoned.note(self.store, [decision.decision_id for decision in decisions], self._clock)
 
     def remembers(self, decision_id: str) -> bool:
@@ -376,10 +379,13 @@ class Outcomes:
             self.shared.requeue(unpublished.take(self.store, self._clock))
             self.shared.start(self.apply_remote, after)
 
-    def apply_remote(self, record: DecisionRecord | ReportRecord) -> None:
+    def apply_remote(self, record: Shared) -> None:
         """Another replica's decision or counted report: into economics, detection, the decision
-        lookup and the breakers. Budgets are not touched: that replica settled them in Redis."""
-        if isinstance(record, DecisionRecord):
+        lookup and the breakers; or a decision it abandoned: the probe it took given back. Budgets are
+        not touched: that replica settled them in Redis."""
+        if isinstance(record, AbandonedRecord):
+            self.breakers.note_abandoned(record.model, record.provider, record.decision_id)
+        elif isinstance(record, DecisionRecord):
             if record.decision_id in self._recent:
                 return
             self.book.add_decision(record)

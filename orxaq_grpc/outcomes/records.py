@@ -91,6 +91,16 @@ class ReportInput:
 
 
 @dataclass(frozen=True, slots=True)
+class AbandonedRecord:
+    """A decision that never reached its lane, as the other replicas hear of it: a half-open
+    circuit's probe it took is free again everywhere (no report will come for it)."""
+
+    decision_id: str
+    model: str
+    provider: str
+
+
+@dataclass(frozen=True, slots=True)
 class JournalEntry:
     """One guardrail event in the decision log: a Scale decision or a stop-loss transition,
     with everything it was decided on as JSON."""

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from orxaq_grpc.outcomes.records import DecisionRecord, ReportRecord
-from orxaq_grpc.shared.events import FORMAT, decode, encode
+from orxaq_grpc.outcomes.records import DecisionRecord
+from orxaq_grpc.shared.events import FORMAT, Shared, decode, encode
 
 if TYPE_CHECKING:
     import redis
@@ -56,7 +56,7 @@ DECISION_KEPT_S = 3_600
 # and this host's to differ: records in the overlap are known by id and skipped.
 START_SKEW_S = 60.0
 
-Record = DecisionRecord | ReportRecord
+Record = Shared
 # A record as it waits in the outbox: its kind and body (events.encode), and the decision lookup
 # (id, "lane<TAB>estimate") published beside a decision that chose a model.
 Outgoing = tuple[str, str, tuple[str, str] | None]
