@@ -8,6 +8,7 @@ import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import grpc
@@ -17,6 +18,7 @@ from orxaq.routing.v1 import routing_pb2 as pb
 from orxaq_grpc.client import CallFailed, RoutingClient
 from orxaq_grpc.config.model import Config, StopLossSettings
 from orxaq_grpc.routing.live import LiveRouter
+from orxaq_grpc.scale import journal
 from orxaq_grpc.scale.stoploss import (
     BudgetSpend,
     Inputs,
@@ -549,6 +551,33 @@ def test_a_transition_the_ledger_cannot_keep_does_not_happen(start: Callable[[],
         with pytest.raises(CallFailed) as caught:
             client.set_stop_loss(True, "disk gone")
         assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_transition_the_ledger_has_not_confirmed_in_time_is_answered_as_such(
+    start: Callable[[], LoopbackServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow ledger: the entry is still queued when the call gives up, so the answer says it may
+    take effect yet (it does, once written), not that nothing happened."""
+    server = start()
+    store = server.outcomes.store
+    held: list[object] = []
+    write = store.record_journal
+
+    def queued(entry: object) -> Future[bool]:
+        held.append(entry)
+        return Future()  # not confirmed while the call waits
+
+    monkeypatch.setattr(journal, "COMMIT_WAIT_S", 0.2)
+    monkeypatch.setattr(store, "record_journal", queued)
+    with RoutingClient(server.address) as client:
+        with pytest.raises(CallFailed) as caught:
+            client.set_stop_loss(True, "slow disk")
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+        assert "may still take effect" in caught.value.details
+        monkeypatch.setattr(store, "record_journal", write)
+        assert all(write(entry).result(timeout=10) for entry in held)  # the ledger catches up
+        server.outcomes.guardrails.check()
+        assert client.health().guardrails.stop_loss_active
 
 
 def test_workers_sharing_a_ledger_follow_each_others_transitions(start: Callable[[], LoopbackServer]) -> None:

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 from pydantic_core import to_json
 
 from orxaq_grpc.outcomes.records import JournalEntry
-from orxaq_grpc.store.base import Store, StoreError
+from orxaq_grpc.store.base import NotConfirmed, Store
 
 log = logging.getLogger(__name__)
 COMMIT_WAIT_S = (
@@ -56,10 +56,14 @@ def decoded(kind: type[T], entries: list[JournalEntry]) -> list[T]:
 
 
 def write_durably(store: Store, entry: JournalEntry, what: str) -> None:
-    """Writes `entry` and returns once the ledger says it is durable; StoreError when it refuses or
-    does not confirm within COMMIT_WAIT_S (`what` names the entry in that error)."""
+    """Writes `entry` and returns once the ledger says it is durable; StoreError when it refuses, or
+    NotConfirmed when it does not confirm within COMMIT_WAIT_S (`what` names the entry in that
+    error): the entry is still queued then, and may yet be written."""
     written = store.record_journal(entry)
     try:
         written.result(timeout=COMMIT_WAIT_S)
     except TimeoutError:
-        raise StoreError(f"the ledger did not confirm {what} in {COMMIT_WAIT_S:g} s") from None
+        raise NotConfirmed(
+            f"the ledger did not confirm {what} in {COMMIT_WAIT_S:g} s; it is still queued and may yet "
+            "be written"
+        ) from None

@@ -56,11 +56,15 @@ from orxaq_grpc.service.errors import (
 from orxaq_grpc.service.gate import BATCH_REFUSALS, CALLER, ROUTING_SERVICE, ItemRefusal
 from orxaq_grpc.service.runtime import protobuf_backend
 from orxaq_grpc.service.watch import HealthBroadcast
-from orxaq_grpc.store import StoreError
+from orxaq_grpc.store import NotConfirmed, StoreError
 from orxaq_grpc.telemetry.observer import Observer
 from orxaq_grpc.vocabulary import OtherLanesDecision, RequestInvalid, Violation, range_problem
 
 log = logging.getLogger(__name__)
+
+# A write the ledger has not confirmed in time is still queued: it may take effect yet, and an operator
+# action retried is the same action again.
+NOT_CONFIRMED = "the ledger has not confirmed it in time; it may still take effect, and retrying is safe"
 
 
 class RoutingHandlers:
@@ -269,6 +273,9 @@ def _failure(
     if isinstance(exc, AnswerTooLarge):
         return plain(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     lane, key = about
+    if isinstance(exc, NotConfirmed):
+        log_error("%s: the ledger did not confirm in time (lane %r, %r): %s", rpc, lane, key, exc)
+        return plain(grpc.StatusCode.UNAVAILABLE, NOT_CONFIRMED)
     if isinstance(exc, StoreError):
         # Nothing was written: retrying is safe once the ledger is back.
         log_error("%s: the ledger refused (lane %r, %r): %s", rpc, lane, key, exc)

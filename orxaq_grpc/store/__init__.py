@@ -11,11 +11,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from orxaq_grpc.store.base import Store, StoreError, StoreStats
+from orxaq_grpc.store.base import NotConfirmed, Store, StoreError, StoreStats
 from orxaq_grpc.store.postgres import PostgresStore, check_available, redact_dsn
 from orxaq_grpc.store.sqlite import SqliteStore
 
 __all__ = [
+    "NotConfirmed",
     "PostgresStore",
     "SqliteStore",
     "Store",

@@ -15,6 +15,10 @@ class StoreError(Exception):
     """The store refused: a ledger it cannot use, a failed commit, or a call after close()."""
 
 
+class NotConfirmed(StoreError):
+    """A write the ledger has not confirmed in time: still queued, it may yet be written."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoreStats:
     """What operators see of the ledger in Health."""
