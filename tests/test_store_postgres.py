@@ -259,6 +259,24 @@ def test_a_server_that_stops_answering_is_cut_off_rather_than_waited_for(
         assert ids(store.replay(0.0)) == [("ReportRecord", "first"), ("ReportRecord", "second")]
 
 
+def test_a_locked_table_fails_a_write_once_at_the_commit_timeout(
+    postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A table another session holds locked: the server's lock timeout ends the write on a live
+    connection, which fails once; the watchdog, a little later, does not cut it first (a cut
+    connection looks stale, and the write would be tried again for as long once more)."""
+    with open_pg(postgres_dsn, commit_timeout_s=1.0) as store:
+        assert store.record_report(report("first")).result(timeout=10)
+        with psycopg.connect(postgres_dsn) as locker:
+            locker.execute("LOCK TABLE reports IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(StoreError, match=r"(statement|lock) timeout"):
+                store.record_report(report("second")).result(timeout=30)
+            locker.rollback()
+        messages = [r.getMessage() for r in caplog.records]
+        assert not any("cutting its connection" in m or "went stale" in m for m in messages), messages
+        assert store.record_report(report("third")).result(timeout=10) is True
+
+
 # Replica A for the test below: it writes one report and stops inside its transaction (holding the
 # order lock), where the test freezes its whole process.
 _FREEZING_REPLICA = """

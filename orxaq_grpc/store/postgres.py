@@ -28,7 +28,8 @@ wait. A batch that fails on a stale connection (the server restarted since the l
 COMMIT was sent is retried once on a new one. Nothing waits forever: connections have a connect
 timeout, TCP keepalives and a TCP user timeout, statements a statement timeout, sessions an idle in
 transaction timeout (the server frees what a frozen replica held), and a watchdog cuts a connection whose
-batch or read runs past `commit_timeout_s` (a server that stopped answering).
+batch or read runs a little past `commit_timeout_s` (a server that stopped answering; the server's own
+timeouts come first, so a locked table fails once, not once more on a new connection).
 
 A COMMIT cut off before its answer came is in doubt: it may have committed. Its reports were not
 acknowledged, so the lane retries them; the writer remembers the transaction id of such a batch and,
@@ -422,7 +423,10 @@ class PostgresStore(LedgerStore):
             raise StoreError(f"{self.location}: not a PostgreSQL connection string: {problem}") from None
         self._password = str(given.get("password") or "")
         self._settings = _session_settings(given, commit_timeout_s)
-        self._watchdog = _Watchdog(commit_timeout_s)
+        # A little past the server's own statement and lock timeouts: a statement the server times out
+        # leaves a live connection and fails once, where a cut connection looks stale and is tried
+        # again on a new one, which would double the wait on a locked table.
+        self._watchdog = _Watchdog(commit_timeout_s + max(1.0, 0.1 * commit_timeout_s))
         self._in_doubt = _InDoubt()
         self._writer_link = _Link(lambda: self._connect("writer"), self.location, "writer", self._scrub)
         self._reader_link = _Link(lambda: self._connect("reader"), self.location, "reader", self._scrub)
