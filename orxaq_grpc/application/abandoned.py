@@ -10,11 +10,12 @@ costs a restart that budget until the TTL, as before.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from orxaq_grpc.outcomes.records import JournalEntry
+from orxaq_grpc.scale.journal import decoded, to_payload
 from orxaq_grpc.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -24,14 +25,18 @@ KIND = "abandoned"
 LOOK_BACK = 10_000
 
 
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    decision_ids: tuple[str, ...]
+
+
 def note(store: Store, decision_ids: list[str], clock: Callable[[], float]) -> None:
     """Journals `decision_ids` as never delivered; a ledger that refuses is logged, never raised (this
     runs where an answer already failed)."""
     if not decision_ids:
         return
-    entry = JournalEntry(
-        at=clock(), kind=KIND, subject=f"{len(decision_ids)} decisions", payload=json.dumps(decision_ids)
-    )
+    payload = to_payload(Abandoned(tuple(decision_ids)))
+    entry = JournalEntry(at=clock(), kind=KIND, subject=f"{len(decision_ids)} decisions", payload=payload)
     try:
         store.record_journal(entry)
     except StoreError as exc:
@@ -44,14 +49,5 @@ def note(store: Store, decision_ids: list[str], clock: Callable[[], float]) -> N
 
 def since(store: Store, after: float) -> set[str]:
     """The ids of decisions journaled as never delivered after `after` (unix s)."""
-    found: set[str] = set()
-    for entry in store.journal(KIND, LOOK_BACK):  # newest first
-        if entry.at <= after:
-            break
-        try:
-            ids = json.loads(entry.payload)
-        except ValueError as exc:
-            log.error("journal %s entry at %s cannot be read (%s); skipped", entry.kind, entry.at, exc)
-            continue
-        found.update(str(decision_id) for decision_id in ids)
-    return found
+    recent = [entry for entry in store.journal(KIND, LOOK_BACK) if entry.at > after]
+    return {decision_id for noted in decoded(Abandoned, recent) for decision_id in noted.decision_ids}
